@@ -1,0 +1,61 @@
+# ebpfnet — eBPF network receiver for the OpenTelemetry Collector.
+SHELL := /bin/bash
+GO ?= go
+BUILDER := $(GO) tool -modfile=internal/tools/go.mod builder
+DIST := dist/otelcol-ebpfnet
+COLLECTOR := $(DIST)/otelcol-ebpfnet
+GOTEST_FLAGS ?= -count=1
+# Tests load programs into the running kernel: they run as root.
+export CGO_ENABLED := 0
+
+.PHONY: all deps generate check-generate build run test unit bench lint clean vmlinux
+
+all: build
+
+deps:
+	@scripts/deps.sh test
+
+# Regenerates the bpf2go bindings (clang 14, vendored vmlinux.h) and the
+# mdatagen code. Both outputs are committed.
+generate: deps
+	$(GO) generate ./internal/kernel/... ./receiver/...
+
+# Proves that the committed generated files are what `make generate` makes.
+check-generate: generate
+	@if ! git diff --quiet -- internal/kernel receiver; then \
+		git --no-pager diff --stat -- internal/kernel receiver; \
+		echo "generated files differ from the committed ones: run make generate and commit" >&2; exit 1; fi
+	@echo "generated files are byte-identical to the committed ones"
+
+# vmlinux.h is vendored and pinned; regenerate it only deliberately.
+vmlinux:
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/include/vmlinux.h
+
+$(COLLECTOR): builder-config.yaml go.mod go.sum $(shell find receiver internal bpf -name '*.go' -o -name '*.o' -o -name '*.yaml' 2>/dev/null)
+	@scripts/deps.sh build
+	scripts/build-collector.sh
+
+build: $(COLLECTOR)
+
+# Runs the collector with the local example config (no Kubernetes): flows of
+# this machine are printed by the debug exporter every interval.
+run: build
+	@if [ "$$(id -u)" != 0 ]; then echo "make run loads eBPF programs: run it as root (or with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN)" >&2; exit 1; fi
+	$(COLLECTOR) --config examples/local/config.yaml
+
+unit:
+	$(GO) test $(GOTEST_FLAGS) ./...
+
+test: deps check-generate
+	$(GO) vet ./...
+	$(GO) test $(GOTEST_FLAGS) -timeout 30m ./...
+
+bench: deps build
+	scripts/bench.sh
+
+lint:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v _bpfel.go))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+clean:
+	rm -rf dist

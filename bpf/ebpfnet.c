@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Entry file: only SEC() shims. Logic lives in the feature headers.
+ * Every TC program returns TCX_NEXT (== TC_ACT_UNSPEC for clsact): it
+ * observes and never changes the verdict of other programs. */
+#include "include/vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "types.h"
+#include "maps.h"
+#include "flow.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+/* Keep the enums that only appear as __u8 fields in BTF, so that bpf2go
+ * generates their Go constants from this single definition. */
+const enum flow_direction *unused_flow_direction __attribute__((unused));
+const enum flow_observer *unused_flow_observer __attribute__((unused));
+
+/* Host side of a pod's veth: ingress carries what the pod sent. */
+SEC("tc")
+int endpoint_ingress(struct __sk_buff *skb)
+{
+	handle_packet(skb, FLOW_TRANSMIT, OBSERVER_ENDPOINT);
+	return TCX_NEXT;
+}
+
+/* Host side of a pod's veth: egress carries what the pod receives. */
+SEC("tc")
+int endpoint_egress(struct __sk_buff *skb)
+{
+	handle_packet(skb, FLOW_RECEIVE, OBSERVER_ENDPOINT);
+	return TCX_NEXT;
+}
+
+/* Node uplink, ingress: the node receives, unless routed on to a pod. */
+SEC("tc")
+int uplink_ingress(struct __sk_buff *skb)
+{
+	if (uplink_already_counted_ingress(skb))
+		count_reason(COUNTER_DEDUP_UPLINK, skb->len);
+	else
+		handle_packet(skb, FLOW_RECEIVE, OBSERVER_UPLINK);
+	return TCX_NEXT;
+}
+
+/* Node uplink, egress: the node transmits, unless routed from a pod. */
+SEC("tc")
+int uplink_egress(struct __sk_buff *skb)
+{
+	if (uplink_already_counted_egress(skb))
+		count_reason(COUNTER_DEDUP_UPLINK, skb->len);
+	else
+		handle_packet(skb, FLOW_TRANSMIT, OBSERVER_UPLINK);
+	return TCX_NEXT;
+}

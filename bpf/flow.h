@@ -1,0 +1,372 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Packet parsing and in-kernel flow aggregation for the TC (tcx or clsact)
+ * programs. Every packet ends in exactly one place: a flow, or one of the
+ * `counters` with the reason it is not in a flow. */
+#ifndef EBPFNET_FLOW_H
+#define EBPFNET_FLOW_H
+
+#include "maps.h"
+
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88A8
+
+#define AF_INET 2
+#define AF_INET6 10
+#define EEXIST 17
+
+#define IPPROTO_HOPOPTS 0
+#define IPPROTO_ROUTING 43
+#define IPPROTO_FRAGMENT 44
+#define IPPROTO_AH 51
+#define IPPROTO_ICMPV6 58
+#define IPPROTO_DSTOPTS 60
+
+#define MAX_VLAN_DEPTH 2 /* 802.1ad outer + 802.1Q inner */
+#define MAX_IPV6_EXT 6	 /* extension headers walked before giving up */
+#define PULL_LEN 256	 /* bytes made linear when headers are not */
+
+/* Returned by parse_packet when the packet is a flow; any other value is the
+ * enum counter_reason that explains why it is not. */
+#define PARSE_OK COUNTER_MAX
+
+struct vlan_tag {
+	__be16 tci;
+	__be16 encapsulated_proto;
+};
+
+struct ipv6_ext {
+	__u8 nexthdr;
+	__u8 hdrlen;
+};
+
+struct ipv6_frag {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off;
+	__be32 identification;
+};
+
+static __always_inline void count_reason(__u32 reason, __u32 len)
+{
+	struct counter_value *c = bpf_map_lookup_elem(&counters, &reason);
+
+	/* Per-CPU slot: no other CPU writes it, so no atomics are needed. */
+	if (c) {
+		c->packets++;
+		c->bytes += len;
+	}
+}
+
+/* A header does not fit in the linear data: either the packet really is
+ * shorter (truncated), or the rest lives in paged fragments. */
+static __always_inline int short_reason(struct __sk_buff *skb, void *data, void *data_end)
+{
+	return (__u64)(data_end - data) < skb->len ? COUNTER_NONLINEAR : COUNTER_TRUNCATED;
+}
+
+static __always_inline void map_ipv4(__u8 *dst, __be32 addr)
+{
+	__builtin_memset(dst, 0, 10);
+	dst[10] = 0xff;
+	dst[11] = 0xff;
+	__builtin_memcpy(dst + 12, &addr, 4);
+}
+
+/* Parses L4 ports (or ICMP type/code) and TCP flags at pos. */
+static __always_inline int parse_l4(struct __sk_buff *skb, void *data, void *pos, void *end,
+				    struct flow_key *key, __u32 *tcp_flags)
+{
+	if (key->protocol == IPPROTO_TCP) {
+		struct tcphdr *th = pos;
+
+		if ((void *)(th + 1) > end)
+			return short_reason(skb, data, end);
+		if (th->doff < 5)
+			return COUNTER_MALFORMED;
+		key->src_port = bpf_ntohs(th->source);
+		key->dst_port = bpf_ntohs(th->dest);
+		*tcp_flags = ((__u8 *)th)[13];
+	} else if (key->protocol == IPPROTO_UDP) {
+		struct udphdr *uh = pos;
+
+		if ((void *)(uh + 1) > end)
+			return short_reason(skb, data, end);
+		key->src_port = bpf_ntohs(uh->source);
+		key->dst_port = bpf_ntohs(uh->dest);
+	} else if (key->protocol == IPPROTO_ICMP || key->protocol == IPPROTO_ICMPV6) {
+		__u8 *icmp = pos;
+
+		/* type, code, checksum */
+		if ((void *)(icmp + 4) > end)
+			return short_reason(skb, data, end);
+		key->src_port = icmp[0];
+		key->dst_port = icmp[1];
+	}
+	return PARSE_OK;
+}
+
+static __always_inline int parse_ipv4(struct __sk_buff *skb, void *data, void *pos, void *end,
+				      struct flow_key *key, __u32 *tcp_flags)
+{
+	struct iphdr *ip = pos;
+	__u32 hdr_len, tot_len;
+
+	if ((void *)(ip + 1) > end)
+		return short_reason(skb, data, end);
+	if (ip->version != 4 || ip->ihl < 5)
+		return COUNTER_MALFORMED;
+	hdr_len = ip->ihl * 4;
+	tot_len = bpf_ntohs(ip->tot_len);
+	if (tot_len < hdr_len)
+		return COUNTER_MALFORMED;
+	/* The datagram must fit in what the skb holds after the L2 header.
+	 * (GSO super-packets carry their full length in tot_len too.) */
+	if (tot_len > skb->len - (pos - data))
+		return COUNTER_TRUNCATED;
+	if (pos + hdr_len > end)
+		return short_reason(skb, data, end);
+
+	key->family = 4;
+	key->protocol = ip->protocol;
+	map_ipv4(key->src_addr, ip->saddr);
+	map_ipv4(key->dst_addr, ip->daddr);
+	/* A non-first fragment has no L4 header: keying it on ports read from
+	 * its payload would put it in a wrong flow. */
+	if (bpf_ntohs(ip->frag_off) & 0x1fff)
+		return COUNTER_FRAGMENT;
+	return parse_l4(skb, data, pos + hdr_len, end, key, tcp_flags);
+}
+
+static __always_inline int parse_ipv6(struct __sk_buff *skb, void *data, void *pos, void *end,
+				      struct flow_key *key, __u32 *tcp_flags)
+{
+	struct ipv6hdr *ip6 = pos;
+	__u32 payload_len;
+	__u8 nexthdr;
+
+	if ((void *)(ip6 + 1) > end)
+		return short_reason(skb, data, end);
+	if (ip6->version != 6)
+		return COUNTER_MALFORMED;
+	payload_len = bpf_ntohs(ip6->payload_len);
+	/* payload_len 0 is a jumbogram / BIG TCP packet: length unknown here. */
+	if (payload_len && payload_len + sizeof(*ip6) > skb->len - (pos - data))
+		return COUNTER_TRUNCATED;
+
+	key->family = 6;
+	__builtin_memcpy(key->src_addr, &ip6->saddr, 16);
+	__builtin_memcpy(key->dst_addr, &ip6->daddr, 16);
+	nexthdr = ip6->nexthdr;
+	pos = ip6 + 1;
+
+#pragma unroll
+	for (int i = 0; i < MAX_IPV6_EXT; i++) {
+		if (nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING ||
+		    nexthdr == IPPROTO_DSTOPTS || nexthdr == IPPROTO_AH) {
+			struct ipv6_ext *ext = pos;
+			__u32 len;
+
+			if ((void *)(ext + 1) > end)
+				return short_reason(skb, data, end);
+			/* RFC 8200: length in 8-octet units, not counting the
+			 * first 8; AH (RFC 4302) counts 4-octet units minus 2. */
+			if (nexthdr == IPPROTO_AH)
+				len = ((__u32)ext->hdrlen + 2) * 4;
+			else
+				len = ((__u32)ext->hdrlen + 1) * 8;
+			nexthdr = ext->nexthdr;
+			if (pos + len > end)
+				return short_reason(skb, data, end);
+			pos += len;
+		} else if (nexthdr == IPPROTO_FRAGMENT) {
+			struct ipv6_frag *frag = pos;
+
+			if ((void *)(frag + 1) > end)
+				return short_reason(skb, data, end);
+			if (bpf_ntohs(frag->frag_off) & 0xfff8) {
+				key->protocol = frag->nexthdr;
+				return COUNTER_FRAGMENT;
+			}
+			nexthdr = frag->nexthdr;
+			pos = frag + 1;
+		} else {
+			break;
+		}
+	}
+	if (nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING || nexthdr == IPPROTO_DSTOPTS ||
+	    nexthdr == IPPROTO_AH || nexthdr == IPPROTO_FRAGMENT)
+		return COUNTER_EXT_HDR_LIMIT;
+	key->protocol = nexthdr;
+	return parse_l4(skb, data, pos, end, key, tcp_flags);
+}
+
+/* Parses Ethernet, up to two VLAN tags, IPv4/IPv6 and the L4 header into key
+ * and tcp_flags. Returns PARSE_OK or the counter_reason of the packet. */
+static __always_inline int parse_packet(struct __sk_buff *skb, struct flow_key *key, __u32 *tcp_flags)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	void *pos;
+	__be16 proto;
+
+	if ((void *)(eth + 1) > end)
+		return short_reason(skb, data, end);
+	proto = eth->h_proto;
+	pos = eth + 1;
+
+#pragma unroll
+	for (int i = 0; i < MAX_VLAN_DEPTH; i++) {
+		struct vlan_tag *tag = pos;
+
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+			break;
+		if ((void *)(tag + 1) > end)
+			return short_reason(skb, data, end);
+		proto = tag->encapsulated_proto;
+		pos = tag + 1;
+	}
+	if (proto == bpf_htons(ETH_P_IP))
+		return parse_ipv4(skb, data, pos, end, key, tcp_flags);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return parse_ipv6(skb, data, pos, end, key, tcp_flags);
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD))
+		return COUNTER_MALFORMED; /* more tags than any real network stacks */
+	return COUNTER_NON_IP;
+}
+
+/* Parses, and makes the headers linear once if they were not. */
+static __always_inline int parse_skb(struct __sk_buff *skb, struct flow_key *key, __u32 *tcp_flags)
+{
+	int ret = parse_packet(skb, key, tcp_flags);
+
+	if (ret != COUNTER_NONLINEAR)
+		return ret;
+	/* Pulling copies at most PULL_LEN bytes into the linear area; it does
+	 * not change the packet. Only done when the headers need it. */
+	if (bpf_skb_pull_data(skb, skb->len < PULL_LEN ? skb->len : PULL_LEN))
+		return COUNTER_NONLINEAR;
+	__builtin_memset(key, 0, sizeof(*key));
+	*tcp_flags = 0;
+	return parse_packet(skb, key, tcp_flags);
+}
+
+static __always_inline void add_to_flow(struct flow_counts *st, __u32 len, __u32 tcp_flags, __u64 now)
+{
+	__sync_fetch_and_add(&st->bytes, len);
+	__sync_fetch_and_add(&st->packets, 1);
+	st->last_seen_ns = now; /* a racing CPU writes an equally recent time */
+	if ((st->tcp_flags | tcp_flags) != st->tcp_flags)
+		__sync_fetch_and_or(&st->tcp_flags, tcp_flags);
+}
+
+/* Adds the packet to its flow in the active flow table. */
+static __always_inline void account(struct flow_key *key, __u32 len, __u32 tcp_flags)
+{
+	__u32 zero = 0;
+	struct flow_counts *st;
+	void *table;
+	__u64 now;
+	long err;
+
+	table = bpf_map_lookup_elem(&active_flows, &zero);
+	if (!table) {
+		count_reason(COUNTER_MAP_FULL, len);
+		return;
+	}
+	now = bpf_ktime_get_ns();
+	st = bpf_map_lookup_elem(table, key);
+	if (st) {
+		add_to_flow(st, len, tcp_flags, now);
+		return;
+	}
+
+	struct flow_counts init = {
+		.bytes = len,
+		.packets = 1,
+		.first_seen_ns = now,
+		.last_seen_ns = now,
+		.tcp_flags = tcp_flags,
+	};
+	err = bpf_map_update_elem(table, key, &init, BPF_NOEXIST);
+	if (err == -EEXIST) {
+		/* Another CPU inserted the same flow between our lookup and update. */
+		st = bpf_map_lookup_elem(table, key);
+		if (st) {
+			add_to_flow(st, len, tcp_flags, now);
+			return;
+		}
+	}
+	if (err)
+		count_reason(COUNTER_MAP_FULL, len);
+}
+
+/* Counts one packet as seen by `observer` in `direction`. */
+static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction, __u8 observer)
+{
+	struct flow_key key = {};
+	__u32 tcp_flags = 0;
+	int ret;
+
+	ret = parse_skb(skb, &key, &tcp_flags);
+	if (ret != PARSE_OK) {
+		count_reason(ret, skb->len);
+		return;
+	}
+	key.ifindex = skb->ifindex;
+	key.direction = direction;
+	key.observer = observer;
+	account(&key, skb->len, tcp_flags);
+}
+
+/* Uplink egress: a packet routed from a pod endpoint (or the bridge of pod
+ * endpoints) was already counted there as the pod's transmit. */
+static __always_inline int uplink_already_counted_egress(struct __sk_buff *skb)
+{
+	__u32 iif = skb->ingress_ifindex;
+
+	return iif && bpf_map_lookup_elem(&counted_ifaces, &iif);
+}
+
+/* Uplink ingress: a packet the node will forward to a pod endpoint is counted
+ * there as the pod's receive. Asks the kernel FIB where it goes. Packets the
+ * FIB cannot place (local, unroutable, forwarding off) are the node's. */
+static __always_inline int uplink_already_counted_ingress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct bpf_fib_lookup fib = {};
+	struct ethhdr *eth = data;
+	long rc;
+
+	if ((void *)(eth + 1) > end)
+		return 0;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		if ((void *)(ip + 1) > end)
+			return 0;
+		fib.family = AF_INET;
+		fib.ipv4_src = ip->saddr;
+		fib.ipv4_dst = ip->daddr;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) > end)
+			return 0;
+		fib.family = AF_INET6;
+		__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
+		__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
+	} else {
+		return 0;
+	}
+	fib.ifindex = skb->ifindex;
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return 0;
+	return bpf_map_lookup_elem(&counted_ifaces, &fib.ifindex) != 0;
+}
+
+#endif /* EBPFNET_FLOW_H */

@@ -1,0 +1,203 @@
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// ErrClosed is returned by a Datapath that was closed.
+var ErrClosed = errors.New("datapath closed")
+
+// drainBatch is how many flows one BatchLookupAndDelete call returns at most.
+const drainBatch = 4096
+
+// Options configure Load.
+type Options struct {
+	// MaxFlows is the capacity of each of the two flow tables.
+	MaxFlows uint32
+}
+
+// Datapath is the loaded kernel pipeline: programs, flow tables, counters.
+// Drain, Counters, Attach and Detach may be called from different
+// goroutines.
+type Datapath struct {
+	mu       sync.Mutex
+	objs     ebpfnetObjects
+	tables   [2]*ebpf.Map
+	active   int // index into tables of the table the programs write to
+	maxFlows uint32
+	keys     []FlowKey
+	vals     []FlowCounts
+	batchOK  bool
+	links    map[int]*attachment
+	masters  map[int]int // bridge ifindex -> number of attached endpoint ports
+	names    map[int]string
+	gone     map[int]int // detached ifindex -> value of drains at detach
+	drains   int
+	mode     AttachMode
+	closed   bool
+}
+
+// Load checks privileges, loads the BPF objects into the kernel and returns
+// the Datapath. Nothing is attached yet.
+func Load(opts Options) (*Datapath, error) {
+	if opts.MaxFlows == 0 {
+		return nil, errors.New("max flows must be positive")
+	}
+	if err := checkPrivileges(); err != nil {
+		return nil, err
+	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; a no-op after.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raise memlock rlimit for BPF maps: %w", err)
+	}
+	spec, err := loadEbpfnet()
+	if err != nil {
+		return nil, fmt.Errorf("parse embedded BPF object: %w", err)
+	}
+	for _, name := range []string{ebpfnetMapFlowsA, ebpfnetMapFlowsB} {
+		spec.Maps[name].MaxEntries = opts.MaxFlows
+	}
+	spec.Maps[ebpfnetMapActiveFlows].InnerMap.MaxEntries = opts.MaxFlows
+
+	d := &Datapath{
+		maxFlows: opts.MaxFlows,
+		keys:     make([]FlowKey, drainBatch),
+		vals:     make([]FlowCounts, drainBatch),
+		batchOK:  true,
+		links:    make(map[int]*attachment),
+		masters:  make(map[int]int),
+		names:    make(map[int]string),
+		gone:     make(map[int]int),
+	}
+	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
+		return nil, explainLoadError(err)
+	}
+	d.tables = [2]*ebpf.Map{d.objs.FlowsA, d.objs.FlowsB}
+	d.active = 0 // active_flows[0] = flows_a, set by the object's initializer
+	return d, nil
+}
+
+// MaxFlows is the capacity of one flow table.
+func (d *Datapath) MaxFlows() uint32 { return d.maxFlows }
+
+// Drain makes the other flow table active, waits until no program writes to
+// the previous one, and appends all of its flows to dst, leaving it empty.
+// Every packet counted before the switch is in the returned flows exactly
+// once; packets after it are in the next Drain.
+func (d *Datapath) Drain(dst []Flow) ([]Flow, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return dst, ErrClosed
+	}
+	next := 1 - d.active
+	// Replacing an ARRAY_OF_MAPS entry returns only after an RCU grace
+	// period, i.e. after every program that could still see the old table
+	// has finished (kernel maybe_wait_bpf_programs).
+	if err := d.objs.ActiveFlows.Put(uint32(0), d.tables[next]); err != nil {
+		return dst, fmt.Errorf("switch active flow table: %w", err)
+	}
+	idle := d.tables[d.active]
+	d.active = next
+	d.drains++
+	// Forget names of interfaces detached before the previous drain: their
+	// last flows were reported by it.
+	for ifindex, at := range d.gone {
+		if d.drains-at > 2 {
+			delete(d.gone, ifindex)
+			delete(d.names, ifindex)
+		}
+	}
+	return d.drainTable(idle, dst)
+}
+
+func (d *Datapath) drainTable(m *ebpf.Map, dst []Flow) ([]Flow, error) {
+	if d.batchOK {
+		out, err := d.drainBatch(m, dst)
+		if !errors.Is(err, ebpf.ErrNotSupported) {
+			return out, err
+		}
+		// Kernels before 5.6 have no batch operations.
+		d.batchOK = false
+		dst = out
+	}
+	return d.drainIterate(m, dst)
+}
+
+func (d *Datapath) drainBatch(m *ebpf.Map, dst []Flow) ([]Flow, error) {
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookupAndDelete(&cursor, d.keys, d.vals, nil)
+		for i := 0; i < n; i++ {
+			dst = append(dst, Flow{Key: d.keys[i], Counts: d.vals[i]})
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return dst, nil
+		}
+		if err != nil {
+			return dst, fmt.Errorf("drain flow table: %w", err)
+		}
+	}
+}
+
+// drainIterate is the fallback without batch operations. The table is idle
+// (no program writes to it), so iterating and then deleting is safe.
+func (d *Datapath) drainIterate(m *ebpf.Map, dst []Flow) ([]Flow, error) {
+	start := len(dst)
+	var f Flow
+	it := m.Iterate()
+	for it.Next(&f.Key, &f.Counts) {
+		dst = append(dst, f)
+	}
+	if err := it.Err(); err != nil {
+		return dst, fmt.Errorf("iterate flow table: %w", err)
+	}
+	for i := start; i < len(dst); i++ {
+		if err := m.Delete(&dst[i].Key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return dst, fmt.Errorf("delete drained flow: %w", err)
+		}
+	}
+	return dst, nil
+}
+
+// Counters returns the cumulative per-reason counters summed over CPUs.
+func (d *Datapath) Counters() (Counters, error) {
+	var out Counters
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return out, ErrClosed
+	}
+	var perCPU []CounterValue
+	for i := 0; i < NumReasons; i++ {
+		if err := d.objs.Counters.Lookup(uint32(i), &perCPU); err != nil {
+			return out, fmt.Errorf("read counter %d: %w", i, err)
+		}
+		for _, v := range perCPU {
+			out[i].Packets += v.Packets
+			out[i].Bytes += v.Bytes
+		}
+	}
+	return out, nil
+}
+
+// Close detaches every program and releases all kernel objects.
+func (d *Datapath) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	var errs []error
+	for ifindex := range d.links {
+		errs = append(errs, d.detachLocked(ifindex))
+	}
+	errs = append(errs, d.objs.Close())
+	return errors.Join(errs...)
+}

@@ -1,0 +1,107 @@
+package kernel
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Selector decides which interfaces the programs attach to, and in which role.
+type Selector struct {
+	Include *regexp.Regexp // attach to interfaces whose name matches
+	Exclude *regexp.Regexp // ...unless it matches this (may be nil)
+	Uplink  *regexp.Regexp // matching included interfaces are uplinks; others endpoints
+}
+
+// Select returns whether name is watched and its role.
+func (s Selector) Select(name string) (Role, bool) {
+	if s.Include == nil || !s.Include.MatchString(name) {
+		return 0, false
+	}
+	if s.Exclude != nil && s.Exclude.MatchString(name) {
+		return 0, false
+	}
+	if s.Uplink != nil && s.Uplink.MatchString(name) {
+		return RoleUplink, true
+	}
+	return RoleEndpoint, true
+}
+
+// WatchInterfaces attaches to every existing interface the selector picks
+// and keeps doing so for interfaces created later (netlink link updates,
+// so within milliseconds), detaching from removed ones, until ctx is done.
+// It returns after the existing interfaces were handled. Errors on single
+// interfaces go to onError; the watch goes on.
+func (d *Datapath) WatchInterfaces(ctx context.Context, sel Selector, onError func(error)) error {
+	updates := make(chan netlink.LinkUpdate, 256)
+	done := make(chan struct{})
+	subErr := make(chan error, 1)
+	err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
+		ErrorCallback: func(err error) {
+			select {
+			case subErr <- err:
+			default:
+			}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe to netlink link updates: %w", err)
+	}
+	// List after subscribing, so no interface created in between is missed.
+	links, err := netlink.LinkList()
+	if err != nil {
+		close(done)
+		return fmt.Errorf("list interfaces: %w", err)
+	}
+	for _, l := range links {
+		d.handleLink(l, false, sel, onError)
+	}
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case err := <-subErr:
+				onError(fmt.Errorf("netlink link updates: %w", err))
+			case u, ok := <-updates:
+				if !ok {
+					onError(fmt.Errorf("netlink link updates closed: new interfaces are no longer attached"))
+					return
+				}
+				d.handleLink(u.Link, u.Header.Type == unix.RTM_DELLINK, sel, onError)
+			}
+		}
+	}()
+	return nil
+}
+
+func (d *Datapath) handleLink(l netlink.Link, deleted bool, sel Selector, onError func(error)) {
+	attrs := l.Attrs()
+	if deleted {
+		if err := d.Detach(attrs.Index); err != nil {
+			onError(err)
+		}
+		return
+	}
+	role, ok := sel.Select(attrs.Name)
+	if !ok {
+		// Renamed out of the selection.
+		if err := d.Detach(attrs.Index); err != nil {
+			onError(err)
+		}
+		return
+	}
+	master := 0
+	if attrs.MasterIndex > 0 {
+		if m, err := netlink.LinkByIndex(attrs.MasterIndex); err == nil && m.Type() == "bridge" {
+			master = attrs.MasterIndex
+		}
+	}
+	if err := d.Attach(attrs.Index, attrs.Name, role, master); err != nil {
+		onError(err)
+	}
+}
