@@ -35,7 +35,7 @@ type attachment struct {
 	name   string
 	role   Role
 	master int
-	links  []link.Link      // tcx
+	links  []link.Link          // tcx
 	tc     []*netlink.BpfFilter // clsact
 }
 

@@ -186,6 +186,18 @@ func (d *Datapath) Counters() (Counters, error) {
 	return out, nil
 }
 
+// DetachAll detaches the programs from every interface. The flow tables stay
+// readable: a Drain after DetachAll returns everything counted until then.
+func (d *Datapath) DetachAll() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var errs []error
+	for ifindex := range d.links {
+		errs = append(errs, d.detachLocked(ifindex))
+	}
+	return errors.Join(errs...)
+}
+
 // Close detaches every program and releases all kernel objects.
 func (d *Datapath) Close() error {
 	d.mu.Lock()

@@ -28,7 +28,9 @@ func packet(t *testing.T, ls ...gopacket.SerializableLayer) []byte {
 	buf := gopacket.NewSerializeBuffer()
 	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
 	for _, l := range ls {
-		if nl, ok := l.(interface{ SetNetworkLayerForChecksum(gopacket.NetworkLayer) error }); ok {
+		if nl, ok := l.(interface {
+			SetNetworkLayerForChecksum(gopacket.NetworkLayer) error
+		}); ok {
 			for _, n := range ls {
 				if net, ok := n.(gopacket.NetworkLayer); ok {
 					_ = nl.SetNetworkLayerForChecksum(net)
@@ -96,12 +98,12 @@ func concat(parts ...[]byte) gopacket.Payload {
 }
 
 type wantFlow struct {
-	src, dst   netip.Addr
-	sport      uint16
-	dport      uint16
-	proto      uint8
-	family     uint8
-	tcpFlags   uint32
+	src, dst netip.Addr
+	sport    uint16
+	dport    uint16
+	proto    uint8
+	family   uint8
+	tcpFlags uint32
 }
 
 // runPackets runs each packet through endpoint_ingress with BPF_PROG_TEST_RUN

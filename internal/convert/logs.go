@@ -1,0 +1,72 @@
+package convert
+
+import (
+	"fmt"
+	"net/netip"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+
+	"github.com/ebpfnet/ebpfnet/internal/flow"
+)
+
+// Logs converts a batch into one log record per flow (a flow record like a
+// VPC or NetFlow record), grouped by local endpoint resource.
+func Logs(opts Options, b *flow.Batch) plog.Logs {
+	ld := plog.NewLogs()
+	if !opts.FlowEvents {
+		return ld
+	}
+	observed := pcommon.NewTimestampFromTime(b.Time)
+	scopes := make(map[netip.Addr]plog.ScopeLogs)
+	for i := range b.Flows {
+		f := &b.Flows[i]
+		var local netip.Addr
+		if !f.OnNode {
+			local = f.Endpoint
+		}
+		sl, ok := scopes[local]
+		if !ok {
+			rl := ld.ResourceLogs().AppendEmpty()
+			putResource(rl.Resource().Attributes(), opts, local)
+			sl = rl.ScopeLogs().AppendEmpty()
+			sl.Scope().SetName(opts.ScopeName)
+			sl.Scope().SetVersion(opts.ScopeVersion)
+			scopes[local] = sl
+		}
+		putFlowRecord(sl.LogRecords().AppendEmpty(), f, observed)
+	}
+	return ld
+}
+
+func putFlowRecord(lr plog.LogRecord, f *flow.Flow, observed pcommon.Timestamp) {
+	lr.SetEventName(EventFlow)
+	lr.SetTimestamp(pcommon.NewTimestampFromTime(f.End))
+	lr.SetObservedTimestamp(observed)
+	transport := Transport(f.Protocol)
+	lr.Body().SetStr(fmt.Sprintf("%s %s %s -> %s %d B %d packets", f.Direction, transport, f.Src, f.Dst, f.Bytes, f.Packets))
+	a := lr.Attributes()
+	a.EnsureCapacity(14)
+	a.PutStr(AttrDirection, f.Direction.String())
+	a.PutStr(AttrTransport, transport)
+	a.PutStr(AttrNetworkType, NetworkType(f))
+	if f.Interface != "" {
+		a.PutStr(AttrInterface, f.Interface)
+	}
+	a.PutStr(AttrSourceAddress, f.Src.Addr().String())
+	a.PutStr(AttrDestinationAddress, f.Dst.Addr().String())
+	switch {
+	case f.HasPorts():
+		a.PutInt(AttrSourcePort, int64(f.Src.Port()))
+		a.PutInt(AttrDestinationPort, int64(f.Dst.Port()))
+	case f.IsICMP():
+		a.PutInt(AttrICMPType, int64(f.Src.Port()))
+		a.PutInt(AttrICMPCode, int64(f.Dst.Port()))
+	}
+	a.PutInt(AttrFlowBytes, int64(f.Bytes))
+	a.PutInt(AttrFlowPackets, int64(f.Packets))
+	a.PutInt(AttrFlowStart, f.Start.UnixNano())
+	if f.Protocol == flow.ProtoTCP {
+		a.PutInt(AttrTCPFlags, int64(f.TCPFlags))
+	}
+}

@@ -1,0 +1,115 @@
+package convert
+
+import (
+	"strconv"
+
+	"github.com/ebpfnet/ebpfnet/internal/flow"
+	"github.com/ebpfnet/ebpfnet/internal/kernel"
+)
+
+// Resource attributes: one resource per local endpoint.
+const (
+	AttrK8sNodeName = "k8s.node.name"
+	AttrK8sPodIP    = "k8s.pod.ip"
+)
+
+// Data point / log attributes.
+const (
+	AttrDirection   = "network.io.direction"
+	AttrTransport   = "network.transport"
+	AttrNetworkType = "network.type"
+	AttrPeerAddress = "network.peer.address"
+	AttrPeerPort    = "network.peer.port"
+	AttrLocalPort   = "network.local.port"
+	AttrInterface   = "network.interface.name"
+	AttrReason      = "reason"
+
+	AttrSourceAddress      = "source.address"
+	AttrSourcePort         = "source.port"
+	AttrDestinationAddress = "destination.address"
+	AttrDestinationPort    = "destination.port"
+	AttrFlowBytes          = "ebpfnet.flow.bytes"
+	AttrFlowPackets        = "ebpfnet.flow.packets"
+	AttrFlowStart          = "ebpfnet.flow.start"
+	AttrTCPFlags           = "ebpfnet.tcp.flags"
+	AttrICMPType           = "ebpfnet.icmp.type"
+	AttrICMPCode           = "ebpfnet.icmp.code"
+)
+
+// Metric names.
+const (
+	MetricFlowIO        = "ebpfnet.flow.io"
+	MetricFlowPackets   = "ebpfnet.flow.packets"
+	MetricUncounted     = "ebpfnet.packets.uncounted"
+	MetricTableFlows    = "ebpfnet.flow_table.flows"
+	MetricTableCapacity = "ebpfnet.flow_table.capacity"
+	MetricSeriesEvicted = "ebpfnet.series.evicted"
+	EventFlow           = "ebpfnet.flow"
+)
+
+// FlowAttrs selects the attributes of a flow metric's data points.
+type FlowAttrs uint16
+
+const (
+	WithDirection FlowAttrs = 1 << iota
+	WithTransport
+	WithNetworkType
+	WithPeerAddress
+	WithPeerPort
+	WithLocalPort
+	WithInterface
+)
+
+// DefaultFlowAttrs is peer level: no ports, no interface.
+const DefaultFlowAttrs = WithDirection | WithTransport | WithNetworkType | WithPeerAddress
+
+// FlowAttrsByName maps attribute names to their FlowAttrs bit.
+var FlowAttrsByName = map[string]FlowAttrs{
+	AttrDirection: WithDirection, AttrTransport: WithTransport, AttrNetworkType: WithNetworkType,
+	AttrPeerAddress: WithPeerAddress, AttrPeerPort: WithPeerPort, AttrLocalPort: WithLocalPort,
+	AttrInterface: WithInterface,
+}
+
+// reasonNames are the `reason` values of ebpfnet.packets.uncounted, indexed
+// by kernel.CounterReason.
+var reasonNames = [kernel.NumReasons]string{
+	kernel.ReasonNonIP:       "non_ip",
+	kernel.ReasonTruncated:   "truncated",
+	kernel.ReasonMalformed:   "malformed",
+	kernel.ReasonFragment:    "fragment",
+	kernel.ReasonMapFull:     "map_full",
+	kernel.ReasonDedupUplink: "dedup_uplink",
+	kernel.ReasonExtHdrLimit: "ext_hdr_limit",
+	kernel.ReasonNonlinear:   "nonlinear",
+}
+
+// ReasonName is the attribute value of a counter reason.
+func ReasonName(r kernel.CounterReason) string { return reasonNames[r] }
+
+// Transport names network.transport: semconv values for tcp and udp, IANA
+// keywords for ICMP, the protocol number otherwise.
+func Transport(proto uint8) string {
+	switch proto {
+	case flow.ProtoTCP:
+		return "tcp"
+	case flow.ProtoUDP:
+		return "udp"
+	case flow.ProtoICMP:
+		return "icmp"
+	case flow.ProtoICMPv6:
+		return "ipv6-icmp"
+	case 132:
+		return "sctp"
+	case 47:
+		return "gre"
+	}
+	return strconv.Itoa(int(proto))
+}
+
+// NetworkType names network.type.
+func NetworkType(f *flow.Flow) string {
+	if f.Src.Addr().Is4() {
+		return "ipv4"
+	}
+	return "ipv6"
+}

@@ -1,0 +1,116 @@
+package ebpfnetreceiver
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"go.opentelemetry.io/collector/confmap"
+
+	"github.com/ebpfnet/ebpfnet/receiver/ebpfnetreceiver/internal/metadata"
+)
+
+// Limits of max_flows: below the minimum a map is useless, above the
+// maximum two preallocated tables would take more than ~4 GiB of kernel memory.
+const (
+	minMaxFlows = 16
+	maxMaxFlows = 1 << 24
+)
+
+// Config of the ebpfnet receiver.
+type Config struct {
+	// Interval between two drains of the kernel flow table: every interval
+	// the receiver emits the flows of that interval. Default 10s.
+	Interval time.Duration `mapstructure:"interval"`
+
+	// MaxFlows is the capacity of the kernel flow table (there are two,
+	// alternating). A flow that finds it full is counted in
+	// ebpfnet.packets.uncounted{reason=map_full}. Default 131072.
+	MaxFlows uint32 `mapstructure:"max_flows"`
+
+	// Interfaces selects the interfaces to attach to.
+	Interfaces InterfacesConfig `mapstructure:"interfaces"`
+
+	// AttachMode is auto (tcx where the kernel has it, else clsact), tcx or tc.
+	AttachMode string `mapstructure:"attach_mode"`
+
+	// NodeName is the k8s.node.name of every resource. Default: the
+	// K8S_NODE_NAME environment variable, else the host name.
+	NodeName string `mapstructure:"node_name"`
+
+	// Temporality of the flow sums: cumulative (default) or delta.
+	Temporality string `mapstructure:"temporality"`
+
+	// SeriesIdleTimeout drops a cumulative series not updated for this
+	// long (it restarts with a new start time if it comes back). Default 5m.
+	SeriesIdleTimeout time.Duration `mapstructure:"series_idle_timeout"`
+
+	// MaxSeries bounds the cumulative series kept in memory; the least
+	// recently updated are dropped first. Default 100000.
+	MaxSeries int `mapstructure:"max_series"`
+
+	metadata.MetricsBuilderConfig `mapstructure:",squash"`
+
+	// Events enables or disables the ebpfnet.flow log records.
+	Events metadata.EventsConfig `mapstructure:"events"`
+
+	_ struct{}
+}
+
+// InterfacesConfig selects interfaces by name (RE2 regular expressions).
+type InterfacesConfig struct {
+	// Include: attach to interfaces whose name matches. The default fits a
+	// Kubernetes node: pod veths of the common CNIs and the uplink NICs.
+	Include string `mapstructure:"include"`
+	// Exclude: ...unless the name matches this. Default "^lo$".
+	Exclude string `mapstructure:"exclude"`
+	// Uplink: included interfaces whose name matches are node uplinks
+	// (the node is the local endpoint); all others are pod endpoints.
+	Uplink string `mapstructure:"uplink"`
+}
+
+// Defaults for InterfacesConfig.
+const (
+	defaultInclude = `^(veth|cali|lxc|eni|gke|azv|vnet|tap|eth|ens|eno|enp|enx|em|bond)`
+	defaultExclude = `^(lo|lxc_health)$`
+	defaultUplink  = `^(eth|ens|eno|enp|enx|em|bond)[0-9a-z.]*$`
+)
+
+var _ confmap.Validator = (*Config)(nil)
+
+// Validate reports every problem of the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Interval <= 0 {
+		errs = append(errs, fmt.Errorf("interval must be positive, got %s", c.Interval))
+	}
+	if c.MaxFlows < minMaxFlows || c.MaxFlows > maxMaxFlows {
+		errs = append(errs, fmt.Errorf("max_flows must be between %d and %d, got %d", minMaxFlows, maxMaxFlows, c.MaxFlows))
+	}
+	if c.Interfaces.Include == "" {
+		errs = append(errs, errors.New("interfaces::include must not be empty"))
+	}
+	for name, re := range map[string]string{"include": c.Interfaces.Include, "exclude": c.Interfaces.Exclude, "uplink": c.Interfaces.Uplink} {
+		if _, err := regexp.Compile(re); err != nil {
+			errs = append(errs, fmt.Errorf("interfaces::%s is not a valid regular expression: %w", name, err))
+		}
+	}
+	switch c.AttachMode {
+	case "auto", "tcx", "tc":
+	default:
+		errs = append(errs, fmt.Errorf("attach_mode must be auto, tcx or tc, got %q", c.AttachMode))
+	}
+	switch c.Temporality {
+	case "cumulative", "delta":
+	default:
+		errs = append(errs, fmt.Errorf("temporality must be cumulative or delta, got %q", c.Temporality))
+	}
+	if c.SeriesIdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("series_idle_timeout must not be negative, got %s", c.SeriesIdleTimeout))
+	}
+	if c.MaxSeries < 0 {
+		errs = append(errs, fmt.Errorf("max_series must not be negative, got %d", c.MaxSeries))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,104 @@
+package ebpfnetreceiver
+
+import (
+	"go/token"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/confmap/confmaptest"
+
+	"github.com/ebpfnet/ebpfnet/receiver/ebpfnetreceiver/internal/metadata"
+)
+
+func TestLoadConfig(t *testing.T) {
+	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
+	require.NoError(t, err)
+
+	custom := createDefaultConfig().(*Config)
+	custom.Interval = 5 * time.Second
+	custom.MaxFlows = 65536
+	custom.AttachMode = "tc"
+	custom.NodeName = "node-a"
+	custom.Temporality = "delta"
+	custom.SeriesIdleTimeout = time.Minute
+	custom.MaxSeries = 5000
+	custom.Interfaces = InterfacesConfig{Include: "^(veth|eth0$)", Exclude: "^veth-skip", Uplink: "^eth0$"}
+	custom.Metrics.EbpfnetFlowIo.EnabledAttributes = []metadata.EbpfnetFlowIoMetricAttributeKey{
+		metadata.EbpfnetFlowIoMetricAttributeKeyNetworkIoDirection,
+		metadata.EbpfnetFlowIoMetricAttributeKeyNetworkPeerAddress,
+		metadata.EbpfnetFlowIoMetricAttributeKeyNetworkPeerPort,
+	}
+	custom.Metrics.EbpfnetFlowTableFlows.Enabled = false
+	custom.ResourceAttributes.K8sPodIP.Enabled = false
+	custom.Events.EbpfnetFlow.Enabled = false
+
+	tests := []struct {
+		name    string
+		want    *Config
+		wantErr string // substring of the Validate or Unmarshal error
+	}{
+		{name: "", want: createDefaultConfig().(*Config)},
+		{name: "custom", want: custom},
+		{name: "bad_regex", wantErr: "interfaces::include is not a valid regular expression"},
+		{name: "zero_interval", wantErr: "interval must be positive, got 0s"},
+		{name: "negative_interval", wantErr: "interval must be positive, got -1s"},
+		{name: "map_too_small", wantErr: "max_flows must be between 16 and 16777216, got 8"},
+		{name: "map_too_large", wantErr: "max_flows must be between 16 and 16777216, got 100000000"},
+		{name: "bad_attach_mode", wantErr: `attach_mode must be auto, tcx or tc, got "xdp"`},
+		{name: "bad_temporality", wantErr: `temporality must be cumulative or delta, got "gauge"`},
+		{name: "unknown_option", wantErr: "intervall"},
+		{name: "unknown_attribute", wantErr: "metric ebpfnet.flow.io doesn't have an attribute k8s.pod.name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := NewFactory().CreateDefaultConfig()
+			sub, err := cm.Sub(component.NewIDWithName(metadata.Type, tt.name).String())
+			require.NoError(t, err)
+			err = sub.Unmarshal(cfg)
+			if err == nil {
+				err = confmap.Validate(cfg)
+			}
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			// Unexported fields (mdatagen's enabledSetByUser) are not config.
+			ignoreUnexported := cmp.FilterPath(func(p cmp.Path) bool {
+				sf, ok := p.Index(-1).(cmp.StructField)
+				return ok && !token.IsExported(sf.Name())
+			}, cmp.Ignore())
+			require.Empty(t, cmp.Diff(tt.want, cfg, ignoreUnexported))
+		})
+	}
+}
+
+func TestDefaultConfigIsValid(t *testing.T) {
+	require.NoError(t, confmap.Validate(createDefaultConfig()))
+}
+
+// TestDefaultInterfaceSelection checks the default regexes against names of
+// real Kubernetes nodes: pod veths of common CNIs and uplink NICs are
+// attached, in the right role; loopback, bridges and tunnels are not.
+func TestDefaultInterfaceSelection(t *testing.T) {
+	cfg := createDefaultConfig().(*Config)
+	sel := selector(cfg)
+	for name, want := range map[string]string{
+		"veth1a2b3c4d": "endpoint", "cali0ef24b1a3e2": "endpoint", "lxc8f2e1a": "endpoint", "eni3c5d2f1a9b8": "endpoint",
+		"gke2b1c3d4e5f6": "endpoint", "azv1234abcd": "endpoint",
+		"eth0": "uplink", "ens5": "uplink", "enp0s3": "uplink", "eno1": "uplink", "bond0": "uplink", "eth0.100": "uplink",
+		"lo": "", "cni0": "", "docker0": "", "cilium_host": "", "cilium_vxlan": "", "flannel.1": "", "kube-ipvs0": "", "lxc_health": "",
+	} {
+		role, ok := sel.Select(name)
+		got := ""
+		if ok {
+			got = role.String()
+		}
+		require.Equal(t, want, got, name)
+	}
+}

@@ -1,0 +1,59 @@
+package ebpfnetreceiver
+
+import (
+	"context"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/receiver"
+
+	"github.com/ebpfnet/ebpfnet/receiver/ebpfnetreceiver/internal/metadata"
+)
+
+// NewFactory returns the factory of the ebpfnet receiver.
+func NewFactory() receiver.Factory {
+	f := &factory{pipelines: newSharedPipelines()}
+	return receiver.NewFactory(
+		metadata.Type,
+		createDefaultConfig,
+		receiver.WithMetrics(f.createMetrics, metadata.MetricsStability),
+		receiver.WithLogs(f.createLogs, metadata.LogsStability),
+	)
+}
+
+func createDefaultConfig() component.Config {
+	return &Config{
+		Interval: 10 * time.Second,
+		MaxFlows: 131072,
+		Interfaces: InterfacesConfig{
+			Include: defaultInclude,
+			Exclude: defaultExclude,
+			Uplink:  defaultUplink,
+		},
+		AttachMode:           "auto",
+		Temporality:          "cumulative",
+		SeriesIdleTimeout:    5 * time.Minute,
+		MaxSeries:            100000,
+		MetricsBuilderConfig: metadata.NewDefaultMetricsBuilderConfig(),
+		Events:               metadata.DefaultEventsConfig(),
+	}
+}
+
+// factory keeps one kernel pipeline per receiver config, shared by every
+// signal pipeline that names the receiver.
+type factory struct {
+	pipelines *sharedPipelines
+}
+
+func (f *factory) createMetrics(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Metrics) (receiver.Metrics, error) {
+	p := f.pipelines.get(cfg.(*Config), set)
+	p.setMetrics(next)
+	return p.handle(), nil
+}
+
+func (f *factory) createLogs(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Logs) (receiver.Logs, error) {
+	p := f.pipelines.get(cfg.(*Config), set)
+	p.setLogs(next)
+	return p.handle(), nil
+}

@@ -1,0 +1,317 @@
+package ebpfnetreceiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/receiverhelper"
+	"go.uber.org/zap"
+
+	"github.com/ebpfnet/ebpfnet/internal/convert"
+	"github.com/ebpfnet/ebpfnet/internal/flow"
+	"github.com/ebpfnet/ebpfnet/internal/kernel"
+	"github.com/ebpfnet/ebpfnet/receiver/ebpfnetreceiver/internal/metadata"
+)
+
+const transport = "ebpf"
+
+// datapath is what the pipeline needs of the kernel side; tests use fakes.
+type datapath interface {
+	Drain(dst []kernel.Flow) ([]kernel.Flow, error)
+	Counters() (kernel.Counters, error)
+	InterfaceName(ifindex uint32) string
+	MaxFlows() uint32
+	// DetachAll stops counting; flows counted so far can still be drained.
+	DetachAll() error
+	Close() error
+}
+
+// loadFunc loads and attaches the kernel side. Errors of single interfaces
+// after start go to onError.
+type loadFunc func(cfg *Config, logger *zap.Logger, onError func(error)) (datapath, error)
+
+// kernelDatapath is the real datapath plus its interface watch.
+type kernelDatapath struct {
+	*kernel.Datapath
+	stopWatch context.CancelFunc
+}
+
+func (k *kernelDatapath) DetachAll() error {
+	k.stopWatch()
+	return k.Datapath.DetachAll()
+}
+
+func (k *kernelDatapath) Close() error {
+	k.stopWatch()
+	return k.Datapath.Close()
+}
+
+func loadDatapath(cfg *Config, logger *zap.Logger, onError func(error)) (datapath, error) {
+	d, err := kernel.Load(kernel.Options{MaxFlows: cfg.MaxFlows})
+	if err != nil {
+		return nil, err
+	}
+	mode, fallback := d.SetMode(kernel.AttachMode(cfg.AttachMode))
+	if mode == "" {
+		d.Close()
+		return nil, fallback
+	}
+	if fallback != nil {
+		logger.Warn("attach mode fallback", zap.Error(fallback))
+	}
+	sel := selector(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := d.WatchInterfaces(ctx, sel, onError); err != nil {
+		cancel()
+		d.Close()
+		return nil, err
+	}
+	logger.Info("ebpfnet attached", zap.String("mode", string(mode)), zap.Int("interfaces", len(d.Attached())))
+	return &kernelDatapath{Datapath: d, stopWatch: cancel}, nil
+}
+
+// selector compiles the interface selection; Config.Validate checked the
+// expressions.
+func selector(cfg *Config) kernel.Selector {
+	compile := func(re string) *regexp.Regexp {
+		if re == "" {
+			return nil
+		}
+		return regexp.MustCompile(re)
+	}
+	return kernel.Selector{
+		Include: compile(cfg.Interfaces.Include),
+		Exclude: compile(cfg.Interfaces.Exclude),
+		Uplink:  compile(cfg.Interfaces.Uplink),
+	}
+}
+
+// pipeline is the one kernel pipeline of a receiver config: drain →
+// model → convert → consume, every interval.
+type pipeline struct {
+	cfg  *Config
+	set  receiver.Settings
+	load loadFunc
+
+	mu             sync.Mutex
+	metrics        consumer.Metrics
+	logs           consumer.Logs
+	handles        int
+	running        int
+	onLastShutdown func()
+
+	dp     datapath
+	cancel context.CancelFunc
+	done   chan struct{}
+	obs    *receiverhelper.ObsReport
+	opts   convert.Options
+	conv   *convert.Metrics
+	eps    *flow.Endpoints
+	kbuf   []kernel.Flow
+	fbuf   []flow.Flow
+}
+
+func newPipeline(cfg *Config, set receiver.Settings, load loadFunc) *pipeline {
+	return &pipeline{cfg: cfg, set: set, load: load}
+}
+
+func (p *pipeline) setMetrics(next consumer.Metrics) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.metrics = next
+}
+
+func (p *pipeline) setLogs(next consumer.Logs) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.logs = next
+}
+
+func (p *pipeline) start(_ context.Context, _ component.Host) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.running++
+	if p.running > 1 {
+		return nil
+	}
+	obs, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
+		ReceiverID: p.set.ID, Transport: transport, ReceiverCreateSettings: p.set,
+	})
+	if err != nil {
+		p.running--
+		return fmt.Errorf("ebpfnet: create obsreport: %w", err)
+	}
+	logger := p.set.Logger
+	dp, err := p.load(p.cfg, logger, func(err error) { logger.Warn("interface", zap.Error(err)) })
+	if err != nil {
+		p.running--
+		return fmt.Errorf("ebpfnet: %w", err)
+	}
+	p.obs = obs
+	p.dp = dp
+	p.opts = convertOptions(p.cfg, p.set)
+	p.conv = convert.NewMetrics(p.opts, time.Now())
+	p.eps = flow.NewEndpoints()
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	p.done = make(chan struct{})
+	go p.run(ctx)
+	return nil
+}
+
+// release ends one handle; the last started one stops the pipeline.
+func (p *pipeline) release(ctx context.Context, started bool) error {
+	p.mu.Lock()
+	p.handles--
+	last := p.handles == 0
+	var stop bool
+	if started {
+		p.running--
+		stop = p.running == 0
+	}
+	p.mu.Unlock()
+	var err error
+	if stop {
+		err = p.stop(ctx)
+	}
+	if last && p.onLastShutdown != nil {
+		p.onLastShutdown()
+	}
+	return err
+}
+
+func (p *pipeline) stop(ctx context.Context) error {
+	p.cancel()
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		return fmt.Errorf("ebpfnet: shutdown: %w", ctx.Err())
+	}
+	return p.dp.Close()
+}
+
+func (p *pipeline) run(ctx context.Context) {
+	defer close(p.done)
+	ticker := time.NewTicker(p.cfg.Interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			// Stop counting, then emit everything counted since the last
+			// interval: no packet falls between the last drain and detach.
+			if err := p.dp.DetachAll(); err != nil {
+				p.set.Logger.Warn("detach", zap.Error(err))
+			}
+			p.collect()
+			return
+		case <-ticker.C:
+			p.collect()
+		}
+	}
+}
+
+// collect drains one interval and hands it to the consumers.
+func (p *pipeline) collect() {
+	logger := p.set.Logger
+	offset := kernel.WallClockOffset()
+	now := time.Now()
+	flows, err := p.dp.Drain(p.kbuf[:0])
+	p.kbuf = flows
+	if err != nil {
+		logger.Error("drain flow table", zap.Error(err))
+		if errors.Is(err, kernel.ErrClosed) {
+			return
+		}
+	}
+	counters, err := p.dp.Counters()
+	if err != nil {
+		logger.Error("read counters", zap.Error(err))
+	}
+	batch := flow.Batch{Time: now, Counters: counters, TableCapacity: p.dp.MaxFlows(), Flows: p.fbuf[:0]}
+	for i := range flows {
+		batch.Flows = append(batch.Flows, flow.FromKernel(&flows[i], offset, p.dp.InterfaceName))
+	}
+	p.fbuf = batch.Flows
+	p.eps.Resolve(&batch)
+
+	p.mu.Lock()
+	metrics, logs := p.metrics, p.logs
+	p.mu.Unlock()
+	ctx := context.Background()
+	if metrics != nil {
+		md := p.conv.Convert(&batch)
+		if n := md.DataPointCount(); n > 0 {
+			opCtx := p.obs.StartMetricsOp(ctx)
+			err := metrics.ConsumeMetrics(opCtx, md)
+			p.obs.EndMetricsOp(opCtx, transport, n, err)
+			if err != nil {
+				logger.Error("consume metrics", zap.Error(err))
+			}
+		}
+	}
+	if logs != nil {
+		ld := convert.Logs(p.opts, &batch)
+		if n := ld.LogRecordCount(); n > 0 {
+			opCtx := p.obs.StartLogsOp(ctx)
+			err := logs.ConsumeLogs(opCtx, ld)
+			p.obs.EndLogsOp(opCtx, transport, n, err)
+			if err != nil {
+				logger.Error("consume logs", zap.Error(err))
+			}
+		}
+	}
+}
+
+// nodeName resolves k8s.node.name: config, then K8S_NODE_NAME, then host name.
+func nodeName(cfg *Config) string {
+	if cfg.NodeName != "" {
+		return cfg.NodeName
+	}
+	if n := os.Getenv("K8S_NODE_NAME"); n != "" {
+		return n
+	}
+	n, _ := os.Hostname()
+	return n
+}
+
+func flowAttrs[K ~string](keys []K) convert.FlowAttrs {
+	var a convert.FlowAttrs
+	for _, k := range keys {
+		a |= convert.FlowAttrsByName[string(k)]
+	}
+	return a
+}
+
+func convertOptions(cfg *Config, set receiver.Settings) convert.Options {
+	m := cfg.Metrics
+	opts := convert.Options{
+		NodeName:     nodeName(cfg),
+		ScopeName:    metadata.ScopeName,
+		ScopeVersion: set.BuildInfo.Version,
+		Resource: convert.ResourceOptions{
+			K8sNodeName: cfg.ResourceAttributes.K8sNodeName.Enabled,
+			K8sPodIP:    cfg.ResourceAttributes.K8sPodIP.Enabled,
+		},
+		FlowIO:            convert.MetricOptions{Enabled: m.EbpfnetFlowIo.Enabled, Attrs: flowAttrs(m.EbpfnetFlowIo.EnabledAttributes)},
+		FlowPackets:       convert.MetricOptions{Enabled: m.EbpfnetFlowPackets.Enabled, Attrs: flowAttrs(m.EbpfnetFlowPackets.EnabledAttributes)},
+		Uncounted:         m.EbpfnetPacketsUncounted.Enabled,
+		TableFlows:        m.EbpfnetFlowTableFlows.Enabled,
+		TableCapacity:     m.EbpfnetFlowTableCapacity.Enabled,
+		SeriesEvicted:     m.EbpfnetSeriesEvicted.Enabled,
+		FlowEvents:        cfg.Events.EbpfnetFlow.Enabled,
+		SeriesIdleTimeout: cfg.SeriesIdleTimeout,
+		MaxSeries:         cfg.MaxSeries,
+	}
+	if cfg.Temporality == "delta" {
+		opts.Temporality = convert.Delta
+	}
+	return opts
+}
