@@ -82,6 +82,20 @@ func Load(opts Options) (*Datapath, error) {
 	return d, nil
 }
 
+// ProgramIDs returns the kernel IDs of the loaded programs.
+func (d *Datapath) ProgramIDs() ([]uint32, error) {
+	var ids []uint32
+	for _, p := range []*ebpf.Program{d.objs.EndpointIngress, d.objs.EndpointEgress, d.objs.UplinkIngress, d.objs.UplinkEgress} {
+		info, err := p.Info()
+		if err != nil {
+			return nil, err
+		}
+		id, _ := info.ID()
+		ids = append(ids, uint32(id))
+	}
+	return ids, nil
+}
+
 // MaxFlows is the capacity of one flow table.
 func (d *Datapath) MaxFlows() uint32 { return d.maxFlows }
 

@@ -168,7 +168,13 @@ func logBytesOn(ld []plog.Logs, iface string, since time.Time) (bytes, packets i
 // adds a pod while running, and checks the exported numbers against the
 // interfaces' own kernel counters and against what the test sent.
 func TestEndToEndFlowsMatchKernelCounters(t *testing.T) {
-	node := testnet.NewNode(t, 11)
+	for i, mode := range []string{"tcx", "tc"} {
+		t.Run(mode, func(t *testing.T) { endToEnd(t, 11+10*i, mode) })
+	}
+}
+
+func endToEnd(t *testing.T, nodeID int, attachMode string) {
+	node := testnet.NewNode(t, nodeID)
 	p1 := node.AddPod(t, 2)
 	p2 := node.AddPod(t, 3)
 	ifaces := []string{p1.Veth, p2.Veth, node.Uplink}
@@ -178,7 +184,9 @@ func TestEndToEndFlowsMatchKernelCounters(t *testing.T) {
 		before[i] = testnet.Stats(t, i)
 	}
 
-	r := startReceiver(t, testConfig(node.ID))
+	cfg := testConfig(node.ID)
+	cfg.AttachMode = attachMode
+	r := startReceiver(t, cfg)
 	remote := node.Remote.NS
 
 	// pod -> pod, IPv4 TCP and IPv6 UDP.
