@@ -7,7 +7,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func ep(s string, port uint16) netip.AddrPort { return netip.AddrPortFrom(netip.MustParseAddr(s), port) }
+func ep(s string, port uint16) netip.AddrPort {
+	return netip.AddrPortFrom(netip.MustParseAddr(s), port)
+}
 
 func TestEndpointsResolve(t *testing.T) {
 	e := NewEndpoints()
