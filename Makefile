@@ -50,7 +50,7 @@ test: deps check-generate
 	$(GO) vet ./...
 	$(GO) test $(GOTEST_FLAGS) -timeout 30m ./...
 
-bench: deps build
+bench: deps
 	scripts/bench.sh
 
 lint:

@@ -5,30 +5,40 @@
 #include "types.h"
 
 /* flows_a, flows_b — the two flow tables user space alternates between.
- * key: struct flow_key; value: struct flow_counts.
+ * key: struct flow_key; value: struct flow_counts, one per CPU: each CPU
+ * updates its own copy in place with plain adds, so no cache line moves
+ * between CPUs per packet (measured in docs/BENCHMARKS.md); user space merges
+ * the copies when it drains.
  * max_entries: set by user space before load (config `max_flows`).
  * Inserted by the TC programs (BPF_NOEXIST); deleted only by user space,
  * which drains the table that is *not* active with BatchLookupAndDelete.
  * Preallocated: an insert costs ~0.4 us here against ~1.4 us without. */
 struct flow_table {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__type(key, struct flow_key);
 	__type(value, struct flow_counts);
 	__uint(max_entries, 1);
 } flows_a SEC(".maps"), flows_b SEC(".maps");
 
-/* active_flows — the flow table the programs write to now.
- * key: 0; value: flows_a or flows_b. One entry, flows_a at load.
- * Written only by user space: replacing the entry makes the kernel wait for
- * every running BPF program (synchronize_rcu in maybe_wait_bpf_programs), so
- * once the update returns no program writes to the previous table and it can
- * be drained exactly, with no increment lost or landing in a reused slot. */
+/* active_table — which of flows_a (0) or flows_b (1) the programs write to.
+ * Written only by user space (through the mmapped .bss), read once per
+ * packet. A global rather than an ARRAY_OF_MAPS lookup: the verifier inlines
+ * lookups of statically known maps, not of inner maps (measured in
+ * docs/BENCHMARKS.md). */
+volatile __u32 active_table;
+
+/* drain_barrier — never read by the programs. User space replaces its one
+ * entry after flipping active_table: an update of an ARRAY_OF_MAPS returns
+ * only after an RCU grace period (maybe_wait_bpf_programs), i.e. after every
+ * program that could still write to the previous table has finished, so
+ * that table can be drained exactly: no increment lost, none landing in a
+ * slot the kernel reuses. key: 0; value: either flow table. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__array(values, struct flow_table);
-} active_flows SEC(".maps") = {
+} drain_barrier SEC(".maps") = {
 	.values = {[0] = &flows_a},
 };
 

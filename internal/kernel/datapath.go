@@ -31,7 +31,8 @@ type Datapath struct {
 	active   int // index into tables of the table the programs write to
 	maxFlows uint32
 	keys     []FlowKey
-	vals     []FlowCounts
+	vals     []FlowCounts // drainBatch * ncpu: one value per CPU per key
+	ncpu     int
 	batchOK  bool
 	links    map[int]*attachment
 	masters  map[int]int // bridge ifindex -> number of attached endpoint ports
@@ -62,12 +63,17 @@ func Load(opts Options) (*Datapath, error) {
 	for _, name := range []string{ebpfnetMapFlowsA, ebpfnetMapFlowsB} {
 		spec.Maps[name].MaxEntries = opts.MaxFlows
 	}
-	spec.Maps[ebpfnetMapActiveFlows].InnerMap.MaxEntries = opts.MaxFlows
+	spec.Maps[ebpfnetMapDrainBarrier].InnerMap.MaxEntries = opts.MaxFlows
 
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("count possible CPUs: %w", err)
+	}
 	d := &Datapath{
 		maxFlows: opts.MaxFlows,
+		ncpu:     ncpu,
 		keys:     make([]FlowKey, drainBatch),
-		vals:     make([]FlowCounts, drainBatch),
+		vals:     make([]FlowCounts, drainBatch*ncpu),
 		batchOK:  true,
 		links:    make(map[int]*attachment),
 		masters:  make(map[int]int),
@@ -78,7 +84,7 @@ func Load(opts Options) (*Datapath, error) {
 		return nil, explainLoadError(err)
 	}
 	d.tables = [2]*ebpf.Map{d.objs.FlowsA, d.objs.FlowsB}
-	d.active = 0 // active_flows[0] = flows_a, set by the object's initializer
+	d.active = 0 // active_table starts at 0: flows_a
 	return d, nil
 }
 
@@ -110,11 +116,14 @@ func (d *Datapath) Drain(dst []Flow) ([]Flow, error) {
 		return dst, ErrClosed
 	}
 	next := 1 - d.active
-	// Replacing an ARRAY_OF_MAPS entry returns only after an RCU grace
-	// period, i.e. after every program that could still see the old table
-	// has finished (kernel maybe_wait_bpf_programs).
-	if err := d.objs.ActiveFlows.Put(uint32(0), d.tables[next]); err != nil {
+	if err := d.objs.ActiveTable.Set(uint32(next)); err != nil {
 		return dst, fmt.Errorf("switch active flow table: %w", err)
+	}
+	// Replacing an ARRAY_OF_MAPS entry returns only after an RCU grace
+	// period, i.e. after every program that could still have read the old
+	// active_table has finished (kernel maybe_wait_bpf_programs).
+	if err := d.objs.DrainBarrier.Put(uint32(0), d.tables[next]); err != nil {
+		return dst, fmt.Errorf("wait for programs using the previous flow table: %w", err)
 	}
 	idle := d.tables[d.active]
 	d.active = next
@@ -148,7 +157,7 @@ func (d *Datapath) drainBatch(m *ebpf.Map, dst []Flow) ([]Flow, error) {
 	for {
 		n, err := m.BatchLookupAndDelete(&cursor, d.keys, d.vals, nil)
 		for i := 0; i < n; i++ {
-			dst = append(dst, Flow{Key: d.keys[i], Counts: d.vals[i]})
+			dst = append(dst, Flow{Key: d.keys[i], Counts: mergeCPUs(d.vals[i*d.ncpu : (i+1)*d.ncpu])})
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return dst, nil
@@ -163,10 +172,11 @@ func (d *Datapath) drainBatch(m *ebpf.Map, dst []Flow) ([]Flow, error) {
 // (no program writes to it), so iterating and then deleting is safe.
 func (d *Datapath) drainIterate(m *ebpf.Map, dst []Flow) ([]Flow, error) {
 	start := len(dst)
-	var f Flow
+	var key FlowKey
+	perCPU := make([]FlowCounts, d.ncpu)
 	it := m.Iterate()
-	for it.Next(&f.Key, &f.Counts) {
-		dst = append(dst, f)
+	for it.Next(&key, &perCPU) {
+		dst = append(dst, Flow{Key: key, Counts: mergeCPUs(perCPU)})
 	}
 	if err := it.Err(); err != nil {
 		return dst, fmt.Errorf("iterate flow table: %w", err)
@@ -177,6 +187,27 @@ func (d *Datapath) drainIterate(m *ebpf.Map, dst []Flow) ([]Flow, error) {
 		}
 	}
 	return dst, nil
+}
+
+// mergeCPUs folds the per-CPU copies of one flow's counters.
+func mergeCPUs(vals []FlowCounts) FlowCounts {
+	var out FlowCounts
+	for i := range vals {
+		v := &vals[i]
+		if v.Packets == 0 {
+			continue
+		}
+		out.Bytes += v.Bytes
+		out.Packets += v.Packets
+		if out.FirstSeenNs == 0 || v.FirstSeenNs < out.FirstSeenNs {
+			out.FirstSeenNs = v.FirstSeenNs
+		}
+		if v.LastSeenNs > out.LastSeenNs {
+			out.LastSeenNs = v.LastSeenNs
+		}
+		out.TcpFlags |= v.TcpFlags
+	}
+	return out
 }
 
 // Counters returns the cumulative per-reason counters summed over CPUs.

@@ -74,15 +74,16 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	ebpfnetMapActiveFlows         = "active_flows"
 	ebpfnetMapCountedIfaces       = "counted_ifaces"
 	ebpfnetMapCounters            = "counters"
+	ebpfnetMapDrainBarrier        = "drain_barrier"
 	ebpfnetMapFlowsA              = "flows_a"
 	ebpfnetMapFlowsB              = "flows_b"
 	ebpfnetProgEndpointEgress     = "endpoint_egress"
 	ebpfnetProgEndpointIngress    = "endpoint_ingress"
 	ebpfnetProgUplinkEgress       = "uplink_egress"
 	ebpfnetProgUplinkIngress      = "uplink_ingress"
+	ebpfnetVarActiveTable         = "active_table"
 	ebpfnetVarUnusedFlowDirection = "unused_flow_direction"
 	ebpfnetVarUnusedFlowObserver  = "unused_flow_observer"
 )
@@ -139,9 +140,9 @@ type ebpfnetProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ebpfnetMapSpecs struct {
-	ActiveFlows   *ebpf.MapSpec `ebpf:"active_flows"`
 	CountedIfaces *ebpf.MapSpec `ebpf:"counted_ifaces"`
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
+	DrainBarrier  *ebpf.MapSpec `ebpf:"drain_barrier"`
 	FlowsA        *ebpf.MapSpec `ebpf:"flows_a"`
 	FlowsB        *ebpf.MapSpec `ebpf:"flows_b"`
 }
@@ -150,6 +151,7 @@ type ebpfnetMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ebpfnetVariableSpecs struct {
+	ActiveTable         *ebpf.VariableSpec `ebpf:"active_table"`
 	UnusedFlowDirection *ebpf.VariableSpec `ebpf:"unused_flow_direction"`
 	UnusedFlowObserver  *ebpf.VariableSpec `ebpf:"unused_flow_observer"`
 }
@@ -174,18 +176,18 @@ func (o *ebpfnetObjects) Close() error {
 //
 // It can be passed to loadEbpfnetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ebpfnetMaps struct {
-	ActiveFlows   *ebpf.Map `ebpf:"active_flows"`
 	CountedIfaces *ebpf.Map `ebpf:"counted_ifaces"`
 	Counters      *ebpf.Map `ebpf:"counters"`
+	DrainBarrier  *ebpf.Map `ebpf:"drain_barrier"`
 	FlowsA        *ebpf.Map `ebpf:"flows_a"`
 	FlowsB        *ebpf.Map `ebpf:"flows_b"`
 }
 
 func (m *ebpfnetMaps) Close() error {
 	return _EbpfnetClose(
-		m.ActiveFlows,
 		m.CountedIfaces,
 		m.Counters,
+		m.DrainBarrier,
 		m.FlowsA,
 		m.FlowsB,
 	)
@@ -195,6 +197,7 @@ func (m *ebpfnetMaps) Close() error {
 //
 // It can be passed to loadEbpfnetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ebpfnetVariables struct {
+	ActiveTable         *ebpf.Variable `ebpf:"active_table"`
 	UnusedFlowDirection *ebpf.Variable `ebpf:"unused_flow_direction"`
 	UnusedFlowObserver  *ebpf.Variable `ebpf:"unused_flow_observer"`
 }

@@ -1,0 +1,46 @@
+//go:build bench
+
+package bench
+
+import (
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ebpfnet/ebpfnet/internal/kernel"
+)
+
+// emptyProgramCost attaches a two-instruction tcx program (return TCX_NEXT)
+// to the veths and returns its ns/run under the load run by load(): the
+// floor of what bpf_stats reports on this machine.
+func emptyProgramCost(t *testing.T, load func(), veths ...string) float64 {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "MIT",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()}})
+	require.NoError(t, err)
+	defer prog.Close()
+	var links []link.Link
+	for _, v := range veths {
+		for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+			l, err := link.AttachTCX(link.TCXOptions{Interface: linkIndex(t, v), Program: prog, Attach: at})
+			require.NoError(t, err)
+			links = append(links, l)
+		}
+	}
+	defer func() {
+		for _, l := range links {
+			l.Close()
+		}
+	}()
+	before, err := prog.Stats()
+	require.NoError(t, err)
+	load()
+	after, err := prog.Stats()
+	require.NoError(t, err)
+	s := kernel.ProgramStats{RuntimeNs: uint64(after.Runtime - before.Runtime), Runs: after.RunCount - before.RunCount}
+	_ = time.Second
+	return s.PerRun()
+}
