@@ -22,6 +22,8 @@ if [ "$want" != build ]; then
   check ss iproute2
   check iperf3 iperf3
   check conntrack conntrack
+  check sysctl procps
+  check setpriv util-linux
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
