@@ -5,10 +5,13 @@
 #include "include/vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
 
 #include "types.h"
 #include "maps.h"
 #include "flow.h"
+#include "tcp.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -16,6 +19,9 @@ char __license[] SEC("license") = "Dual BSD/GPL";
  * generates their Go constants from this single definition. */
 const enum flow_direction *unused_flow_direction __attribute__((unused));
 const enum flow_observer *unused_flow_observer __attribute__((unused));
+const enum conn_role *unused_conn_role __attribute__((unused));
+const enum conn_result *unused_conn_result __attribute__((unused));
+const struct conn_event *unused_conn_event __attribute__((unused));
 
 /* Host side of a pod's veth: ingress carries what the pod sent. */
 SEC("tc")
@@ -53,4 +59,18 @@ int uplink_egress(struct __sk_buff *skb)
 	else
 		handle_packet(skb, FLOW_TRANSMIT, OBSERVER_UPLINK);
 	return TCX_NEXT;
+}
+
+/* Every TCP state change on the host: connection start, establishment, close. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(inet_sock_set_state, const struct sock *sk, int oldstate, int newstate)
+{
+	return handle_set_state(sk, oldstate, newstate);
+}
+
+/* A reset received by a socket. */
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(tcp_receive_reset, const struct sock *sk)
+{
+	return handle_receive_reset(sk);
 }

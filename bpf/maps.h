@@ -66,4 +66,24 @@ struct {
 	__type(value, __u8);
 } counted_ifaces SEC(".maps");
 
+/* conn_state — TCP sockets between their first state change and close.
+ * key: socket cookie; value: struct conn_state. max_entries set by user space
+ * (config `max_connections`). Inserted by the inet_sock_set_state program at
+ * SYN_SENT / SYN_RECV, deleted by it at close; a full map is counted
+ * (COUNTER_CONN_STATE_FULL). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct conn_state);
+} conn_state SEC(".maps");
+
+/* conn_events — one struct conn_event per closed connection, to user space.
+ * Size set by user space (config `ring_buffer_size`). A full ring is counted
+ * (COUNTER_CONN_EVENTS_FULL), never silent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} conn_events SEC(".maps");
+
 #endif /* EBPFNET_MAPS_H */

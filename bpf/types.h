@@ -53,13 +53,87 @@ enum counter_reason {
 	COUNTER_DEDUP_UPLINK = 5,    /* uplink packet already counted at a pod endpoint */
 	COUNTER_EXT_HDR_LIMIT = 6,   /* IPv6 extension header chain longer than we walk */
 	COUNTER_NONLINEAR = 7,	     /* headers beyond the linear skb data even after a pull */
-	COUNTER_MAX = 8,
+	COUNTER_CONN_STATE_FULL = 8, /* conn_state had no room: that connection is not reported */
+	COUNTER_CONN_EVENTS_FULL = 9, /* conn_events ringbuf full: a closed connection was lost */
+	COUNTER_MAX = 10,
 };
 
 /* One slot of the `counters` array: packets and their L2 bytes. */
 struct counter_value {
 	__u64 packets;
 	__u64 bytes;
+};
+
+/* Side of a TCP connection the local socket is on. */
+enum conn_role {
+	ROLE_CLIENT = 1, /* it called connect(): SYN_SENT */
+	ROLE_SERVER = 2, /* it was accepted: SYN_RECV */
+};
+
+/* How a connection ended. */
+enum conn_result {
+	RESULT_CLOSED = 0,	    /* established, then closed */
+	RESULT_REFUSED = 1,	    /* connect failed: RST in reply to the SYN */
+	RESULT_TIMED_OUT = 2,	    /* connect failed: no answer to the SYN (retries exhausted) */
+	RESULT_UNREACHABLE = 3,	    /* connect failed: host or network unreachable (ICMP) */
+	RESULT_FAILED_OTHER = 4,    /* connect failed for another reason (sk_err in the event) */
+	RESULT_RESET = 5,	    /* established, then ended by a reset */
+	RESULT_NOT_ESTABLISHED = 6, /* a server socket that never finished the handshake */
+};
+
+/* Per-socket state from the first state change to close.
+ * Lives in conn_state keyed by socket cookie. */
+struct conn_state {
+	__u64 start_ns;	      /* bpf_ktime_get_ns() of SYN_SENT / SYN_RECV */
+	__u64 established_ns; /* of ESTABLISHED, 0 if never */
+	__u64 cgroup_id;      /* cgroup v2 id of the process (client side only) */
+	__u32 client_isn;     /* initial sequence numbers, set at ESTABLISHED */
+	__u32 server_isn;
+	__u32 pid;	      /* thread group id of the process (client side only) */
+	__u8 role;	      /* enum conn_role */
+	__u8 resets_received; /* tcp_receive_reset seen for this socket */
+	__u8 family;	      /* 4 or 6, set at ESTABLISHED with the addresses */
+	__u8 _pad;
+	char comm[16];	      /* process name (client side only) */
+	/* Set at ESTABLISHED: an active closer's socket gives its port to the
+	 * TIME_WAIT socket before it reaches CLOSE. */
+	__u8 local_addr[16];
+	__u8 remote_addr[16];
+	__u16 local_port;
+	__u16 remote_port;
+	__u32 _pad2;
+};
+
+/* One closed connection, sent to user space through the conn_events ringbuf.
+ * Addresses in network byte order, IPv4 mapped into IPv6; local/remote are
+ * as the socket sees them (a DNATed client sees the address it dialed). */
+struct conn_event {
+	__u64 cookie;	      /* socket cookie: the join key with other hooks */
+	__u64 start_ns;	      /* CLOCK_MONOTONIC, see conn_state */
+	__u64 established_ns; /* 0 if never established */
+	__u64 end_ns;	      /* close */
+	__u64 cgroup_id;
+	__u64 bytes_acked;    /* bytes sent and acknowledged */
+	__u64 bytes_received; /* bytes received */
+	__u32 segs_in;
+	__u32 segs_out;
+	__u32 total_retrans;  /* segments retransmitted */
+	__u32 srtt_us;	      /* smoothed RTT (tcp_sock srtt_us >> 3) */
+	__u32 min_rtt_us;     /* minimum RTT seen */
+	__u32 client_isn;
+	__u32 server_isn;
+	__u32 pid;
+	__s32 sk_err;	      /* socket error at close (failed connects) */
+	__u32 netns;	      /* inode of the socket's network namespace */
+	__u8 local_addr[16];
+	__u8 remote_addr[16];
+	__u16 local_port;     /* host order */
+	__u16 remote_port;    /* host order */
+	__u8 family;	      /* 4 or 6 */
+	__u8 role;	      /* enum conn_role */
+	__u8 result;	      /* enum conn_result */
+	__u8 resets_received;
+	char comm[16];
 };
 
 #endif /* EBPFNET_TYPES_H */

@@ -29,18 +29,20 @@ type MetricOptions struct {
 
 // Options configure the converters.
 type Options struct {
-	NodeName      string
-	ScopeName     string
-	ScopeVersion  string
-	Resource      ResourceOptions
-	FlowIO        MetricOptions
-	FlowPackets   MetricOptions
-	Uncounted     bool
-	TableFlows    bool
-	TableCapacity bool
-	SeriesEvicted bool
-	FlowEvents    bool
-	Temporality   Temporality
+	NodeName     string
+	ScopeName    string
+	ScopeVersion string
+	Resource     ResourceOptions
+	FlowIO       MetricOptions
+	FlowPackets  MetricOptions
+	Uncounted    bool
+	// ConnsUnreported enables ebpfnet.connections.unreported.
+	ConnsUnreported bool
+	TableFlows      bool
+	TableCapacity   bool
+	SeriesEvicted   bool
+	FlowEvents      bool
+	Temporality     Temporality
 	// SeriesIdleTimeout drops cumulative series not updated for this long.
 	SeriesIdleTimeout time.Duration
 	// MaxSeries bounds the cumulative series kept; the least recently
@@ -61,6 +63,7 @@ func DefaultOptions() Options {
 		FlowIO:            MetricOptions{Enabled: true, Attrs: DefaultFlowAttrs},
 		FlowPackets:       MetricOptions{Enabled: true, Attrs: DefaultFlowAttrs},
 		Uncounted:         true,
+		ConnsUnreported:   true,
 		TableFlows:        true,
 		TableCapacity:     true,
 		SeriesEvicted:     true,
@@ -366,15 +369,15 @@ func (c *Metrics) emitSelf(sm pmetric.ScopeMetrics, b *flow.Batch, ts pcommon.Ti
 	if c.opts.Temporality == Delta {
 		start = pcommon.NewTimestampFromTime(c.prev)
 	}
-	if c.opts.Uncounted {
+	reasons := func(name, desc, unit string, from, to int) {
 		m := sm.Metrics().AppendEmpty()
-		m.SetName(MetricUncounted)
-		m.SetDescription("Packets seen by the receiver's programs that are not part of any flow, by reason.")
-		m.SetUnit("{packet}")
+		m.SetName(name)
+		m.SetDescription(desc)
+		m.SetUnit(unit)
 		sum := m.SetEmptySum()
 		sum.SetIsMonotonic(true)
 		sum.SetAggregationTemporality(temporality)
-		for r := 0; r < kernel.NumReasons; r++ {
+		for r := from; r < to; r++ {
 			v := b.Counters[r].Packets
 			if c.opts.Temporality == Delta {
 				v -= c.prevCount[r].Packets
@@ -385,6 +388,12 @@ func (c *Metrics) emitSelf(sm pmetric.ScopeMetrics, b *flow.Batch, ts pcommon.Ti
 			dp.SetIntValue(int64(v))
 			dp.Attributes().PutStr(AttrReason, reasonNames[r])
 		}
+	}
+	if c.opts.Uncounted {
+		reasons(MetricUncounted, "Packets seen by the receiver's programs that are not part of any flow, by reason.", "{packet}", 0, kernel.NumPacketReasons)
+	}
+	if c.opts.ConnsUnreported {
+		reasons(MetricConnsUnreported, "TCP connections the kernel side could not report, by reason.", "{connection}", kernel.NumPacketReasons, kernel.NumReasons)
 	}
 	gauge := func(name, desc string, v int64) {
 		m := sm.Metrics().AppendEmpty()

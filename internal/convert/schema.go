@@ -38,13 +38,14 @@ const (
 
 // Metric names.
 const (
-	MetricFlowIO        = "ebpfnet.flow.io"
-	MetricFlowPackets   = "ebpfnet.flow.packets"
-	MetricUncounted     = "ebpfnet.packets.uncounted"
-	MetricTableFlows    = "ebpfnet.flow_table.flows"
-	MetricTableCapacity = "ebpfnet.flow_table.capacity"
-	MetricSeriesEvicted = "ebpfnet.series.evicted"
-	EventFlow           = "ebpfnet.flow"
+	MetricFlowIO          = "ebpfnet.flow.io"
+	MetricFlowPackets     = "ebpfnet.flow.packets"
+	MetricUncounted       = "ebpfnet.packets.uncounted"
+	MetricTableFlows      = "ebpfnet.flow_table.flows"
+	MetricTableCapacity   = "ebpfnet.flow_table.capacity"
+	MetricSeriesEvicted   = "ebpfnet.series.evicted"
+	MetricConnsUnreported = "ebpfnet.connections.unreported"
+	EventFlow             = "ebpfnet.flow"
 )
 
 // FlowAttrs selects the attributes of a flow metric's data points.
@@ -73,14 +74,16 @@ var FlowAttrsByName = map[string]FlowAttrs{
 // reasonNames are the `reason` values of ebpfnet.packets.uncounted, indexed
 // by kernel.CounterReason.
 var reasonNames = [kernel.NumReasons]string{
-	kernel.ReasonNonIP:       "non_ip",
-	kernel.ReasonTruncated:   "truncated",
-	kernel.ReasonMalformed:   "malformed",
-	kernel.ReasonFragment:    "fragment",
-	kernel.ReasonMapFull:     "map_full",
-	kernel.ReasonDedupUplink: "dedup_uplink",
-	kernel.ReasonExtHdrLimit: "ext_hdr_limit",
-	kernel.ReasonNonlinear:   "nonlinear",
+	kernel.ReasonNonIP:          "non_ip",
+	kernel.ReasonTruncated:      "truncated",
+	kernel.ReasonMalformed:      "malformed",
+	kernel.ReasonFragment:       "fragment",
+	kernel.ReasonMapFull:        "map_full",
+	kernel.ReasonDedupUplink:    "dedup_uplink",
+	kernel.ReasonExtHdrLimit:    "ext_hdr_limit",
+	kernel.ReasonNonlinear:      "nonlinear",
+	kernel.ReasonConnStateFull:  "conn_state_full",
+	kernel.ReasonConnEventsFull: "conn_events_full",
 }
 
 // ReasonName is the attribute value of a counter reason.

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 )
 
@@ -40,6 +41,7 @@ type Datapath struct {
 	gone     map[int]int // detached ifindex -> value of drains at detach
 	drains   int
 	mode     AttachMode
+	tcpLinks []link.Link // TCP lifecycle tracepoints
 	closed   bool
 }
 
@@ -240,6 +242,10 @@ func (d *Datapath) DetachAll() error {
 	for ifindex := range d.links {
 		errs = append(errs, d.detachLocked(ifindex))
 	}
+	for _, l := range d.tcpLinks {
+		errs = append(errs, l.Close())
+	}
+	d.tcpLinks = nil
 	return errors.Join(errs...)
 }
 
@@ -255,6 +261,10 @@ func (d *Datapath) Close() error {
 	for ifindex := range d.links {
 		errs = append(errs, d.detachLocked(ifindex))
 	}
+	for _, l := range d.tcpLinks {
+		errs = append(errs, l.Close())
+	}
+	d.tcpLinks = nil
 	errs = append(errs, d.objs.Close())
 	return errors.Join(errs...)
 }

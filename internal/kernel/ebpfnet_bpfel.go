@@ -13,18 +13,69 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type ebpfnetConnEvent struct {
+	_              structs.HostLayout
+	Cookie         uint64
+	StartNs        uint64
+	EstablishedNs  uint64
+	EndNs          uint64
+	CgroupId       uint64
+	BytesAcked     uint64
+	BytesReceived  uint64
+	SegsIn         uint32
+	SegsOut        uint32
+	TotalRetrans   uint32
+	SrttUs         uint32
+	MinRttUs       uint32
+	ClientIsn      uint32
+	ServerIsn      uint32
+	Pid            uint32
+	SkErr          int32
+	Netns          uint32
+	LocalAddr      [16]uint8
+	RemoteAddr     [16]uint8
+	LocalPort      uint16
+	RemotePort     uint16
+	Family         uint8
+	Role           uint8
+	Result         uint8
+	ResetsReceived uint8
+	Comm           [16]int8
+}
+
+type ebpfnetConnResult uint32
+
+const (
+	ebpfnetConnResultRESULT_CLOSED          ebpfnetConnResult = 0
+	ebpfnetConnResultRESULT_REFUSED         ebpfnetConnResult = 1
+	ebpfnetConnResultRESULT_TIMED_OUT       ebpfnetConnResult = 2
+	ebpfnetConnResultRESULT_UNREACHABLE     ebpfnetConnResult = 3
+	ebpfnetConnResultRESULT_FAILED_OTHER    ebpfnetConnResult = 4
+	ebpfnetConnResultRESULT_RESET           ebpfnetConnResult = 5
+	ebpfnetConnResultRESULT_NOT_ESTABLISHED ebpfnetConnResult = 6
+)
+
+type ebpfnetConnRole uint32
+
+const (
+	ebpfnetConnRoleROLE_CLIENT ebpfnetConnRole = 1
+	ebpfnetConnRoleROLE_SERVER ebpfnetConnRole = 2
+)
+
 type ebpfnetCounterReason uint32
 
 const (
-	ebpfnetCounterReasonCOUNTER_NON_IP        ebpfnetCounterReason = 0
-	ebpfnetCounterReasonCOUNTER_TRUNCATED     ebpfnetCounterReason = 1
-	ebpfnetCounterReasonCOUNTER_MALFORMED     ebpfnetCounterReason = 2
-	ebpfnetCounterReasonCOUNTER_FRAGMENT      ebpfnetCounterReason = 3
-	ebpfnetCounterReasonCOUNTER_MAP_FULL      ebpfnetCounterReason = 4
-	ebpfnetCounterReasonCOUNTER_DEDUP_UPLINK  ebpfnetCounterReason = 5
-	ebpfnetCounterReasonCOUNTER_EXT_HDR_LIMIT ebpfnetCounterReason = 6
-	ebpfnetCounterReasonCOUNTER_NONLINEAR     ebpfnetCounterReason = 7
-	ebpfnetCounterReasonCOUNTER_MAX           ebpfnetCounterReason = 8
+	ebpfnetCounterReasonCOUNTER_NON_IP           ebpfnetCounterReason = 0
+	ebpfnetCounterReasonCOUNTER_TRUNCATED        ebpfnetCounterReason = 1
+	ebpfnetCounterReasonCOUNTER_MALFORMED        ebpfnetCounterReason = 2
+	ebpfnetCounterReasonCOUNTER_FRAGMENT         ebpfnetCounterReason = 3
+	ebpfnetCounterReasonCOUNTER_MAP_FULL         ebpfnetCounterReason = 4
+	ebpfnetCounterReasonCOUNTER_DEDUP_UPLINK     ebpfnetCounterReason = 5
+	ebpfnetCounterReasonCOUNTER_EXT_HDR_LIMIT    ebpfnetCounterReason = 6
+	ebpfnetCounterReasonCOUNTER_NONLINEAR        ebpfnetCounterReason = 7
+	ebpfnetCounterReasonCOUNTER_CONN_STATE_FULL  ebpfnetCounterReason = 8
+	ebpfnetCounterReasonCOUNTER_CONN_EVENTS_FULL ebpfnetCounterReason = 9
+	ebpfnetCounterReasonCOUNTER_MAX              ebpfnetCounterReason = 10
 )
 
 type ebpfnetCounterValue struct {
@@ -74,6 +125,8 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	ebpfnetMapConnEvents          = "conn_events"
+	ebpfnetMapConnState           = "conn_state"
 	ebpfnetMapCountedIfaces       = "counted_ifaces"
 	ebpfnetMapCounters            = "counters"
 	ebpfnetMapDrainBarrier        = "drain_barrier"
@@ -81,9 +134,14 @@ const (
 	ebpfnetMapFlowsB              = "flows_b"
 	ebpfnetProgEndpointEgress     = "endpoint_egress"
 	ebpfnetProgEndpointIngress    = "endpoint_ingress"
+	ebpfnetProgInetSockSetState   = "inet_sock_set_state"
+	ebpfnetProgTcpReceiveReset    = "tcp_receive_reset"
 	ebpfnetProgUplinkEgress       = "uplink_egress"
 	ebpfnetProgUplinkIngress      = "uplink_ingress"
 	ebpfnetVarActiveTable         = "active_table"
+	ebpfnetVarUnusedConnEvent     = "unused_conn_event"
+	ebpfnetVarUnusedConnResult    = "unused_conn_result"
+	ebpfnetVarUnusedConnRole      = "unused_conn_role"
 	ebpfnetVarUnusedFlowDirection = "unused_flow_direction"
 	ebpfnetVarUnusedFlowObserver  = "unused_flow_observer"
 )
@@ -130,16 +188,20 @@ type ebpfnetSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ebpfnetProgramSpecs struct {
-	EndpointEgress  *ebpf.ProgramSpec `ebpf:"endpoint_egress"`
-	EndpointIngress *ebpf.ProgramSpec `ebpf:"endpoint_ingress"`
-	UplinkEgress    *ebpf.ProgramSpec `ebpf:"uplink_egress"`
-	UplinkIngress   *ebpf.ProgramSpec `ebpf:"uplink_ingress"`
+	EndpointEgress   *ebpf.ProgramSpec `ebpf:"endpoint_egress"`
+	EndpointIngress  *ebpf.ProgramSpec `ebpf:"endpoint_ingress"`
+	InetSockSetState *ebpf.ProgramSpec `ebpf:"inet_sock_set_state"`
+	TcpReceiveReset  *ebpf.ProgramSpec `ebpf:"tcp_receive_reset"`
+	UplinkEgress     *ebpf.ProgramSpec `ebpf:"uplink_egress"`
+	UplinkIngress    *ebpf.ProgramSpec `ebpf:"uplink_ingress"`
 }
 
 // ebpfnetMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ebpfnetMapSpecs struct {
+	ConnEvents    *ebpf.MapSpec `ebpf:"conn_events"`
+	ConnState     *ebpf.MapSpec `ebpf:"conn_state"`
 	CountedIfaces *ebpf.MapSpec `ebpf:"counted_ifaces"`
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
 	DrainBarrier  *ebpf.MapSpec `ebpf:"drain_barrier"`
@@ -152,6 +214,9 @@ type ebpfnetMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type ebpfnetVariableSpecs struct {
 	ActiveTable         *ebpf.VariableSpec `ebpf:"active_table"`
+	UnusedConnEvent     *ebpf.VariableSpec `ebpf:"unused_conn_event"`
+	UnusedConnResult    *ebpf.VariableSpec `ebpf:"unused_conn_result"`
+	UnusedConnRole      *ebpf.VariableSpec `ebpf:"unused_conn_role"`
 	UnusedFlowDirection *ebpf.VariableSpec `ebpf:"unused_flow_direction"`
 	UnusedFlowObserver  *ebpf.VariableSpec `ebpf:"unused_flow_observer"`
 }
@@ -176,6 +241,8 @@ func (o *ebpfnetObjects) Close() error {
 //
 // It can be passed to loadEbpfnetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ebpfnetMaps struct {
+	ConnEvents    *ebpf.Map `ebpf:"conn_events"`
+	ConnState     *ebpf.Map `ebpf:"conn_state"`
 	CountedIfaces *ebpf.Map `ebpf:"counted_ifaces"`
 	Counters      *ebpf.Map `ebpf:"counters"`
 	DrainBarrier  *ebpf.Map `ebpf:"drain_barrier"`
@@ -185,6 +252,8 @@ type ebpfnetMaps struct {
 
 func (m *ebpfnetMaps) Close() error {
 	return _EbpfnetClose(
+		m.ConnEvents,
+		m.ConnState,
 		m.CountedIfaces,
 		m.Counters,
 		m.DrainBarrier,
@@ -198,6 +267,9 @@ func (m *ebpfnetMaps) Close() error {
 // It can be passed to loadEbpfnetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ebpfnetVariables struct {
 	ActiveTable         *ebpf.Variable `ebpf:"active_table"`
+	UnusedConnEvent     *ebpf.Variable `ebpf:"unused_conn_event"`
+	UnusedConnResult    *ebpf.Variable `ebpf:"unused_conn_result"`
+	UnusedConnRole      *ebpf.Variable `ebpf:"unused_conn_role"`
 	UnusedFlowDirection *ebpf.Variable `ebpf:"unused_flow_direction"`
 	UnusedFlowObserver  *ebpf.Variable `ebpf:"unused_flow_observer"`
 }
@@ -206,16 +278,20 @@ type ebpfnetVariables struct {
 //
 // It can be passed to loadEbpfnetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ebpfnetPrograms struct {
-	EndpointEgress  *ebpf.Program `ebpf:"endpoint_egress"`
-	EndpointIngress *ebpf.Program `ebpf:"endpoint_ingress"`
-	UplinkEgress    *ebpf.Program `ebpf:"uplink_egress"`
-	UplinkIngress   *ebpf.Program `ebpf:"uplink_ingress"`
+	EndpointEgress   *ebpf.Program `ebpf:"endpoint_egress"`
+	EndpointIngress  *ebpf.Program `ebpf:"endpoint_ingress"`
+	InetSockSetState *ebpf.Program `ebpf:"inet_sock_set_state"`
+	TcpReceiveReset  *ebpf.Program `ebpf:"tcp_receive_reset"`
+	UplinkEgress     *ebpf.Program `ebpf:"uplink_egress"`
+	UplinkIngress    *ebpf.Program `ebpf:"uplink_ingress"`
 }
 
 func (p *ebpfnetPrograms) Close() error {
 	return _EbpfnetClose(
 		p.EndpointEgress,
 		p.EndpointIngress,
+		p.InetSockSetState,
+		p.TcpReceiveReset,
 		p.UplinkEgress,
 		p.UplinkIngress,
 	)

@@ -26,6 +26,9 @@ const (
 	ReasonExtHdrLimit = ebpfnetCounterReasonCOUNTER_EXT_HDR_LIMIT
 	ReasonNonlinear   = ebpfnetCounterReasonCOUNTER_NONLINEAR
 	NumReasons        = int(ebpfnetCounterReasonCOUNTER_MAX)
+	// NumPacketReasons: the reasons below it are about packets; the ones
+	// from it on are about TCP connections that could not be reported.
+	NumPacketReasons = int(ebpfnetCounterReasonCOUNTER_CONN_STATE_FULL)
 )
 
 // Direction values of FlowKey.Direction, from the local endpoint's view.

@@ -104,3 +104,73 @@ func inNS(ns *Netns, fn func() error) error {
 	}
 	return ns.Do(fn)
 }
+
+// Listener accepts TCP connections in a namespace and counts the bytes of
+// each until it is closed.
+type Listener struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	Bytes []int64 // bytes read per accepted connection, in accept order
+	wg    sync.WaitGroup
+}
+
+// ListenTCP listens on addr in ns (nil: the test's own namespace).
+func ListenTCP(ns *Netns, addr netip.AddrPort) (*Listener, error) {
+	l := &Listener{}
+	if err := inNS(ns, func() (err error) {
+		l.ln, err = net.Listen("tcp", addr.String())
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		for {
+			c, err := l.ln.Accept()
+			if err != nil {
+				return
+			}
+			l.wg.Add(1)
+			go func() {
+				defer l.wg.Done()
+				defer c.Close()
+				n, _ := io.Copy(io.Discard, c)
+				l.mu.Lock()
+				l.Bytes = append(l.Bytes, n)
+				l.mu.Unlock()
+			}()
+		}
+	}()
+	return l, nil
+}
+
+// Close stops accepting and waits for the open connections to finish.
+func (l *Listener) Close() {
+	l.ln.Close()
+	l.wg.Wait()
+}
+
+// Dial opens a TCP connection from ns to dst, writes n bytes and closes it,
+// waiting for the peer to close too. It returns the local port.
+func Dial(ns *Netns, dst netip.AddrPort, n int, timeout time.Duration) (uint16, error) {
+	var conn net.Conn
+	if err := inNS(ns, func() (err error) {
+		conn, err = net.DialTimeout("tcp", dst.String(), timeout)
+		return err
+	}); err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	port := uint16(conn.LocalAddr().(*net.TCPAddr).Port)
+	if _, err := conn.Write(make([]byte, n)); err != nil {
+		return port, err
+	}
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		return port, err
+	}
+	// Wait for the server's FIN, so that both sides close cleanly.
+	_ = conn.SetReadDeadline(time.Now().Add(timeout))
+	_, _ = io.Copy(io.Discard, conn)
+	return port, nil
+}

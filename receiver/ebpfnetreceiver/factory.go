@@ -19,6 +19,7 @@ func NewFactory() receiver.Factory {
 		createDefaultConfig,
 		receiver.WithMetrics(f.createMetrics, metadata.MetricsStability),
 		receiver.WithLogs(f.createLogs, metadata.LogsStability),
+		receiver.WithTraces(f.createTraces, metadata.TracesStability),
 	)
 }
 
@@ -55,5 +56,11 @@ func (f *factory) createMetrics(_ context.Context, set receiver.Settings, cfg co
 func (f *factory) createLogs(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Logs) (receiver.Logs, error) {
 	p := f.pipelines.get(cfg.(*Config), set)
 	p.setLogs(next)
+	return p.handle(), nil
+}
+
+func (f *factory) createTraces(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Traces) (receiver.Traces, error) {
+	p := f.pipelines.get(cfg.(*Config), set)
+	p.setTraces(next)
 	return p.handle(), nil
 }

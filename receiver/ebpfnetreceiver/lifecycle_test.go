@@ -76,6 +76,11 @@ func (f *fakeDatapath) DetachAll() error {
 	f.detached = true
 	return nil
 }
+func (f *fakeDatapath) AttachTCP() error { return nil }
+func (f *fakeDatapath) ReadConns(ctx context.Context, _ func(*kernel.ConnEvent)) error {
+	<-ctx.Done()
+	return nil
+}
 func (f *fakeDatapath) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

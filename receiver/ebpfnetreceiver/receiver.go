@@ -31,6 +31,10 @@ type datapath interface {
 	MaxFlows() uint32
 	// DetachAll stops counting; flows counted so far can still be drained.
 	DetachAll() error
+	// AttachTCP attaches the TCP connection programs (host-wide).
+	AttachTCP() error
+	// ReadConns delivers closed connections until ctx is done.
+	ReadConns(ctx context.Context, fn func(*kernel.ConnEvent)) error
 	Close() error
 }
 
@@ -104,19 +108,24 @@ type pipeline struct {
 	mu             sync.Mutex
 	metrics        consumer.Metrics
 	logs           consumer.Logs
+	traces         consumer.Traces
 	handles        int
 	running        int
 	onLastShutdown func()
 
-	dp     datapath
-	cancel context.CancelFunc
-	done   chan struct{}
-	obs    *receiverhelper.ObsReport
-	opts   convert.Options
-	conv   *convert.Metrics
-	eps    *flow.Endpoints
-	kbuf   []kernel.Flow
-	fbuf   []flow.Flow
+	dp        datapath
+	cancel    context.CancelFunc
+	done      chan struct{}
+	connsDone chan struct{}
+	hostNetns uint32
+	connMu    sync.Mutex
+	conns     []flow.Conn // closed since the last collect
+	obs       *receiverhelper.ObsReport
+	opts      convert.Options
+	conv      *convert.Metrics
+	eps       *flow.Endpoints
+	kbuf      []kernel.Flow
+	fbuf      []flow.Flow
 }
 
 func newPipeline(cfg *Config, set receiver.Settings, load loadFunc) *pipeline {
@@ -127,6 +136,12 @@ func (p *pipeline) setMetrics(next consumer.Metrics) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.metrics = next
+}
+
+func (p *pipeline) setTraces(next consumer.Traces) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.traces = next
 }
 
 func (p *pipeline) setLogs(next consumer.Logs) {
@@ -163,8 +178,39 @@ func (p *pipeline) start(_ context.Context, _ component.Host) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	p.done = make(chan struct{})
+	p.connsDone = make(chan struct{})
+	if p.traces != nil {
+		if err := dp.AttachTCP(); err != nil {
+			cancel()
+			dp.Close()
+			p.running--
+			return fmt.Errorf("ebpfnet: traces: %w", err)
+		}
+		p.hostNetns = kernel.OwnNetns()
+		go p.readConns(ctx)
+	} else {
+		close(p.connsDone)
+	}
 	go p.run(ctx)
 	return nil
+}
+
+// readConns collects closed connections until the pipeline stops.
+func (p *pipeline) readConns(ctx context.Context) {
+	defer close(p.connsDone)
+	offset, offsetAt := kernel.WallClockOffset(), time.Now()
+	err := p.dp.ReadConns(ctx, func(e *kernel.ConnEvent) {
+		if time.Since(offsetAt) > time.Second {
+			offset, offsetAt = kernel.WallClockOffset(), time.Now()
+		}
+		c := flow.ConnFromKernel(e, offset, p.hostNetns)
+		p.connMu.Lock()
+		p.conns = append(p.conns, c)
+		p.connMu.Unlock()
+	})
+	if err != nil {
+		p.set.Logger.Error("read TCP connection events", zap.Error(err))
+	}
 }
 
 // release ends one handle; the last started one stops the pipeline.
@@ -190,10 +236,12 @@ func (p *pipeline) release(ctx context.Context, started bool) error {
 
 func (p *pipeline) stop(ctx context.Context) error {
 	p.cancel()
-	select {
-	case <-p.done:
-	case <-ctx.Done():
-		return fmt.Errorf("ebpfnet: shutdown: %w", ctx.Err())
+	for _, ch := range []chan struct{}{p.done, p.connsDone} {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("ebpfnet: shutdown: %w", ctx.Err())
+		}
 	}
 	return p.dp.Close()
 }
@@ -243,8 +291,12 @@ func (p *pipeline) collect() {
 	p.eps.Resolve(&batch)
 
 	p.mu.Lock()
-	metrics, logs := p.metrics, p.logs
+	metrics, logs, traces := p.metrics, p.logs, p.traces
 	p.mu.Unlock()
+	p.connMu.Lock()
+	conns := p.conns
+	p.conns = nil
+	p.connMu.Unlock()
 	ctx := context.Background()
 	if metrics != nil {
 		md := p.conv.Convert(&batch)
@@ -255,6 +307,16 @@ func (p *pipeline) collect() {
 			if err != nil {
 				logger.Error("consume metrics", zap.Error(err))
 			}
+		}
+	}
+	if traces != nil && len(conns) > 0 {
+		td := convert.Traces(p.opts, conns)
+		n := td.SpanCount()
+		opCtx := p.obs.StartTracesOp(ctx)
+		err := traces.ConsumeTraces(opCtx, td)
+		p.obs.EndTracesOp(opCtx, transport, n, err)
+		if err != nil {
+			logger.Error("consume traces", zap.Error(err))
 		}
 	}
 	if logs != nil {
@@ -303,6 +365,7 @@ func convertOptions(cfg *Config, set receiver.Settings) convert.Options {
 		FlowIO:            convert.MetricOptions{Enabled: m.EbpfnetFlowIo.Enabled, Attrs: flowAttrs(m.EbpfnetFlowIo.EnabledAttributes)},
 		FlowPackets:       convert.MetricOptions{Enabled: m.EbpfnetFlowPackets.Enabled, Attrs: flowAttrs(m.EbpfnetFlowPackets.EnabledAttributes)},
 		Uncounted:         m.EbpfnetPacketsUncounted.Enabled,
+		ConnsUnreported:   m.EbpfnetConnectionsUnreported.Enabled,
 		TableFlows:        m.EbpfnetFlowTableFlows.Enabled,
 		TableCapacity:     m.EbpfnetFlowTableCapacity.Enabled,
 		SeriesEvicted:     m.EbpfnetSeriesEvicted.Enabled,

@@ -10,6 +10,26 @@ import (
 	"go.opentelemetry.io/collector/filter"
 )
 
+// EbpfnetConnectionsUnreportedMetricConfig provides config for the ebpfnet.connections.unreported metric.
+type EbpfnetConnectionsUnreportedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *EbpfnetConnectionsUnreportedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
 // EbpfnetFlowIoMetricAttributeKey specifies the key of an attribute for the ebpfnet.flow.io metric.
 type EbpfnetFlowIoMetricAttributeKey string
 
@@ -206,16 +226,20 @@ func (ms *EbpfnetSeriesEvictedMetricConfig) Unmarshal(parser *confmap.Conf) erro
 
 // MetricsConfig provides config for ebpfnet metrics.
 type MetricsConfig struct {
-	EbpfnetFlowIo            EbpfnetFlowIoMetricConfig            `mapstructure:"ebpfnet.flow.io"`
-	EbpfnetFlowPackets       EbpfnetFlowPacketsMetricConfig       `mapstructure:"ebpfnet.flow.packets"`
-	EbpfnetFlowTableCapacity EbpfnetFlowTableCapacityMetricConfig `mapstructure:"ebpfnet.flow_table.capacity"`
-	EbpfnetFlowTableFlows    EbpfnetFlowTableFlowsMetricConfig    `mapstructure:"ebpfnet.flow_table.flows"`
-	EbpfnetPacketsUncounted  EbpfnetPacketsUncountedMetricConfig  `mapstructure:"ebpfnet.packets.uncounted"`
-	EbpfnetSeriesEvicted     EbpfnetSeriesEvictedMetricConfig     `mapstructure:"ebpfnet.series.evicted"`
+	EbpfnetConnectionsUnreported EbpfnetConnectionsUnreportedMetricConfig `mapstructure:"ebpfnet.connections.unreported"`
+	EbpfnetFlowIo                EbpfnetFlowIoMetricConfig                `mapstructure:"ebpfnet.flow.io"`
+	EbpfnetFlowPackets           EbpfnetFlowPacketsMetricConfig           `mapstructure:"ebpfnet.flow.packets"`
+	EbpfnetFlowTableCapacity     EbpfnetFlowTableCapacityMetricConfig     `mapstructure:"ebpfnet.flow_table.capacity"`
+	EbpfnetFlowTableFlows        EbpfnetFlowTableFlowsMetricConfig        `mapstructure:"ebpfnet.flow_table.flows"`
+	EbpfnetPacketsUncounted      EbpfnetPacketsUncountedMetricConfig      `mapstructure:"ebpfnet.packets.uncounted"`
+	EbpfnetSeriesEvicted         EbpfnetSeriesEvictedMetricConfig         `mapstructure:"ebpfnet.series.evicted"`
 }
 
 func DefaultMetricsConfig() MetricsConfig {
 	return MetricsConfig{
+		EbpfnetConnectionsUnreported: EbpfnetConnectionsUnreportedMetricConfig{
+			Enabled: true,
+		},
 		EbpfnetFlowIo: EbpfnetFlowIoMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,

@@ -26,6 +26,9 @@ func TestMetricsBuilderConfig(t *testing.T) {
 			name: "all_set",
 			want: MetricsBuilderConfig{
 				Metrics: MetricsConfig{
+					EbpfnetConnectionsUnreported: EbpfnetConnectionsUnreportedMetricConfig{
+						Enabled: true,
+					},
 					EbpfnetFlowIo: EbpfnetFlowIoMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategySum,
@@ -59,6 +62,9 @@ func TestMetricsBuilderConfig(t *testing.T) {
 			name: "none_set",
 			want: MetricsBuilderConfig{
 				Metrics: MetricsConfig{
+					EbpfnetConnectionsUnreported: EbpfnetConnectionsUnreportedMetricConfig{
+						Enabled: false,
+					},
 					EbpfnetFlowIo: EbpfnetFlowIoMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategySum,
@@ -92,11 +98,12 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EbpfnetFlowIoMetricConfig{}, EbpfnetFlowPacketsMetricConfig{}, EbpfnetFlowTableCapacityMetricConfig{}, EbpfnetFlowTableFlowsMetricConfig{}, EbpfnetPacketsUncountedMetricConfig{}, EbpfnetSeriesEvictedMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EbpfnetConnectionsUnreportedMetricConfig{}, EbpfnetFlowIoMetricConfig{}, EbpfnetFlowPacketsMetricConfig{}, EbpfnetFlowTableCapacityMetricConfig{}, EbpfnetFlowTableFlowsMetricConfig{}, EbpfnetPacketsUncountedMetricConfig{}, EbpfnetSeriesEvictedMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}
 }
+
 func TestEbpfnetFlowIoMetricsConfig_Validate(t *testing.T) {
 	cfg := DefaultMetricsConfig().EbpfnetFlowIo
 	require.NoError(t, cfg.Validate())

@@ -85,6 +85,8 @@ const (
 	AttributeReasonDedupUplink
 	AttributeReasonExtHdrLimit
 	AttributeReasonNonlinear
+	AttributeReasonConnStateFull
+	AttributeReasonConnEventsFull
 )
 
 // String returns the string representation of the AttributeReason.
@@ -106,23 +108,33 @@ func (av AttributeReason) String() string {
 		return "ext_hdr_limit"
 	case AttributeReasonNonlinear:
 		return "nonlinear"
+	case AttributeReasonConnStateFull:
+		return "conn_state_full"
+	case AttributeReasonConnEventsFull:
+		return "conn_events_full"
 	}
 	return ""
 }
 
 // MapAttributeReason is a helper map of string to AttributeReason attribute value.
 var MapAttributeReason = map[string]AttributeReason{
-	"non_ip":        AttributeReasonNonIP,
-	"truncated":     AttributeReasonTruncated,
-	"malformed":     AttributeReasonMalformed,
-	"fragment":      AttributeReasonFragment,
-	"map_full":      AttributeReasonMapFull,
-	"dedup_uplink":  AttributeReasonDedupUplink,
-	"ext_hdr_limit": AttributeReasonExtHdrLimit,
-	"nonlinear":     AttributeReasonNonlinear,
+	"non_ip":           AttributeReasonNonIP,
+	"truncated":        AttributeReasonTruncated,
+	"malformed":        AttributeReasonMalformed,
+	"fragment":         AttributeReasonFragment,
+	"map_full":         AttributeReasonMapFull,
+	"dedup_uplink":     AttributeReasonDedupUplink,
+	"ext_hdr_limit":    AttributeReasonExtHdrLimit,
+	"nonlinear":        AttributeReasonNonlinear,
+	"conn_state_full":  AttributeReasonConnStateFull,
+	"conn_events_full": AttributeReasonConnEventsFull,
 }
 
 var MetricsInfo = metricsInfo{
+	EbpfnetConnectionsUnreported: metricInfo{
+		Name:       "ebpfnet.connections.unreported",
+		Attributes: []string{"reason"},
+	},
 	EbpfnetFlowIo: metricInfo{
 		Name:       "ebpfnet.flow.io",
 		Attributes: []string{"network.io.direction", "network.transport", "network.type", "network.peer.address", "network.peer.port", "network.local.port", "network.interface.name"},
@@ -147,17 +159,72 @@ var MetricsInfo = metricsInfo{
 }
 
 type metricsInfo struct {
-	EbpfnetFlowIo            metricInfo
-	EbpfnetFlowPackets       metricInfo
-	EbpfnetFlowTableCapacity metricInfo
-	EbpfnetFlowTableFlows    metricInfo
-	EbpfnetPacketsUncounted  metricInfo
-	EbpfnetSeriesEvicted     metricInfo
+	EbpfnetConnectionsUnreported metricInfo
+	EbpfnetFlowIo                metricInfo
+	EbpfnetFlowPackets           metricInfo
+	EbpfnetFlowTableCapacity     metricInfo
+	EbpfnetFlowTableFlows        metricInfo
+	EbpfnetPacketsUncounted      metricInfo
+	EbpfnetSeriesEvicted         metricInfo
 }
 
 type metricInfo struct {
 	Name       string
 	Attributes []string
+}
+
+type metricEbpfnetConnectionsUnreported struct {
+	data     pmetric.Metric                           // data buffer for generated metric.
+	config   EbpfnetConnectionsUnreportedMetricConfig // metric config provided by user.
+	capacity int                                      // max observed number of data points added to the metric.
+}
+
+// init fills ebpfnet.connections.unreported metric with initial data.
+func (m *metricEbpfnetConnectionsUnreported) init() {
+	m.data.SetName("ebpfnet.connections.unreported")
+	m.data.SetDescription("TCP connections the kernel side could not report (their state map or the event ring buffer was full), by reason. Reported on the node resource.")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+}
+
+func (m *metricEbpfnetConnectionsUnreported) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, reasonAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Sum().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+	dp.Attributes().PutStr("reason", reasonAttributeValue)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEbpfnetConnectionsUnreported) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEbpfnetConnectionsUnreported) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEbpfnetConnectionsUnreported(cfg EbpfnetConnectionsUnreportedMetricConfig) metricEbpfnetConnectionsUnreported {
+	m := metricEbpfnetConnectionsUnreported{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
 }
 
 type metricEbpfnetFlowIo struct {
@@ -587,19 +654,20 @@ func newMetricEbpfnetSeriesEvicted(cfg EbpfnetSeriesEvictedMetricConfig) metricE
 // MetricsBuilder provides an interface for scrapers to report metrics while taking care of all the transformations
 // required to produce metric representation defined in metadata and user config.
 type MetricsBuilder struct {
-	config                         MetricsBuilderConfig // config of the metrics builder.
-	startTime                      pcommon.Timestamp    // start time that will be applied to all recorded data points.
-	metricsCapacity                int                  // maximum observed number of metrics per resource.
-	metricsBuffer                  pmetric.Metrics      // accumulates metrics data before emitting.
-	buildInfo                      component.BuildInfo  // contains version information.
-	resourceAttributeIncludeFilter map[string]filter.Filter
-	resourceAttributeExcludeFilter map[string]filter.Filter
-	metricEbpfnetFlowIo            metricEbpfnetFlowIo
-	metricEbpfnetFlowPackets       metricEbpfnetFlowPackets
-	metricEbpfnetFlowTableCapacity metricEbpfnetFlowTableCapacity
-	metricEbpfnetFlowTableFlows    metricEbpfnetFlowTableFlows
-	metricEbpfnetPacketsUncounted  metricEbpfnetPacketsUncounted
-	metricEbpfnetSeriesEvicted     metricEbpfnetSeriesEvicted
+	config                             MetricsBuilderConfig // config of the metrics builder.
+	startTime                          pcommon.Timestamp    // start time that will be applied to all recorded data points.
+	metricsCapacity                    int                  // maximum observed number of metrics per resource.
+	metricsBuffer                      pmetric.Metrics      // accumulates metrics data before emitting.
+	buildInfo                          component.BuildInfo  // contains version information.
+	resourceAttributeIncludeFilter     map[string]filter.Filter
+	resourceAttributeExcludeFilter     map[string]filter.Filter
+	metricEbpfnetConnectionsUnreported metricEbpfnetConnectionsUnreported
+	metricEbpfnetFlowIo                metricEbpfnetFlowIo
+	metricEbpfnetFlowPackets           metricEbpfnetFlowPackets
+	metricEbpfnetFlowTableCapacity     metricEbpfnetFlowTableCapacity
+	metricEbpfnetFlowTableFlows        metricEbpfnetFlowTableFlows
+	metricEbpfnetPacketsUncounted      metricEbpfnetPacketsUncounted
+	metricEbpfnetSeriesEvicted         metricEbpfnetSeriesEvicted
 }
 
 // MetricBuilderOption applies changes to default metrics builder.
@@ -621,18 +689,19 @@ func WithStartTime(startTime pcommon.Timestamp) MetricBuilderOption {
 }
 func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, options ...MetricBuilderOption) *MetricsBuilder {
 	mb := &MetricsBuilder{
-		config:                         mbc,
-		startTime:                      pcommon.NewTimestampFromTime(time.Now()),
-		metricsBuffer:                  pmetric.NewMetrics(),
-		buildInfo:                      settings.BuildInfo,
-		metricEbpfnetFlowIo:            newMetricEbpfnetFlowIo(mbc.Metrics.EbpfnetFlowIo),
-		metricEbpfnetFlowPackets:       newMetricEbpfnetFlowPackets(mbc.Metrics.EbpfnetFlowPackets),
-		metricEbpfnetFlowTableCapacity: newMetricEbpfnetFlowTableCapacity(mbc.Metrics.EbpfnetFlowTableCapacity),
-		metricEbpfnetFlowTableFlows:    newMetricEbpfnetFlowTableFlows(mbc.Metrics.EbpfnetFlowTableFlows),
-		metricEbpfnetPacketsUncounted:  newMetricEbpfnetPacketsUncounted(mbc.Metrics.EbpfnetPacketsUncounted),
-		metricEbpfnetSeriesEvicted:     newMetricEbpfnetSeriesEvicted(mbc.Metrics.EbpfnetSeriesEvicted),
-		resourceAttributeIncludeFilter: make(map[string]filter.Filter),
-		resourceAttributeExcludeFilter: make(map[string]filter.Filter),
+		config:                             mbc,
+		startTime:                          pcommon.NewTimestampFromTime(time.Now()),
+		metricsBuffer:                      pmetric.NewMetrics(),
+		buildInfo:                          settings.BuildInfo,
+		metricEbpfnetConnectionsUnreported: newMetricEbpfnetConnectionsUnreported(mbc.Metrics.EbpfnetConnectionsUnreported),
+		metricEbpfnetFlowIo:                newMetricEbpfnetFlowIo(mbc.Metrics.EbpfnetFlowIo),
+		metricEbpfnetFlowPackets:           newMetricEbpfnetFlowPackets(mbc.Metrics.EbpfnetFlowPackets),
+		metricEbpfnetFlowTableCapacity:     newMetricEbpfnetFlowTableCapacity(mbc.Metrics.EbpfnetFlowTableCapacity),
+		metricEbpfnetFlowTableFlows:        newMetricEbpfnetFlowTableFlows(mbc.Metrics.EbpfnetFlowTableFlows),
+		metricEbpfnetPacketsUncounted:      newMetricEbpfnetPacketsUncounted(mbc.Metrics.EbpfnetPacketsUncounted),
+		metricEbpfnetSeriesEvicted:         newMetricEbpfnetSeriesEvicted(mbc.Metrics.EbpfnetSeriesEvicted),
+		resourceAttributeIncludeFilter:     make(map[string]filter.Filter),
+		resourceAttributeExcludeFilter:     make(map[string]filter.Filter),
 	}
 	if mbc.ResourceAttributes.K8sNodeName.MetricsInclude != nil {
 		mb.resourceAttributeIncludeFilter["k8s.node.name"] = filter.CreateFilter(mbc.ResourceAttributes.K8sNodeName.MetricsInclude)
@@ -716,6 +785,7 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	ils.Scope().SetName(ScopeName)
 	ils.Scope().SetVersion(mb.buildInfo.Version)
 	ils.Metrics().EnsureCapacity(mb.metricsCapacity)
+	mb.metricEbpfnetConnectionsUnreported.emit(ils.Metrics())
 	mb.metricEbpfnetFlowIo.emit(ils.Metrics())
 	mb.metricEbpfnetFlowPackets.emit(ils.Metrics())
 	mb.metricEbpfnetFlowTableCapacity.emit(ils.Metrics())
@@ -751,6 +821,11 @@ func (mb *MetricsBuilder) Emit(options ...ResourceMetricsOption) pmetric.Metrics
 	metrics := mb.metricsBuffer
 	mb.metricsBuffer = pmetric.NewMetrics()
 	return metrics
+}
+
+// RecordEbpfnetConnectionsUnreportedDataPoint adds a data point to ebpfnet.connections.unreported metric.
+func (mb *MetricsBuilder) RecordEbpfnetConnectionsUnreportedDataPoint(ts pcommon.Timestamp, val int64, reasonAttributeValue AttributeReason) {
+	mb.metricEbpfnetConnectionsUnreported.recordDataPoint(mb.startTime, ts, val, reasonAttributeValue.String())
 }
 
 // RecordEbpfnetFlowIoDataPoint adds a data point to ebpfnet.flow.io metric.

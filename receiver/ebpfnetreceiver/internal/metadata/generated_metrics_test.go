@@ -79,6 +79,9 @@ func TestMetricsBuilder(t *testing.T) {
 			allMetricsCount := 0
 			defaultMetricsCount++
 			allMetricsCount++
+			mb.RecordEbpfnetConnectionsUnreportedDataPoint(ts, 1, AttributeReasonNonIP)
+			defaultMetricsCount++
+			allMetricsCount++
 			mb.RecordEbpfnetFlowIoDataPoint(ts, 1, AttributeNetworkIoDirectionTransmit, "network.transport-val", AttributeNetworkTypeIpv4, "network.peer.address-val", 17, 18, "network.interface.name-val")
 			if tt.name == "reaggregate_set" {
 				mb.RecordEbpfnetFlowIoDataPoint(ts, 3, AttributeNetworkIoDirectionTransmit, "network.transport-val-2", AttributeNetworkTypeIpv6, "network.peer.address-val-2", 18, 19, "network.interface.name-val-2")
@@ -137,6 +140,23 @@ func TestMetricsBuilder(t *testing.T) {
 			validatedMetrics := make(map[string]bool)
 			for _, mi := range allMetricsList {
 				switch mi.Name() {
+				case "ebpfnet.connections.unreported":
+					assert.False(t, validatedMetrics["ebpfnet.connections.unreported"], "Found a duplicate in the metrics slice: ebpfnet.connections.unreported")
+					validatedMetrics["ebpfnet.connections.unreported"] = true
+					assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+					assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+					assert.Equal(t, "TCP connections the kernel side could not report (their state map or the event ring buffer was full), by reason. Reported on the node resource.", mi.Description())
+					assert.Equal(t, "{connection}", mi.Unit())
+					assert.True(t, mi.Sum().IsMonotonic())
+					assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+					dp := mi.Sum().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
+					reasonAttrVal, ok := dp.Attributes().Get("reason")
+					assert.True(t, ok)
+					assert.Equal(t, "non_ip", reasonAttrVal.Str())
 				case "ebpfnet.flow.io":
 					if tt.name != "reaggregate_set" {
 						assert.False(t, validatedMetrics["ebpfnet.flow.io"], "Found a duplicate in the metrics slice: ebpfnet.flow.io")

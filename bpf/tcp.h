@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* TCP connection lifecycle from the inet_sock_set_state tracepoint (tp_btf:
+ * typed access to the socket), keyed by socket cookie. Reports each
+ * connection once, at close, with the counters the kernel keeps in tcp_sock. */
+#ifndef EBPFNET_TCP_H
+#define EBPFNET_TCP_H
+
+#include "maps.h"
+
+#define ECONNREFUSED 111
+#define ETIMEDOUT 110
+#define EHOSTUNREACH 113
+#define ENETUNREACH 101
+#define RCV_SHUTDOWN 1
+#define SEND_SHUTDOWN 2
+
+/* Reads the socket's addresses. A macro: the same fields exist in
+ * struct conn_state and struct conn_event. CO-RE: __sk_common is read
+ * through BTF (vmlinux.h has preserve_access_index), so the offsets follow
+ * the running kernel. */
+#define READ_CONN_ADDRS(sk, e)                                                                  \
+	do {                                                                                    \
+		(e)->local_port = (sk)->__sk_common.skc_num;                                    \
+		(e)->remote_port = bpf_ntohs((sk)->__sk_common.skc_dport);                      \
+		if ((sk)->__sk_common.skc_family == AF_INET) {                                  \
+			(e)->family = 4;                                                        \
+			map_ipv4((e)->local_addr, (sk)->__sk_common.skc_rcv_saddr);             \
+			map_ipv4((e)->remote_addr, (sk)->__sk_common.skc_daddr);                \
+		} else {                                                                        \
+			(e)->family = 6;                                                        \
+			__builtin_memcpy((e)->local_addr, &(sk)->__sk_common.skc_v6_rcv_saddr, 16); \
+			__builtin_memcpy((e)->remote_addr, &(sk)->__sk_common.skc_v6_daddr, 16);    \
+		}                                                                               \
+	} while (0)
+
+static __always_inline __u8 failed_connect_result(int err)
+{
+	switch (err) {
+	case ECONNREFUSED:
+		return RESULT_REFUSED;
+	case ETIMEDOUT:
+		return RESULT_TIMED_OUT;
+	case EHOSTUNREACH:
+	case ENETUNREACH:
+		return RESULT_UNREACHABLE;
+	}
+	return RESULT_FAILED_OTHER;
+}
+
+static __always_inline void conn_start(const struct sock *sk, __u64 cookie, __u8 role, __u64 now)
+{
+	struct conn_state st = {.start_ns = now, .role = role};
+
+	if (role == ROLE_CLIENT) {
+		/* connect() runs in the caller's context: the process is known. */
+		st.cgroup_id = bpf_get_current_cgroup_id();
+		st.pid = bpf_get_current_pid_tgid() >> 32;
+		bpf_get_current_comm(st.comm, sizeof(st.comm));
+	}
+	if (bpf_map_update_elem(&conn_state, &cookie, &st, BPF_ANY))
+		count_reason(COUNTER_CONN_STATE_FULL, 0);
+}
+
+static __always_inline void conn_established(const struct sock *sk, __u64 cookie, int oldstate, __u64 now)
+{
+	struct conn_state *st = bpf_map_lookup_elem(&conn_state, &cookie);
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+
+	if (!st || !tp)
+		return;
+	st->established_ns = now;
+	READ_CONN_ADDRS(sk, st);
+	/* Both ends see the same pair of initial sequence numbers, and NAT does
+	 * not change them. At this transition no data has moved yet:
+	 * snd_una = own ISN + 1 (our SYN was acked), rcv_nxt = peer ISN + 1. */
+	if (oldstate == TCP_SYN_SENT) {
+		st->client_isn = tp->snd_una - 1;
+		st->server_isn = tp->rcv_nxt - 1;
+	} else {
+		/* The kernel creates the server socket when the client's final
+		 * ACK arrives, so the server span starts there. (Back-dating it by
+		 * the handshake RTT put it before the client's SYN by tens of us,
+		 * from the RTT's timestamp granularity.) */
+		st->client_isn = tp->rcv_nxt - 1;
+		st->server_isn = tp->snd_una - 1;
+	}
+}
+
+static __always_inline void conn_close(const struct sock *sk, __u64 cookie, int oldstate, __u64 now)
+{
+	struct conn_state *st = bpf_map_lookup_elem(&conn_state, &cookie);
+	struct tcp_sock *tp;
+	struct conn_event *e;
+
+	if (!st)
+		return; /* opened before we attached, or state map was full */
+	e = bpf_ringbuf_reserve(&conn_events, sizeof(*e), 0);
+	if (!e) {
+		count_reason(COUNTER_CONN_EVENTS_FULL, 0);
+		bpf_map_delete_elem(&conn_state, &cookie);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->cookie = cookie;
+	e->start_ns = st->start_ns;
+	e->established_ns = st->established_ns;
+	e->end_ns = now;
+	e->cgroup_id = st->cgroup_id;
+	e->client_isn = st->client_isn;
+	e->server_isn = st->server_isn;
+	e->pid = st->pid;
+	e->role = st->role;
+	e->resets_received = st->resets_received;
+	__builtin_memcpy(e->comm, st->comm, sizeof(e->comm));
+	e->sk_err = sk->sk_err;
+	/* CO-RE read through possible_net_t; equal to /proc/<pid>/ns/net's inode. */
+	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	if (st->established_ns) {
+		e->family = st->family;
+		e->local_port = st->local_port;
+		e->remote_port = st->remote_port;
+		__builtin_memcpy(e->local_addr, st->local_addr, 16);
+		__builtin_memcpy(e->remote_addr, st->remote_addr, 16);
+	} else {
+		READ_CONN_ADDRS(sk, e);
+	}
+
+	tp = bpf_skc_to_tcp_sock((void *)sk);
+	if (tp) {
+		/* bytes_acked and bytes_received count sequence space (RFC 4898):
+		 * the SYN and the FIN take one each. Report payload bytes. */
+		__u64 acked = tp->bytes_acked, rcvd = tp->bytes_received;
+		__u8 shutdown = sk->sk_shutdown;
+
+		if (st->established_ns && acked)
+			acked--; /* our SYN or SYN-ACK */
+		if ((shutdown & SEND_SHUTDOWN) && tp->snd_una == tp->write_seq && acked)
+			acked--; /* our FIN, acknowledged */
+		if ((shutdown & RCV_SHUTDOWN) && rcvd)
+			rcvd--; /* the peer's FIN */
+		e->bytes_acked = acked;
+		e->bytes_received = rcvd;
+		e->segs_in = tp->segs_in;
+		e->segs_out = tp->segs_out;
+		e->total_retrans = tp->total_retrans;
+		e->srtt_us = tp->srtt_us >> 3;
+		e->min_rtt_us = tp->rtt_min.s[0].v;
+		/* A connect that never got its SYN acked: snd_una is still the ISN. */
+		if (!st->established_ns && st->role == ROLE_CLIENT)
+			e->client_isn = tp->snd_una;
+	}
+	if (!st->established_ns)
+		e->result = st->role == ROLE_CLIENT ? failed_connect_result(e->sk_err) : RESULT_NOT_ESTABLISHED;
+	else if (st->resets_received)
+		e->result = RESULT_RESET;
+	bpf_ringbuf_submit(e, 0);
+	bpf_map_delete_elem(&conn_state, &cookie);
+}
+
+/* Every TCP state change of every socket on the host (all namespaces). */
+static __always_inline int handle_set_state(const struct sock *sk, int oldstate, int newstate)
+{
+	__u64 cookie, now;
+
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	cookie = bpf_get_socket_cookie((void *)sk);
+	/* Span times need the precise clock; state changes are few per
+	 * connection, unlike packets. */
+	now = bpf_ktime_get_ns();
+	switch (newstate) {
+	case TCP_SYN_SENT:
+		conn_start(sk, cookie, ROLE_CLIENT, now);
+		break;
+	case TCP_SYN_RECV:
+		conn_start(sk, cookie, ROLE_SERVER, now);
+		break;
+	case TCP_ESTABLISHED:
+		conn_established(sk, cookie, oldstate, now);
+		break;
+	case TCP_CLOSE:
+		conn_close(sk, cookie, oldstate, now);
+		break;
+	}
+	return 0;
+}
+
+/* A reset received for an established socket (tcp_receive_reset). */
+static __always_inline int handle_receive_reset(const struct sock *sk)
+{
+	__u64 cookie = bpf_get_socket_cookie((void *)sk);
+	struct conn_state *st = bpf_map_lookup_elem(&conn_state, &cookie);
+
+	if (st && st->resets_received < 255)
+		st->resets_received++;
+	return 0;
+}
+
+#endif /* EBPFNET_TCP_H */

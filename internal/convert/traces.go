@@ -1,0 +1,125 @@
+package convert
+
+import (
+	"net/netip"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/ebpfnet/ebpfnet/internal/flow"
+)
+
+// Span names and attributes of TCP connections.
+const (
+	SpanClient = "tcp connect"
+	SpanServer = "tcp accept"
+
+	AttrClientAddress  = "client.address"
+	AttrClientPort     = "client.port"
+	AttrServerAddress  = "server.address"
+	AttrServerPort     = "server.port"
+	AttrLocalAddress   = "network.local.address"
+	AttrPeerAddr       = "network.peer.address"
+	AttrPeerPortAttr   = "network.peer.port"
+	AttrLocalPortAttr  = "network.local.port"
+	AttrTCPBytesSent   = "ebpfnet.tcp.bytes_sent"
+	AttrTCPBytesRecv   = "ebpfnet.tcp.bytes_received"
+	AttrTCPSegsIn      = "ebpfnet.tcp.segments_in"
+	AttrTCPSegsOut     = "ebpfnet.tcp.segments_out"
+	AttrTCPRetrans     = "ebpfnet.tcp.retransmits"
+	AttrTCPRTT         = "ebpfnet.tcp.rtt"
+	AttrTCPMinRTT      = "ebpfnet.tcp.min_rtt"
+	AttrTCPResult      = "ebpfnet.tcp.close_reason"
+	AttrTCPSocketError = "ebpfnet.tcp.socket_error"
+	AttrProcessPID     = "process.pid"
+	AttrProcessName    = "process.executable.name"
+)
+
+// Traces converts closed connections into one span each, grouped by the
+// local endpoint's resource.
+func Traces(opts Options, conns []flow.Conn) ptrace.Traces {
+	td := ptrace.NewTraces()
+	scopes := make(map[netip.Addr]ptrace.ScopeSpans)
+	for i := range conns {
+		c := &conns[i]
+		var local netip.Addr
+		if !c.OnNode {
+			local = c.Local.Addr()
+		}
+		ss, ok := scopes[local]
+		if !ok {
+			rs := td.ResourceSpans().AppendEmpty()
+			putResource(rs.Resource().Attributes(), opts, local)
+			ss = rs.ScopeSpans().AppendEmpty()
+			ss.Scope().SetName(opts.ScopeName)
+			ss.Scope().SetVersion(opts.ScopeVersion)
+			scopes[local] = ss
+		}
+		putConnSpan(ss.Spans().AppendEmpty(), c)
+	}
+	return td
+}
+
+func putConnSpan(s ptrace.Span, c *flow.Conn) {
+	s.SetTraceID(c.TraceID)
+	s.SetSpanID(c.SpanID)
+	client, server := c.Local, c.Remote
+	if c.Role == flow.Server {
+		s.SetParentSpanID(c.ParentSpanID)
+		s.SetKind(ptrace.SpanKindServer)
+		s.SetName(SpanServer)
+		client, server = c.Remote, c.Local
+	} else {
+		s.SetKind(ptrace.SpanKindClient)
+		s.SetName(SpanClient)
+	}
+	s.SetStartTimestamp(pcommon.NewTimestampFromTime(c.Start))
+	s.SetEndTimestamp(pcommon.NewTimestampFromTime(c.End))
+	if c.Result.Failed() {
+		s.Status().SetCode(ptrace.StatusCodeError)
+		s.Status().SetMessage(c.Result.String())
+	}
+	a := s.Attributes()
+	a.EnsureCapacity(20)
+	a.PutStr(AttrTransport, "tcp")
+	if c.Local.Addr().Is4() {
+		a.PutStr(AttrNetworkType, "ipv4")
+	} else {
+		a.PutStr(AttrNetworkType, "ipv6")
+	}
+	a.PutStr(AttrClientAddress, client.Addr().String())
+	a.PutInt(AttrClientPort, int64(client.Port()))
+	a.PutStr(AttrServerAddress, server.Addr().String())
+	a.PutInt(AttrServerPort, int64(server.Port()))
+	a.PutStr(AttrLocalAddress, c.Local.Addr().String())
+	a.PutInt(AttrLocalPortAttr, int64(c.Local.Port()))
+	a.PutStr(AttrPeerAddr, c.Remote.Addr().String())
+	a.PutInt(AttrPeerPortAttr, int64(c.Remote.Port()))
+	a.PutInt(AttrTCPBytesSent, int64(c.BytesSent))
+	a.PutInt(AttrTCPBytesRecv, int64(c.BytesReceived))
+	a.PutInt(AttrTCPSegsIn, int64(c.SegsIn))
+	a.PutInt(AttrTCPSegsOut, int64(c.SegsOut))
+	a.PutInt(AttrTCPRetrans, int64(c.Retransmits))
+	if c.SRTT > 0 {
+		a.PutDouble(AttrTCPRTT, c.SRTT.Seconds())
+		a.PutDouble(AttrTCPMinRTT, c.MinRTT.Seconds())
+	}
+	a.PutStr(AttrTCPResult, c.Result.String())
+	if c.SockErr != 0 {
+		a.PutInt(AttrTCPSocketError, int64(c.SockErr))
+	}
+	if c.PID != 0 {
+		a.PutInt(AttrProcessPID, int64(c.PID))
+		a.PutStr(AttrProcessName, c.Comm)
+	}
+	if !c.Established.IsZero() {
+		e := s.Events().AppendEmpty()
+		e.SetName("established")
+		e.SetTimestamp(pcommon.NewTimestampFromTime(c.Established))
+	}
+	if c.ResetsReceived > 0 {
+		e := s.Events().AppendEmpty()
+		e.SetName("reset received")
+		e.SetTimestamp(pcommon.NewTimestampFromTime(c.End))
+	}
+}
