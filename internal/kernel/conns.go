@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 )
@@ -104,3 +105,6 @@ func (d *Datapath) ReadConns(ctx context.Context, fn func(*ConnEvent)) error {
 		fn(&e)
 	}
 }
+
+// sizeOf is btf.Sizeof, kept here so tests do not import btf themselves.
+var sizeOf = btf.Sizeof

@@ -20,7 +20,18 @@ const drainBatch = 4096
 type Options struct {
 	// MaxFlows is the capacity of each of the two flow tables.
 	MaxFlows uint32
+	// MaxConns is the capacity of the TCP connection state map (0: 65536).
+	MaxConns uint32
+	// RingSize is the size in bytes of the closed-connection ring buffer:
+	// a power of two, at least a page (0: 4 MiB).
+	RingSize uint32
 }
+
+// Defaults of Options.
+const (
+	DefaultMaxConns = 65536
+	DefaultRingSize = 4 << 20
+)
 
 // Datapath is the loaded kernel pipeline: programs, flow tables, counters.
 // Drain, Counters, Attach and Detach may be called from different
@@ -66,6 +77,14 @@ func Load(opts Options) (*Datapath, error) {
 		spec.Maps[name].MaxEntries = opts.MaxFlows
 	}
 	spec.Maps[ebpfnetMapDrainBarrier].InnerMap.MaxEntries = opts.MaxFlows
+	if opts.MaxConns == 0 {
+		opts.MaxConns = DefaultMaxConns
+	}
+	if opts.RingSize == 0 {
+		opts.RingSize = DefaultRingSize
+	}
+	spec.Maps[ebpfnetMapConnState].MaxEntries = opts.MaxConns
+	spec.Maps[ebpfnetMapConnEvents].MaxEntries = opts.RingSize
 
 	ncpu, err := ebpf.PossibleCPU()
 	if err != nil {

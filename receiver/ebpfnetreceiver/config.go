@@ -29,6 +29,16 @@ type Config struct {
 	// ebpfnet.packets.uncounted{reason=map_full}. Default 131072.
 	MaxFlows uint32 `mapstructure:"max_flows"`
 
+	// MaxConnections is the capacity of the kernel's TCP connection state
+	// (connections open at once). A connection that finds it full is not
+	// reported and is counted in ebpfnet.connections.unreported. Default 65536.
+	MaxConnections uint32 `mapstructure:"max_connections"`
+
+	// RingBufferSize is the size in bytes of the ring buffer that carries
+	// closed connections to the collector: a power of two, at least 4096.
+	// A full ring is counted in ebpfnet.connections.unreported. Default 4 MiB.
+	RingBufferSize uint32 `mapstructure:"ring_buffer_size"`
+
 	// Interfaces selects the interfaces to attach to.
 	Interfaces InterfacesConfig `mapstructure:"interfaces"`
 
@@ -87,6 +97,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxFlows < minMaxFlows || c.MaxFlows > maxMaxFlows {
 		errs = append(errs, fmt.Errorf("max_flows must be between %d and %d, got %d", minMaxFlows, maxMaxFlows, c.MaxFlows))
+	}
+	if c.MaxConnections < minMaxFlows || c.MaxConnections > maxMaxFlows {
+		errs = append(errs, fmt.Errorf("max_connections must be between %d and %d, got %d", minMaxFlows, maxMaxFlows, c.MaxConnections))
+	}
+	if c.RingBufferSize < 4096 || c.RingBufferSize > 1<<30 || c.RingBufferSize&(c.RingBufferSize-1) != 0 {
+		errs = append(errs, fmt.Errorf("ring_buffer_size must be a power of two between 4096 and 1073741824, got %d", c.RingBufferSize))
 	}
 	if c.Interfaces.Include == "" {
 		errs = append(errs, errors.New("interfaces::include must not be empty"))

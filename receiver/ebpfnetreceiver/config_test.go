@@ -51,6 +51,9 @@ func TestLoadConfig(t *testing.T) {
 		{name: "map_too_large", wantErr: "max_flows must be between 16 and 16777216, got 100000000"},
 		{name: "bad_attach_mode", wantErr: `attach_mode must be auto, tcx or tc, got "xdp"`},
 		{name: "bad_temporality", wantErr: `temporality must be cumulative or delta, got "gauge"`},
+		{name: "ring_not_power_of_two", wantErr: "ring_buffer_size must be a power of two between 4096 and 1073741824, got 5000"},
+		{name: "ring_too_small", wantErr: "ring_buffer_size must be a power of two between 4096 and 1073741824, got 2048"},
+		{name: "conns_too_small", wantErr: "max_connections must be between 16 and 16777216, got 1"},
 		{name: "unknown_option", wantErr: "intervall"},
 		{name: "unknown_attribute", wantErr: "metric ebpfnet.flow.io doesn't have an attribute k8s.pod.name"},
 	}

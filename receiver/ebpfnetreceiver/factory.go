@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/receiver"
 
+	"github.com/ebpfnet/ebpfnet/internal/kernel"
 	"github.com/ebpfnet/ebpfnet/receiver/ebpfnetreceiver/internal/metadata"
 )
 
@@ -25,8 +26,10 @@ func NewFactory() receiver.Factory {
 
 func createDefaultConfig() component.Config {
 	return &Config{
-		Interval: 10 * time.Second,
-		MaxFlows: 131072,
+		Interval:       10 * time.Second,
+		MaxFlows:       131072,
+		MaxConnections: kernel.DefaultMaxConns,
+		RingBufferSize: kernel.DefaultRingSize,
 		Interfaces: InterfacesConfig{
 			Include: defaultInclude,
 			Exclude: defaultExclude,

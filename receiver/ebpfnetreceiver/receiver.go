@@ -59,7 +59,7 @@ func (k *kernelDatapath) Close() error {
 }
 
 func loadDatapath(cfg *Config, logger *zap.Logger, onError func(error)) (datapath, error) {
-	d, err := kernel.Load(kernel.Options{MaxFlows: cfg.MaxFlows})
+	d, err := kernel.Load(kernel.Options{MaxFlows: cfg.MaxFlows, MaxConns: cfg.MaxConnections, RingSize: cfg.RingBufferSize})
 	if err != nil {
 		return nil, err
 	}

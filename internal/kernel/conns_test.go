@@ -1,0 +1,65 @@
+package kernel
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestConnEventLayout checks the Go layout bpf2go generated against the size
+// the BPF object's BTF gives struct conn_event: a record the kernel writes
+// decodes field for field.
+func TestConnEventLayout(t *testing.T) {
+	spec, err := loadEbpfnet()
+	require.NoError(t, err)
+	typ, err := spec.Types.AnyTypeByName("conn_event")
+	require.NoError(t, err)
+	size, err := sizeOf(typ)
+	require.NoError(t, err)
+	require.Equal(t, size, ConnEventSize)
+}
+
+func TestDecodeConnEvent(t *testing.T) {
+	in := ConnEvent{Cookie: 42, StartNs: 1, EstablishedNs: 2, EndNs: 3, BytesAcked: 1000, BytesReceived: 2000,
+		SegsIn: 5, SegsOut: 6, TotalRetrans: 1, SrttUs: 120, MinRttUs: 100, ClientIsn: 0xdeadbeef, ServerIsn: 0x01020304,
+		Pid: 77, SkErr: -111, Netns: 4026531840, LocalPort: 40000, RemotePort: 80, Family: 4, Role: RoleClient, Result: ResultRefused}
+	copy(in.Comm[:], []int8{'c', 'u', 'r', 'l'})
+	var buf bytes.Buffer
+	require.NoError(t, binary.Write(&buf, binary.LittleEndian, &in))
+	require.Equal(t, ConnEventSize, buf.Len())
+	var out ConnEvent
+	require.NoError(t, DecodeConnEvent(append(buf.Bytes(), 0xff, 0xff), &out), "ringbuf records may be padded")
+	require.Equal(t, in, out)
+	require.ErrorIs(t, DecodeConnEvent(buf.Bytes()[:ConnEventSize-1], &out), ErrShortRecord)
+}
+
+// FuzzDecodeConnEvent: any byte string decodes or is rejected with
+// ErrShortRecord; nothing panics, and a decoded record re-encodes to its input.
+func FuzzDecodeConnEvent(f *testing.F) {
+	f.Add(make([]byte, ConnEventSize))
+	f.Add([]byte{1, 2, 3})
+	f.Add(bytes.Repeat([]byte{0xff}, ConnEventSize+7))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var e ConnEvent
+		err := DecodeConnEvent(raw, &e)
+		if len(raw) < ConnEventSize {
+			if !errors.Is(err, ErrShortRecord) {
+				t.Fatalf("short record: %v", err)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		if err := binary.Write(&buf, binary.LittleEndian, &e); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(buf.Bytes(), raw[:ConnEventSize]) {
+			t.Fatal("decode/encode round trip differs")
+		}
+	})
+}
