@@ -22,6 +22,7 @@ const enum flow_observer *unused_flow_observer __attribute__((unused));
 const enum conn_role *unused_conn_role __attribute__((unused));
 const enum conn_result *unused_conn_result __attribute__((unused));
 const struct conn_event *unused_conn_event __attribute__((unused));
+const struct conn_state *unused_conn_state __attribute__((unused));
 
 /* Host side of a pod's veth: ingress carries what the pod sent. */
 SEC("tc")
@@ -73,4 +74,11 @@ SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(tcp_receive_reset, const struct sock *sk)
 {
 	return handle_receive_reset(sk);
+}
+
+/* Established sockets in the cgroup2 hierarchy: live RTT and counters. */
+SEC("sockops")
+int tcp_sockops(struct bpf_sock_ops *skops)
+{
+	return handle_sockops(skops);
 }

@@ -66,7 +66,7 @@ struct {
 	__type(value, __u8);
 } counted_ifaces SEC(".maps");
 
-/* conn_state — TCP sockets between their first state change and close.
+/* conns — TCP sockets between their first state change and close.
  * key: socket cookie; value: struct conn_state. max_entries set by user space
  * (config `max_connections`). Inserted by the inet_sock_set_state program at
  * SYN_SENT / SYN_RECV, deleted by it at close; a full map is counted
@@ -76,7 +76,7 @@ struct {
 	__uint(max_entries, 65536);
 	__type(key, __u64);
 	__type(value, struct conn_state);
-} conn_state SEC(".maps");
+} conns SEC(".maps");
 
 /* conn_events — one struct conn_event per closed connection, to user space.
  * Size set by user space (config `ring_buffer_size`). A full ring is counted

@@ -57,18 +57,19 @@ static __always_inline void conn_start(const struct sock *sk, __u64 cookie, __u8
 		st.pid = bpf_get_current_pid_tgid() >> 32;
 		bpf_get_current_comm(st.comm, sizeof(st.comm));
 	}
-	if (bpf_map_update_elem(&conn_state, &cookie, &st, BPF_ANY))
+	if (bpf_map_update_elem(&conns, &cookie, &st, BPF_ANY))
 		count_reason(COUNTER_CONN_STATE_FULL, 0);
 }
 
 static __always_inline void conn_established(const struct sock *sk, __u64 cookie, int oldstate, __u64 now)
 {
-	struct conn_state *st = bpf_map_lookup_elem(&conn_state, &cookie);
+	struct conn_state *st = bpf_map_lookup_elem(&conns, &cookie);
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
 
 	if (!st || !tp)
 		return;
 	st->established_ns = now;
+	st->srtt_us = tp->srtt_us >> 3; /* the handshake's sample, until sockops refines it */
 	READ_CONN_ADDRS(sk, st);
 	/* Both ends see the same pair of initial sequence numbers, and NAT does
 	 * not change them. At this transition no data has moved yet:
@@ -88,7 +89,7 @@ static __always_inline void conn_established(const struct sock *sk, __u64 cookie
 
 static __always_inline void conn_close(const struct sock *sk, __u64 cookie, int oldstate, __u64 now)
 {
-	struct conn_state *st = bpf_map_lookup_elem(&conn_state, &cookie);
+	struct conn_state *st = bpf_map_lookup_elem(&conns, &cookie);
 	struct tcp_sock *tp;
 	struct conn_event *e;
 
@@ -97,7 +98,7 @@ static __always_inline void conn_close(const struct sock *sk, __u64 cookie, int 
 	e = bpf_ringbuf_reserve(&conn_events, sizeof(*e), 0);
 	if (!e) {
 		count_reason(COUNTER_CONN_EVENTS_FULL, 0);
-		bpf_map_delete_elem(&conn_state, &cookie);
+		bpf_map_delete_elem(&conns, &cookie);
 		return;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
@@ -154,7 +155,7 @@ static __always_inline void conn_close(const struct sock *sk, __u64 cookie, int 
 	else if (st->resets_received)
 		e->result = RESULT_RESET;
 	bpf_ringbuf_submit(e, 0);
-	bpf_map_delete_elem(&conn_state, &cookie);
+	bpf_map_delete_elem(&conns, &cookie);
 }
 
 /* Every TCP state change of every socket on the host (all namespaces). */
@@ -185,11 +186,40 @@ static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
 	return 0;
 }
 
+/* sockops on the cgroup2 root: ask for RTT callbacks on every connection
+ * that becomes established, and on each new RTT sample refresh the RTT and
+ * counters user space reads for connections that stay open. The RTT
+ * callback fires right after the kernel updates srtt (tcp_probe fires
+ * before it processes the segment, so its srtt is one sample late). */
+static __always_inline int handle_sockops(struct bpf_sock_ops *skops)
+{
+	__u64 cookie;
+	struct conn_state *st;
+
+	switch (skops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_RTT_CB_FLAG);
+		break;
+	case BPF_SOCK_OPS_RTT_CB:
+		cookie = bpf_get_socket_cookie(skops);
+		st = bpf_map_lookup_elem(&conns, &cookie);
+		if (st) {
+			st->srtt_us = skops->srtt_us >> 3;
+			st->bytes_acked = skops->bytes_acked;
+			st->bytes_received = skops->bytes_received;
+			st->total_retrans = skops->total_retrans;
+		}
+		break;
+	}
+	return 1; /* sockops: 1 = continue */
+}
+
 /* A reset received for an established socket (tcp_receive_reset). */
 static __always_inline int handle_receive_reset(const struct sock *sk)
 {
 	__u64 cookie = bpf_get_socket_cookie((void *)sk);
-	struct conn_state *st = bpf_map_lookup_elem(&conn_state, &cookie);
+	struct conn_state *st = bpf_map_lookup_elem(&conns, &cookie);
 
 	if (st && st->resets_received < 255)
 		st->resets_received++;

@@ -101,6 +101,12 @@ struct conn_state {
 	__u8 remote_addr[16];
 	__u16 local_port;
 	__u16 remote_port;
+	/* Kept current by the sockops RTT callback (each RTT sample), so that
+	 * user space can report connections that stay open. */
+	__u32 srtt_us;	      /* smoothed RTT in us (tcp_sock srtt_us >> 3) */
+	__u64 bytes_acked;    /* sequence space acked (SYN included) */
+	__u64 bytes_received; /* sequence space received */
+	__u32 total_retrans;
 	__u32 _pad2;
 };
 

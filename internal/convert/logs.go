@@ -69,4 +69,12 @@ func putFlowRecord(lr plog.LogRecord, f *flow.Flow, observed pcommon.Timestamp) 
 	if f.Protocol == flow.ProtoTCP {
 		a.PutInt(AttrTCPFlags, int64(f.TCPFlags))
 	}
+	if f.Conn.TraceID != [16]byte{} {
+		// The span of this side of the connection (emitted at its close).
+		lr.SetTraceID(f.Conn.TraceID)
+		lr.SetSpanID(f.Conn.SpanID)
+		if f.Conn.SRTT > 0 {
+			a.PutDouble(AttrTCPRTT, f.Conn.SRTT.Seconds())
+		}
+	}
 }

@@ -48,6 +48,9 @@ type Flow struct {
 	Start     time.Time // first packet in the interval
 	End       time.Time // last packet in the interval
 	TCPFlags  uint8     // OR of TCP flags seen in the interval
+	// Conn is the TCP connection the flow belongs to, where known
+	// (ConnIndex.Annotate); zero otherwise.
+	Conn ConnRef
 }
 
 // Local is the endpoint the flow belongs to (the resource).

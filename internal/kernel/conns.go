@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -76,7 +78,51 @@ func (d *Datapath) AttachTCP() error {
 		}
 		d.tcpLinks = append(d.tcpLinks, l)
 	}
+	root, err := Cgroup2Root()
+	if err != nil {
+		return d.failTCP(fmt.Errorf("sockops needs the cgroup2 hierarchy: %w", err))
+	}
+	l, err := link.AttachCgroup(link.CgroupOptions{Path: root, Attach: ebpf.AttachCGroupSockOps, Program: d.objs.TcpSockops})
+	if err != nil {
+		return d.failTCP(fmt.Errorf("attach sockops to %s: %w", root, err))
+	}
+	d.tcpLinks = append(d.tcpLinks, l)
 	return nil
+}
+
+func (d *Datapath) failTCP(err error) error {
+	for _, l := range d.tcpLinks {
+		l.Close()
+	}
+	d.tcpLinks = nil
+	return err
+}
+
+// Cgroup2Root returns the mount point of the cgroup2 hierarchy, read from
+// /proc/self/mountinfo (it is /sys/fs/cgroup on most hosts, and elsewhere on
+// hybrid ones, e.g. /sys/fs/cgroup/unified).
+func Cgroup2Root() (string, error) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	return cgroup2FromMountinfo(string(data))
+}
+
+func cgroup2FromMountinfo(mountinfo string) (string, error) {
+	for _, line := range strings.Split(mountinfo, "\n") {
+		// 36 35 0:30 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw
+		pre, post, ok := strings.Cut(line, " - ")
+		if !ok {
+			continue
+		}
+		if f := strings.Fields(post); len(f) > 0 && f[0] == "cgroup2" {
+			if pf := strings.Fields(pre); len(pf) >= 5 {
+				return pf[4], nil
+			}
+		}
+	}
+	return "", errors.New("no cgroup2 mount in /proc/self/mountinfo")
 }
 
 // ReadConns delivers closed connections to fn until ctx is done or the
@@ -108,3 +154,35 @@ func (d *Datapath) ReadConns(ctx context.Context, fn func(*ConnEvent)) error {
 
 // sizeOf is btf.Sizeof, kept here so tests do not import btf themselves.
 var sizeOf = btf.Sizeof
+
+// ConnState is a TCP socket the kernel side tracks (struct conn_state).
+type ConnState = ebpfnetConnState
+
+// LiveConn is an open connection: its socket cookie and state.
+type LiveConn struct {
+	Cookie uint64
+	State  ConnState
+}
+
+// LiveConns appends every tracked connection to dst (a read, not a drain:
+// the kernel deletes them at close).
+func (d *Datapath) LiveConns(dst []LiveConn) ([]LiveConn, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return dst, ErrClosed
+	}
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := d.objs.Conns.BatchLookup(&cursor, d.connKeys, d.connVals, nil)
+		for i := 0; i < n; i++ {
+			dst = append(dst, LiveConn{Cookie: d.connKeys[i], State: d.connVals[i]})
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return dst, nil
+		}
+		if err != nil {
+			return dst, fmt.Errorf("read conns map: %w", err)
+		}
+	}
+}

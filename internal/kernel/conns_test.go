@@ -63,3 +63,19 @@ func FuzzDecodeConnEvent(f *testing.F) {
 		}
 	})
 }
+
+func TestCgroup2FromMountinfo(t *testing.T) {
+	hybrid := `25 30 0:23 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+33 25 0:28 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755
+34 33 0:29 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw,nsdelegate
+35 33 0:30 / /sys/fs/cgroup/systemd rw,nosuid,nodev,noexec,relatime shared:11 - cgroup cgroup rw,xattr,name=systemd`
+	got, err := cgroup2FromMountinfo(hybrid)
+	require.NoError(t, err)
+	require.Equal(t, "/sys/fs/cgroup/unified", got)
+	unified := `31 24 0:27 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:5 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot`
+	got, err = cgroup2FromMountinfo(unified)
+	require.NoError(t, err)
+	require.Equal(t, "/sys/fs/cgroup", got)
+	_, err = cgroup2FromMountinfo("35 33 0:30 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu")
+	require.Error(t, err)
+}

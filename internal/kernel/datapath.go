@@ -53,6 +53,8 @@ type Datapath struct {
 	drains   int
 	mode     AttachMode
 	tcpLinks []link.Link // TCP lifecycle tracepoints
+	connKeys []uint64
+	connVals []ConnState
 	closed   bool
 }
 
@@ -83,7 +85,7 @@ func Load(opts Options) (*Datapath, error) {
 	if opts.RingSize == 0 {
 		opts.RingSize = DefaultRingSize
 	}
-	spec.Maps[ebpfnetMapConnState].MaxEntries = opts.MaxConns
+	spec.Maps[ebpfnetMapConns].MaxEntries = opts.MaxConns
 	spec.Maps[ebpfnetMapConnEvents].MaxEntries = opts.RingSize
 
 	ncpu, err := ebpf.PossibleCPU()
@@ -99,6 +101,8 @@ func Load(opts Options) (*Datapath, error) {
 		links:    make(map[int]*attachment),
 		masters:  make(map[int]int),
 		names:    make(map[int]string),
+		connKeys: make([]uint64, drainBatch),
+		connVals: make([]ConnState, drainBatch),
 		gone:     make(map[int]int),
 	}
 	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {

@@ -62,6 +62,30 @@ const (
 	ebpfnetConnRoleROLE_SERVER ebpfnetConnRole = 2
 )
 
+type ebpfnetConnState struct {
+	_              structs.HostLayout
+	StartNs        uint64
+	EstablishedNs  uint64
+	CgroupId       uint64
+	ClientIsn      uint32
+	ServerIsn      uint32
+	Pid            uint32
+	Role           uint8
+	ResetsReceived uint8
+	Family         uint8
+	Pad            uint8
+	Comm           [16]int8
+	LocalAddr      [16]uint8
+	RemoteAddr     [16]uint8
+	LocalPort      uint16
+	RemotePort     uint16
+	SrttUs         uint32
+	BytesAcked     uint64
+	BytesReceived  uint64
+	TotalRetrans   uint32
+	Pad2           uint32
+}
+
 type ebpfnetCounterReason uint32
 
 const (
@@ -126,7 +150,7 @@ const (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	ebpfnetMapConnEvents          = "conn_events"
-	ebpfnetMapConnState           = "conn_state"
+	ebpfnetMapConns               = "conns"
 	ebpfnetMapCountedIfaces       = "counted_ifaces"
 	ebpfnetMapCounters            = "counters"
 	ebpfnetMapDrainBarrier        = "drain_barrier"
@@ -136,12 +160,14 @@ const (
 	ebpfnetProgEndpointIngress    = "endpoint_ingress"
 	ebpfnetProgInetSockSetState   = "inet_sock_set_state"
 	ebpfnetProgTcpReceiveReset    = "tcp_receive_reset"
+	ebpfnetProgTcpSockops         = "tcp_sockops"
 	ebpfnetProgUplinkEgress       = "uplink_egress"
 	ebpfnetProgUplinkIngress      = "uplink_ingress"
 	ebpfnetVarActiveTable         = "active_table"
 	ebpfnetVarUnusedConnEvent     = "unused_conn_event"
 	ebpfnetVarUnusedConnResult    = "unused_conn_result"
 	ebpfnetVarUnusedConnRole      = "unused_conn_role"
+	ebpfnetVarUnusedConnState     = "unused_conn_state"
 	ebpfnetVarUnusedFlowDirection = "unused_flow_direction"
 	ebpfnetVarUnusedFlowObserver  = "unused_flow_observer"
 )
@@ -192,6 +218,7 @@ type ebpfnetProgramSpecs struct {
 	EndpointIngress  *ebpf.ProgramSpec `ebpf:"endpoint_ingress"`
 	InetSockSetState *ebpf.ProgramSpec `ebpf:"inet_sock_set_state"`
 	TcpReceiveReset  *ebpf.ProgramSpec `ebpf:"tcp_receive_reset"`
+	TcpSockops       *ebpf.ProgramSpec `ebpf:"tcp_sockops"`
 	UplinkEgress     *ebpf.ProgramSpec `ebpf:"uplink_egress"`
 	UplinkIngress    *ebpf.ProgramSpec `ebpf:"uplink_ingress"`
 }
@@ -201,7 +228,7 @@ type ebpfnetProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type ebpfnetMapSpecs struct {
 	ConnEvents    *ebpf.MapSpec `ebpf:"conn_events"`
-	ConnState     *ebpf.MapSpec `ebpf:"conn_state"`
+	Conns         *ebpf.MapSpec `ebpf:"conns"`
 	CountedIfaces *ebpf.MapSpec `ebpf:"counted_ifaces"`
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
 	DrainBarrier  *ebpf.MapSpec `ebpf:"drain_barrier"`
@@ -217,6 +244,7 @@ type ebpfnetVariableSpecs struct {
 	UnusedConnEvent     *ebpf.VariableSpec `ebpf:"unused_conn_event"`
 	UnusedConnResult    *ebpf.VariableSpec `ebpf:"unused_conn_result"`
 	UnusedConnRole      *ebpf.VariableSpec `ebpf:"unused_conn_role"`
+	UnusedConnState     *ebpf.VariableSpec `ebpf:"unused_conn_state"`
 	UnusedFlowDirection *ebpf.VariableSpec `ebpf:"unused_flow_direction"`
 	UnusedFlowObserver  *ebpf.VariableSpec `ebpf:"unused_flow_observer"`
 }
@@ -242,7 +270,7 @@ func (o *ebpfnetObjects) Close() error {
 // It can be passed to loadEbpfnetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ebpfnetMaps struct {
 	ConnEvents    *ebpf.Map `ebpf:"conn_events"`
-	ConnState     *ebpf.Map `ebpf:"conn_state"`
+	Conns         *ebpf.Map `ebpf:"conns"`
 	CountedIfaces *ebpf.Map `ebpf:"counted_ifaces"`
 	Counters      *ebpf.Map `ebpf:"counters"`
 	DrainBarrier  *ebpf.Map `ebpf:"drain_barrier"`
@@ -253,7 +281,7 @@ type ebpfnetMaps struct {
 func (m *ebpfnetMaps) Close() error {
 	return _EbpfnetClose(
 		m.ConnEvents,
-		m.ConnState,
+		m.Conns,
 		m.CountedIfaces,
 		m.Counters,
 		m.DrainBarrier,
@@ -270,6 +298,7 @@ type ebpfnetVariables struct {
 	UnusedConnEvent     *ebpf.Variable `ebpf:"unused_conn_event"`
 	UnusedConnResult    *ebpf.Variable `ebpf:"unused_conn_result"`
 	UnusedConnRole      *ebpf.Variable `ebpf:"unused_conn_role"`
+	UnusedConnState     *ebpf.Variable `ebpf:"unused_conn_state"`
 	UnusedFlowDirection *ebpf.Variable `ebpf:"unused_flow_direction"`
 	UnusedFlowObserver  *ebpf.Variable `ebpf:"unused_flow_observer"`
 }
@@ -282,6 +311,7 @@ type ebpfnetPrograms struct {
 	EndpointIngress  *ebpf.Program `ebpf:"endpoint_ingress"`
 	InetSockSetState *ebpf.Program `ebpf:"inet_sock_set_state"`
 	TcpReceiveReset  *ebpf.Program `ebpf:"tcp_receive_reset"`
+	TcpSockops       *ebpf.Program `ebpf:"tcp_sockops"`
 	UplinkEgress     *ebpf.Program `ebpf:"uplink_egress"`
 	UplinkIngress    *ebpf.Program `ebpf:"uplink_ingress"`
 }
@@ -292,6 +322,7 @@ func (p *ebpfnetPrograms) Close() error {
 		p.EndpointIngress,
 		p.InetSockSetState,
 		p.TcpReceiveReset,
+		p.TcpSockops,
 		p.UplinkEgress,
 		p.UplinkIngress,
 	)

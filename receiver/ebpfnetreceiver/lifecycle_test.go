@@ -77,6 +77,9 @@ func (f *fakeDatapath) DetachAll() error {
 	return nil
 }
 func (f *fakeDatapath) AttachTCP() error { return nil }
+func (f *fakeDatapath) LiveConns(dst []kernel.LiveConn) ([]kernel.LiveConn, error) {
+	return dst, nil
+}
 func (f *fakeDatapath) ReadConns(ctx context.Context, _ func(*kernel.ConnEvent)) error {
 	<-ctx.Done()
 	return nil

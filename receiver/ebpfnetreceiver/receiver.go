@@ -35,6 +35,8 @@ type datapath interface {
 	AttachTCP() error
 	// ReadConns delivers closed connections until ctx is done.
 	ReadConns(ctx context.Context, fn func(*kernel.ConnEvent)) error
+	// LiveConns appends the connections open now.
+	LiveConns(dst []kernel.LiveConn) ([]kernel.LiveConn, error)
 	Close() error
 }
 
@@ -125,6 +127,7 @@ type pipeline struct {
 	conv      *convert.Metrics
 	eps       *flow.Endpoints
 	kbuf      []kernel.Flow
+	lbuf      []kernel.LiveConn
 	fbuf      []flow.Flow
 }
 
@@ -179,12 +182,14 @@ func (p *pipeline) start(_ context.Context, _ component.Host) error {
 	p.cancel = cancel
 	p.done = make(chan struct{})
 	p.connsDone = make(chan struct{})
-	if p.traces != nil {
+	// TCP connections feed the traces and, through the flow/connection
+	// join, the trace context and RTT of TCP flow logs.
+	if p.traces != nil || p.logs != nil {
 		if err := dp.AttachTCP(); err != nil {
 			cancel()
 			dp.Close()
 			p.running--
-			return fmt.Errorf("ebpfnet: traces: %w", err)
+			return fmt.Errorf("ebpfnet: TCP connection tracking: %w", err)
 		}
 		p.hostNetns = kernel.OwnNetns()
 		go p.readConns(ctx)
@@ -297,6 +302,14 @@ func (p *pipeline) collect() {
 	conns := p.conns
 	p.conns = nil
 	p.connMu.Unlock()
+	if logs != nil {
+		live, err := p.dp.LiveConns(p.lbuf[:0])
+		p.lbuf = live
+		if err != nil && !errors.Is(err, kernel.ErrClosed) {
+			logger.Error("read open connections", zap.Error(err))
+		}
+		flow.NewConnIndex(live, conns).Annotate(&batch)
+	}
 	ctx := context.Background()
 	if metrics != nil {
 		md := p.conv.Convert(&batch)
