@@ -51,6 +51,9 @@ static __always_inline void conn_start(const struct sock *sk, __u64 cookie, __u8
 {
 	struct conn_state st = {.start_ns = now, .role = role};
 
+	/* CO-RE read through possible_net_t; equal to /proc/<pid>/ns/net's inode. */
+	st.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+
 	if (role == ROLE_CLIENT) {
 		/* connect() runs in the caller's context: the process is known. */
 		st.cgroup_id = bpf_get_current_cgroup_id();

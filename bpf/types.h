@@ -107,7 +107,7 @@ struct conn_state {
 	__u64 bytes_acked;    /* sequence space acked (SYN included) */
 	__u64 bytes_received; /* sequence space received */
 	__u32 total_retrans;
-	__u32 _pad2;
+	__u32 netns;	      /* inode of the socket's network namespace */
 };
 
 /* One closed connection, sent to user space through the conn_events ringbuf.

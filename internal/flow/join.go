@@ -7,6 +7,37 @@ import (
 	"github.com/ebpfnet/ebpfnet/internal/kernel"
 )
 
+// LiveConn is an open TCP connection at the end of an interval.
+type LiveConn struct {
+	Cookie      uint64
+	Role        Role
+	Local, Peer netip.Addr
+	OnNode      bool
+	Retransmits uint32
+	Established bool
+}
+
+// LiveFromKernel converts the kernel's connection states.
+func LiveFromKernel(live []kernel.LiveConn, hostNetns uint32, dst []LiveConn) []LiveConn {
+	for i := range live {
+		st := &live[i].State
+		addr := func(b [16]byte) netip.Addr {
+			a := netip.AddrFrom16(b)
+			if st.Family == 4 {
+				return a.Unmap()
+			}
+			return a
+		}
+		dst = append(dst, LiveConn{
+			Cookie: live[i].Cookie, Role: Role(st.Role),
+			Local: addr(st.LocalAddr), Peer: addr(st.RemoteAddr),
+			OnNode:      hostNetns != 0 && st.Netns == hostNetns,
+			Retransmits: st.TotalRetrans, Established: st.EstablishedNs != 0,
+		})
+	}
+	return dst
+}
+
 // ConnRef is what a TCP flow learns from its connection.
 type ConnRef struct {
 	TraceID [16]byte

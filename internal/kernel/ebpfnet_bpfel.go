@@ -83,7 +83,7 @@ type ebpfnetConnState struct {
 	BytesAcked     uint64
 	BytesReceived  uint64
 	TotalRetrans   uint32
-	Pad2           uint32
+	Netns          uint32
 }
 
 type ebpfnetCounterReason uint32

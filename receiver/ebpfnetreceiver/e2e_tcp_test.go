@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
@@ -53,17 +54,72 @@ func iattr(s ptrace.Span, k string) int64 {
 	return v.Int()
 }
 
-func startTraces(t *testing.T, cfg *Config) (*consumertest.TracesSink, func()) {
+// startTraces runs the receiver with traces and metrics sinks.
+func startTraces(t *testing.T, cfg *Config) (*consumertest.TracesSink, *consumertest.MetricsSink, func()) {
 	t.Helper()
 	f := NewFactory()
-	sink := new(consumertest.TracesSink)
-	r, err := f.CreateTraces(context.Background(), receivertest.NewNopSettings(metadata.Type), cfg, sink)
+	sink, msink := new(consumertest.TracesSink), new(consumertest.MetricsSink)
+	set := receivertest.NewNopSettings(metadata.Type)
+	r, err := f.CreateTraces(context.Background(), set, cfg, sink)
+	require.NoError(t, err)
+	m, err := f.CreateMetrics(context.Background(), set, cfg, msink)
 	require.NoError(t, err)
 	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	require.NoError(t, m.Start(context.Background(), componenttest.NewNopHost()))
 	var once sync.Once
-	stop := func() { once.Do(func() { require.NoError(t, r.Shutdown(context.Background())) }) }
+	stop := func() {
+		once.Do(func() {
+			require.NoError(t, r.Shutdown(context.Background()))
+			require.NoError(t, m.Shutdown(context.Background()))
+		})
+	}
 	t.Cleanup(stop)
-	return sink, stop
+	return sink, msink, stop
+}
+
+// connMetric sums the last emission's data points of a connection metric
+// for a pod resource matching attrs (histograms: their count).
+func connMetric(t *testing.T, sink *consumertest.MetricsSink, name, podIP string, attrs map[string]string) int64 {
+	t.Helper()
+	all := sink.AllMetrics()
+	require.NotEmpty(t, all)
+	md := all[len(all)-1]
+	var n int64
+	for i := 0; i < md.ResourceMetrics().Len(); i++ {
+		rm := md.ResourceMetrics().At(i)
+		if str(rm.Resource().Attributes(), "k8s.pod.ip") != podIP {
+			continue
+		}
+		ms := rm.ScopeMetrics().At(0).Metrics()
+		for j := 0; j < ms.Len(); j++ {
+			m := ms.At(j)
+			if m.Name() != name {
+				continue
+			}
+			match := func(a pcommon.Map) bool {
+				for k, v := range attrs {
+					if str(a, k) != v {
+						return false
+					}
+				}
+				return true
+			}
+			if m.Type() == pmetric.MetricTypeHistogram {
+				for d := 0; d < m.Histogram().DataPoints().Len(); d++ {
+					if dp := m.Histogram().DataPoints().At(d); match(dp.Attributes()) {
+						n += int64(dp.Count())
+					}
+				}
+				continue
+			}
+			for d := 0; d < m.Sum().DataPoints().Len(); d++ {
+				if dp := m.Sum().DataPoints().At(d); match(dp.Attributes()) {
+					n += dp.IntValue()
+				}
+			}
+		}
+	}
+	return n
 }
 
 // TestEndToEndConnectionSpans: 1,000 short connections pod to pod, and
@@ -88,7 +144,7 @@ func TestEndToEndConnectionSpans(t *testing.T) {
 
 	cfg := testConfig(node.ID)
 	cfg.Interval = 200 * time.Millisecond
-	sink, stop := startTraces(t, cfg)
+	sink, msink, stop := startTraces(t, cfg)
 
 	ln, err := testnet.ListenTCP(p2.NS, netip.AddrPortFrom(p2.IPv4, 8080))
 	require.NoError(t, err)
@@ -145,6 +201,7 @@ func TestEndToEndConnectionSpans(t *testing.T) {
 		}
 		return len(spans) >= want
 	}, 20*time.Second, 100*time.Millisecond, "spans: got %d, want %d", len(spans), want)
+	time.Sleep(2 * cfg.Interval) // the metrics of the last closes
 	stop()
 	require.Len(t, spans, want)
 
@@ -206,5 +263,21 @@ func TestEndToEndConnectionSpans(t *testing.T) {
 	}
 	require.Equal(t, n, direct)
 	require.Equal(t, viaService, service)
+
+	// The connection metrics count the same connections.
+	c1, c2 := p1.IPv4.String(), p2.IPv4.String()
+	peer := func(role, ip string) map[string]string {
+		return map[string]string{"ebpfnet.tcp.role": role, "network.peer.address": ip}
+	}
+	require.Equal(t, int64(n), connMetric(t, msink, "ebpfnet.tcp.connections.opened", c1, peer("client", c2)))
+	require.Equal(t, int64(n+viaService), connMetric(t, msink, "ebpfnet.tcp.connections.opened", c2, map[string]string{"ebpfnet.tcp.role": "server"}))
+	require.Equal(t, int64(n), connMetric(t, msink, "ebpfnet.tcp.connections.closed", c1,
+		map[string]string{"ebpfnet.tcp.role": "client", "network.peer.address": c2, "ebpfnet.tcp.close_reason": "closed"}))
+	require.Equal(t, int64(refused), connMetric(t, msink, "ebpfnet.tcp.connections.closed", c1,
+		map[string]string{"ebpfnet.tcp.role": "client", "ebpfnet.tcp.close_reason": "refused"}))
+	require.Equal(t, int64(timedOut), connMetric(t, msink, "ebpfnet.tcp.connections.closed", c1,
+		map[string]string{"ebpfnet.tcp.role": "client", "ebpfnet.tcp.close_reason": "timed_out"}))
+	require.Equal(t, int64(n+refused+timedOut), connMetric(t, msink, "ebpfnet.tcp.connection.duration", c1, peer("client", c2)))
+	require.Equal(t, int64(n), connMetric(t, msink, "ebpfnet.tcp.rtt", c1, peer("client", c2)), "one RTT sample per established connection")
 	t.Log(fmt.Sprintf("%d traces stitched, %d through DNAT", len(byTrace), service))
 }

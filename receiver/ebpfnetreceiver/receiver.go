@@ -125,6 +125,8 @@ type pipeline struct {
 	obs       *receiverhelper.ObsReport
 	opts      convert.Options
 	conv      *convert.Metrics
+	cconv     *convert.ConnMetrics
+	live      []flow.LiveConn
 	eps       *flow.Endpoints
 	kbuf      []kernel.Flow
 	lbuf      []kernel.LiveConn
@@ -177,25 +179,22 @@ func (p *pipeline) start(_ context.Context, _ component.Host) error {
 	p.dp = dp
 	p.opts = convertOptions(p.cfg, p.set)
 	p.conv = convert.NewMetrics(p.opts, time.Now())
+	p.cconv = convert.NewConnMetrics(p.opts, time.Now())
 	p.eps = flow.NewEndpoints()
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	p.done = make(chan struct{})
 	p.connsDone = make(chan struct{})
-	// TCP connections feed the traces and, through the flow/connection
-	// join, the trace context and RTT of TCP flow logs.
-	if p.traces != nil || p.logs != nil {
-		if err := dp.AttachTCP(); err != nil {
-			cancel()
-			dp.Close()
-			p.running--
-			return fmt.Errorf("ebpfnet: TCP connection tracking: %w", err)
-		}
-		p.hostNetns = kernel.OwnNetns()
-		go p.readConns(ctx)
-	} else {
-		close(p.connsDone)
+	// TCP connections feed the traces, the connection metrics and, through
+	// the flow/connection join, the trace context and RTT of flow logs.
+	if err := dp.AttachTCP(); err != nil {
+		cancel()
+		dp.Close()
+		p.running--
+		return fmt.Errorf("ebpfnet: TCP connection tracking: %w", err)
 	}
+	p.hostNetns = kernel.OwnNetns()
+	go p.readConns(ctx)
 	go p.run(ctx)
 	return nil
 }
@@ -302,17 +301,20 @@ func (p *pipeline) collect() {
 	conns := p.conns
 	p.conns = nil
 	p.connMu.Unlock()
+	live, err := p.dp.LiveConns(p.lbuf[:0])
+	p.lbuf = live
+	if err != nil && !errors.Is(err, kernel.ErrClosed) {
+		logger.Error("read open connections", zap.Error(err))
+	}
 	if logs != nil {
-		live, err := p.dp.LiveConns(p.lbuf[:0])
-		p.lbuf = live
-		if err != nil && !errors.Is(err, kernel.ErrClosed) {
-			logger.Error("read open connections", zap.Error(err))
-		}
 		flow.NewConnIndex(live, conns).Annotate(&batch)
 	}
 	ctx := context.Background()
 	if metrics != nil {
 		md := p.conv.Convert(&batch)
+		p.live = flow.LiveFromKernel(live, p.hostNetns, p.live[:0])
+		p.cconv.Add(now, p.live, conns)
+		p.cconv.AppendTo(md, now)
 		if n := md.DataPointCount(); n > 0 {
 			opCtx := p.obs.StartMetricsOp(ctx)
 			err := metrics.ConsumeMetrics(opCtx, md)
