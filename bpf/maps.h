@@ -86,4 +86,12 @@ struct {
 	__uint(max_entries, 1 << 20);
 } conn_events SEC(".maps");
 
+/* ring_wakeup_bytes — a closed connection is submitted without waking the
+ * reader (BPF_RB_NO_WAKEUP) until this many bytes wait in conn_events; user
+ * space also reads on a short deadline. A wake-up per event costs an
+ * irq_work (a self-IPI, a VM exit under virtualization) in the program and a
+ * thread wake-up in user space. Set by user space at load (a fraction of the
+ * ring's size). */
+volatile const __u64 ring_wakeup_bytes = 1;
+
 #endif /* EBPFNET_MAPS_H */

@@ -64,12 +64,17 @@ static __always_inline void conn_start(const struct sock *sk, __u64 cookie, __u8
 		count_reason(COUNTER_CONN_STATE_FULL, 0);
 }
 
-static __always_inline void conn_established(const struct sock *sk, __u64 cookie, int oldstate, __u64 now)
+/* fill: only when nothing recorded the establishment yet (sockops, after
+ * the tracepoint, or instead of it when the kernel skipped the tracepoint). */
+static __always_inline void conn_established(const struct sock *sk, __u64 cookie, int oldstate, __u64 now,
+					     bool fill)
 {
 	struct conn_state *st = bpf_map_lookup_elem(&conns, &cookie);
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
 
 	if (!st || !tp)
+		return;
+	if (fill && st->established_ns)
 		return;
 	st->established_ns = now;
 	st->srtt_us = tp->srtt_us >> 3; /* the handshake's sample, until sockops refines it */
@@ -157,21 +162,28 @@ static __always_inline void conn_close(const struct sock *sk, __u64 cookie, int 
 		e->result = st->role == ROLE_CLIENT ? failed_connect_result(e->sk_err) : RESULT_NOT_ESTABLISHED;
 	else if (st->resets_received)
 		e->result = RESULT_RESET;
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, bpf_ringbuf_query(&conn_events, BPF_RB_AVAIL_DATA) >= ring_wakeup_bytes ?
+				      BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 	bpf_map_delete_elem(&conns, &cookie);
 }
 
 /* Every TCP state change of every socket on the host (all namespaces). */
 static __always_inline int handle_set_state(const struct sock *sk, int oldstate, int newstate)
 {
-	__u64 cookie, now;
-
+	/* Most transitions (FIN_WAIT*, CLOSE_WAIT, LAST_ACK, TIME_WAIT, ...)
+	 * need nothing: leave before any helper call. A short program also
+	 * shortens the window in which a softirq on the same CPU finds it
+	 * running and the kernel skips it (recursion_misses, reported as
+	 * state_change_missed). */
+	if (newstate != TCP_SYN_SENT && newstate != TCP_SYN_RECV && newstate != TCP_ESTABLISHED &&
+	    newstate != TCP_CLOSE)
+		return 0;
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
-	cookie = bpf_get_socket_cookie((void *)sk);
 	/* Span times need the precise clock; state changes are few per
 	 * connection, unlike packets. */
-	now = bpf_ktime_get_ns();
+	__u64 cookie = bpf_get_socket_cookie((void *)sk), now = bpf_ktime_get_ns();
+
 	switch (newstate) {
 	case TCP_SYN_SENT:
 		conn_start(sk, cookie, ROLE_CLIENT, now);
@@ -180,7 +192,7 @@ static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
 		conn_start(sk, cookie, ROLE_SERVER, now);
 		break;
 	case TCP_ESTABLISHED:
-		conn_established(sk, cookie, oldstate, now);
+		conn_established(sk, cookie, oldstate, now, false);
 		break;
 	case TCP_CLOSE:
 		conn_close(sk, cookie, oldstate, now);
@@ -194,15 +206,69 @@ static __always_inline int handle_set_state(const struct sock *sk, int oldstate,
  * counters user space reads for connections that stay open. The RTT
  * callback fires right after the kernel updates srtt (tcp_probe fires
  * before it processes the segment, so its srtt is one sample late). */
+static __always_inline struct sock *sockops_sk(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *bsk = skops->sk;
+
+	if (!bsk)
+		return 0;
+	return (struct sock *)bpf_skc_to_tcp_sock(bsk);
+}
+
+/* A connection sockops saw start (connect, or a passive open) that the
+ * tracepoint did not record: the kernel skipped the tracepoint program. */
+static __always_inline void sockops_start(struct sock *sk, __u64 cookie, __u8 role, __u64 now)
+{
+	struct conn_state st = {.start_ns = now, .role = role};
+
+	if (bpf_map_lookup_elem(&conns, &cookie))
+		return; /* the usual case: the tracepoint recorded it */
+	st.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	if (bpf_map_update_elem(&conns, &cookie, &st, BPF_NOEXIST))
+		count_reason(COUNTER_CONN_STATE_FULL, 0);
+}
+
+/* The tracepoint program is skipped when it is already running on that
+ * CPU (a softirq interrupting it in process context: recursion_misses);
+ * cgroup programs are not. So for every socket sockops sees (all sockets
+ * created after the attach, in any cgroup), sockops records the start if
+ * the tracepoint missed it, the establishment likewise, and the close
+ * always (its STATE_CB runs before the tracepoint, which then finds nothing
+ * left to report). The tracepoint covers sockets sockops never saw. */
 static __always_inline int handle_sockops(struct bpf_sock_ops *skops)
 {
 	__u64 cookie;
 	struct conn_state *st;
+	struct sock *sk;
+	int op = skops->op;
 
-	switch (skops->op) {
+	switch (op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_RTT_CB_FLAG);
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_RTT_CB_FLAG |
+							 BPF_SOCK_OPS_STATE_CB_FLAG);
+		sk = sockops_sk(skops);
+		if (!sk)
+			break;
+		cookie = bpf_get_socket_cookie(skops);
+		if (op == BPF_SOCK_OPS_TCP_CONNECT_CB) {
+			sockops_start(sk, cookie, ROLE_CLIENT, bpf_ktime_get_ns());
+		} else if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
+			conn_established(sk, cookie, TCP_SYN_SENT, bpf_ktime_get_ns(), true);
+		} else {
+			__u64 now = bpf_ktime_get_ns();
+
+			sockops_start(sk, cookie, ROLE_SERVER, now);
+			conn_established(sk, cookie, TCP_SYN_RECV, now, true);
+		}
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		if (skops->args[1] != BPF_TCP_CLOSE)
+			break;
+		sk = sockops_sk(skops);
+		if (sk)
+			conn_close(sk, bpf_get_socket_cookie(skops), skops->args[0], bpf_ktime_get_ns());
 		break;
 	case BPF_SOCK_OPS_RTT_CB:
 		cookie = bpf_get_socket_cookie(skops);

@@ -241,6 +241,8 @@ func goldenBatch() *flow.Batch {
 	counters := kernel.Counters{}
 	counters[kernel.ReasonDedupUplink] = kernel.CounterValue{Packets: 12, Bytes: 9000}
 	counters[kernel.ReasonNonIP] = kernel.CounterValue{Packets: 2, Bytes: 84}
+	counters[kernel.ReasonConnEventsFull] = kernel.CounterValue{Packets: 3}
+	counters[kernel.ReasonStateChangeMissed] = kernel.CounterValue{Packets: 5}
 	mcast := podFlow(ap(netip.MustParseAddr("fe80::1"), 0), ap(netip.MustParseAddr("ff02::16"), 0), flow.ProtoICMPv6, flow.Receive, 90, 1, t0)
 	mcast.Endpoint = pod // resolved from the interface
 	return &flow.Batch{Time: t0.Add(10 * time.Second), TableCapacity: 1024, Counters: counters, Flows: []flow.Flow{

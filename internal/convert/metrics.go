@@ -38,11 +38,13 @@ type Options struct {
 	Uncounted    bool
 	// ConnsUnreported enables ebpfnet.connections.unreported.
 	ConnsUnreported bool
-	TableFlows      bool
-	TableCapacity   bool
-	SeriesEvicted   bool
-	FlowEvents      bool
-	Temporality     Temporality
+	// StateChangesMissed enables ebpfnet.tcp.state_changes.missed.
+	StateChangesMissed bool
+	TableFlows         bool
+	TableCapacity      bool
+	SeriesEvicted      bool
+	FlowEvents         bool
+	Temporality        Temporality
 	// SeriesIdleTimeout drops cumulative series not updated for this long.
 	SeriesIdleTimeout time.Duration
 	// MaxSeries bounds the cumulative series kept; the least recently
@@ -59,17 +61,18 @@ type ResourceOptions struct {
 // DefaultOptions enable everything at peer level, cumulative.
 func DefaultOptions() Options {
 	return Options{
-		Resource:          ResourceOptions{K8sNodeName: true, K8sPodIP: true},
-		FlowIO:            MetricOptions{Enabled: true, Attrs: DefaultFlowAttrs},
-		FlowPackets:       MetricOptions{Enabled: true, Attrs: DefaultFlowAttrs},
-		Uncounted:         true,
-		ConnsUnreported:   true,
-		TableFlows:        true,
-		TableCapacity:     true,
-		SeriesEvicted:     true,
-		FlowEvents:        true,
-		SeriesIdleTimeout: 5 * time.Minute,
-		MaxSeries:         100000,
+		Resource:           ResourceOptions{K8sNodeName: true, K8sPodIP: true},
+		FlowIO:             MetricOptions{Enabled: true, Attrs: DefaultFlowAttrs},
+		FlowPackets:        MetricOptions{Enabled: true, Attrs: DefaultFlowAttrs},
+		Uncounted:          true,
+		ConnsUnreported:    true,
+		StateChangesMissed: true,
+		TableFlows:         true,
+		TableCapacity:      true,
+		SeriesEvicted:      true,
+		FlowEvents:         true,
+		SeriesIdleTimeout:  5 * time.Minute,
+		MaxSeries:          100000,
 	}
 }
 
@@ -369,7 +372,7 @@ func (c *Metrics) emitSelf(sm pmetric.ScopeMetrics, b *flow.Batch, ts pcommon.Ti
 	if c.opts.Temporality == Delta {
 		start = pcommon.NewTimestampFromTime(c.prev)
 	}
-	reasons := func(name, desc, unit string, from, to int) {
+	reasons := func(name, desc, unit string, from, to int, withReason bool) {
 		m := sm.Metrics().AppendEmpty()
 		m.SetName(name)
 		m.SetDescription(desc)
@@ -386,14 +389,19 @@ func (c *Metrics) emitSelf(sm pmetric.ScopeMetrics, b *flow.Batch, ts pcommon.Ti
 			dp.SetStartTimestamp(start)
 			dp.SetTimestamp(ts)
 			dp.SetIntValue(int64(v))
-			dp.Attributes().PutStr(AttrReason, reasonNames[r])
+			if withReason {
+				dp.Attributes().PutStr(AttrReason, reasonNames[r])
+			}
 		}
 	}
 	if c.opts.Uncounted {
-		reasons(MetricUncounted, "Packets seen by the receiver's programs that are not part of any flow, by reason.", "{packet}", 0, kernel.NumPacketReasons)
+		reasons(MetricUncounted, "Packets seen by the receiver's programs that are not part of any flow, by reason.", "{packet}", 0, kernel.NumPacketReasons, true)
 	}
 	if c.opts.ConnsUnreported {
-		reasons(MetricConnsUnreported, "TCP connections the kernel side could not report, by reason.", "{connection}", kernel.NumPacketReasons, kernel.NumReasons)
+		reasons(MetricConnsUnreported, "TCP connections the kernel side could not report, by reason.", "{connection}", kernel.NumPacketReasons, int(kernel.ReasonStateChangeMissed), true)
+	}
+	if c.opts.StateChangesMissed {
+		reasons(MetricStateChangesMissed, "TCP state changes the kernel skipped the tracepoint program for because it was already running on that CPU; recovered through sockops for sockets created after the receiver started.", "{state_change}", int(kernel.ReasonStateChangeMissed), int(kernel.ReasonStateChangeMissed)+1, false)
 	}
 	gauge := func(name, desc string, v int64) {
 		m := sm.Metrics().AppendEmpty()

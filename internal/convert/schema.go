@@ -45,7 +45,10 @@ const (
 	MetricTableCapacity   = "ebpfnet.flow_table.capacity"
 	MetricSeriesEvicted   = "ebpfnet.series.evicted"
 	MetricConnsUnreported = "ebpfnet.connections.unreported"
-	EventFlow             = "ebpfnet.flow"
+	// MetricStateChangesMissed counts tracepoint runs the kernel skipped
+	// (recursion_misses of the TCP programs).
+	MetricStateChangesMissed = "ebpfnet.tcp.state_changes.missed"
+	EventFlow                = "ebpfnet.flow"
 )
 
 // FlowAttrs selects the attributes of a flow metric's data points.
@@ -74,16 +77,17 @@ var FlowAttrsByName = map[string]FlowAttrs{
 // reasonNames are the `reason` values of ebpfnet.packets.uncounted, indexed
 // by kernel.CounterReason.
 var reasonNames = [kernel.NumReasons]string{
-	kernel.ReasonNonIP:          "non_ip",
-	kernel.ReasonTruncated:      "truncated",
-	kernel.ReasonMalformed:      "malformed",
-	kernel.ReasonFragment:       "fragment",
-	kernel.ReasonMapFull:        "map_full",
-	kernel.ReasonDedupUplink:    "dedup_uplink",
-	kernel.ReasonExtHdrLimit:    "ext_hdr_limit",
-	kernel.ReasonNonlinear:      "nonlinear",
-	kernel.ReasonConnStateFull:  "conn_state_full",
-	kernel.ReasonConnEventsFull: "conn_events_full",
+	kernel.ReasonNonIP:             "non_ip",
+	kernel.ReasonTruncated:         "truncated",
+	kernel.ReasonMalformed:         "malformed",
+	kernel.ReasonFragment:          "fragment",
+	kernel.ReasonMapFull:           "map_full",
+	kernel.ReasonDedupUplink:       "dedup_uplink",
+	kernel.ReasonExtHdrLimit:       "ext_hdr_limit",
+	kernel.ReasonNonlinear:         "nonlinear",
+	kernel.ReasonConnStateFull:     "conn_state_full",
+	kernel.ReasonConnEventsFull:    "conn_events_full",
+	kernel.ReasonStateChangeMissed: "state_change_missed",
 }
 
 // ReasonName is the attribute value of a counter reason.

@@ -87,6 +87,11 @@ func Load(opts Options) (*Datapath, error) {
 	}
 	spec.Maps[ebpfnetMapConns].MaxEntries = opts.MaxConns
 	spec.Maps[ebpfnetMapConnEvents].MaxEntries = opts.RingSize
+	// Wake the reader only when a quarter of the ring is in use; it also
+	// reads every connReadPeriod (ReadConns).
+	if err := spec.Variables[ebpfnetVarRingWakeupBytes].Set(uint64(opts.RingSize / 4)); err != nil {
+		return nil, fmt.Errorf("set ring_wakeup_bytes: %w", err)
+	}
 
 	ncpu, err := ebpf.PossibleCPU()
 	if err != nil {
@@ -245,6 +250,17 @@ func (d *Datapath) Counters() (Counters, error) {
 	}
 	var perCPU []CounterValue
 	for i := 0; i < NumReasons; i++ {
+		if i == int(ReasonStateChangeMissed) {
+			// Not a map counter: the kernel counts the runs it skipped.
+			for _, p := range []*ebpf.Program{d.objs.InetSockSetState, d.objs.TcpReceiveReset} {
+				s, err := p.Stats()
+				if err != nil {
+					return out, fmt.Errorf("read recursion misses: %w", err)
+				}
+				out[i].Packets += s.RecursionMisses
+			}
+			continue
+		}
 		if err := d.objs.Counters.Lookup(uint32(i), &perCPU); err != nil {
 			return out, fmt.Errorf("read counter %d: %w", i, err)
 		}

@@ -89,17 +89,18 @@ type ebpfnetConnState struct {
 type ebpfnetCounterReason uint32
 
 const (
-	ebpfnetCounterReasonCOUNTER_NON_IP           ebpfnetCounterReason = 0
-	ebpfnetCounterReasonCOUNTER_TRUNCATED        ebpfnetCounterReason = 1
-	ebpfnetCounterReasonCOUNTER_MALFORMED        ebpfnetCounterReason = 2
-	ebpfnetCounterReasonCOUNTER_FRAGMENT         ebpfnetCounterReason = 3
-	ebpfnetCounterReasonCOUNTER_MAP_FULL         ebpfnetCounterReason = 4
-	ebpfnetCounterReasonCOUNTER_DEDUP_UPLINK     ebpfnetCounterReason = 5
-	ebpfnetCounterReasonCOUNTER_EXT_HDR_LIMIT    ebpfnetCounterReason = 6
-	ebpfnetCounterReasonCOUNTER_NONLINEAR        ebpfnetCounterReason = 7
-	ebpfnetCounterReasonCOUNTER_CONN_STATE_FULL  ebpfnetCounterReason = 8
-	ebpfnetCounterReasonCOUNTER_CONN_EVENTS_FULL ebpfnetCounterReason = 9
-	ebpfnetCounterReasonCOUNTER_MAX              ebpfnetCounterReason = 10
+	ebpfnetCounterReasonCOUNTER_NON_IP              ebpfnetCounterReason = 0
+	ebpfnetCounterReasonCOUNTER_TRUNCATED           ebpfnetCounterReason = 1
+	ebpfnetCounterReasonCOUNTER_MALFORMED           ebpfnetCounterReason = 2
+	ebpfnetCounterReasonCOUNTER_FRAGMENT            ebpfnetCounterReason = 3
+	ebpfnetCounterReasonCOUNTER_MAP_FULL            ebpfnetCounterReason = 4
+	ebpfnetCounterReasonCOUNTER_DEDUP_UPLINK        ebpfnetCounterReason = 5
+	ebpfnetCounterReasonCOUNTER_EXT_HDR_LIMIT       ebpfnetCounterReason = 6
+	ebpfnetCounterReasonCOUNTER_NONLINEAR           ebpfnetCounterReason = 7
+	ebpfnetCounterReasonCOUNTER_CONN_STATE_FULL     ebpfnetCounterReason = 8
+	ebpfnetCounterReasonCOUNTER_CONN_EVENTS_FULL    ebpfnetCounterReason = 9
+	ebpfnetCounterReasonCOUNTER_STATE_CHANGE_MISSED ebpfnetCounterReason = 10
+	ebpfnetCounterReasonCOUNTER_MAX                 ebpfnetCounterReason = 11
 )
 
 type ebpfnetCounterValue struct {
@@ -164,6 +165,7 @@ const (
 	ebpfnetProgUplinkEgress       = "uplink_egress"
 	ebpfnetProgUplinkIngress      = "uplink_ingress"
 	ebpfnetVarActiveTable         = "active_table"
+	ebpfnetVarRingWakeupBytes     = "ring_wakeup_bytes"
 	ebpfnetVarUnusedConnEvent     = "unused_conn_event"
 	ebpfnetVarUnusedConnResult    = "unused_conn_result"
 	ebpfnetVarUnusedConnRole      = "unused_conn_role"
@@ -241,6 +243,7 @@ type ebpfnetMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type ebpfnetVariableSpecs struct {
 	ActiveTable         *ebpf.VariableSpec `ebpf:"active_table"`
+	RingWakeupBytes     *ebpf.VariableSpec `ebpf:"ring_wakeup_bytes"`
 	UnusedConnEvent     *ebpf.VariableSpec `ebpf:"unused_conn_event"`
 	UnusedConnResult    *ebpf.VariableSpec `ebpf:"unused_conn_result"`
 	UnusedConnRole      *ebpf.VariableSpec `ebpf:"unused_conn_role"`
@@ -295,6 +298,7 @@ func (m *ebpfnetMaps) Close() error {
 // It can be passed to loadEbpfnetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ebpfnetVariables struct {
 	ActiveTable         *ebpf.Variable `ebpf:"active_table"`
+	RingWakeupBytes     *ebpf.Variable `ebpf:"ring_wakeup_bytes"`
 	UnusedConnEvent     *ebpf.Variable `ebpf:"unused_conn_event"`
 	UnusedConnResult    *ebpf.Variable `ebpf:"unused_conn_result"`
 	UnusedConnRole      *ebpf.Variable `ebpf:"unused_conn_role"`

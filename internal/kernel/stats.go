@@ -13,6 +13,10 @@ import (
 type ProgramStats struct {
 	RuntimeNs uint64
 	Runs      uint64
+	// RecursionMisses counts runs the kernel skipped because the program
+	// was already running on that CPU (a tracepoint hit from softirq while
+	// the program ran in process context).
+	RecursionMisses uint64
 }
 
 // PerRun is the mean cost of one run in nanoseconds.
@@ -25,7 +29,7 @@ func (s ProgramStats) PerRun() float64 {
 
 // Sub returns s - o.
 func (s ProgramStats) Sub(o ProgramStats) ProgramStats {
-	return ProgramStats{s.RuntimeNs - o.RuntimeNs, s.Runs - o.Runs}
+	return ProgramStats{s.RuntimeNs - o.RuntimeNs, s.Runs - o.Runs, s.RecursionMisses - o.RecursionMisses}
 }
 
 // EnableStats turns on the kernel's BPF run-time statistics until the
@@ -45,12 +49,62 @@ func (d *Datapath) ProgramStats() (map[string]ProgramStats, error) {
 	for name, p := range map[string]*ebpf.Program{
 		"endpoint_ingress": d.objs.EndpointIngress, "endpoint_egress": d.objs.EndpointEgress,
 		"uplink_ingress": d.objs.UplinkIngress, "uplink_egress": d.objs.UplinkEgress,
+		"inet_sock_set_state": d.objs.InetSockSetState, "tcp_receive_reset": d.objs.TcpReceiveReset,
+		"tcp_sockops": d.objs.TcpSockops,
 	} {
 		s, err := p.Stats()
 		if err != nil {
 			return nil, fmt.Errorf("stats of %s: %w", name, err)
 		}
-		out[name] = ProgramStats{RuntimeNs: uint64(s.Runtime), Runs: s.RunCount}
+		out[name] = ProgramStats{RuntimeNs: uint64(s.Runtime), Runs: s.RunCount, RecursionMisses: s.RecursionMisses}
+	}
+	return out, nil
+}
+
+// SystemProgramStats sums the statistics of every program loaded in the
+// kernel whose name is one of names (the kernel keeps the first 15
+// characters of a name). It observes a datapath loaded by another
+// component, e.g. the receiver under a benchmark.
+func SystemProgramStats(names ...string) (map[string]ProgramStats, error) {
+	// cilium/ebpf reports the full name from the program's BTF when it
+	// has one, else the kernel's truncated name: match either.
+	short := make(map[string]string, 2*len(names))
+	for _, n := range names {
+		short[n] = n
+		if len(n) > unix.BPF_OBJ_NAME_LEN-1 {
+			short[n[:unix.BPF_OBJ_NAME_LEN-1]] = n
+		}
+	}
+	out := make(map[string]ProgramStats, len(names))
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			break // ENOENT: no more programs
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue // unloaded meanwhile
+		}
+		info, err := p.Info()
+		var st *ebpf.ProgramStats
+		if err == nil {
+			st, err = p.Stats()
+		}
+		p.Close()
+		if err != nil {
+			continue
+		}
+		name, ok := short[info.Name]
+		if !ok {
+			continue
+		}
+		s := out[name]
+		s.RuntimeNs += uint64(st.Runtime)
+		s.Runs += st.RunCount
+		s.RecursionMisses += st.RecursionMisses
+		out[name] = s
 	}
 	return out, nil
 }

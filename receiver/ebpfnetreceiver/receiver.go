@@ -121,16 +121,19 @@ type pipeline struct {
 	connsDone chan struct{}
 	hostNetns uint32
 	connMu    sync.Mutex
-	conns     []flow.Conn // closed since the last collect
-	obs       *receiverhelper.ObsReport
-	opts      convert.Options
-	conv      *convert.Metrics
-	cconv     *convert.ConnMetrics
-	live      []flow.LiveConn
-	eps       *flow.Endpoints
-	kbuf      []kernel.Flow
-	lbuf      []kernel.LiveConn
-	fbuf      []flow.Flow
+	// spareConns is the buffer the next collection hands to readConns
+	// (touched only by the collecting goroutine).
+	spareConns []flow.Conn
+	conns      []flow.Conn // closed since the last collect
+	obs        *receiverhelper.ObsReport
+	opts       convert.Options
+	conv       *convert.Metrics
+	cconv      *convert.ConnMetrics
+	live       []flow.LiveConn
+	eps        *flow.Endpoints
+	kbuf       []kernel.Flow
+	lbuf       []kernel.LiveConn
+	fbuf       []flow.Flow
 }
 
 func newPipeline(cfg *Config, set receiver.Settings, load loadFunc) *pipeline {
@@ -299,8 +302,12 @@ func (p *pipeline) collect() {
 	p.mu.Unlock()
 	p.connMu.Lock()
 	conns := p.conns
-	p.conns = nil
+	p.conns = p.spareConns[:0]
 	p.connMu.Unlock()
+	// Nothing keeps a reference into conns after this collection (the
+	// converters copy what they keep): it becomes the next spare buffer, so
+	// a steady connection rate appends without growing a slice each time.
+	defer func() { p.spareConns = conns }()
 	live, err := p.dp.LiveConns(p.lbuf[:0])
 	p.lbuf = live
 	if err != nil && !errors.Is(err, kernel.ErrClosed) {
@@ -377,16 +384,17 @@ func convertOptions(cfg *Config, set receiver.Settings) convert.Options {
 			K8sNodeName: cfg.ResourceAttributes.K8sNodeName.Enabled,
 			K8sPodIP:    cfg.ResourceAttributes.K8sPodIP.Enabled,
 		},
-		FlowIO:            convert.MetricOptions{Enabled: m.EbpfnetFlowIo.Enabled, Attrs: flowAttrs(m.EbpfnetFlowIo.EnabledAttributes)},
-		FlowPackets:       convert.MetricOptions{Enabled: m.EbpfnetFlowPackets.Enabled, Attrs: flowAttrs(m.EbpfnetFlowPackets.EnabledAttributes)},
-		Uncounted:         m.EbpfnetPacketsUncounted.Enabled,
-		ConnsUnreported:   m.EbpfnetConnectionsUnreported.Enabled,
-		TableFlows:        m.EbpfnetFlowTableFlows.Enabled,
-		TableCapacity:     m.EbpfnetFlowTableCapacity.Enabled,
-		SeriesEvicted:     m.EbpfnetSeriesEvicted.Enabled,
-		FlowEvents:        cfg.Events.EbpfnetFlow.Enabled,
-		SeriesIdleTimeout: cfg.SeriesIdleTimeout,
-		MaxSeries:         cfg.MaxSeries,
+		FlowIO:             convert.MetricOptions{Enabled: m.EbpfnetFlowIo.Enabled, Attrs: flowAttrs(m.EbpfnetFlowIo.EnabledAttributes)},
+		FlowPackets:        convert.MetricOptions{Enabled: m.EbpfnetFlowPackets.Enabled, Attrs: flowAttrs(m.EbpfnetFlowPackets.EnabledAttributes)},
+		Uncounted:          m.EbpfnetPacketsUncounted.Enabled,
+		ConnsUnreported:    m.EbpfnetConnectionsUnreported.Enabled,
+		StateChangesMissed: m.EbpfnetTCPStateChangesMissed.Enabled,
+		TableFlows:         m.EbpfnetFlowTableFlows.Enabled,
+		TableCapacity:      m.EbpfnetFlowTableCapacity.Enabled,
+		SeriesEvicted:      m.EbpfnetSeriesEvicted.Enabled,
+		FlowEvents:         cfg.Events.EbpfnetFlow.Enabled,
+		SeriesIdleTimeout:  cfg.SeriesIdleTimeout,
+		MaxSeries:          cfg.MaxSeries,
 	}
 	if cfg.Temporality == "delta" {
 		opts.Temporality = convert.Delta

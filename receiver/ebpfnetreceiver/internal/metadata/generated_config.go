@@ -224,6 +224,26 @@ func (ms *EbpfnetSeriesEvictedMetricConfig) Unmarshal(parser *confmap.Conf) erro
 	return nil
 }
 
+// EbpfnetTCPStateChangesMissedMetricConfig provides config for the ebpfnet.tcp.state_changes.missed metric.
+type EbpfnetTCPStateChangesMissedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+}
+
+func (ms *EbpfnetTCPStateChangesMissedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
 // MetricsConfig provides config for ebpfnet metrics.
 type MetricsConfig struct {
 	EbpfnetConnectionsUnreported EbpfnetConnectionsUnreportedMetricConfig `mapstructure:"ebpfnet.connections.unreported"`
@@ -233,6 +253,7 @@ type MetricsConfig struct {
 	EbpfnetFlowTableFlows        EbpfnetFlowTableFlowsMetricConfig        `mapstructure:"ebpfnet.flow_table.flows"`
 	EbpfnetPacketsUncounted      EbpfnetPacketsUncountedMetricConfig      `mapstructure:"ebpfnet.packets.uncounted"`
 	EbpfnetSeriesEvicted         EbpfnetSeriesEvictedMetricConfig         `mapstructure:"ebpfnet.series.evicted"`
+	EbpfnetTCPStateChangesMissed EbpfnetTCPStateChangesMissedMetricConfig `mapstructure:"ebpfnet.tcp.state_changes.missed"`
 }
 
 func DefaultMetricsConfig() MetricsConfig {
@@ -260,6 +281,9 @@ func DefaultMetricsConfig() MetricsConfig {
 			Enabled: true,
 		},
 		EbpfnetSeriesEvicted: EbpfnetSeriesEvictedMetricConfig{
+			Enabled: true,
+		},
+		EbpfnetTCPStateChangesMissed: EbpfnetTCPStateChangesMissedMetricConfig{
 			Enabled: true,
 		},
 	}

@@ -51,6 +51,9 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EbpfnetSeriesEvicted: EbpfnetSeriesEvictedMetricConfig{
 						Enabled: true,
 					},
+					EbpfnetTCPStateChangesMissed: EbpfnetTCPStateChangesMissedMetricConfig{
+						Enabled: true,
+					},
 				},
 				ResourceAttributes: ResourceAttributesConfig{
 					K8sNodeName: ResourceAttributeConfig{Enabled: true},
@@ -87,6 +90,9 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EbpfnetSeriesEvicted: EbpfnetSeriesEvictedMetricConfig{
 						Enabled: false,
 					},
+					EbpfnetTCPStateChangesMissed: EbpfnetTCPStateChangesMissedMetricConfig{
+						Enabled: false,
+					},
 				},
 				ResourceAttributes: ResourceAttributesConfig{
 					K8sNodeName: ResourceAttributeConfig{Enabled: false},
@@ -98,7 +104,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EbpfnetConnectionsUnreportedMetricConfig{}, EbpfnetFlowIoMetricConfig{}, EbpfnetFlowPacketsMetricConfig{}, EbpfnetFlowTableCapacityMetricConfig{}, EbpfnetFlowTableFlowsMetricConfig{}, EbpfnetPacketsUncountedMetricConfig{}, EbpfnetSeriesEvictedMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EbpfnetConnectionsUnreportedMetricConfig{}, EbpfnetFlowIoMetricConfig{}, EbpfnetFlowPacketsMetricConfig{}, EbpfnetFlowTableCapacityMetricConfig{}, EbpfnetFlowTableFlowsMetricConfig{}, EbpfnetPacketsUncountedMetricConfig{}, EbpfnetSeriesEvictedMetricConfig{}, EbpfnetTCPStateChangesMissedMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}

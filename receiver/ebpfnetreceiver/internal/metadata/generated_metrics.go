@@ -156,6 +156,9 @@ var MetricsInfo = metricsInfo{
 	EbpfnetSeriesEvicted: metricInfo{
 		Name: "ebpfnet.series.evicted",
 	},
+	EbpfnetTCPStateChangesMissed: metricInfo{
+		Name: "ebpfnet.tcp.state_changes.missed",
+	},
 }
 
 type metricsInfo struct {
@@ -166,6 +169,7 @@ type metricsInfo struct {
 	EbpfnetFlowTableFlows        metricInfo
 	EbpfnetPacketsUncounted      metricInfo
 	EbpfnetSeriesEvicted         metricInfo
+	EbpfnetTCPStateChangesMissed metricInfo
 }
 
 type metricInfo struct {
@@ -651,6 +655,58 @@ func newMetricEbpfnetSeriesEvicted(cfg EbpfnetSeriesEvictedMetricConfig) metricE
 	return m
 }
 
+type metricEbpfnetTCPStateChangesMissed struct {
+	data     pmetric.Metric                           // data buffer for generated metric.
+	config   EbpfnetTCPStateChangesMissedMetricConfig // metric config provided by user.
+	capacity int                                      // max observed number of data points added to the metric.
+}
+
+// init fills ebpfnet.tcp.state_changes.missed metric with initial data.
+func (m *metricEbpfnetTCPStateChangesMissed) init() {
+	m.data.SetName("ebpfnet.tcp.state_changes.missed")
+	m.data.SetDescription("TCP state changes the kernel skipped the inet_sock_set_state or tcp_receive_reset tracepoint program for because it was already running on that CPU (a softirq interrupting it; the kernel's recursion_misses). For sockets created after the receiver started, sockops records the lifecycle transitions too, so no span is lost (a missed tcp_receive_reset loses one reset count); for older sockets a missed close loses that connection's span. Reported on the node resource.")
+	m.data.SetUnit("{state_change}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+}
+
+func (m *metricEbpfnetTCPStateChangesMissed) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64) {
+	if !m.config.Enabled {
+		return
+	}
+	dp := m.data.Sum().DataPoints().AppendEmpty()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	dp.SetIntValue(val)
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEbpfnetTCPStateChangesMissed) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEbpfnetTCPStateChangesMissed) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEbpfnetTCPStateChangesMissed(cfg EbpfnetTCPStateChangesMissedMetricConfig) metricEbpfnetTCPStateChangesMissed {
+	m := metricEbpfnetTCPStateChangesMissed{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 // MetricsBuilder provides an interface for scrapers to report metrics while taking care of all the transformations
 // required to produce metric representation defined in metadata and user config.
 type MetricsBuilder struct {
@@ -668,6 +724,7 @@ type MetricsBuilder struct {
 	metricEbpfnetFlowTableFlows        metricEbpfnetFlowTableFlows
 	metricEbpfnetPacketsUncounted      metricEbpfnetPacketsUncounted
 	metricEbpfnetSeriesEvicted         metricEbpfnetSeriesEvicted
+	metricEbpfnetTCPStateChangesMissed metricEbpfnetTCPStateChangesMissed
 }
 
 // MetricBuilderOption applies changes to default metrics builder.
@@ -700,6 +757,7 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricEbpfnetFlowTableFlows:        newMetricEbpfnetFlowTableFlows(mbc.Metrics.EbpfnetFlowTableFlows),
 		metricEbpfnetPacketsUncounted:      newMetricEbpfnetPacketsUncounted(mbc.Metrics.EbpfnetPacketsUncounted),
 		metricEbpfnetSeriesEvicted:         newMetricEbpfnetSeriesEvicted(mbc.Metrics.EbpfnetSeriesEvicted),
+		metricEbpfnetTCPStateChangesMissed: newMetricEbpfnetTCPStateChangesMissed(mbc.Metrics.EbpfnetTCPStateChangesMissed),
 		resourceAttributeIncludeFilter:     make(map[string]filter.Filter),
 		resourceAttributeExcludeFilter:     make(map[string]filter.Filter),
 	}
@@ -792,6 +850,7 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricEbpfnetFlowTableFlows.emit(ils.Metrics())
 	mb.metricEbpfnetPacketsUncounted.emit(ils.Metrics())
 	mb.metricEbpfnetSeriesEvicted.emit(ils.Metrics())
+	mb.metricEbpfnetTCPStateChangesMissed.emit(ils.Metrics())
 
 	for _, op := range options {
 		op.apply(rm)
@@ -856,6 +915,11 @@ func (mb *MetricsBuilder) RecordEbpfnetPacketsUncountedDataPoint(ts pcommon.Time
 // RecordEbpfnetSeriesEvictedDataPoint adds a data point to ebpfnet.series.evicted metric.
 func (mb *MetricsBuilder) RecordEbpfnetSeriesEvictedDataPoint(ts pcommon.Timestamp, val int64) {
 	mb.metricEbpfnetSeriesEvicted.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordEbpfnetTCPStateChangesMissedDataPoint adds a data point to ebpfnet.tcp.state_changes.missed metric.
+func (mb *MetricsBuilder) RecordEbpfnetTCPStateChangesMissedDataPoint(ts pcommon.Timestamp, val int64) {
+	mb.metricEbpfnetTCPStateChangesMissed.recordDataPoint(mb.startTime, ts, val)
 }
 
 // Reset resets metrics builder to its initial state. It should be used when external metrics source is restarted,

@@ -104,6 +104,9 @@ func TestMetricsBuilder(t *testing.T) {
 			defaultMetricsCount++
 			allMetricsCount++
 			mb.RecordEbpfnetSeriesEvictedDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordEbpfnetTCPStateChangesMissedDataPoint(ts, 1)
 
 			rb := mb.NewResourceBuilder()
 			rb.SetK8sNodeName("k8s.node.name-val")
@@ -335,6 +338,20 @@ func TestMetricsBuilder(t *testing.T) {
 					assert.Equal(t, 1, mi.Sum().DataPoints().Len())
 					assert.Equal(t, "Metric series dropped from the receiver's cumulative state because they were idle longer than `series_idle_timeout` or exceeded `max_series`.", mi.Description())
 					assert.Equal(t, "{series}", mi.Unit())
+					assert.True(t, mi.Sum().IsMonotonic())
+					assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+					dp := mi.Sum().DataPoints().At(0)
+					assert.Equal(t, start, dp.StartTimestamp())
+					assert.Equal(t, ts, dp.Timestamp())
+					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+					assert.Equal(t, int64(1), dp.IntValue())
+				case "ebpfnet.tcp.state_changes.missed":
+					assert.False(t, validatedMetrics["ebpfnet.tcp.state_changes.missed"], "Found a duplicate in the metrics slice: ebpfnet.tcp.state_changes.missed")
+					validatedMetrics["ebpfnet.tcp.state_changes.missed"] = true
+					assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+					assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+					assert.Equal(t, "TCP state changes the kernel skipped the inet_sock_set_state or tcp_receive_reset tracepoint program for because it was already running on that CPU (a softirq interrupting it; the kernel's recursion_misses). For sockets created after the receiver started, sockops records the lifecycle transitions too, so no span is lost (a missed tcp_receive_reset loses one reset count); for older sockets a missed close loses that connection's span. Reported on the node resource.", mi.Description())
+					assert.Equal(t, "{state_change}", mi.Unit())
 					assert.True(t, mi.Sum().IsMonotonic())
 					assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
 					dp := mi.Sum().DataPoints().At(0)
