@@ -25,6 +25,10 @@ var (
 func addSection(s string) {
 	reportMu.Lock()
 	defer reportMu.Unlock()
+	// Each section says when it was measured: a partial run keeps the
+	// sections of earlier runs (mergeSections).
+	head, rest, _ := strings.Cut(s, "\n")
+	s = head + "\n\n_Measured " + time.Now().UTC().Format("2006-01-02 15:04 UTC") + "._\n" + rest
 	sections = append(sections, s)
 }
 
@@ -51,16 +55,45 @@ func writeReport() error {
 			}
 		}
 	}
-	fmt.Fprintf(&b, "# Benchmarks\n\nWritten by `make bench` (`go test -tags bench ./bench/`) on %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(&b, "# Benchmarks\n\nWritten by `make bench` (`go test -tags bench ./bench/`); last written %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(&b, "Machine: Linux %s, %d CPUs (%s), %s.\n", strings.TrimSpace(string(kernel)), runtime.NumCPU(), cpu, runtime.Version())
-	b.WriteString("Every figure comes from this run; ratios compare against the baseline measured in the same run,\n")
+	b.WriteString("Each section comes from one run (its date is under its heading); ratios compare against the baseline measured in the same run,\n")
 	b.WriteString("interleaved (baseline, then with the receiver, repeated). Medians with the spread (min–max) over the repetitions.\n\n")
-	for _, s := range sections {
+	path := filepath.Join("..", "docs", "BENCHMARKS.md")
+	old, _ := os.ReadFile(path)
+	for _, s := range mergeSections(string(old), sections) {
 		b.WriteString(s)
 		b.WriteString("\n")
 	}
-	path := filepath.Join("..", "docs", "BENCHMARKS.md")
 	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// mergeSections keeps the sections ("## " headings) of the previous report
+// that this run did not measure, so running one scenario does not erase
+// the others; a section this run measured replaces its old version in place.
+func mergeSections(old string, fresh []string) []string {
+	title := func(s string) string { t, _, _ := strings.Cut(s, "\n"); return t }
+	byTitle := make(map[string]string, len(fresh))
+	for _, s := range fresh {
+		byTitle[title(s)] = s
+	}
+	var out []string
+	if i := strings.Index(old, "\n## "); i >= 0 {
+		for _, s := range strings.Split(old[i+1:], "\n## ") {
+			s = "## " + strings.TrimPrefix(strings.TrimRight(s, "\n"), "## ") + "\n"
+			if f, ok := byTitle[title(s)]; ok {
+				s = f
+				delete(byTitle, title(s))
+			}
+			out = append(out, s)
+		}
+	}
+	for _, s := range fresh {
+		if _, ok := byTitle[title(s)]; ok {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 type stat struct{ med, min, max float64 }

@@ -1,0 +1,221 @@
+//go:build bench
+
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+
+	"github.com/ebpfnet/ebpfnet/internal/convert"
+	"github.com/ebpfnet/ebpfnet/internal/kernel"
+	"github.com/ebpfnet/ebpfnet/internal/testnet"
+	"github.com/ebpfnet/ebpfnet/receiver/ebpfnetreceiver"
+)
+
+// TestHelperChurn is not a benchmark: run as a child process by
+// TestBenchChurn, it opens and closes CHURN_RATE TCP connections per second
+// to CHURN_SERVER (served in CHURN_SERVER_NS) for
+// CHURN_SECONDS and prints how many it made. It runs inside the client
+// namespace; the listener is created in the server namespace (a socket
+// keeps the namespace it was created in).
+func TestHelperChurn(t *testing.T) {
+	if os.Getenv("CHURN_RATE") == "" {
+		t.Skip("helper process of TestBenchChurn (privileged benchmark), not run on its own")
+	}
+	rate, _ := strconv.Atoi(os.Getenv("CHURN_RATE"))
+	secs, _ := strconv.Atoi(os.Getenv("CHURN_SECONDS"))
+	server := os.Getenv("CHURN_SERVER")
+	var ln net.Listener
+	require.NoError(t, (&testnet.Netns{Name: os.Getenv("CHURN_SERVER_NS")}).Do(func() (err error) {
+		ln, err = net.Listen("tcp", server)
+		return err
+	}))
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	// This process runs inside the client namespace (ip netns exec), so
+	// dials need no setns.
+	var made, failed atomic.Int64
+	var wg sync.WaitGroup
+	const workers = 32
+	perWorker := time.Duration(float64(time.Second) * workers / float64(rate))
+	deadline := time.Now().Add(time.Duration(secs) * time.Second)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			next := time.Now()
+			for time.Now().Before(deadline) {
+				c, err := net.Dial("tcp", server)
+				if err == nil {
+					err = c.Close()
+				}
+				if err != nil {
+					failed.Add(1)
+				} else {
+					made.Add(1)
+				}
+				next = next.Add(perWorker)
+				time.Sleep(time.Until(next))
+			}
+		}()
+	}
+	wg.Wait()
+	fmt.Printf("CHURN made=%d failed=%d\n", made.Load(), failed.Load())
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestBenchChurn: the receiver (all three signals, default sizes) under
+// 1,000 and 5,000 new connections per second between two pods; the load
+// runs in a child process, so this process's CPU is the collector's.
+func TestBenchChurn(t *testing.T) {
+	testnet.RequireRoot(t)
+	node := testnet.NewNode(t, 92)
+	p1 := node.AddPod(t, 2)
+	p2 := node.AddPod(t, 3)
+	secs := 30
+	if v, err := strconv.Atoi(os.Getenv("BENCH_CHURN_SECONDS")); err == nil && v > 0 {
+		secs = v
+	}
+	// 30 s at 20,000/s is 600,000 connections from one client address to
+	// one server port: widen the port range and let TIME_WAIT ports be
+	// reused, as a busy client would.
+	for _, sc := range []string{"net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1"} {
+		_, err := p1.NS.Exec("sysctl", "-qw", sc)
+		require.NoError(t, err)
+	}
+	statsOff, err := kernel.EnableStats()
+	require.NoError(t, err)
+	defer statsOff.Close()
+
+	var b strings.Builder
+	b.WriteString("## Connection churn (TCP lifecycle programs and the collector)\n\n")
+	fmt.Fprintf(&b, "Reproduce: `make bench` (or `go test -tags bench -run TestBenchChurn -v ./bench/`). A child process opens and closes\n")
+	fmt.Fprintf(&b, "TCP connections pod A -> pod B at the given rate for %d s (32 paced workers); the receiver runs in the test process with\n", secs)
+	b.WriteString("metrics, logs and traces pipelines (nop consumers) and default sizes (4 MiB ring, 65,536 connection states).\n")
+	b.WriteString("Collector CPU = this process's user+sys time over the run, as % of one core (softirq work the kernel happens to\n")
+	b.WriteString("run on its CPUs is included). Cost per event = run_time_ns / run_cnt (bpf_stats) over the run.\n")
+	b.WriteString("Missing = 2 x connections made - spans emitted (a client and a server span each). Unreported = the receiver's\n")
+	b.WriteString("`ebpfnet.connections.unreported` (ring or state map full). Skipped = the tracepoint's `recursion_misses` (the kernel\n")
+	b.WriteString("skipped it because it was already running on that CPU; `ebpfnet.tcp.state_changes.missed`): sockops recovers them.\n\n")
+	b.WriteString("| target rate | connections made | spans emitted (missing) | connections unreported | tracepoint runs skipped | collector CPU | inet_sock_set_state ns/run (runs) | tcp_sockops ns/run (runs) |\n|---|---|---|---|---|---|---|---|\n")
+	for _, rate := range []int{1000, 5000, 20000} {
+		var spans atomic.Int64
+		tc, err := consumer.NewTraces(func(_ context.Context, td ptrace.Traces) error {
+			spans.Add(int64(td.SpanCount()))
+			return nil
+		})
+		require.NoError(t, err)
+		f := ebpfnetreceiver.NewFactory()
+		cfg := f.CreateDefaultConfig().(*ebpfnetreceiver.Config)
+		cfg.Interfaces.Include = fmt.Sprintf("^%s-", testnet.Prefix(node.ID))
+		set := receivertest.NewNopSettings(f.Type())
+		host := componenttest.NewNopHost()
+		tr, err := f.CreateTraces(context.Background(), set, cfg, tc)
+		require.NoError(t, err)
+		// ebpfnet.connections.unreported is cumulative since this
+		// receiver's datapath was loaded: its last value is the loss.
+		var lost atomic.Int64
+		mc, err := consumer.NewMetrics(func(_ context.Context, md pmetric.Metrics) error {
+			if v, ok := sumOf(md, convert.MetricConnsUnreported); ok {
+				lost.Store(v)
+			}
+			return nil
+		})
+		require.NoError(t, err)
+		mr, err := f.CreateMetrics(context.Background(), set, cfg, mc)
+		require.NoError(t, err)
+		lr, err := f.CreateLogs(context.Background(), set, cfg, consumertest.NewNop())
+		require.NoError(t, err)
+		require.NoError(t, tr.Start(context.Background(), host))
+		require.NoError(t, mr.Start(context.Background(), host))
+		require.NoError(t, lr.Start(context.Background(), host))
+
+		progs := []string{"inet_sock_set_state", "tcp_sockops"}
+		before, err := kernel.SystemProgramStats(progs...)
+		require.NoError(t, err)
+
+		if path := os.Getenv("BENCH_CPUPROFILE"); path != "" {
+			f, err := os.Create(fmt.Sprintf("%s.%d", path, rate))
+			require.NoError(t, err)
+			require.NoError(t, pprof.StartCPUProfile(f))
+		}
+		cpu0, wall0 := cpuTime(), time.Now()
+		cmd := exec.Command("ip", "netns", "exec", p1.NS.Name, os.Args[0], "-test.run=^TestHelperChurn$", "-test.count=1", "-test.v")
+		cmd.Env = append(os.Environ(), "CHURN_RATE="+strconv.Itoa(rate), "CHURN_SECONDS="+strconv.Itoa(secs),
+			"CHURN_SERVER="+p2.IPv4.String()+":7200", "CHURN_SERVER_NS="+p2.NS.Name)
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		cpu, wall := cpuTime()-cpu0, time.Since(wall0)
+		pprof.StopCPUProfile()
+		var made, failed int
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(l, "CHURN ") {
+				fmt.Sscanf(l, "CHURN made=%d failed=%d", &made, &failed)
+			}
+		}
+		time.Sleep(cfg.Interval + 2*time.Second) // one interval: the last spans
+		after, err := kernel.SystemProgramStats(progs...)
+		require.NoError(t, err)
+		require.NoError(t, tr.Shutdown(context.Background()))
+		require.NoError(t, mr.Shutdown(context.Background()))
+		require.NoError(t, lr.Shutdown(context.Background()))
+		set0 := after["inet_sock_set_state"].Sub(before["inet_sock_set_state"])
+		so := after["tcp_sockops"].Sub(before["tcp_sockops"])
+		fmt.Fprintf(&b, "| %d/s | %d in %.1f s (%d failed) | %d (%d) | %d | %d | %.1f%% | %.0f (%d) | %.0f (%d) |\n", rate, made, wall.Seconds(), failed,
+			spans.Load(), 2*int64(made)-spans.Load(), lost.Load(), set0.RecursionMisses, 100*cpu.Seconds()/wall.Seconds(), set0.PerRun(), set0.Runs, so.PerRun(), so.Runs)
+		t.Logf("rate %d: made %d spans %d lost %d cpu %.1f%%", rate, made, spans.Load(), lost.Load(), 100*cpu.Seconds()/wall.Seconds())
+	}
+	addSection(b.String())
+}
+
+// sumOf adds up the data points of the named sum metric.
+func sumOf(md pmetric.Metrics, name string) (int64, bool) {
+	var total int64
+	found := false
+	for i := 0; i < md.ResourceMetrics().Len(); i++ {
+		sms := md.ResourceMetrics().At(i).ScopeMetrics()
+		for j := 0; j < sms.Len(); j++ {
+			ms := sms.At(j).Metrics()
+			for k := 0; k < ms.Len(); k++ {
+				if m := ms.At(k); m.Name() == name && m.Type() == pmetric.MetricTypeSum {
+					found = true
+					for p := 0; p < m.Sum().DataPoints().Len(); p++ {
+						total += m.Sum().DataPoints().At(p).IntValue()
+					}
+				}
+			}
+		}
+	}
+	return total, found
+}
