@@ -1,8 +1,8 @@
 package convert
 
 import (
-	"fmt"
 	"net/netip"
+	"strconv"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
@@ -44,7 +44,23 @@ func putFlowRecord(lr plog.LogRecord, f *flow.Flow, observed pcommon.Timestamp) 
 	lr.SetTimestamp(pcommon.NewTimestampFromTime(f.End))
 	lr.SetObservedTimestamp(observed)
 	transport := Transport(f.Protocol)
-	lr.Body().SetStr(fmt.Sprintf("%s %s %s -> %s %d B %d packets", f.Direction, transport, f.Src, f.Dst, f.Bytes, f.Packets))
+	// "<direction> <transport> <src> -> <dst> <n> B <n> packets", built
+	// without fmt (one record per flow: fmt was 7% of the collector's CPU
+	// under connection churn).
+	var buf [128]byte
+	body := append(buf[:0], f.Direction.String()...)
+	body = append(body, ' ')
+	body = append(body, transport...)
+	body = append(body, ' ')
+	body = f.Src.AppendTo(body)
+	body = append(body, " -> "...)
+	body = f.Dst.AppendTo(body)
+	body = append(body, ' ')
+	body = strconv.AppendUint(body, f.Bytes, 10)
+	body = append(body, " B "...)
+	body = strconv.AppendUint(body, f.Packets, 10)
+	body = append(body, " packets"...)
+	lr.Body().SetStr(string(body))
 	a := lr.Attributes()
 	a.EnsureCapacity(14)
 	a.PutStr(AttrDirection, f.Direction.String())

@@ -127,7 +127,9 @@ func ConnIDs(c *Conn) (trace [16]byte, span, parent [8]byte) {
 	if c.Established.IsZero() {
 		binary.BigEndian.PutUint64(seed[16:], c.Cookie)
 	}
-	sum := func(label string) [32]byte { return sha256.Sum256(append(seed[:], label...)) }
+	var buf [len(seed) + 8]byte // seed and label, without allocating
+	copy(buf[:], seed[:])
+	sum := func(label string) [32]byte { return sha256.Sum256(buf[:len(seed)+copy(buf[len(seed):], label)]) }
 	t := sum("trace")
 	copy(trace[:], t[:16])
 	cs := sum("client")
