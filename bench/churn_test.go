@@ -89,6 +89,9 @@ func TestHelperChurn(t *testing.T) {
 	fmt.Printf("CHURN made=%d failed=%d\n", made.Load(), failed.Load())
 }
 
+// churnPort is the server port of the load's connections.
+const churnPort = 7200
+
 // cpuTime is this process's user and system CPU time so far.
 func cpuTime() (user, sys time.Duration) {
 	var ru syscall.Rusage
@@ -142,7 +145,20 @@ func TestBenchChurn(t *testing.T) {
 	for _, rate := range rates {
 		var spans atomic.Int64
 		tc, err := consumer.NewTraces(func(_ context.Context, td ptrace.Traces) error {
-			spans.Add(int64(td.SpanCount()))
+			// Only the load's connections (other sockets of the host
+			// close meanwhile too).
+			rss := td.ResourceSpans()
+			for i := 0; i < rss.Len(); i++ {
+				sss := rss.At(i).ScopeSpans()
+				for j := 0; j < sss.Len(); j++ {
+					ss := sss.At(j).Spans()
+					for k := 0; k < ss.Len(); k++ {
+						if p, ok := ss.At(k).Attributes().Get(convert.AttrServerPort); ok && p.Int() == churnPort {
+							spans.Add(1)
+						}
+					}
+				}
+			}
 			return nil
 		})
 		require.NoError(t, err)
@@ -184,7 +200,7 @@ func TestBenchChurn(t *testing.T) {
 		wall0 := time.Now()
 		cmd := exec.Command("ip", "netns", "exec", p1.NS.Name, os.Args[0], "-test.run=^TestHelperChurn$", "-test.count=1", "-test.v")
 		cmd.Env = append(os.Environ(), "CHURN_RATE="+strconv.Itoa(rate), "CHURN_SECONDS="+strconv.Itoa(secs),
-			"CHURN_SERVER="+p2.IPv4.String()+":7200", "CHURN_SERVER_NS="+p2.NS.Name)
+			"CHURN_SERVER="+p2.IPv4.String()+":"+strconv.Itoa(churnPort), "CHURN_SERVER_NS="+p2.NS.Name)
 		out, err := cmd.CombinedOutput()
 		require.NoError(t, err, "%s", out)
 		user1, sys1 := cpuTime()
