@@ -24,6 +24,8 @@ if [ "$want" != build ]; then
   check conntrack conntrack
   check sysctl procps
   check setpriv util-linux
+  check etcd etcd-server   # the Kubernetes tests run a real kube-apiserver on etcd
+  check kubectl kubectl    # kubectl apply --dry-run=server of examples/kubernetes
 fi
 
 if [ ${#need[@]} -gt 0 ]; then

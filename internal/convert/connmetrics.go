@@ -257,6 +257,7 @@ func (c *ConnMetrics) AppendTo(md pmetric.Metrics, now time.Time) {
 			attrs.PutStr(AttrTCPCloseReason, k.reason.String())
 		}
 		attrs.PutStr(AttrPeerAddress, k.peer.String())
+		putPeer(attrs, c.opts.Peers, k.peer)
 	}
 	c.prev = now
 }

@@ -34,7 +34,9 @@ func Logs(opts Options, b *flow.Batch) plog.Logs {
 			sl.Scope().SetVersion(opts.ScopeVersion)
 			scopes[local] = sl
 		}
-		putFlowRecord(sl.LogRecords().AppendEmpty(), f, observed)
+		lr := sl.LogRecords().AppendEmpty()
+		putFlowRecord(lr, f, observed)
+		putPeer(lr.Attributes(), opts.Peers, f.Peer().Addr())
 	}
 	return ld
 }

@@ -29,6 +29,8 @@ type MetricOptions struct {
 
 // Options configure the converters.
 type Options struct {
+	// Peers adds the peer's Kubernetes identity (nil: off).
+	Peers        PeerResolver
 	NodeName     string
 	ScopeName    string
 	ScopeVersion string
@@ -273,7 +275,7 @@ func (c *Metrics) emit(set map[seriesKey]*series, b *flow.Batch) pmetric.Metrics
 		if k.metric == metricPackets {
 			attrs = c.opts.FlowPackets.Attrs
 		}
-		putSeriesAttrs(dp.Attributes(), attrs, &k)
+		putSeriesAttrs(dp.Attributes(), attrs, &k, c.opts.Peers)
 	}
 	c.emitSelf(node.scope, b, ts, temporality)
 	// Drop the node resource when it carries nothing.
@@ -318,7 +320,7 @@ func boolInt(b bool) int {
 	return 0
 }
 
-func putSeriesAttrs(m pcommon.Map, attrs FlowAttrs, k *seriesKey) {
+func putSeriesAttrs(m pcommon.Map, attrs FlowAttrs, k *seriesKey, peers PeerResolver) {
 	if attrs&WithDirection != 0 {
 		m.PutStr(AttrDirection, k.direction.String())
 	}
@@ -334,6 +336,7 @@ func putSeriesAttrs(m pcommon.Map, attrs FlowAttrs, k *seriesKey) {
 	}
 	if attrs&WithPeerAddress != 0 {
 		m.PutStr(AttrPeerAddress, k.peer.String())
+		putPeer(m, peers, k.peer)
 	}
 	if k.ports && attrs&WithPeerPort != 0 {
 		m.PutInt(AttrPeerPort, int64(k.peerPort))

@@ -55,7 +55,9 @@ func Traces(opts Options, conns []flow.Conn) ptrace.Traces {
 			ss.Scope().SetVersion(opts.ScopeVersion)
 			scopes[local] = ss
 		}
-		putConnSpan(ss.Spans().AppendEmpty(), c)
+		s := ss.Spans().AppendEmpty()
+		putConnSpan(s, c)
+		putPeer(s.Attributes(), opts.Peers, c.Remote.Addr().Unmap())
 	}
 	return td
 }

@@ -60,6 +60,10 @@ type Config struct {
 	// recently updated are dropped first. Default 100000.
 	MaxSeries int `mapstructure:"max_series"`
 
+	// K8s adds the peer's Kubernetes identity (pod, workload, Service,
+	// node, zone) from the API server. Off by default (no Kubernetes).
+	K8s K8sConfig `mapstructure:"k8s"`
+
 	metadata.MetricsBuilderConfig `mapstructure:",squash"`
 
 	// Events enables or disables the ebpfnet.flow log records.
@@ -128,5 +132,24 @@ func (c *Config) Validate() error {
 	if c.MaxSeries < 0 {
 		errs = append(errs, fmt.Errorf("max_series must not be negative, got %d", c.MaxSeries))
 	}
+	switch c.K8s.AuthType {
+	case "serviceAccount", "kubeConfig":
+	default:
+		errs = append(errs, fmt.Errorf("k8s.auth_type must be serviceAccount or kubeConfig, got %q", c.K8s.AuthType))
+	}
+	if c.K8s.Kubeconfig != "" && c.K8s.AuthType != "kubeConfig" {
+		errs = append(errs, errors.New("k8s.kubeconfig is set but k8s.auth_type is not kubeConfig"))
+	}
 	return errors.Join(errs...)
+}
+
+// K8sConfig configures the peer enrichment from the Kubernetes API.
+type K8sConfig struct {
+	// Enabled turns the informers on.
+	Enabled bool `mapstructure:"enabled"`
+	// AuthType: serviceAccount (in-cluster, the default) or kubeConfig.
+	AuthType string `mapstructure:"auth_type"`
+	// Kubeconfig is the file for auth_type kubeConfig (default: $KUBECONFIG,
+	// then ~/.kube/config).
+	Kubeconfig string `mapstructure:"kubeconfig"`
 }

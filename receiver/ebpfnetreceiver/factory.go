@@ -39,6 +39,7 @@ func createDefaultConfig() component.Config {
 		Temporality:          "cumulative",
 		SeriesIdleTimeout:    5 * time.Minute,
 		MaxSeries:            100000,
+		K8s:                  K8sConfig{AuthType: "serviceAccount"},
 		MetricsBuilderConfig: metadata.NewDefaultMetricsBuilderConfig(),
 		Events:               metadata.DefaultEventsConfig(),
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ebpfnet/ebpfnet/internal/convert"
 	"github.com/ebpfnet/ebpfnet/internal/flow"
+	"github.com/ebpfnet/ebpfnet/internal/k8s"
 	"github.com/ebpfnet/ebpfnet/internal/kernel"
 	"github.com/ebpfnet/ebpfnet/receiver/ebpfnetreceiver/internal/metadata"
 )
@@ -124,7 +125,8 @@ type pipeline struct {
 	// spareConns is the buffer the next collection hands to readConns
 	// (touched only by the collecting goroutine).
 	spareConns []flow.Conn
-	conns      []flow.Conn // closed since the last collect
+	peers      *k8s.Resolver // nil: no Kubernetes enrichment
+	conns      []flow.Conn   // closed since the last collect
 	obs        *receiverhelper.ObsReport
 	opts       convert.Options
 	conv       *convert.Metrics
@@ -173,14 +175,26 @@ func (p *pipeline) start(_ context.Context, _ component.Host) error {
 		return fmt.Errorf("ebpfnet: create obsreport: %w", err)
 	}
 	logger := p.set.Logger
+	peers, err := startPeers(p.cfg.K8s, logger)
+	if err != nil {
+		p.running--
+		return fmt.Errorf("ebpfnet: %w", err)
+	}
 	dp, err := p.load(p.cfg, logger, func(err error) { logger.Warn("interface", zap.Error(err)) })
 	if err != nil {
+		if peers != nil {
+			peers.Stop()
+		}
 		p.running--
 		return fmt.Errorf("ebpfnet: %w", err)
 	}
 	p.obs = obs
 	p.dp = dp
+	p.peers = peers
 	p.opts = convertOptions(p.cfg, p.set)
+	if peers != nil {
+		p.opts.Peers = peers
+	}
 	p.conv = convert.NewMetrics(p.opts, time.Now())
 	p.cconv = convert.NewConnMetrics(p.opts, time.Now())
 	p.eps = flow.NewEndpoints()
@@ -193,6 +207,9 @@ func (p *pipeline) start(_ context.Context, _ component.Host) error {
 	if err := dp.AttachTCP(); err != nil {
 		cancel()
 		dp.Close()
+		if peers != nil {
+			peers.Stop()
+		}
 		p.running--
 		return fmt.Errorf("ebpfnet: TCP connection tracking: %w", err)
 	}
@@ -249,6 +266,10 @@ func (p *pipeline) stop(ctx context.Context) error {
 		case <-ctx.Done():
 			return fmt.Errorf("ebpfnet: shutdown: %w", ctx.Err())
 		}
+	}
+	if p.peers != nil {
+		p.peers.Stop()
+		p.peers = nil
 	}
 	return p.dp.Close()
 }

@@ -1,0 +1,60 @@
+package convert
+
+import (
+	"net/netip"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+
+	"github.com/ebpfnet/ebpfnet/internal/k8s"
+)
+
+// Attributes of the peer's Kubernetes identity, the same on metric data
+// points, spans and flow log records. The local side is the resource (for
+// the k8sattributes processor); the peer is described here, by the
+// receiver's own informers (internal/k8s).
+const (
+	AttrPeerKind         = "peer.k8s.kind" // pod, service or node
+	AttrPeerPodName      = "peer.k8s.pod.name"
+	AttrPeerNamespace    = "peer.k8s.namespace.name"
+	AttrPeerWorkloadKind = "peer.k8s.workload.kind" // Deployment, StatefulSet, DaemonSet, CronJob, Job, ...
+	AttrPeerWorkloadName = "peer.k8s.workload.name"
+	AttrPeerServiceName  = "peer.k8s.service.name" // the Service dialed (a ClusterIP), or one the peer pod backs
+	AttrPeerNodeName     = "peer.k8s.node.name"
+	AttrPeerZone         = "peer.cloud.availability_zone"
+)
+
+// PeerResolver resolves a peer address to its Kubernetes identity
+// (*k8s.Resolver; nil when Kubernetes enrichment is off).
+type PeerResolver interface {
+	Lookup(netip.Addr) (k8s.Peer, bool)
+}
+
+// putPeer adds the peer attributes of addr, if it resolves.
+func putPeer(m pcommon.Map, r PeerResolver, addr netip.Addr) {
+	if r == nil || !addr.IsValid() {
+		return
+	}
+	p, ok := r.Lookup(addr)
+	if !ok {
+		return
+	}
+	m.PutStr(AttrPeerKind, p.Kind.String())
+	put := func(k, v string) {
+		if v != "" {
+			m.PutStr(k, v)
+		}
+	}
+	switch p.Kind {
+	case k8s.KindPod:
+		put(AttrPeerPodName, p.Name)
+		put(AttrPeerNamespace, p.Namespace)
+		put(AttrPeerWorkloadKind, p.WorkloadKind)
+		put(AttrPeerWorkloadName, p.WorkloadName)
+		put(AttrPeerServiceName, p.ServiceName)
+	case k8s.KindService:
+		put(AttrPeerServiceName, p.Name)
+		put(AttrPeerNamespace, p.Namespace)
+	}
+	put(AttrPeerNodeName, p.NodeName)
+	put(AttrPeerZone, p.Zone)
+}

@@ -1,0 +1,104 @@
+package convert
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
+	"github.com/ebpfnet/ebpfnet/internal/flow"
+	"github.com/ebpfnet/ebpfnet/internal/k8s"
+)
+
+type fakePeers map[netip.Addr]k8s.Peer
+
+func (f fakePeers) Lookup(a netip.Addr) (k8s.Peer, bool) { p, ok := f[a]; return p, ok }
+
+// TestPeerAttributesOnEverySignal: one naming scheme for the peer on metric
+// data points, connection metric points, spans and flow log records; an
+// unresolved peer gets none.
+func TestPeerAttributesOnEverySignal(t *testing.T) {
+	svcIP := netip.MustParseAddr("10.96.0.10")
+	opts := testOptions()
+	opts.Peers = fakePeers{
+		peer:  {Kind: k8s.KindPod, Name: "db-0", Namespace: "shop", WorkloadKind: "StatefulSet", WorkloadName: "db", NodeName: "node-b", Zone: "zone-b", ServiceName: "db", ServiceNamespace: "shop"},
+		svcIP: {Kind: k8s.KindService, Name: "web", Namespace: "shop"},
+	}
+	wantPod := map[string]any{AttrPeerKind: "pod", AttrPeerPodName: "db-0", AttrPeerNamespace: "shop", AttrPeerWorkloadKind: "StatefulSet",
+		AttrPeerWorkloadName: "db", AttrPeerNodeName: "node-b", AttrPeerZone: "zone-b", AttrPeerServiceName: "db"}
+	wantSvc := map[string]any{AttrPeerKind: "service", AttrPeerServiceName: "web", AttrPeerNamespace: "shop"}
+	check := func(what string, m pcommon.Map, want map[string]any) {
+		t.Helper()
+		got := map[string]any{}
+		m.Range(func(k string, v pcommon.Value) bool {
+			if len(k) > 5 && k[:5] == "peer." {
+				got[k] = v.AsRaw()
+			}
+			return true
+		})
+		require.Equal(t, want, got, what)
+	}
+
+	b := &flow.Batch{Time: t0.Add(10 * time.Second), TableCapacity: 1024, Flows: []flow.Flow{
+		podFlow(ap(pod, 40000), ap(peer, 5432), flow.ProtoTCP, flow.Transmit, 100, 1, t0),
+		podFlow(ap(ext, 443), ap(pod, 40001), flow.ProtoTCP, flow.Receive, 100, 1, t0),
+	}}
+	md := NewMetrics(opts, t0).Convert(b)
+	seen := 0
+	forMetric(md, MetricFlowIO, func(m pmetric.Metric) {
+		pts := m.Sum().DataPoints()
+		for j := 0; j < pts.Len(); j++ {
+			a := pts.At(j).Attributes()
+			addr, _ := a.Get(AttrPeerAddress)
+			if addr.Str() == peer.String() {
+				check("flow metric, resolved peer", a, wantPod)
+			} else {
+				check("flow metric, unresolved peer", a, map[string]any{})
+			}
+			seen++
+		}
+	})
+	require.Equal(t, 2, seen)
+
+	ld := Logs(opts, b)
+	recs := ld.ResourceLogs().At(0).ScopeLogs().At(0).LogRecords()
+	require.Equal(t, 2, recs.Len())
+	check("flow log, resolved peer", recs.At(0).Attributes(), wantPod)
+	check("flow log, unresolved peer", recs.At(1).Attributes(), map[string]any{})
+
+	// A client that dialed a ClusterIP: its socket's peer is the Service.
+	c := flow.Conn{Role: flow.Client, Local: ap(pod, 40002), Remote: ap(svcIP, 80), Start: t0, Established: t0.Add(time.Millisecond),
+		End: t0.Add(time.Second), ClientISN: 1, ServerISN: 2}
+	c.TraceID, c.SpanID, c.ParentSpanID = flow.ConnIDs(&c)
+	td := Traces(opts, []flow.Conn{c})
+	check("span", td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).Attributes(), wantSvc)
+
+	cm := NewConnMetrics(opts, t0)
+	cm.Add(t0.Add(10*time.Second), nil, []flow.Conn{c})
+	md = NewMetrics(opts, t0).Convert(&flow.Batch{Time: t0.Add(10 * time.Second)})
+	cm.AppendTo(md, t0.Add(10*time.Second))
+	found := false
+	forMetric(md, MetricConnsOpened, func(m pmetric.Metric) {
+		check("connection metric", m.Sum().DataPoints().At(0).Attributes(), wantSvc)
+		found = true
+	})
+	require.True(t, found)
+}
+
+func forMetric(md pmetric.Metrics, name string, fn func(pmetric.Metric)) {
+	rms := md.ResourceMetrics()
+	for i := 0; i < rms.Len(); i++ {
+		sms := rms.At(i).ScopeMetrics()
+		for j := 0; j < sms.Len(); j++ {
+			ms := sms.At(j).Metrics()
+			for k := 0; k < ms.Len(); k++ {
+				if ms.At(k).Name() == name {
+					fn(ms.At(k))
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,256 @@
+// Package k8stest runs a real Kubernetes control plane for tests: Debian's
+// etcd and a kube-apiserver built from the Go module proxy (its own module
+// in ./kube-apiserver, built once and cached), both on loopback. Tests create
+// Nodes, Pods, Services and EndpointSlices through it; no kubelet or
+// controller runs, so the test sets what they would (pod IPs through the
+// status subresource, EndpointSlices).
+package k8stest
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// KubeVersion is the kube-apiserver built for the tests.
+const KubeVersion = "v1.36.3"
+
+// ServiceCIDR is the range the API server allocates ClusterIPs from.
+const ServiceCIDR = "10.96.0.0/16"
+
+// Token is the bearer token of the admin user (system:masters).
+const Token = "ebpfnet-test-admin-token"
+
+var buildMu sync.Mutex
+
+// APIServerBinary returns the cached kube-apiserver, building it first if
+// needed (~4 minutes the first time; cached in $EBPFNET_CACHE or
+// ~/.cache/ebpfnet).
+func APIServerBinary(t testing.TB) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	dir := os.Getenv("EBPFNET_CACHE")
+	if dir == "" {
+		home, err := os.UserCacheDir()
+		if err != nil {
+			t.Fatalf("cache dir for kube-apiserver: %v", err)
+		}
+		dir = filepath.Join(home, "ebpfnet")
+	}
+	bin := filepath.Join(dir, "kube-apiserver-"+KubeVersion)
+	if _, err := os.Stat(bin); err == nil {
+		return bin
+	}
+	_, self, _, _ := runtime.Caller(0)
+	src := filepath.Join(filepath.Dir(self), "kube-apiserver")
+	t.Logf("building kube-apiserver %s into %s (first run only, a few minutes)", KubeVersion, bin)
+	cmd := exec.Command("go", "build", "-o", bin+".tmp", ".")
+	cmd.Dir = src
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build kube-apiserver: %v\n%s", err, out)
+	}
+	if err := os.Rename(bin+".tmp", bin); err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// RequireEtcd returns etcd's path; it fails (in CI) or skips when etcd is
+// not installed (scripts/deps.sh installs Debian's etcd-server).
+func RequireEtcd(t testing.TB) string {
+	t.Helper()
+	p, err := exec.LookPath("etcd")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("etcd not installed (apt-get install etcd-server; scripts/deps.sh does): %v", err)
+		}
+		t.Skipf("etcd not installed (apt-get install etcd-server): %v", err)
+	}
+	return p
+}
+
+// Cluster is a running etcd and kube-apiserver.
+type Cluster struct {
+	Client     kubernetes.Interface
+	Config     *rest.Config
+	Kubeconfig string // path of an admin kubeconfig
+	URL        string
+
+	t         testing.TB
+	dir       string
+	apiserver *exec.Cmd
+	apiArgs   []string
+	bin       string
+	etcd      *exec.Cmd
+}
+
+func freePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Start runs etcd and kube-apiserver until the test ends.
+func Start(t testing.TB) *Cluster {
+	t.Helper()
+	etcdBin := RequireEtcd(t)
+	bin := APIServerBinary(t)
+	dir := t.TempDir()
+	c := &Cluster{t: t, dir: dir, bin: bin}
+
+	etcdPort, peerPort := freePort(t), freePort(t)
+	etcdURL := "http://127.0.0.1:" + strconv.Itoa(etcdPort)
+	c.etcd = exec.Command(etcdBin, "--data-dir", filepath.Join(dir, "etcd"),
+		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
+		"--listen-peer-urls", "http://127.0.0.1:"+strconv.Itoa(peerPort),
+		"--initial-advertise-peer-urls", "http://127.0.0.1:"+strconv.Itoa(peerPort),
+		"--initial-cluster", "default=http://127.0.0.1:"+strconv.Itoa(peerPort),
+		"--quota-backend-bytes", strconv.Itoa(4<<30))
+	c.etcd.Stdout, c.etcd.Stderr = logFile(t, dir, "etcd.log"), logFile(t, dir, "etcd.log")
+	if err := c.etcd.Start(); err != nil {
+		t.Fatalf("start etcd: %v", err)
+	}
+	t.Cleanup(func() { stop(c.etcd) })
+
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "sa.key")
+	writeFile(t, keyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}))
+	tokens := filepath.Join(dir, "tokens.csv")
+	writeFile(t, tokens, []byte(Token+",admin,admin,system:masters\n"))
+
+	port := freePort(t)
+	c.URL = "https://127.0.0.1:" + strconv.Itoa(port)
+	c.apiArgs = []string{
+		"--etcd-servers=" + etcdURL,
+		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(port),
+		"--cert-dir=" + filepath.Join(dir, "certs"),
+		"--token-auth-file=" + tokens,
+		"--authorization-mode=RBAC",
+		"--service-cluster-ip-range=" + ServiceCIDR,
+		"--service-account-issuer=https://kubernetes.default.svc",
+		"--service-account-key-file=" + keyFile,
+		"--service-account-signing-key-file=" + keyFile,
+		// No controller manager creates the default ServiceAccount.
+		"--disable-admission-plugins=ServiceAccount",
+		"--enable-priority-and-fairness=false",
+		"--profiling=false",
+	}
+	c.StartAPIServer()
+	t.Cleanup(c.StopAPIServer)
+
+	c.Config = &rest.Config{Host: c.URL, BearerToken: Token, TLSClientConfig: rest.TLSClientConfig{Insecure: true},
+		QPS: 500, Burst: 1000}
+	c.Client = kubernetes.NewForConfigOrDie(c.Config)
+	c.Kubeconfig = filepath.Join(dir, "kubeconfig")
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: c.URL, InsecureSkipTLSVerify: true}
+	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{Token: Token}
+	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "admin"}
+	kc.CurrentContext = "test"
+	if err := clientcmd.WriteToFile(*kc, c.Kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// StartAPIServer (re)starts kube-apiserver with the same flags and waits
+// until it is ready.
+func (c *Cluster) StartAPIServer() {
+	c.t.Helper()
+	c.apiserver = exec.Command(c.bin, c.apiArgs...)
+	f := logFile(c.t, c.dir, "kube-apiserver.log")
+	c.apiserver.Stdout, c.apiserver.Stderr = f, f
+	if err := c.apiserver.Start(); err != nil {
+		c.t.Fatalf("start kube-apiserver: %v", err)
+	}
+	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: insecureTLS()}}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		req, _ := http.NewRequest("GET", c.URL+"/readyz", nil)
+		req.Header.Set("Authorization", "Bearer "+Token)
+		if resp, err := hc.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(c.dir, "kube-apiserver.log"))
+			if len(log) > 4000 {
+				log = log[len(log)-4000:]
+			}
+			c.t.Fatalf("kube-apiserver not ready after 90 s:\n%s", log)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// StopAPIServer kills kube-apiserver (etcd keeps the state).
+func (c *Cluster) StopAPIServer() {
+	if c.apiserver != nil {
+		stop(c.apiserver)
+		c.apiserver = nil
+	}
+}
+
+// Kubectl runs kubectl against the cluster.
+func (c *Cluster) Kubectl(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("kubectl %v: %w\n%s", args, err, out)
+	}
+	return string(out), nil
+}
+
+func stop(cmd *exec.Cmd) {
+	if cmd.Process == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+}
+
+func logFile(t testing.TB, dir, name string) *os.File {
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func writeFile(t testing.TB, path string, b []byte) {
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func insecureTLS() *tls.Config { return &tls.Config{InsecureSkipVerify: true} } // the test's own self-signed server
