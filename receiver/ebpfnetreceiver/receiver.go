@@ -126,6 +126,7 @@ type pipeline struct {
 	// (touched only by the collecting goroutine).
 	spareConns []flow.Conn
 	peers      *k8s.Resolver // nil: no Kubernetes enrichment
+	peerMemo   *k8s.Memo     // peers' lookups of the current collection
 	conns      []flow.Conn   // closed since the last collect
 	obs        *receiverhelper.ObsReport
 	opts       convert.Options
@@ -193,7 +194,8 @@ func (p *pipeline) start(_ context.Context, _ component.Host) error {
 	p.peers = peers
 	p.opts = convertOptions(p.cfg, p.set)
 	if peers != nil {
-		p.opts.Peers = peers
+		p.peerMemo = k8s.NewMemo(peers)
+		p.opts.Peers = p.peerMemo
 	}
 	p.conv = convert.NewMetrics(p.opts, time.Now())
 	p.cconv = convert.NewConnMetrics(p.opts, time.Now())
@@ -321,6 +323,9 @@ func (p *pipeline) collect() {
 	p.mu.Lock()
 	metrics, logs, traces := p.metrics, p.logs, p.traces
 	p.mu.Unlock()
+	if p.peerMemo != nil {
+		p.peerMemo.Reset()
+	}
 	p.connMu.Lock()
 	conns := p.conns
 	p.conns = p.spareConns[:0]
