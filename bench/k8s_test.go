@@ -112,7 +112,7 @@ func TestBenchK8sInformers(t *testing.T) {
 				UID: "4b6f3a52-0000-4000-8000-000000000001", Controller: &yes}}},
 			Spec: corev1.PodSpec{NodeName: fmt.Sprintf("node-%03d", i%nodes), Containers: []corev1.Container{{Name: "app",
 				Image: "registry.example.com/team/app:1.2.3", Args: []string{"--port=8080", "--log-level=info"},
-				Env: []corev1.EnvVar{{Name: "MODE", Value: "production"}, {Name: "REGION", Value: "eu-west-1"}},
+				Env:   []corev1.EnvVar{{Name: "MODE", Value: "production"}, {Name: "REGION", Value: "eu-west-1"}},
 				Ports: []corev1.ContainerPort{{ContainerPort: 8080}, {ContainerPort: 9090}}}}}}
 		p, err := client.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{})
 		if err != nil {
