@@ -104,7 +104,10 @@ func (d *Datapath) attachTracepointsLocked() error {
 // created afterwards in any cgroup, with callbacks no softirq can make the
 // kernel skip (see handle_sockops in bpf/tcp.h).
 func (d *Datapath) attachSockopsLocked() error {
-	root, err := Cgroup2Root()
+	root, err := d.cgroup, error(nil)
+	if root == "" {
+		root, err = Cgroup2Root()
+	}
 	if err != nil {
 		return d.failTCP(fmt.Errorf("sockops needs the cgroup2 hierarchy: %w", err))
 	}

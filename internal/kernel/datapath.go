@@ -25,6 +25,11 @@ type Options struct {
 	// RingSize is the size in bytes of the closed-connection ring buffer:
 	// a power of two, at least a page (0: 4 MiB).
 	RingSize uint32
+	// CgroupPath is the cgroup2 directory the sockops program is attached
+	// to (every socket created in it or below). Empty: the root of the
+	// first cgroup2 mount in /proc/self/mountinfo. In a container, mount
+	// the host's cgroup2 hierarchy and name it here.
+	CgroupPath string
 }
 
 // Defaults of Options.
@@ -37,6 +42,7 @@ const (
 // Drain, Counters, Attach and Detach may be called from different
 // goroutines.
 type Datapath struct {
+	cgroup   string // Options.CgroupPath
 	mu       sync.Mutex
 	objs     ebpfnetObjects
 	tables   [2]*ebpf.Map
@@ -99,6 +105,7 @@ func Load(opts Options) (*Datapath, error) {
 	}
 	d := &Datapath{
 		maxFlows: opts.MaxFlows,
+		cgroup:   opts.CgroupPath,
 		ncpu:     ncpu,
 		keys:     make([]FlowKey, drainBatch),
 		vals:     make([]FlowCounts, drainBatch*ncpu),

@@ -3,6 +3,7 @@ package ebpfnetreceiver
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"time"
 
@@ -59,6 +60,11 @@ type Config struct {
 	// MaxSeries bounds the cumulative series kept in memory; the least
 	// recently updated are dropped first. Default 100000.
 	MaxSeries int `mapstructure:"max_series"`
+
+	// CgroupPath is the cgroup2 directory whose sockets the sockops
+	// program sees (all below it). Default: the root of the cgroup2 mount.
+	// In a container, mount the host's /sys/fs/cgroup and name it here.
+	CgroupPath string `mapstructure:"cgroup_path"`
 
 	// K8s adds the peer's Kubernetes identity (pod, workload, Service,
 	// node, zone) from the API server. Off by default (no Kubernetes).
@@ -131,6 +137,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxSeries < 0 {
 		errs = append(errs, fmt.Errorf("max_series must not be negative, got %d", c.MaxSeries))
+	}
+	if c.CgroupPath != "" && !filepath.IsAbs(c.CgroupPath) {
+		errs = append(errs, fmt.Errorf("cgroup_path must be an absolute path, got %q", c.CgroupPath))
 	}
 	switch c.K8s.AuthType {
 	case "serviceAccount", "kubeConfig":

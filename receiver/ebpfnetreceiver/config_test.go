@@ -56,6 +56,7 @@ func TestLoadConfig(t *testing.T) {
 		{name: "ring_too_small", wantErr: "ring_buffer_size must be a power of two between 4096 and 1073741824, got 2048"},
 		{name: "conns_too_small", wantErr: "max_connections must be between 16 and 16777216, got 1"},
 		{name: "unknown_option", wantErr: "intervall"},
+		{name: "relative_cgroup_path", wantErr: `cgroup_path must be an absolute path, got "sys/fs/cgroup"`},
 		{name: "bad_auth_type", wantErr: `k8s.auth_type must be serviceAccount or kubeConfig, got "token"`},
 		{name: "kubeconfig_without_auth_type", wantErr: "k8s.kubeconfig is set but k8s.auth_type is not kubeConfig"},
 		{name: "unknown_attribute", wantErr: "metric ebpfnet.flow.io doesn't have an attribute k8s.pod.name"},

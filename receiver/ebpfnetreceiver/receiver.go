@@ -62,7 +62,8 @@ func (k *kernelDatapath) Close() error {
 }
 
 func loadDatapath(cfg *Config, logger *zap.Logger, onError func(error)) (datapath, error) {
-	d, err := kernel.Load(kernel.Options{MaxFlows: cfg.MaxFlows, MaxConns: cfg.MaxConnections, RingSize: cfg.RingBufferSize})
+	d, err := kernel.Load(kernel.Options{MaxFlows: cfg.MaxFlows, MaxConns: cfg.MaxConnections, RingSize: cfg.RingBufferSize,
+		CgroupPath: cfg.CgroupPath})
 	if err != nil {
 		return nil, err
 	}
