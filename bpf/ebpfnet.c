@@ -76,6 +76,19 @@ int BPF_PROG(tcp_receive_reset, const struct sock *sk)
 	return handle_receive_reset(sk);
 }
 
+/* The destination each TCP client dialed, before any socket-level LB. */
+SEC("cgroup/connect4")
+int record_connect4(struct bpf_sock_addr *ctx)
+{
+	return handle_connect(ctx, false);
+}
+
+SEC("cgroup/connect6")
+int record_connect6(struct bpf_sock_addr *ctx)
+{
+	return handle_connect(ctx, true);
+}
+
 /* Established sockets in the cgroup2 hierarchy: live RTT and counters. */
 SEC("sockops")
 int tcp_sockops(struct bpf_sock_ops *skops)

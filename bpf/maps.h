@@ -86,6 +86,18 @@ struct {
 	__uint(max_entries, 1 << 20);
 } conn_events SEC(".maps");
 
+/* dialed — the destination each TCP client socket passed to connect(), by
+ * socket cookie, recorded by the cgroup/connect4 and connect6 programs and
+ * taken (deleted) at close. LRU: a socket that never reaches close (or one
+ * created before the tracepoints saw it) cannot leak an entry forever.
+ * max_entries set by user space (config `max_connections`). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct dialed);
+} dialed SEC(".maps");
+
 /* ring_wakeup_bytes — a closed connection is submitted without waking the
  * reader (BPF_RB_NO_WAKEUP) until this many bytes wait in conn_events; user
  * space also reads on a short deadline. A wake-up per event costs an

@@ -121,6 +121,16 @@ static __always_inline void conn_close(const struct sock *sk, __u64 cookie, int 
 	e->role = st->role;
 	e->resets_received = st->resets_received;
 	__builtin_memcpy(e->comm, st->comm, sizeof(e->comm));
+	if (st->role == ROLE_CLIENT) {
+		struct dialed *d = bpf_map_lookup_elem(&dialed, &cookie);
+
+		if (d) {
+			__builtin_memcpy(e->dialed_addr, d->addr, 16);
+			e->dialed_port = d->port;
+			e->dialed_family = d->family;
+			bpf_map_delete_elem(&dialed, &cookie);
+		}
+	}
 	e->sk_err = sk->sk_err;
 	/* CO-RE read through possible_net_t; equal to /proc/<pid>/ns/net's inode. */
 	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
@@ -293,6 +303,36 @@ static __always_inline int handle_receive_reset(const struct sock *sk)
 	if (st && st->resets_received < 255)
 		st->resets_received++;
 	return 0;
+}
+
+/* cgroup/connect4 and connect6: remember what the application dialed, per
+ * socket, without changing it (return 1: proceed). Runs before the socket
+ * exists in TCP terms (before SYN_SENT), in the caller's context. Must run
+ * before a socket-level load balancer that rewrites the address (cgroup
+ * programs run in attach order): the receiver attaches these first. */
+static __always_inline int handle_connect(struct bpf_sock_addr *ctx, bool v6)
+{
+	struct dialed d = {};
+	__u64 cookie;
+
+	if (ctx->type != SOCK_STREAM)
+		return 1;
+	cookie = bpf_get_socket_cookie(ctx);
+	if (v6) {
+		__u32 *a = (__u32 *)d.addr;
+
+		a[0] = ctx->user_ip6[0];
+		a[1] = ctx->user_ip6[1];
+		a[2] = ctx->user_ip6[2];
+		a[3] = ctx->user_ip6[3];
+		d.family = 6;
+	} else {
+		map_ipv4(d.addr, ctx->user_ip4);
+		d.family = 4;
+	}
+	d.port = bpf_ntohs((__u16)ctx->user_port);
+	bpf_map_update_elem(&dialed, &cookie, &d, BPF_ANY); /* LRU: never full */
+	return 1;
 }
 
 #endif /* EBPFNET_TCP_H */

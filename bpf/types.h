@@ -143,6 +143,22 @@ struct conn_event {
 	__u8 result;	      /* enum conn_result */
 	__u8 resets_received;
 	char comm[16];
+	/* The address the application passed to connect() (cgroup/connect4/6),
+	 * before any socket-level load balancer rewrote it; dialed_family 0:
+	 * not recorded (the connection predates the receiver, or not a client). */
+	__u8 dialed_addr[16];
+	__u16 dialed_port;    /* host order */
+	__u8 dialed_family;   /* 4 or 6 */
+	__u8 _pad;
+	__u32 _pad2;
+};
+
+/* The destination an application dialed, by socket cookie (map dialed). */
+struct dialed {
+	__u8 addr[16];
+	__u16 port; /* host order */
+	__u8 family;
+	__u8 _pad;
 };
 
 #endif /* EBPFNET_TYPES_H */

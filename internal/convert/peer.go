@@ -19,8 +19,11 @@ const (
 	AttrPeerWorkloadKind = "peer.k8s.workload.kind" // Deployment, StatefulSet, DaemonSet, CronJob, Job, ...
 	AttrPeerWorkloadName = "peer.k8s.workload.name"
 	AttrPeerServiceName  = "peer.k8s.service.name" // the Service dialed (a ClusterIP), or one the peer pod backs
-	AttrPeerNodeName     = "peer.k8s.node.name"
-	AttrPeerZone         = "peer.cloud.availability_zone"
+	// AttrPeerServiceNamespace: set with the Service a client dialed through
+	// a socket-level load balancer (the backend's namespace may differ).
+	AttrPeerServiceNamespace = "peer.k8s.service.namespace"
+	AttrPeerNodeName         = "peer.k8s.node.name"
+	AttrPeerZone             = "peer.cloud.availability_zone"
 )
 
 // PeerResolver resolves a peer address to its Kubernetes identity
@@ -57,4 +60,17 @@ func putPeer(m pcommon.Map, r PeerResolver, addr netip.Addr) {
 	}
 	put(AttrPeerNodeName, p.NodeName)
 	put(AttrPeerZone, p.Zone)
+}
+
+// putDialedService names the Service a client dialed when a socket-level
+// load balancer rewrote the destination: the dialed address resolves to
+// the Service, the socket's peer (the backend pod) to the rest.
+func putDialedService(m pcommon.Map, r PeerResolver, dialed netip.Addr) {
+	if r == nil {
+		return
+	}
+	if p, ok := r.Lookup(dialed); ok && p.Kind == k8s.KindService {
+		m.PutStr(AttrPeerServiceName, p.Name)
+		m.PutStr(AttrPeerServiceNamespace, p.Namespace)
+	}
 }

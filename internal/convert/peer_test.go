@@ -76,6 +76,25 @@ func TestPeerAttributesOnEverySignal(t *testing.T) {
 	td := Traces(opts, []flow.Conn{c})
 	check("span", td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).Attributes(), wantSvc)
 
+	// A socket-level load balancer rewrote the ClusterIP to the backend pod:
+	// server.* is what the client dialed, the peer is the backend, and the
+	// Service is named from the dialed address.
+	lb := flow.Conn{Role: flow.Client, Local: ap(pod, 40003), Remote: ap(peer, 5432), Dialed: ap(svcIP, 80), Start: t0,
+		Established: t0.Add(time.Millisecond), End: t0.Add(time.Second), ClientISN: 3, ServerISN: 4}
+	lb.TraceID, lb.SpanID, lb.ParentSpanID = flow.ConnIDs(&lb)
+	a := Traces(opts, []flow.Conn{lb}).ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).Attributes()
+	wantLB := map[string]any{}
+	for k, v := range wantPod {
+		wantLB[k] = v
+	}
+	wantLB[AttrPeerServiceName], wantLB[AttrPeerServiceNamespace] = "web", "shop"
+	check("span through a socket LB", a, wantLB)
+	for k, want := range map[string]any{AttrServerAddress: svcIP.String(), AttrServerPort: int64(80), AttrPeerAddr: peer.String(), AttrPeerPortAttr: int64(5432)} {
+		v, ok := a.Get(k)
+		require.True(t, ok, k)
+		require.Equal(t, want, v.AsRaw(), k)
+	}
+
 	cm := NewConnMetrics(opts, t0)
 	cm.Add(t0.Add(10*time.Second), nil, []flow.Conn{c})
 	md = NewMetrics(opts, t0).Convert(&flow.Batch{Time: t0.Add(10 * time.Second)})

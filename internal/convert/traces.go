@@ -58,6 +58,9 @@ func Traces(opts Options, conns []flow.Conn) ptrace.Traces {
 		s := ss.Spans().AppendEmpty()
 		putConnSpan(s, c)
 		putPeer(s.Attributes(), opts.Peers, c.Remote.Addr().Unmap())
+		if c.Dialed.IsValid() && c.Dialed.Addr().Unmap() != c.Remote.Addr().Unmap() {
+			putDialedService(s.Attributes(), opts.Peers, c.Dialed.Addr().Unmap())
+		}
 	}
 	return td
 }
@@ -74,6 +77,12 @@ func putConnSpan(s ptrace.Span, c *flow.Conn) {
 	} else {
 		s.SetKind(ptrace.SpanKindClient)
 		s.SetName(SpanClient)
+		if c.Dialed.IsValid() {
+			// server.* is the logical server the client dialed (a Service
+			// ClusterIP a socket-level load balancer rewrote); the backend
+			// that served it is network.peer.*.
+			server = c.Dialed
+		}
 	}
 	s.SetStartTimestamp(pcommon.NewTimestampFromTime(c.Start))
 	s.SetEndTimestamp(pcommon.NewTimestampFromTime(c.End))

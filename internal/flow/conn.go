@@ -43,12 +43,16 @@ func (r Result) Failed() bool { return r != Closed }
 
 // Conn is one TCP connection as one side saw it, from start to close.
 type Conn struct {
-	Cookie         uint64
-	Role           Role
-	Result         Result
-	Local, Remote  netip.AddrPort // as the socket sees them (a DNATed client sees what it dialed)
-	Start          time.Time      // client: connect() (SYN_SENT); server: handshake complete (the server socket's birth)
-	Established    time.Time      // zero if never established
+	Cookie        uint64
+	Role          Role
+	Result        Result
+	Local, Remote netip.AddrPort // as the socket sees them (a DNATed client sees what it dialed)
+	// Dialed is what a client passed to connect(), recorded before any
+	// socket-level load balancer rewrote it (then Remote is the backend);
+	// invalid when not recorded.
+	Dialed         netip.AddrPort
+	Start          time.Time // client: connect() (SYN_SENT); server: handshake complete (the server socket's birth)
+	Established    time.Time // zero if never established
 	End            time.Time
 	BytesSent      uint64 // acknowledged by the peer
 	BytesReceived  uint64
@@ -107,6 +111,13 @@ func ConnFromKernel(e *kernel.ConnEvent, offset time.Duration, hostNetns uint32)
 		ClientISN: e.ClientIsn, ServerISN: e.ServerIsn,
 		PID: e.Pid, Comm: strings.ToValidUTF8(string(comm), "?"), CgroupID: e.CgroupId,
 		OnNode: hostNetns != 0 && e.Netns == hostNetns,
+	}
+	if e.DialedFamily != 0 {
+		d := netip.AddrFrom16(e.DialedAddr)
+		if e.DialedFamily == 4 || d.Is4In6() {
+			d = d.Unmap()
+		}
+		c.Dialed = netip.AddrPortFrom(d, e.DialedPort)
 	}
 	c.TraceID, c.SpanID, c.ParentSpanID = ConnIDs(&c)
 	return c

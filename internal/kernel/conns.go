@@ -111,11 +111,24 @@ func (d *Datapath) attachSockopsLocked() error {
 	if err != nil {
 		return d.failTCP(fmt.Errorf("sockops needs the cgroup2 hierarchy: %w", err))
 	}
-	l, err := link.AttachCgroup(link.CgroupOptions{Path: root, Attach: ebpf.AttachCGroupSockOps, Program: d.objs.TcpSockops})
-	if err != nil {
-		return d.failTCP(fmt.Errorf("attach sockops to %s: %w", root, err))
+	// connect4/6 first: cgroup programs of one cgroup run in attach order,
+	// and these must see the address before a socket-level load balancer
+	// attached later rewrites it.
+	for _, a := range []struct {
+		name   string
+		attach ebpf.AttachType
+		prog   *ebpf.Program
+	}{
+		{"cgroup/connect4", ebpf.AttachCGroupInet4Connect, d.objs.RecordConnect4},
+		{"cgroup/connect6", ebpf.AttachCGroupInet6Connect, d.objs.RecordConnect6},
+		{"sockops", ebpf.AttachCGroupSockOps, d.objs.TcpSockops},
+	} {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: root, Attach: a.attach, Program: a.prog})
+		if err != nil {
+			return d.failTCP(fmt.Errorf("attach %s to %s: %w", a.name, root, err))
+		}
+		d.tcpLinks = append(d.tcpLinks, l)
 	}
-	d.tcpLinks = append(d.tcpLinks, l)
 	return nil
 }
 

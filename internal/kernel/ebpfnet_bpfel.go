@@ -41,6 +41,11 @@ type ebpfnetConnEvent struct {
 	Result         uint8
 	ResetsReceived uint8
 	Comm           [16]int8
+	DialedAddr     [16]uint8
+	DialedPort     uint16
+	DialedFamily   uint8
+	Pad            uint8
+	Pad2           uint32
 }
 
 type ebpfnetConnResult uint32
@@ -154,12 +159,15 @@ const (
 	ebpfnetMapConns               = "conns"
 	ebpfnetMapCountedIfaces       = "counted_ifaces"
 	ebpfnetMapCounters            = "counters"
+	ebpfnetMapDialed              = "dialed"
 	ebpfnetMapDrainBarrier        = "drain_barrier"
 	ebpfnetMapFlowsA              = "flows_a"
 	ebpfnetMapFlowsB              = "flows_b"
 	ebpfnetProgEndpointEgress     = "endpoint_egress"
 	ebpfnetProgEndpointIngress    = "endpoint_ingress"
 	ebpfnetProgInetSockSetState   = "inet_sock_set_state"
+	ebpfnetProgRecordConnect4     = "record_connect4"
+	ebpfnetProgRecordConnect6     = "record_connect6"
 	ebpfnetProgTcpReceiveReset    = "tcp_receive_reset"
 	ebpfnetProgTcpSockops         = "tcp_sockops"
 	ebpfnetProgUplinkEgress       = "uplink_egress"
@@ -219,6 +227,8 @@ type ebpfnetProgramSpecs struct {
 	EndpointEgress   *ebpf.ProgramSpec `ebpf:"endpoint_egress"`
 	EndpointIngress  *ebpf.ProgramSpec `ebpf:"endpoint_ingress"`
 	InetSockSetState *ebpf.ProgramSpec `ebpf:"inet_sock_set_state"`
+	RecordConnect4   *ebpf.ProgramSpec `ebpf:"record_connect4"`
+	RecordConnect6   *ebpf.ProgramSpec `ebpf:"record_connect6"`
 	TcpReceiveReset  *ebpf.ProgramSpec `ebpf:"tcp_receive_reset"`
 	TcpSockops       *ebpf.ProgramSpec `ebpf:"tcp_sockops"`
 	UplinkEgress     *ebpf.ProgramSpec `ebpf:"uplink_egress"`
@@ -233,6 +243,7 @@ type ebpfnetMapSpecs struct {
 	Conns         *ebpf.MapSpec `ebpf:"conns"`
 	CountedIfaces *ebpf.MapSpec `ebpf:"counted_ifaces"`
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
+	Dialed        *ebpf.MapSpec `ebpf:"dialed"`
 	DrainBarrier  *ebpf.MapSpec `ebpf:"drain_barrier"`
 	FlowsA        *ebpf.MapSpec `ebpf:"flows_a"`
 	FlowsB        *ebpf.MapSpec `ebpf:"flows_b"`
@@ -276,6 +287,7 @@ type ebpfnetMaps struct {
 	Conns         *ebpf.Map `ebpf:"conns"`
 	CountedIfaces *ebpf.Map `ebpf:"counted_ifaces"`
 	Counters      *ebpf.Map `ebpf:"counters"`
+	Dialed        *ebpf.Map `ebpf:"dialed"`
 	DrainBarrier  *ebpf.Map `ebpf:"drain_barrier"`
 	FlowsA        *ebpf.Map `ebpf:"flows_a"`
 	FlowsB        *ebpf.Map `ebpf:"flows_b"`
@@ -287,6 +299,7 @@ func (m *ebpfnetMaps) Close() error {
 		m.Conns,
 		m.CountedIfaces,
 		m.Counters,
+		m.Dialed,
 		m.DrainBarrier,
 		m.FlowsA,
 		m.FlowsB,
@@ -314,6 +327,8 @@ type ebpfnetPrograms struct {
 	EndpointEgress   *ebpf.Program `ebpf:"endpoint_egress"`
 	EndpointIngress  *ebpf.Program `ebpf:"endpoint_ingress"`
 	InetSockSetState *ebpf.Program `ebpf:"inet_sock_set_state"`
+	RecordConnect4   *ebpf.Program `ebpf:"record_connect4"`
+	RecordConnect6   *ebpf.Program `ebpf:"record_connect6"`
 	TcpReceiveReset  *ebpf.Program `ebpf:"tcp_receive_reset"`
 	TcpSockops       *ebpf.Program `ebpf:"tcp_sockops"`
 	UplinkEgress     *ebpf.Program `ebpf:"uplink_egress"`
@@ -325,6 +340,8 @@ func (p *ebpfnetPrograms) Close() error {
 		p.EndpointEgress,
 		p.EndpointIngress,
 		p.InetSockSetState,
+		p.RecordConnect4,
+		p.RecordConnect6,
 		p.TcpReceiveReset,
 		p.TcpSockops,
 		p.UplinkEgress,

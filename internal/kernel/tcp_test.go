@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"context"
+	"encoding/binary"
 	"io"
 	"net"
 	"net/netip"
@@ -9,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
@@ -153,4 +157,85 @@ func TestSockopsAloneReportsConnections(t *testing.T) {
 		}
 		require.Less(t, c.StartNs, s.StartNs, "the client connects before the server socket exists")
 	}
+}
+
+// socketLB loads a test-only cgroup/connect4 program that does what a
+// socket-level load balancer (Cilium's socket LB) does: a connect() to
+// service is rewritten to backend, so the socket never sees the Service.
+func socketLB(t *testing.T, service, backend netip.AddrPort) *ebpf.Program {
+	t.Helper()
+	ip := func(a netip.Addr) int32 { b := a.As4(); return int32(binary.LittleEndian.Uint32(b[:])) }
+	port := func(p uint16) int32 { return int32(binary.LittleEndian.Uint32([]byte{byte(p >> 8), byte(p), 0, 0})) }
+	const userIP4, userPort = 4, 24 // offsets in struct bpf_sock_addr
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.CGroupSockAddr, AttachType: ebpf.AttachCGroupInet4Connect, License: "GPL",
+		Instructions: asm.Instructions{
+			asm.LoadMem(asm.R2, asm.R1, userIP4, asm.Word),
+			asm.JNE.Imm32(asm.R2, ip(service.Addr()), "out"),
+			asm.LoadMem(asm.R2, asm.R1, userPort, asm.Word),
+			asm.JNE.Imm32(asm.R2, port(service.Port()), "out"),
+			asm.StoreImm(asm.R1, userIP4, int64(ip(backend.Addr())), asm.Word),
+			asm.StoreImm(asm.R1, userPort, int64(port(backend.Port())), asm.Word),
+			asm.Mov.Imm(asm.R0, 1).WithSymbol("out"),
+			asm.Return(),
+		},
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { prog.Close() })
+	return prog
+}
+
+// TestDialedAddressUnderSocketLB: with a socket-level load balancer
+// rewriting a "ClusterIP" to a backend at connect(), the client's event
+// carries the backend as the socket's peer and the Service address it
+// dialed; without the rewrite, dialed equals the peer.
+func TestDialedAddressUnderSocketLB(t *testing.T) {
+	testnet.RequireRoot(t)
+	d, err := Load(Options{MaxFlows: 64})
+	require.NoError(t, err)
+	t.Cleanup(func() { d.Close() })
+	require.NoError(t, d.AttachTCP()) // ours first, as a receiver started before the LB would be
+
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	backend := netip.MustParseAddrPort(ln.Addr().String())
+	service := netip.MustParseAddrPort("127.0.0.99:80")
+	root, err := Cgroup2Root()
+	require.NoError(t, err)
+	l, err := link.AttachCgroup(link.CgroupOptions{Path: root, Attach: ebpf.AttachCGroupInet4Connect, Program: socketLB(t, service, backend)})
+	require.NoError(t, err)
+	defer l.Close()
+
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	for _, target := range []netip.AddrPort{service, backend} {
+		c, err := net.Dial("tcp", target.String())
+		require.NoError(t, err, "dial %s", target)
+		require.Equal(t, backend.String(), c.RemoteAddr().String(), "the socket sees the backend")
+		_, _ = c.Read(make([]byte, 1))
+		c.Close()
+	}
+	time.Sleep(200 * time.Millisecond)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	var dialed []netip.AddrPort
+	_ = d.ReadConns(ctx, func(e *ConnEvent) {
+		if e.Role != RoleClient || e.RemotePort != backend.Port() {
+			return
+		}
+		require.EqualValues(t, 4, e.DialedFamily)
+		a := netip.AddrFrom16(e.DialedAddr).Unmap()
+		require.Equal(t, backend.Addr(), netip.AddrFrom16(e.RemoteAddr).Unmap())
+		dialed = append(dialed, netip.AddrPortFrom(a, e.DialedPort))
+	})
+	require.ElementsMatch(t, []netip.AddrPort{service, backend}, dialed)
 }
