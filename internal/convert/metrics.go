@@ -58,12 +58,14 @@ type Options struct {
 type ResourceOptions struct {
 	K8sNodeName bool
 	K8sPodIP    bool
+	K8sPodUID   bool
+	ContainerID bool
 }
 
 // DefaultOptions enable everything at peer level, cumulative.
 func DefaultOptions() Options {
 	return Options{
-		Resource:           ResourceOptions{K8sNodeName: true, K8sPodIP: true},
+		Resource:           ResourceOptions{K8sNodeName: true, K8sPodIP: true, K8sPodUID: true, ContainerID: true},
 		FlowIO:             MetricOptions{Enabled: true, Attrs: DefaultFlowAttrs},
 		FlowPackets:        MetricOptions{Enabled: true, Attrs: DefaultFlowAttrs},
 		Uncounted:          true,
@@ -366,6 +368,16 @@ func putResource(m pcommon.Map, opts Options, local netip.Addr) {
 	}
 	if local.IsValid() && opts.Resource.K8sPodIP {
 		m.PutStr(AttrK8sPodIP, local.String())
+	}
+}
+
+// putWorkloadResource adds what a socket's cgroup says (spans).
+func putWorkloadResource(m pcommon.Map, opts Options, podUID, containerID string) {
+	if podUID != "" && opts.Resource.K8sPodUID {
+		m.PutStr(AttrK8sPodUID, podUID)
+	}
+	if containerID != "" && opts.Resource.ContainerID {
+		m.PutStr(AttrContainerID, containerID)
 	}
 }
 

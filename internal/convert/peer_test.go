@@ -121,3 +121,29 @@ func forMetric(md pmetric.Metrics, name string, fn func(pmetric.Metric)) {
 		}
 	}
 }
+
+// TestSpanResourceFromCgroup: client spans whose socket's cgroup names a
+// pod and container get k8s.pod.uid and container.id on their resource
+// (one resource per container), for k8sattributes' pod_association.
+func TestSpanResourceFromCgroup(t *testing.T) {
+	opts := testOptions()
+	mk := func(port uint16, uid, cid string) flow.Conn {
+		c := flow.Conn{Role: flow.Client, Local: ap(pod, port), Remote: ap(peer, 80), Start: t0, Established: t0.Add(time.Millisecond),
+			End: t0.Add(time.Second), ClientISN: uint32(port), ServerISN: 9, PodUID: uid, ContainerID: cid}
+		c.TraceID, c.SpanID, c.ParentSpanID = flow.ConnIDs(&c)
+		return c
+	}
+	const uid, c1, c2 = "0f8a3c2e-1111-4222-8333-944455566677", "aaaa", "bbbb"
+	td := Traces(opts, []flow.Conn{mk(1, uid, c1), mk(2, uid, c1), mk(3, uid, c2), mk(4, "", "")})
+	got := map[string]int{}
+	for i := 0; i < td.ResourceSpans().Len(); i++ {
+		rs := td.ResourceSpans().At(i)
+		a := rs.Resource().Attributes()
+		ip, _ := a.Get(AttrK8sPodIP)
+		require.Equal(t, pod.String(), ip.Str())
+		u, _ := a.Get(AttrK8sPodUID)
+		c, _ := a.Get(AttrContainerID)
+		got[u.Str()+"/"+c.Str()] += rs.ScopeSpans().At(0).Spans().Len()
+	}
+	require.Equal(t, map[string]int{uid + "/" + c1: 2, uid + "/" + c2: 1, "/": 1}, got)
+}

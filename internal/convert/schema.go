@@ -11,6 +11,8 @@ import (
 const (
 	AttrK8sNodeName = "k8s.node.name"
 	AttrK8sPodIP    = "k8s.pod.ip"
+	AttrK8sPodUID   = "k8s.pod.uid"
+	AttrContainerID = "container.id"
 )
 
 // Data point / log attributes.

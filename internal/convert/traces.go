@@ -39,21 +39,28 @@ const (
 // local endpoint's resource.
 func Traces(opts Options, conns []flow.Conn) ptrace.Traces {
 	td := ptrace.NewTraces()
-	scopes := make(map[netip.Addr]ptrace.ScopeSpans)
+	// One resource per local pod, and per container where the socket's
+	// cgroup names one (client sides).
+	type resKey struct {
+		local          netip.Addr
+		pod, container string
+	}
+	scopes := make(map[resKey]ptrace.ScopeSpans)
 	for i := range conns {
 		c := &conns[i]
-		var local netip.Addr
+		var k resKey
 		if !c.OnNode {
-			local = c.Local.Addr()
+			k = resKey{c.Local.Addr(), c.PodUID, c.ContainerID}
 		}
-		ss, ok := scopes[local]
+		ss, ok := scopes[k]
 		if !ok {
 			rs := td.ResourceSpans().AppendEmpty()
-			putResource(rs.Resource().Attributes(), opts, local)
+			putResource(rs.Resource().Attributes(), opts, k.local)
+			putWorkloadResource(rs.Resource().Attributes(), opts, k.pod, k.container)
 			ss = rs.ScopeSpans().AppendEmpty()
 			ss.Scope().SetName(opts.ScopeName)
 			ss.Scope().SetVersion(opts.ScopeVersion)
-			scopes[local] = ss
+			scopes[k] = ss
 		}
 		s := ss.Spans().AppendEmpty()
 		putConnSpan(s, c)

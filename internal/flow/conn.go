@@ -50,23 +50,26 @@ type Conn struct {
 	// Dialed is what a client passed to connect(), recorded before any
 	// socket-level load balancer rewrote it (then Remote is the backend);
 	// invalid when not recorded.
-	Dialed         netip.AddrPort
-	Start          time.Time // client: connect() (SYN_SENT); server: handshake complete (the server socket's birth)
-	Established    time.Time // zero if never established
-	End            time.Time
-	BytesSent      uint64 // acknowledged by the peer
-	BytesReceived  uint64
-	SegsIn         uint32
-	SegsOut        uint32
-	Retransmits    uint32
-	SRTT, MinRTT   time.Duration
-	ResetsReceived uint8
-	SockErr        int32
-	ClientISN      uint32
-	ServerISN      uint32
-	PID            uint32
-	Comm           string
-	CgroupID       uint64
+	Dialed netip.AddrPort
+	// PodUID and ContainerID: what the socket's cgroup path names (client
+	// sides; set by the receiver from CgroupID).
+	PodUID, ContainerID string
+	Start               time.Time // client: connect() (SYN_SENT); server: handshake complete (the server socket's birth)
+	Established         time.Time // zero if never established
+	End                 time.Time
+	BytesSent           uint64 // acknowledged by the peer
+	BytesReceived       uint64
+	SegsIn              uint32
+	SegsOut             uint32
+	Retransmits         uint32
+	SRTT, MinRTT        time.Duration
+	ResetsReceived      uint8
+	SockErr             int32
+	ClientISN           uint32
+	ServerISN           uint32
+	PID                 uint32
+	Comm                string
+	CgroupID            uint64
 	// OnNode is true for sockets in the node's own network namespace.
 	OnNode bool
 

@@ -128,6 +128,7 @@ type pipeline struct {
 	spareConns []flow.Conn
 	peers      *k8s.Resolver // nil: no Kubernetes enrichment
 	peerMemo   *k8s.Memo     // peers' lookups of the current collection
+	cgroups    *k8s.Cgroups  // socket cgroup id -> pod UID, container ID
 	conns      []flow.Conn   // closed since the last collect
 	obs        *receiverhelper.ObsReport
 	opts       convert.Options
@@ -217,6 +218,12 @@ func (p *pipeline) start(_ context.Context, _ component.Host) error {
 		return fmt.Errorf("ebpfnet: TCP connection tracking: %w", err)
 	}
 	p.hostNetns = kernel.OwnNetns()
+	p.cgroups = nil
+	if root := p.cfg.CgroupPath; root != "" {
+		p.cgroups = k8s.NewCgroups(root)
+	} else if root, err := kernel.Cgroup2Root(); err == nil {
+		p.cgroups = k8s.NewCgroups(root)
+	}
 	go p.readConns(ctx)
 	go p.run(ctx)
 	return nil
@@ -231,6 +238,10 @@ func (p *pipeline) readConns(ctx context.Context) {
 			offset, offsetAt = kernel.WallClockOffset(), time.Now()
 		}
 		c := flow.ConnFromKernel(e, offset, p.hostNetns)
+		if p.cgroups != nil && e.CgroupId != 0 {
+			id := p.cgroups.Lookup(e.CgroupId)
+			c.PodUID, c.ContainerID = id.PodUID, id.ContainerID
+		}
 		p.connMu.Lock()
 		p.conns = append(p.conns, c)
 		p.connMu.Unlock()
@@ -410,6 +421,8 @@ func convertOptions(cfg *Config, set receiver.Settings) convert.Options {
 		Resource: convert.ResourceOptions{
 			K8sNodeName: cfg.ResourceAttributes.K8sNodeName.Enabled,
 			K8sPodIP:    cfg.ResourceAttributes.K8sPodIP.Enabled,
+			K8sPodUID:   cfg.ResourceAttributes.K8sPodUID.Enabled,
+			ContainerID: cfg.ResourceAttributes.ContainerID.Enabled,
 		},
 		FlowIO:             convert.MetricOptions{Enabled: m.EbpfnetFlowIo.Enabled, Attrs: flowAttrs(m.EbpfnetFlowIo.EnabledAttributes)},
 		FlowPackets:        convert.MetricOptions{Enabled: m.EbpfnetFlowPackets.Enabled, Attrs: flowAttrs(m.EbpfnetFlowPackets.EnabledAttributes)},

@@ -356,16 +356,24 @@ func (rac *ResourceAttributeConfig) Unmarshal(parser *confmap.Conf) error {
 
 // ResourceAttributesConfig provides config for ebpfnet resource attributes.
 type ResourceAttributesConfig struct {
+	ContainerID ResourceAttributeConfig `mapstructure:"container.id"`
 	K8sNodeName ResourceAttributeConfig `mapstructure:"k8s.node.name"`
 	K8sPodIP    ResourceAttributeConfig `mapstructure:"k8s.pod.ip"`
+	K8sPodUID   ResourceAttributeConfig `mapstructure:"k8s.pod.uid"`
 }
 
 func DefaultResourceAttributesConfig() ResourceAttributesConfig {
 	return ResourceAttributesConfig{
+		ContainerID: ResourceAttributeConfig{
+			Enabled: true,
+		},
 		K8sNodeName: ResourceAttributeConfig{
 			Enabled: true,
 		},
 		K8sPodIP: ResourceAttributeConfig{
+			Enabled: true,
+		},
+		K8sPodUID: ResourceAttributeConfig{
 			Enabled: true,
 		},
 	}

@@ -56,8 +56,10 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					},
 				},
 				ResourceAttributes: ResourceAttributesConfig{
+					ContainerID: ResourceAttributeConfig{Enabled: true},
 					K8sNodeName: ResourceAttributeConfig{Enabled: true},
 					K8sPodIP:    ResourceAttributeConfig{Enabled: true},
+					K8sPodUID:   ResourceAttributeConfig{Enabled: true},
 				},
 			},
 		},
@@ -95,8 +97,10 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					},
 				},
 				ResourceAttributes: ResourceAttributesConfig{
+					ContainerID: ResourceAttributeConfig{Enabled: false},
 					K8sNodeName: ResourceAttributeConfig{Enabled: false},
 					K8sPodIP:    ResourceAttributeConfig{Enabled: false},
+					K8sPodUID:   ResourceAttributeConfig{Enabled: false},
 				},
 			},
 		},
@@ -166,15 +170,19 @@ func TestResourceAttributesConfig(t *testing.T) {
 		{
 			name: "all_set",
 			want: ResourceAttributesConfig{
+				ContainerID: ResourceAttributeConfig{Enabled: true},
 				K8sNodeName: ResourceAttributeConfig{Enabled: true},
 				K8sPodIP:    ResourceAttributeConfig{Enabled: true},
+				K8sPodUID:   ResourceAttributeConfig{Enabled: true},
 			},
 		},
 		{
 			name: "none_set",
 			want: ResourceAttributesConfig{
+				ContainerID: ResourceAttributeConfig{Enabled: false},
 				K8sNodeName: ResourceAttributeConfig{Enabled: false},
 				K8sPodIP:    ResourceAttributeConfig{Enabled: false},
+				K8sPodUID:   ResourceAttributeConfig{Enabled: false},
 			},
 		},
 	}

@@ -79,6 +79,12 @@ func NewLogsBuilder(lbc LogsBuilderConfig, settings receiver.Settings) *LogsBuil
 		resourceAttributeIncludeFilter: make(map[string]filter.Filter),
 		resourceAttributeExcludeFilter: make(map[string]filter.Filter),
 	}
+	if lbc.ResourceAttributes.ContainerID.EventsInclude != nil {
+		lb.resourceAttributeIncludeFilter["container.id"] = filter.CreateFilter(lbc.ResourceAttributes.ContainerID.EventsInclude)
+	}
+	if lbc.ResourceAttributes.ContainerID.EventsExclude != nil {
+		lb.resourceAttributeExcludeFilter["container.id"] = filter.CreateFilter(lbc.ResourceAttributes.ContainerID.EventsExclude)
+	}
 	if lbc.ResourceAttributes.K8sNodeName.EventsInclude != nil {
 		lb.resourceAttributeIncludeFilter["k8s.node.name"] = filter.CreateFilter(lbc.ResourceAttributes.K8sNodeName.EventsInclude)
 	}
@@ -90,6 +96,12 @@ func NewLogsBuilder(lbc LogsBuilderConfig, settings receiver.Settings) *LogsBuil
 	}
 	if lbc.ResourceAttributes.K8sPodIP.EventsExclude != nil {
 		lb.resourceAttributeExcludeFilter["k8s.pod.ip"] = filter.CreateFilter(lbc.ResourceAttributes.K8sPodIP.EventsExclude)
+	}
+	if lbc.ResourceAttributes.K8sPodUID.EventsInclude != nil {
+		lb.resourceAttributeIncludeFilter["k8s.pod.uid"] = filter.CreateFilter(lbc.ResourceAttributes.K8sPodUID.EventsInclude)
+	}
+	if lbc.ResourceAttributes.K8sPodUID.EventsExclude != nil {
+		lb.resourceAttributeExcludeFilter["k8s.pod.uid"] = filter.CreateFilter(lbc.ResourceAttributes.K8sPodUID.EventsExclude)
 	}
 
 	return lb

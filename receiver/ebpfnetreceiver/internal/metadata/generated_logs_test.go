@@ -30,8 +30,10 @@ func TestLogsBuilderAppendLogRecord(t *testing.T) {
 	lb := NewLogsBuilder(loadLogsBuilderConfig(t, "all_set"), settings)
 
 	rb := lb.NewResourceBuilder()
+	rb.SetContainerID("container.id-val")
 	rb.SetK8sNodeName("k8s.node.name-val")
 	rb.SetK8sPodIP("k8s.pod.ip-val")
+	rb.SetK8sPodUID("k8s.pod.uid-val")
 	res := rb.Emit()
 
 	// append the first log record
@@ -132,8 +134,10 @@ func TestLogsBuilder(t *testing.T) {
 			lb.RecordEbpfnetFlowEvent(ctx, timestamp, AttributeNetworkIoDirectionTransmit, "network.transport-val", AttributeNetworkTypeIpv4, "network.interface.name-val")
 
 			rb := lb.NewResourceBuilder()
+			rb.SetContainerID("container.id-val")
 			rb.SetK8sNodeName("k8s.node.name-val")
 			rb.SetK8sPodIP("k8s.pod.ip-val")
+			rb.SetK8sPodUID("k8s.pod.uid-val")
 			res := rb.Emit()
 			logs := lb.Emit(WithLogsResource(res))
 

@@ -109,8 +109,10 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordEbpfnetTCPStateChangesMissedDataPoint(ts, 1)
 
 			rb := mb.NewResourceBuilder()
+			rb.SetContainerID("container.id-val")
 			rb.SetK8sNodeName("k8s.node.name-val")
 			rb.SetK8sPodIP("k8s.pod.ip-val")
+			rb.SetK8sPodUID("k8s.pod.uid-val")
 			res := rb.Emit()
 			metrics := mb.Emit(WithResource(res))
 			if tt.name == "reaggregate_set" {

@@ -1,0 +1,71 @@
+package k8s
+
+import (
+	"io/fs"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Cgroups maps a cgroup v2 id (what bpf_get_current_cgroup_id returns: the
+// inode of the cgroup's directory) to the pod and container its path names.
+// It scans the hierarchy under root on a miss, at most once per
+// minRescan, so a container started since the last scan is found on its
+// first connection while a flood of unknown ids costs one walk per period.
+type Cgroups struct {
+	root      string
+	minRescan time.Duration
+
+	mu       sync.Mutex
+	byID     map[uint64]CgroupIdentity
+	lastScan time.Time
+}
+
+// NewCgroups reads the hierarchy mounted at root (a cgroup2 mount).
+func NewCgroups(root string) *Cgroups {
+	return &Cgroups{root: root, minRescan: time.Second, byID: map[uint64]CgroupIdentity{}}
+}
+
+// Lookup returns the identity of cgroup id (zero when it is not a pod's).
+func (c *Cgroups) Lookup(id uint64) CgroupIdentity {
+	if id == 0 {
+		return CgroupIdentity{}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if v, ok := c.byID[id]; ok {
+		return v
+	}
+	if time.Since(c.lastScan) < c.minRescan {
+		return CgroupIdentity{}
+	}
+	c.scanLocked()
+	return c.byID[id]
+}
+
+// scanLocked rebuilds the map from the hierarchy: cgroups that are gone
+// are forgotten, so the map is bounded by the cgroups that exist.
+func (c *Cgroups) scanLocked() {
+	c.lastScan = time.Now()
+	byID := make(map[uint64]CgroupIdentity, len(c.byID))
+	_ = filepath.WalkDir(c.root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil // a cgroup removed during the walk
+		}
+		rel, _ := filepath.Rel(c.root, path)
+		id := ParseCgroupPath("/" + rel)
+		if id.PodUID == "" {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			byID[st.Ino] = id
+		}
+		return nil
+	})
+	c.byID = byID
+}

@@ -1,0 +1,80 @@
+package k8s
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ebpfnet/ebpfnet/internal/kernel"
+	"github.com/ebpfnet/ebpfnet/internal/testnet"
+)
+
+// TestCgroupsOnRealHierarchy: pod and container cgroups created in the
+// machine's cgroup2 hierarchy (cgroupfs driver layout) are found by the id
+// the kernel gives them; one created later is found on its first lookup.
+func TestCgroupsOnRealHierarchy(t *testing.T) {
+	testnet.RequireRoot(t)
+	root, err := kernel.Cgroup2Root()
+	require.NoError(t, err)
+	const uid = "0f8a3c2e-1111-4222-8333-944455566677"
+	base := filepath.Join(root, "ebpfnet-test-kubepods")
+	pod := filepath.Join(base, "burstable", "pod"+uid)
+	cid1 := "1111111111111111111111111111111111111111111111111111111111111111"
+	cid2 := "2222222222222222222222222222222222222222222222222222222222222222"
+	require.NoError(t, os.MkdirAll(filepath.Join(pod, cid1), 0o755))
+	t.Cleanup(func() {
+		for _, d := range []string{filepath.Join(pod, cid1), filepath.Join(pod, cid2), pod, filepath.Join(base, "burstable"), base} {
+			_ = os.Remove(d) // cgroup directories are removed with rmdir, innermost first
+		}
+	})
+	ino := func(p string) uint64 {
+		var st syscall.Stat_t
+		require.NoError(t, syscall.Stat(p, &st))
+		return st.Ino
+	}
+	c := NewCgroups(root)
+	c.minRescan = 10 * time.Millisecond
+	require.Equal(t, CgroupIdentity{uid, cid1}, c.Lookup(ino(filepath.Join(pod, cid1))))
+	require.Equal(t, CgroupIdentity{PodUID: uid}, c.Lookup(ino(pod)))
+	require.Equal(t, CgroupIdentity{}, c.Lookup(ino(root)), "the root is no pod's")
+
+	require.NoError(t, os.Mkdir(filepath.Join(pod, cid2), 0o755))
+	time.Sleep(20 * time.Millisecond)
+	require.Equal(t, CgroupIdentity{uid, cid2}, c.Lookup(ino(filepath.Join(pod, cid2))))
+
+	// The id the kernel side records for a connection made from inside the
+	// container's cgroup is the one that resolves.
+	d, err := kernel.Load(kernel.Options{MaxFlows: 64})
+	require.NoError(t, err)
+	defer d.Close()
+	require.NoError(t, d.AttachTCP())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	go func() {
+		if conn, err := ln.Accept(); err == nil {
+			conn.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	script := fmt.Sprintf("echo $$ > %s/cgroup.procs && exec 3<>/dev/tcp/127.0.0.1/%d", filepath.Join(pod, cid2), port)
+	out, err := exec.Command("bash", "-c", script).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	var got []CgroupIdentity
+	_ = d.ReadConns(ctx, func(e *kernel.ConnEvent) {
+		if e.Role == kernel.RoleClient && int(e.RemotePort) == port {
+			got = append(got, c.Lookup(e.CgroupId))
+		}
+	})
+	require.Equal(t, []CgroupIdentity{{uid, cid2}}, got)
+}
