@@ -11,8 +11,6 @@
 #define ETIMEDOUT 110
 #define EHOSTUNREACH 113
 #define ENETUNREACH 101
-#define RCV_SHUTDOWN 1
-#define SEND_SHUTDOWN 2
 
 /* Reads the socket's addresses. A macro: the same fields exist in
  * struct conn_state and struct conn_event. CO-RE: __sk_common is read
@@ -149,14 +147,23 @@ static __always_inline void conn_close(const struct sock *sk, __u64 cookie, int 
 		/* bytes_acked and bytes_received count sequence space (RFC 4898):
 		 * the SYN and the FIN take one each. Report payload bytes. */
 		__u64 acked = tp->bytes_acked, rcvd = tp->bytes_received;
-		__u8 shutdown = sk->sk_shutdown;
+		/* Our FIN was queued only if the socket went through a state
+		 * after sending it (close() sets SEND_SHUTDOWN also when it
+		 * aborts with a RST); it is acknowledged when snd_una reached
+		 * write_seq, which counts it. */
+		bool fin_sent = oldstate == TCP_FIN_WAIT1 || oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING ||
+				oldstate == TCP_LAST_ACK || oldstate == TCP_TIME_WAIT;
 
 		if (st->established_ns && acked)
 			acked--; /* our SYN or SYN-ACK */
-		if ((shutdown & SEND_SHUTDOWN) && tp->snd_una == tp->write_seq && acked)
+		if (fin_sent && tp->snd_una == tp->write_seq && acked)
 			acked--; /* our FIN, acknowledged */
-		if ((shutdown & RCV_SHUTDOWN) && rcvd)
-			rcvd--; /* the peer's FIN */
+		/* The peer's FIN: SOCK_DONE is set when it arrives (tcp_fin), while
+		 * RCV_SHUTDOWN is also set by close(); an active closer reaches
+		 * CLOSE from FIN_WAIT2 before the peer's FIN when the kernel hands
+		 * the connection to a timewait socket early. */
+		if ((sk->__sk_common.skc_flags & (1UL << SOCK_DONE)) && rcvd)
+			rcvd--;
 		e->bytes_acked = acked;
 		e->bytes_received = rcvd;
 		e->segs_in = tp->segs_in;
