@@ -1,0 +1,385 @@
+package ebpfnetreceiver
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/ebpfnet/ebpfnet/internal/k8stest"
+	"github.com/ebpfnet/ebpfnet/internal/testnet"
+)
+
+// buildCollector builds the ocb distribution (make build: rebuilt only when
+// sources changed) and returns the binary.
+func buildCollector(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	require.NoError(t, err)
+	out, err := exec.Command("make", "-C", root, "build").CombinedOutput()
+	require.NoError(t, err, "make build:\n%s", out)
+	return filepath.Join(root, "dist", "otelcol-ebpfnet", "otelcol-ebpfnet")
+}
+
+// jsonLines reads the file exporter's output: one OTLP/JSON request per
+// line (a line still being written is skipped).
+func jsonLines(path string, fn func([]byte) error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		_ = fn(sc.Bytes())
+	}
+}
+
+type k8sSpan struct {
+	res  pcommon.Map
+	span ptrace.Span
+}
+
+func readSpans(path string) []k8sSpan {
+	var out []k8sSpan
+	jsonLines(path, func(line []byte) error {
+		td, err := (&ptrace.JSONUnmarshaler{}).UnmarshalTraces(line)
+		if err != nil {
+			return err
+		}
+		for i := 0; i < td.ResourceSpans().Len(); i++ {
+			rs := td.ResourceSpans().At(i)
+			for j := 0; j < rs.ScopeSpans().Len(); j++ {
+				ss := rs.ScopeSpans().At(j).Spans()
+				for k := 0; k < ss.Len(); k++ {
+					out = append(out, k8sSpan{rs.Resource().Attributes(), ss.At(k)})
+				}
+			}
+		}
+		return nil
+	})
+	return out
+}
+
+// TestCollectorWithK8sAttributes: the ocb-built collector runs our receiver
+// on a network-namespace node, then the stock k8s_attributes processor
+// (kubeconfig auth to a real kube-apiserver, pod_association on our
+// resource attributes), then file exporters the test reads. A remote
+// "pod" dials a Service ClusterIP that kube-proxy-style iptables chains
+// DNAT to a pod of this node. Asserted: resources carry the pod name,
+// namespace and Deployment from the processor; spans, flow metrics and flow
+// logs carry the peer pod, its workload, node and zone, and the client span
+// the Service, from our enrichment; deleting the peer pod is reflected; with
+// the API server killed the data keeps coming.
+func TestCollectorWithK8sAttributes(t *testing.T) {
+	testnet.RequireRoot(t)
+	c := k8stest.Start(t)
+	bin := buildCollector(t)
+	ctx := context.Background()
+	const nodeName = "node-e2e"
+
+	node := testnet.NewNode(t, 21)
+	web := node.AddPod(t, 2)
+	remote := node.Remote
+
+	// The cluster: this node and the remote one, a Deployment's pod here,
+	// a StatefulSet's pod on the remote node, a Service for the Deployment.
+	for _, n := range []struct{ name, zone string }{{nodeName, "zone-a"}, {"node-remote", "zone-b"}} {
+		_, err := c.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.name,
+			Labels: map[string]string{"topology.kubernetes.io/zone": n.zone}}}, metav1.CreateOptions{})
+		require.NoError(t, err)
+	}
+	_, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	yes := true
+	tmpl := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
+	sel := &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}
+	dep, err := c.Client.AppsV1().Deployments("shop").Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"},
+		Spec: appsv1.DeploymentSpec{Selector: sel, Template: tmpl}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	rs, err := c.Client.AppsV1().ReplicaSets("shop").Create(ctx, &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: "web-5d8f", Namespace: "shop",
+		Labels:          map[string]string{"app": "web"},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: dep.UID, Controller: &yes}}},
+		Spec: appsv1.ReplicaSetSpec{Selector: sel, Template: tmpl}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	mkPod := func(name, nodeName string, ip netip.Addr, owner metav1.OwnerReference, labels map[string]string) {
+		p, err := c.Client.CoreV1().Pods("shop").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop",
+			Labels: labels, OwnerReferences: []metav1.OwnerReference{owner}},
+			Spec: corev1.PodSpec{NodeName: nodeName, Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}, metav1.CreateOptions{})
+		require.NoError(t, err)
+		p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip.String(), PodIPs: []corev1.PodIP{{IP: ip.String()}}}
+		_, err = c.Client.CoreV1().Pods("shop").UpdateStatus(ctx, p, metav1.UpdateOptions{})
+		require.NoError(t, err)
+	}
+	mkPod("web-5d8f-x7k2p", nodeName, web.IPv4, metav1.OwnerReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: &yes},
+		map[string]string{"app": "web", "pod-template-hash": "5d8f"}) // as the ReplicaSet controller labels them
+	mkPod("client-0", "node-remote", remote.IPv4, metav1.OwnerReference{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "client",
+		UID: "0b7c1e4a-0000-4000-8000-00000000c11e", Controller: &yes}, map[string]string{"app": "client"})
+	svc, err := c.Client.CoreV1().Services("shop").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Port: 80}}}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = c.Client.DiscoveryV1().EndpointSlices("shop").Create(ctx, &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "web-1", Namespace: "shop", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
+		AddressType: discoveryv1.AddressTypeIPv4, Endpoints: []discoveryv1.Endpoint{{Addresses: []string{web.IPv4.String()}}}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	clusterIP := netip.MustParseAddr(svc.Spec.ClusterIP)
+
+	// kube-proxy's iptables mode: KUBE-SERVICES -> KUBE-SVC-* -> KUBE-SEP-* DNAT.
+	kubeProxy(t, clusterIP, web.IPv4)
+	_, err = remote.NS.Exec("ip", "route", "add", k8stest.ServiceCIDR, "via", fmt.Sprintf("10.251.%d.1", node.ID))
+	require.NoError(t, err)
+	ln, err := testnet.ListenTCP(web.NS, netip.AddrPortFrom(web.IPv4, 8080))
+	require.NoError(t, err)
+	t.Cleanup(ln.Close)
+
+	// The collector.
+	dir := t.TempDir()
+	config := fmt.Sprintf(`
+receivers:
+  ebpfnet:
+    interval: 500ms
+    node_name: %[1]s
+    interfaces: {include: '^(%[2]s-|%[3]s$)', exclude: '', uplink: '^%[3]s$'}
+    k8s: {enabled: true, auth_type: kubeConfig, kubeconfig: %[4]s}
+processors:
+  k8s_attributes:
+    auth_type: kubeConfig
+    wait_for_metadata: true
+    filter: {node_from_env_var: K8S_NODE_NAME}
+    pod_association:
+      - sources: [{from: resource_attribute, name: k8s.pod.uid}]
+      - sources: [{from: resource_attribute, name: k8s.pod.ip}]
+      - sources: [{from: resource_attribute, name: container.id}]
+    extract:
+      metadata: [k8s.pod.name, k8s.namespace.name, k8s.deployment.name, k8s.node.name]
+exporters:
+  file/traces: {path: %[5]s/traces.json}
+  file/metrics: {path: %[5]s/metrics.json}
+  file/logs: {path: %[5]s/logs.json}
+service:
+  telemetry: {metrics: {level: none}}
+  pipelines:
+    traces: {receivers: [ebpfnet], processors: [k8s_attributes], exporters: [file/traces]}
+    metrics: {receivers: [ebpfnet], processors: [k8s_attributes], exporters: [file/metrics]}
+    logs: {receivers: [ebpfnet], processors: [k8s_attributes], exporters: [file/logs]}
+`, nodeName, testnet.Prefix(node.ID), testnet.UplinkName(node.ID), c.Kubeconfig, dir)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(config), 0o600))
+	col := exec.Command(bin, "--config", filepath.Join(dir, "config.yaml"))
+	col.Env = append(os.Environ(), "K8S_NODE_NAME="+nodeName, "KUBECONFIG="+c.Kubeconfig)
+	var colLog bytes.Buffer
+	var logMu sync.Mutex
+	col.Stdout, col.Stderr = lockedWriter{&colLog, &logMu}, lockedWriter{&colLog, &logMu}
+	require.NoError(t, col.Start())
+	t.Cleanup(func() {
+		_ = col.Process.Signal(syscall.SIGTERM)
+		_ = col.Wait()
+		if t.Failed() {
+			logMu.Lock()
+			t.Logf("collector output:\n%s", colLog.String())
+			logMu.Unlock()
+		}
+	})
+
+	// Traffic: the remote pod dials the Service every 200 ms.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			_, _ = testnet.Dial(remote.NS, netip.AddrPortFrom(clusterIP, 80), 100, 2*time.Second)
+		}
+	}()
+	t.Cleanup(func() { close(stop); wg.Wait() })
+
+	isServer := func(s k8sSpan) bool {
+		return s.span.Kind() == ptrace.SpanKindServer && str(s.res, "k8s.pod.ip") == web.IPv4.String()
+	}
+	isClient := func(s k8sSpan) bool {
+		return s.span.Kind() == ptrace.SpanKindClient && str(s.span.Attributes(), "server.address") == clusterIP.String()
+	}
+	traces := filepath.Join(dir, "traces.json")
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		n := 0
+		for _, s := range readSpans(traces) {
+			if (isServer(s) || isClient(s)) && n < 4 {
+				t.Logf("span %s: resource %v attributes %v", s.span.Name(), s.res.AsRaw(), s.span.Attributes().AsRaw())
+				n++
+			}
+		}
+		t.Logf("%d spans in total", len(readSpans(traces)))
+	})
+	require.Eventually(t, func() bool {
+		var server, client bool
+		for _, s := range readSpans(traces) {
+			a := s.span.Attributes()
+			if isServer(s) && str(s.res, "k8s.pod.name") == "web-5d8f-x7k2p" && str(s.res, "k8s.namespace.name") == "shop" &&
+				str(s.res, "k8s.deployment.name") == "web" && str(a, "peer.k8s.pod.name") == "client-0" &&
+				str(a, "peer.k8s.workload.kind") == "StatefulSet" && str(a, "peer.k8s.workload.name") == "client" &&
+				str(a, "peer.k8s.node.name") == "node-remote" && str(a, "peer.cloud.availability_zone") == "zone-b" {
+				server = true
+			}
+			if isClient(s) && str(a, "peer.k8s.kind") == "service" && str(a, "peer.k8s.service.name") == "web" &&
+				str(a, "peer.k8s.namespace.name") == "shop" {
+				client = true
+			}
+		}
+		return server && client
+	}, 60*time.Second, 500*time.Millisecond, "server span with processor and peer metadata, client span naming the Service")
+
+	// Flow metrics and flow logs of the pod: the same resource and peer.
+	require.Eventually(t, func() bool {
+		found := false
+		jsonLines(filepath.Join(dir, "metrics.json"), func(line []byte) error {
+			md, err := (&pmetric.JSONUnmarshaler{}).UnmarshalMetrics(line)
+			if err != nil {
+				return err
+			}
+			for i := 0; i < md.ResourceMetrics().Len(); i++ {
+				rm := md.ResourceMetrics().At(i)
+				if str(rm.Resource().Attributes(), "k8s.pod.name") != "web-5d8f-x7k2p" {
+					continue
+				}
+				ms := rm.ScopeMetrics().At(0).Metrics()
+				for k := 0; k < ms.Len(); k++ {
+					if ms.At(k).Name() != "ebpfnet.flow.io" {
+						continue
+					}
+					dps := ms.At(k).Sum().DataPoints()
+					for p := 0; p < dps.Len(); p++ {
+						a := dps.At(p).Attributes()
+						if str(a, "peer.k8s.pod.name") == "client-0" && str(a, "peer.k8s.workload.name") == "client" {
+							found = true
+						}
+					}
+				}
+			}
+			return nil
+		})
+		return found
+	}, 30*time.Second, 500*time.Millisecond, "flow metric of the web pod with the peer pod")
+	require.Eventually(t, func() bool {
+		found := false
+		jsonLines(filepath.Join(dir, "logs.json"), func(line []byte) error {
+			ld, err := (&plog.JSONUnmarshaler{}).UnmarshalLogs(line)
+			if err != nil {
+				return err
+			}
+			for i := 0; i < ld.ResourceLogs().Len(); i++ {
+				rl := ld.ResourceLogs().At(i)
+				if str(rl.Resource().Attributes(), "k8s.pod.name") != "web-5d8f-x7k2p" {
+					continue
+				}
+				recs := rl.ScopeLogs().At(0).LogRecords()
+				for k := 0; k < recs.Len(); k++ {
+					if str(recs.At(k).Attributes(), "peer.k8s.pod.name") == "client-0" {
+						found = true
+					}
+				}
+			}
+			return nil
+		})
+		return found
+	}, 30*time.Second, 500*time.Millisecond, "flow log of the web pod with the peer pod")
+
+	// The peer pod is deleted: later spans no longer name it.
+	zero := int64(0)
+	require.NoError(t, c.Client.CoreV1().Pods("shop").Delete(ctx, "client-0", metav1.DeleteOptions{GracePeriodSeconds: &zero}))
+	deleted := time.Now()
+	require.Eventually(t, func() bool {
+		for _, s := range readSpans(traces) {
+			if isServer(s) && s.span.StartTimestamp().AsTime().After(deleted.Add(2*time.Second)) {
+				return str(s.span.Attributes(), "peer.k8s.pod.name") == ""
+			}
+		}
+		return false
+	}, 30*time.Second, 500*time.Millisecond, "spans after the delete have no peer pod")
+
+	// The API server dies: the data keeps coming, still with the local
+	// pod's metadata (the processor's cache).
+	c.StopAPIServer()
+	killed := time.Now()
+	require.Eventually(t, func() bool {
+		n := 0
+		for _, s := range readSpans(traces) {
+			if isServer(s) && s.span.StartTimestamp().AsTime().After(killed.Add(2*time.Second)) &&
+				str(s.res, "k8s.pod.name") == "web-5d8f-x7k2p" {
+				n++
+			}
+		}
+		return n >= 5
+	}, 30*time.Second, 500*time.Millisecond, "spans keep coming with the API server down")
+	output := func() string {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return colLog.String()
+	}
+	const clearError = "Kubernetes API: cannot list/watch"
+	require.Eventually(t, func() bool { return strings.Contains(output(), clearError) }, 20*time.Second, 200*time.Millisecond,
+		"our informers log that the API server is gone")
+	time.Sleep(6 * time.Second) // a few more failed probes and watch retries
+	require.Equal(t, 1, strings.Count(output(), clearError), "one clear error, not one per retry:\n%s", output())
+}
+
+type lockedWriter struct {
+	b  *bytes.Buffer
+	mu *sync.Mutex
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+// kubeProxy installs kube-proxy's iptables-mode chains for one Service with
+// one endpoint: nat PREROUTING -> KUBE-SERVICES -> KUBE-SVC-EBPFNET ->
+// KUBE-SEP-EBPFNET (DNAT to backend:8080).
+func kubeProxy(t *testing.T, clusterIP, backend netip.Addr) {
+	t.Helper()
+	ipt := func(args ...string) { testnet.Must(t, append([]string{"iptables", "-w", "-t", "nat"}, args...)...) }
+	for _, ch := range []string{"KUBE-SERVICES", "KUBE-SVC-EBPFNET", "KUBE-SEP-EBPFNET"} {
+		_, _ = exec.Command("iptables", "-w", "-t", "nat", "-N", ch).CombinedOutput() // may exist
+	}
+	ipt("-A", "KUBE-SEP-EBPFNET", "-p", "tcp", "-j", "DNAT", "--to-destination", backend.String()+":8080")
+	ipt("-A", "KUBE-SVC-EBPFNET", "-j", "KUBE-SEP-EBPFNET")
+	ipt("-A", "KUBE-SERVICES", "-d", clusterIP.String()+"/32", "-p", "tcp", "--dport", "80", "-j", "KUBE-SVC-EBPFNET")
+	ipt("-I", "PREROUTING", "-j", "KUBE-SERVICES")
+	t.Cleanup(func() {
+		_, _ = exec.Command("iptables", "-w", "-t", "nat", "-D", "PREROUTING", "-j", "KUBE-SERVICES").CombinedOutput()
+		for _, ch := range []string{"KUBE-SERVICES", "KUBE-SVC-EBPFNET", "KUBE-SEP-EBPFNET"} {
+			_, _ = exec.Command("iptables", "-w", "-t", "nat", "-F", ch).CombinedOutput()
+		}
+		for _, ch := range []string{"KUBE-SERVICES", "KUBE-SVC-EBPFNET", "KUBE-SEP-EBPFNET"} {
+			_, _ = exec.Command("iptables", "-w", "-t", "nat", "-X", ch).CombinedOutput()
+		}
+	})
+}
