@@ -41,6 +41,7 @@ type flowRecord struct {
 	rtt       float64
 	trace     pcommon.TraceID
 	span      pcommon.SpanID
+	src       netip.AddrPort // the flow's source (recordsOf's src)
 }
 
 // recordsOf returns the flow records of the TCP flow src -> dst.
@@ -62,7 +63,7 @@ func recordsOf(all []plog.Logs, src, dst netip.AddrPort) []flowRecord {
 						continue
 					}
 					dir, _ := a.Get("network.io.direction")
-					r := flowRecord{observed: lr.ObservedTimestamp().AsTime(), direction: dir.Str(), trace: lr.TraceID(), span: lr.SpanID()}
+					r := flowRecord{observed: lr.ObservedTimestamp().AsTime(), direction: dir.Str(), trace: lr.TraceID(), span: lr.SpanID(), src: src}
 					if v, ok := a.Get("ebpfnet.tcp.rtt"); ok {
 						r.rtt = v.Double()
 					}
@@ -152,10 +153,17 @@ func TestEndToEndLiveConnectionRTTAndTraceContext(t *testing.T) {
 		time.Sleep(100 * time.Millisecond) // ACK received (delayed ACKs wait at most 40 ms)
 		kernel := ssSRTT(t, p1.NS, client, server)
 		waitDrain()
+		// The client pod's view (the client socket's RTT): its data
+		// (transmit) and the ACKs (receive). The newest record is from a
+		// drain after the ACK arrived, even when a drain fell between the
+		// write and its ACK (then the data's record still has the RTT before).
 		var got time.Duration
-		for _, r := range recordsOf(logs.AllLogs(), client, server) {
-			if r.direction == "transmit" { // the client pod's view: the client socket's RTT
-				got = time.Duration(r.rtt * float64(time.Second))
+		var newest time.Time
+		all := logs.AllLogs()
+		for _, r := range append(recordsOf(all, client, server), recordsOf(all, server, client)...) {
+			view := (r.direction == "transmit") == (r.src == client)
+			if view && !r.observed.Before(newest) {
+				newest, got = r.observed, time.Duration(r.rtt*float64(time.Second))
 			}
 		}
 		require.NotZero(t, got, "flow records of an open connection carry its RTT")
