@@ -146,8 +146,10 @@ func TestEndToEndLiveConnectionRTTAndTraceContext(t *testing.T) {
 		n := len(logs.AllLogs())
 		require.Eventually(t, func() bool { return len(logs.AllLogs()) > n }, 5*time.Second, 5*time.Millisecond)
 	}
-	for i := 0; i < 5; i++ {
+	raced := 0
+	for attempt := 0; compared < 5 && attempt < 15; attempt++ {
 		waitDrain()
+		before := ssSRTT(t, p1.NS, client, server)
 		_, err := conn.Write(make([]byte, 100))
 		require.NoError(t, err)
 		time.Sleep(100 * time.Millisecond) // ACK received (delayed ACKs wait at most 40 ms)
@@ -155,8 +157,7 @@ func TestEndToEndLiveConnectionRTTAndTraceContext(t *testing.T) {
 		waitDrain()
 		// The client pod's view (the client socket's RTT): its data
 		// (transmit) and the ACKs (receive). The newest record is from a
-		// drain after the ACK arrived, even when a drain fell between the
-		// write and its ACK (then the data's record still has the RTT before).
+		// drain after the ACK was counted.
 		var got time.Duration
 		var newest time.Time
 		all := logs.AllLogs()
@@ -167,10 +168,20 @@ func TestEndToEndLiveConnectionRTTAndTraceContext(t *testing.T) {
 			}
 		}
 		require.NotZero(t, got, "flow records of an open connection carry its RTT")
-		tol := math.Max(0.1*float64(kernel), float64(50*time.Microsecond))
-		require.InDeltaf(t, float64(kernel), float64(got), tol, "exported srtt %s, ss says %s", got, kernel)
+		tol := func(d time.Duration) float64 { return math.Max(0.1*float64(d), float64(50*time.Microsecond)) }
+		if math.Abs(float64(got-kernel)) > tol(kernel) {
+			// The one race allowed: the drain ran after tc counted the ACK
+			// but before the socket processed it, so the record holds the
+			// srtt from before this write, and no later packet of the flow
+			// gives a newer record.
+			require.InDeltaf(t, float64(before), float64(got), tol(before),
+				"exported srtt %s, ss says %s now and %s before the write", got, kernel, before)
+			raced++
+			continue
+		}
 		compared++
 	}
+	require.Equal(t, 5, compared, "%d of the comparisons raced an ACK", raced)
 	conn.Close()
 	ln.Close()
 
@@ -206,5 +217,5 @@ func TestEndToEndLiveConnectionRTTAndTraceContext(t *testing.T) {
 	}
 	require.NotZero(t, views["transmit"])
 	require.NotZero(t, views["receive"])
-	t.Logf("compared RTT %d times; %d flow records carry trace %s", compared, len(recs), clientTrace)
+	t.Logf("compared RTT %d times (%d raced an ACK); %d flow records carry trace %s", compared, raced, len(recs), clientTrace)
 }
