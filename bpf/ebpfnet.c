@@ -76,6 +76,13 @@ int BPF_PROG(tcp_receive_reset, const struct sock *sk)
 	return handle_receive_reset(sk);
 }
 
+/* A reset sent by a socket. */
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tcp_send_reset, const struct sock *sk)
+{
+	return handle_send_reset(sk);
+}
+
 /* The destination each TCP client dialed, before any socket-level LB. */
 SEC("cgroup/connect4")
 int record_connect4(struct bpf_sock_addr *ctx)

@@ -118,6 +118,14 @@ static __always_inline void conn_close(const struct sock *sk, __u64 cookie, int 
 	e->pid = st->pid;
 	e->role = st->role;
 	e->resets_received = st->resets_received;
+	e->resets_sent = st->resets_sent;
+	/* An abort (close() with unread data, SO_LINGER 0, disconnect) moves
+	 * the socket to CLOSE first and sends its reset after, when nothing
+	 * tracks it any more: recognize it here. A reset received or an error
+	 * (timeout) sets sk_err before the close; an abort leaves it 0. */
+	if (!e->resets_sent && !st->resets_received && !sk->sk_err &&
+	    (oldstate == TCP_ESTABLISHED || oldstate == TCP_CLOSE_WAIT || oldstate == TCP_SYN_RECV))
+		e->resets_sent = 1;
 	__builtin_memcpy(e->comm, st->comm, sizeof(e->comm));
 	if (st->role == ROLE_CLIENT) {
 		struct dialed *d = bpf_map_lookup_elem(&dialed, &cookie);
@@ -177,7 +185,7 @@ static __always_inline void conn_close(const struct sock *sk, __u64 cookie, int 
 	}
 	if (!st->established_ns)
 		e->result = st->role == ROLE_CLIENT ? failed_connect_result(e->sk_err) : RESULT_NOT_ESTABLISHED;
-	else if (st->resets_received)
+	else if (st->resets_received || e->resets_sent)
 		e->result = RESULT_RESET;
 	bpf_ringbuf_submit(e, bpf_ringbuf_query(&conn_events, BPF_RB_AVAIL_DATA) >= ring_wakeup_bytes ?
 				      BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
@@ -340,6 +348,25 @@ static __always_inline int handle_connect(struct bpf_sock_addr *ctx, bool v6)
 	d.port = bpf_ntohs((__u16)ctx->user_port);
 	bpf_map_update_elem(&dialed, &cookie, &d, BPF_ANY); /* LRU: never full */
 	return 1;
+}
+
+/* A reset sent for a socket (tcp_send_reset: an abort, or a segment the
+ * socket could not accept). sk may be NULL (no socket matched the segment)
+ * or not a full socket (a request or timewait socket): then it is no
+ * connection we track. Typed tp_btf arguments: the event gained a reason
+ * argument in 6.10; the leading ones did not move. */
+static __always_inline int handle_send_reset(const struct sock *sk)
+{
+	__u64 cookie;
+	struct conn_state *st;
+
+	if (!sk || !bpf_skc_to_tcp_sock((void *)sk))
+		return 0;
+	cookie = bpf_get_socket_cookie((void *)sk);
+	st = bpf_map_lookup_elem(&conns, &cookie);
+	if (st && st->resets_sent < 255)
+		st->resets_sent++;
+	return 0;
 }
 
 #endif /* EBPFNET_TCP_H */

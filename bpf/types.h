@@ -96,7 +96,7 @@ struct conn_state {
 	__u8 role;	      /* enum conn_role */
 	__u8 resets_received; /* tcp_receive_reset seen for this socket */
 	__u8 family;	      /* 4 or 6, set at ESTABLISHED with the addresses */
-	__u8 _pad;
+	__u8 resets_sent;     /* tcp_send_reset for this socket */
 	char comm[16];	      /* process name (client side only) */
 	/* Set at ESTABLISHED: an active closer's socket gives its port to the
 	 * TIME_WAIT socket before it reaches CLOSE. */
@@ -149,7 +149,7 @@ struct conn_event {
 	__u8 dialed_addr[16];
 	__u16 dialed_port;    /* host order */
 	__u8 dialed_family;   /* 4 or 6 */
-	__u8 _pad;
+	__u8 resets_sent;
 	__u32 _pad2;
 };
 

@@ -19,6 +19,7 @@ const (
 	MetricConnsClosed  = "ebpfnet.tcp.connections.closed"
 	MetricRetransmits  = "ebpfnet.tcp.retransmits"
 	MetricResets       = "ebpfnet.tcp.resets.received"
+	MetricResetsSent   = "ebpfnet.tcp.resets.sent"
 	MetricConnDuration = "ebpfnet.tcp.connection.duration"
 	MetricRTT          = "ebpfnet.tcp.rtt"
 	AttrTCPRole        = "ebpfnet.tcp.role"
@@ -36,6 +37,7 @@ const (
 	cmClosed
 	cmRetrans
 	cmResets
+	cmResetsSent
 	cmDuration
 	cmRTT
 )
@@ -133,6 +135,9 @@ func (c *ConnMetrics) Add(now time.Time, live []flow.LiveConn, closed []flow.Con
 		}
 		if cn.Retransmits > reported {
 			c.get(connKey{metric: cmRetrans, local: local, role: cn.Role, peer: peer}, now, nil).value += uint64(cn.Retransmits - reported)
+		}
+		if cn.ResetsSent > 0 {
+			c.get(connKey{metric: cmResetsSent, local: local, role: cn.Role, peer: peer}, now, nil).value += uint64(cn.ResetsSent)
 		}
 		if cn.ResetsReceived > 0 {
 			c.get(connKey{metric: cmResets, local: local, role: cn.Role, peer: peer}, now, nil).value += uint64(cn.ResetsReceived)
@@ -286,6 +291,8 @@ func initConnMetric(m pmetric.Metric, metric uint8) {
 		sum(MetricRetransmits, "TCP segments retransmitted.", "{segment}")
 	case cmResets:
 		sum(MetricResets, "TCP resets received on established connections.", "{reset}")
+	case cmResetsSent:
+		sum(MetricResetsSent, "TCP resets sent by tracked connections (aborts).", "{reset}")
 	case cmDuration:
 		hist(MetricConnDuration, "Duration of TCP connections, from connect (client) or handshake completion (server) to close.")
 	case cmRTT:

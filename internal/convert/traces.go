@@ -140,4 +140,9 @@ func putConnSpan(s ptrace.Span, c *flow.Conn) {
 		e.SetName("reset received")
 		e.SetTimestamp(pcommon.NewTimestampFromTime(c.End))
 	}
+	if c.ResetsSent > 0 {
+		e := s.Events().AppendEmpty()
+		e.SetName("reset sent")
+		e.SetTimestamp(pcommon.NewTimestampFromTime(c.End))
+	}
 }

@@ -64,6 +64,7 @@ type Conn struct {
 	Retransmits         uint32
 	SRTT, MinRTT        time.Duration
 	ResetsReceived      uint8
+	ResetsSent          uint8
 	SockErr             int32
 	ClientISN           uint32
 	ServerISN           uint32
@@ -110,7 +111,7 @@ func ConnFromKernel(e *kernel.ConnEvent, offset time.Duration, hostNetns uint32)
 		BytesSent: e.BytesAcked, BytesReceived: e.BytesReceived,
 		SegsIn: e.SegsIn, SegsOut: e.SegsOut, Retransmits: e.TotalRetrans,
 		SRTT: time.Duration(e.SrttUs) * time.Microsecond, MinRTT: time.Duration(e.MinRttUs) * time.Microsecond,
-		ResetsReceived: e.ResetsReceived, SockErr: e.SkErr,
+		ResetsReceived: e.ResetsReceived, ResetsSent: e.ResetsSent, SockErr: e.SkErr,
 		ClientISN: e.ClientIsn, ServerISN: e.ServerIsn,
 		PID: e.Pid, Comm: strings.ToValidUTF8(string(comm), "?"), CgroupID: e.CgroupId,
 		OnNode: hostNetns != 0 && e.Netns == hostNetns,

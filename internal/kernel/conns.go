@@ -86,6 +86,7 @@ func (d *Datapath) attachTracepointsLocked() error {
 	for name, prog := range map[string]*ebpf.Program{
 		"inet_sock_set_state": d.objs.InetSockSetState,
 		"tcp_receive_reset":   d.objs.TcpReceiveReset,
+		"tcp_send_reset":      d.objs.TcpSendReset,
 	} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 		if err != nil {

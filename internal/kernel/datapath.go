@@ -260,7 +260,7 @@ func (d *Datapath) Counters() (Counters, error) {
 	for i := 0; i < NumReasons; i++ {
 		if i == int(ReasonStateChangeMissed) {
 			// Not a map counter: the kernel counts the runs it skipped.
-			for _, p := range []*ebpf.Program{d.objs.InetSockSetState, d.objs.TcpReceiveReset} {
+			for _, p := range []*ebpf.Program{d.objs.InetSockSetState, d.objs.TcpReceiveReset, d.objs.TcpSendReset} {
 				s, err := p.Stats()
 				if err != nil {
 					return out, fmt.Errorf("read recursion misses: %w", err)

@@ -44,7 +44,7 @@ type ebpfnetConnEvent struct {
 	DialedAddr     [16]uint8
 	DialedPort     uint16
 	DialedFamily   uint8
-	Pad            uint8
+	ResetsSent     uint8
 	Pad2           uint32
 }
 
@@ -78,7 +78,7 @@ type ebpfnetConnState struct {
 	Role           uint8
 	ResetsReceived uint8
 	Family         uint8
-	Pad            uint8
+	ResetsSent     uint8
 	Comm           [16]int8
 	LocalAddr      [16]uint8
 	RemoteAddr     [16]uint8
@@ -169,6 +169,7 @@ const (
 	ebpfnetProgRecordConnect4     = "record_connect4"
 	ebpfnetProgRecordConnect6     = "record_connect6"
 	ebpfnetProgTcpReceiveReset    = "tcp_receive_reset"
+	ebpfnetProgTcpSendReset       = "tcp_send_reset"
 	ebpfnetProgTcpSockops         = "tcp_sockops"
 	ebpfnetProgUplinkEgress       = "uplink_egress"
 	ebpfnetProgUplinkIngress      = "uplink_ingress"
@@ -230,6 +231,7 @@ type ebpfnetProgramSpecs struct {
 	RecordConnect4   *ebpf.ProgramSpec `ebpf:"record_connect4"`
 	RecordConnect6   *ebpf.ProgramSpec `ebpf:"record_connect6"`
 	TcpReceiveReset  *ebpf.ProgramSpec `ebpf:"tcp_receive_reset"`
+	TcpSendReset     *ebpf.ProgramSpec `ebpf:"tcp_send_reset"`
 	TcpSockops       *ebpf.ProgramSpec `ebpf:"tcp_sockops"`
 	UplinkEgress     *ebpf.ProgramSpec `ebpf:"uplink_egress"`
 	UplinkIngress    *ebpf.ProgramSpec `ebpf:"uplink_ingress"`
@@ -330,6 +332,7 @@ type ebpfnetPrograms struct {
 	RecordConnect4   *ebpf.Program `ebpf:"record_connect4"`
 	RecordConnect6   *ebpf.Program `ebpf:"record_connect6"`
 	TcpReceiveReset  *ebpf.Program `ebpf:"tcp_receive_reset"`
+	TcpSendReset     *ebpf.Program `ebpf:"tcp_send_reset"`
 	TcpSockops       *ebpf.Program `ebpf:"tcp_sockops"`
 	UplinkEgress     *ebpf.Program `ebpf:"uplink_egress"`
 	UplinkIngress    *ebpf.Program `ebpf:"uplink_ingress"`
@@ -343,6 +346,7 @@ func (p *ebpfnetPrograms) Close() error {
 		p.RecordConnect4,
 		p.RecordConnect6,
 		p.TcpReceiveReset,
+		p.TcpSendReset,
 		p.TcpSockops,
 		p.UplinkEgress,
 		p.UplinkIngress,

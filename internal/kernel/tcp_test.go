@@ -239,3 +239,53 @@ func TestDialedAddressUnderSocketLB(t *testing.T) {
 	})
 	require.ElementsMatch(t, []netip.AddrPort{service, backend}, dialed)
 }
+
+// TestResetsSentAndReceived: a server that aborts (SO_LINGER 0) sends a
+// reset; its connection reports one reset sent, the client's one received,
+// both ended by a reset.
+func TestResetsSentAndReceived(t *testing.T) {
+	testnet.RequireRoot(t)
+	d, err := Load(Options{MaxFlows: 64})
+	require.NoError(t, err)
+	t.Cleanup(func() { d.Close() })
+	require.NoError(t, d.AttachTCP())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		_ = c.(*net.TCPConn).SetLinger(0)
+		c.Close() // RST
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	_, err = c.Read(make([]byte, 1))
+	require.Error(t, err, "connection reset")
+	c.Close()
+	time.Sleep(200 * time.Millisecond)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	var server, client *ConnEvent
+	_ = d.ReadConns(ctx, func(e *ConnEvent) {
+		e2 := *e
+		switch {
+		case e.Role == RoleServer && e.LocalPort == port:
+			server = &e2
+		case e.Role == RoleClient && e.RemotePort == port:
+			client = &e2
+		}
+	})
+	require.NotNil(t, server)
+	require.NotNil(t, client)
+	require.EqualValues(t, 1, server.ResetsSent)
+	require.EqualValues(t, 0, server.ResetsReceived)
+	require.EqualValues(t, 1, client.ResetsReceived)
+	require.EqualValues(t, 0, client.ResetsSent)
+	require.Equal(t, ResultReset, server.Result)
+	require.Equal(t, ResultReset, client.Result)
+}
