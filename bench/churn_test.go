@@ -132,7 +132,7 @@ func TestBenchChurn(t *testing.T) {
 	b.WriteString("Missing = 2 x connections made - spans emitted (a client and a server span each). Unreported = the receiver's\n")
 	b.WriteString("`ebpfnet.connections.unreported` (ring or state map full). Skipped = the tracepoint's `recursion_misses` (the kernel\n")
 	b.WriteString("skipped it because it was already running on that CPU; `ebpfnet.tcp.state_changes.missed`): sockops recovers them.\n\n")
-	b.WriteString("| target rate | connections made | spans emitted (missing) | connections unreported | tracepoint runs skipped | collector CPU, user (+ sys) | inet_sock_set_state ns/run (runs) | tcp_sockops ns/run (runs) |\n|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| target rate | connections made | spans emitted (missing) | connections unreported | tracepoint runs skipped | collector CPU, user (+ sys) | inet_sock_set_state ns/run (runs) | tcp_sockops ns/run (runs) | record_connect4 ns/run (runs) |\n|---|---|---|---|---|---|---|---|---|\n")
 	rates := []int{1000, 5000, 20000}
 	if v := os.Getenv("BENCH_CHURN_RATES"); v != "" { // e.g. "5000" to profile one rate
 		rates = nil
@@ -187,7 +187,7 @@ func TestBenchChurn(t *testing.T) {
 		require.NoError(t, mr.Start(context.Background(), host))
 		require.NoError(t, lr.Start(context.Background(), host))
 
-		progs := []string{"inet_sock_set_state", "tcp_sockops"}
+		progs := []string{"inet_sock_set_state", "tcp_sockops", "record_connect4"}
 		before, err := kernel.SystemProgramStats(progs...)
 		require.NoError(t, err)
 
@@ -220,8 +220,9 @@ func TestBenchChurn(t *testing.T) {
 		require.NoError(t, lr.Shutdown(context.Background()))
 		set0 := after["inet_sock_set_state"].Sub(before["inet_sock_set_state"])
 		so := after["tcp_sockops"].Sub(before["tcp_sockops"])
-		fmt.Fprintf(&b, "| %d/s | %d in %.1f s (%d failed) | %d (%d) | %d | %d | %.1f%% (+ %.1f%%) | %.0f (%d) | %.0f (%d) |\n", rate, made, wall.Seconds(), failed,
-			spans.Load(), 2*int64(made)-spans.Load(), lost.Load(), set0.RecursionMisses, 100*user.Seconds()/wall.Seconds(), 100*sys.Seconds()/wall.Seconds(), set0.PerRun(), set0.Runs, so.PerRun(), so.Runs)
+		rc := after["record_connect4"].Sub(before["record_connect4"])
+		fmt.Fprintf(&b, "| %d/s | %d in %.1f s (%d failed) | %d (%d) | %d | %d | %.1f%% (+ %.1f%%) | %.0f (%d) | %.0f (%d) | %.0f (%d) |\n", rate, made, wall.Seconds(), failed,
+			spans.Load(), 2*int64(made)-spans.Load(), lost.Load(), set0.RecursionMisses, 100*user.Seconds()/wall.Seconds(), 100*sys.Seconds()/wall.Seconds(), set0.PerRun(), set0.Runs, so.PerRun(), so.Runs, rc.PerRun(), rc.Runs)
 		t.Logf("rate %d: made %d spans %d lost %d cpu user %.1f%% sys %.1f%%", rate, made, spans.Load(), lost.Load(),
 			100*user.Seconds()/wall.Seconds(), 100*sys.Seconds()/wall.Seconds())
 	}

@@ -1,0 +1,153 @@
+//go:build bench
+
+package bench
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"golang.org/x/sys/unix"
+
+	"github.com/ebpfnet/ebpfnet/internal/convert"
+	"github.com/ebpfnet/ebpfnet/internal/flow"
+	"github.com/ebpfnet/ebpfnet/internal/kernel"
+	"github.com/ebpfnet/ebpfnet/internal/testnet"
+)
+
+// udpFrame builds an Ethernet/IPv4/UDP frame with an 18-byte payload.
+func udpFrame(buf []byte, srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, sport, dport uint16) []byte {
+	buf = buf[:0]
+	buf = append(buf, dstMAC...)
+	buf = append(buf, srcMAC...)
+	buf = append(buf, 0x08, 0x00)
+	ip := len(buf)
+	total := 20 + 8 + 18
+	buf = append(buf, 0x45, 0, byte(total>>8), byte(total), 0, 0, 0x40, 0, 64, 17, 0, 0)
+	s, d := src.As4(), dst.As4()
+	buf = append(buf, s[:]...)
+	buf = append(buf, d[:]...)
+	var sum uint32
+	for i := ip; i < ip+20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(buf[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(buf[ip+10:], ^uint16(sum))
+	buf = binary.BigEndian.AppendUint16(buf, sport)
+	buf = binary.BigEndian.AppendUint16(buf, dport)
+	buf = append(buf, 0, 8+18, 0, 0) // length, no checksum
+	return append(buf, make([]byte, 18)...)
+}
+
+// TestBenchFlowScale: N distinct active flows (UDP frames injected on a
+// pod's interface with AF_PACKET, each a new (destination, ports) tuple)
+// are drained from the kernel and converted to pdata (metrics at the
+// default peer level, and one flow log record per flow).
+func TestBenchFlowScale(t *testing.T) {
+	testnet.RequireRoot(t)
+	node := testnet.NewNode(t, 94)
+	pod := node.AddPod(t, 2)
+	podLink, err := net.InterfaceByName(pod.Veth)
+	require.NoError(t, err)
+	bridge, err := net.InterfaceByName(node.Bridge)
+	require.NoError(t, err)
+	srcMAC, err := net.ParseMAC(pod.MAC)
+	require.NoError(t, err)
+
+	var b strings.Builder
+	b.WriteString("## Flow scale (drain and conversion of N active flows)\n\n")
+	b.WriteString("Reproduce: `make bench` (or `go test -tags bench -run TestBenchFlowScale -v ./bench/`). N distinct UDP flows (one\n")
+	b.WriteString("frame each, injected with AF_PACKET in a pod and counted by the endpoint program on its veth), then: Drain (flip\n")
+	b.WriteString("tables, batch lookup-and-delete, per-CPU merge), model (`flow.FromKernel`, endpoint resolution), metrics (peer-level\n")
+	b.WriteString("cumulative sums, default attributes: N flows to 1,000 peers) and flow logs (one record per flow). Times are this\n")
+	b.WriteString("process's CPU (user+sys) per flow, median of 3; pdata bytes are the OTLP protobuf sizes. RSS is the process after the\n")
+	b.WriteString("conversion of the last repetition (the batch and its pdata still alive). `max_flows` is the default 131,072 up to\n")
+	b.WriteString("100k flows and 2,097,152 for 1M.\n\n")
+	b.WriteString("| flows | drain CPU/flow | kernel→pdata CPU/flow (drain+model+metrics+logs) | metrics bytes | logs bytes | RSS |\n|---|---|---|---|---|---|\n")
+
+	for _, n := range []int{10000, 100000, 1000000} {
+		maxFlows := uint32(131072)
+		if n > 131072 {
+			maxFlows = 1 << 21
+		}
+		d, err := kernel.Load(kernel.Options{MaxFlows: maxFlows})
+		require.NoError(t, err)
+		_, err = d.SetMode(kernel.AttachAuto)
+		require.NoError(t, err)
+		require.NoError(t, d.Attach(podLink.Index, pod.Veth, kernel.RoleEndpoint, bridge.Index))
+
+		var drainCPU, totalCPU []float64
+		var mBytes, lBytes int
+		var rss uint64
+		var buf []kernel.Flow
+		for rep := 0; rep < 3; rep++ {
+			// Inject: flows to 1,000 peers outside the pod subnet (routed
+			// through the bridge), distinct by ports.
+			require.NoError(t, pod.NS.Do(func() error {
+				fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+				if err != nil {
+					return err
+				}
+				defer unix.Close(fd)
+				eth0, err := net.InterfaceByName("eth0")
+				if err != nil {
+					return err
+				}
+				sa := &unix.SockaddrLinklayer{Ifindex: eth0.Index, Halen: 6}
+				copy(sa.Addr[:], bridge.HardwareAddr)
+				frame := make([]byte, 0, 64)
+				for i := 0; i < n; i++ {
+					dst := netip.AddrFrom4([4]byte{10, 99, byte(i % 1000 / 250), byte(i%1000%250 + 1)})
+					frame = udpFrame(frame, srcMAC, bridge.HardwareAddr, pod.IPv4, dst, uint16(1024+i/1000), 9)
+					if err := unix.Sendto(fd, frame, 0, sa); err != nil {
+						return fmt.Errorf("frame %d: %w", i, err)
+					}
+				}
+				return nil
+			}))
+			time.Sleep(200 * time.Millisecond)
+
+			runtime.GC()
+			u0, s0 := cpuTime()
+			buf, err = d.Drain(buf[:0])
+			require.NoError(t, err)
+			u1, s1 := cpuTime()
+			require.GreaterOrEqual(t, len(buf), n, "every injected flow drained")
+			batch := flow.Batch{Time: time.Now(), TableCapacity: maxFlows, Flows: make([]flow.Flow, 0, len(buf))}
+			for i := range buf {
+				batch.Flows = append(batch.Flows, flow.FromKernel(&buf[i], 0, d.InterfaceName))
+			}
+			flow.NewEndpoints().Resolve(&batch)
+			opts := convert.DefaultOptions()
+			opts.NodeName = "bench"
+			md := convert.NewMetrics(opts, time.Now()).Convert(&batch)
+			ld := convert.Logs(opts, &batch)
+			u2, s2 := cpuTime()
+			drainCPU = append(drainCPU, float64((u1-u0)+(s1-s0))/float64(len(buf)))
+			totalCPU = append(totalCPU, float64((u2-u0)+(s2-s0))/float64(len(buf)))
+			mBytes = (&pmetric.ProtoMarshaler{}).MetricsSize(md)
+			lBytes = (&plog.ProtoMarshaler{}).LogsSize(ld)
+			rss = rssBytes()
+			runtime.KeepAlive(batch)
+		}
+		d.Close()
+		dr, tot := summarize(drainCPU), summarize(totalCPU)
+		fmt.Fprintf(&b, "| %d | %s | %s | %.1f MB | %.1f MB | %.0f MB |\n", n, dr.format("ns", 1, 0), tot.format("ns", 1, 0),
+			float64(mBytes)/1e6, float64(lBytes)/1e6, float64(rss)/(1<<20))
+		t.Logf("%d flows: drain %.0f ns/flow, total %.0f ns/flow, metrics %d B, logs %d B, rss %d MiB", n, dr.med, tot.med, mBytes, lBytes, rss>>20)
+		buf = nil
+		debug.FreeOSMemory()
+	}
+	addSection(b.String())
+}
