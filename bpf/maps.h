@@ -88,9 +88,13 @@ struct {
 
 /* dialed — the destination each TCP client socket passed to connect(), by
  * socket cookie, recorded by the cgroup/connect4 and connect6 programs and
- * taken (deleted) at close. LRU: a socket that never reaches close (or one
- * created before the tracepoints saw it) cannot leak an entry forever.
- * max_entries set by user space (config `max_connections`). */
+ * deleted at the socket's close. LRU: a connect() that fails before
+ * SYN_SENT (no route) never reaches our close, and its entry must not stay
+ * forever. The update dominates the program's cost on this machine: per
+ * connect ~1.3 us with this LRU hash, ~1.4 us with a preallocated hash,
+ * ~1.8 us with socket local storage, 0.15 us without any (make bench,
+ * connection churn at 5,000/s). A failed update is counted
+ * (COUNTER_DIALED_FULL). max_entries set by user space (`max_connections`). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);

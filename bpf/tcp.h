@@ -99,12 +99,15 @@ static __always_inline void conn_close(const struct sock *sk, __u64 cookie, int 
 	struct tcp_sock *tp;
 	struct conn_event *e;
 
-	if (!st)
+	if (!st) {
+		bpf_map_delete_elem(&dialed, &cookie);
 		return; /* opened before we attached, or state map was full */
+	}
 	e = bpf_ringbuf_reserve(&conn_events, sizeof(*e), 0);
 	if (!e) {
 		count_reason(COUNTER_CONN_EVENTS_FULL, 0);
 		bpf_map_delete_elem(&conns, &cookie);
+		bpf_map_delete_elem(&dialed, &cookie);
 		return;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
@@ -134,7 +137,6 @@ static __always_inline void conn_close(const struct sock *sk, __u64 cookie, int 
 			__builtin_memcpy(e->dialed_addr, d->addr, 16);
 			e->dialed_port = d->port;
 			e->dialed_family = d->family;
-			bpf_map_delete_elem(&dialed, &cookie);
 		}
 	}
 	e->sk_err = sk->sk_err;
@@ -187,6 +189,7 @@ static __always_inline void conn_close(const struct sock *sk, __u64 cookie, int 
 		e->result = st->role == ROLE_CLIENT ? failed_connect_result(e->sk_err) : RESULT_NOT_ESTABLISHED;
 	else if (st->resets_received || e->resets_sent)
 		e->result = RESULT_RESET;
+	bpf_map_delete_elem(&dialed, &cookie);
 	bpf_ringbuf_submit(e, bpf_ringbuf_query(&conn_events, BPF_RB_AVAIL_DATA) >= ring_wakeup_bytes ?
 				      BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 	bpf_map_delete_elem(&conns, &cookie);
@@ -346,7 +349,8 @@ static __always_inline int handle_connect(struct bpf_sock_addr *ctx, bool v6)
 		d.family = 4;
 	}
 	d.port = bpf_ntohs((__u16)ctx->user_port);
-	bpf_map_update_elem(&dialed, &cookie, &d, BPF_ANY); /* LRU: never full */
+	if (bpf_map_update_elem(&dialed, &cookie, &d, BPF_ANY))
+		count_reason(COUNTER_DIALED_FULL, 0);
 	return 1;
 }
 

@@ -55,10 +55,11 @@ enum counter_reason {
 	COUNTER_NONLINEAR = 7,	     /* headers beyond the linear skb data even after a pull */
 	COUNTER_CONN_STATE_FULL = 8, /* conn_state had no room: that connection is not reported */
 	COUNTER_CONN_EVENTS_FULL = 9, /* conn_events ringbuf full: a closed connection was lost */
+	COUNTER_DIALED_FULL = 11,    /* the dialed map had no room: that connection has no dialed address */
 	COUNTER_STATE_CHANGE_MISSED = 10, /* never set by a program: user space fills it from the
 					   * TCP programs' recursion_misses (a state change the
 					   * kernel did not run our program for) */
-	COUNTER_MAX = 11,
+	COUNTER_MAX = 12,
 };
 
 /* One slot of the `counters` array: packets and their L2 bytes. */

@@ -396,6 +396,9 @@ func (c *Metrics) emitSelf(sm pmetric.ScopeMetrics, b *flow.Batch, ts pcommon.Ti
 		sum.SetIsMonotonic(true)
 		sum.SetAggregationTemporality(temporality)
 		for r := from; r < to; r++ {
+			if withReason && kernel.CounterReason(r) == kernel.ReasonStateChangeMissed {
+				continue // its own metric (below)
+			}
 			v := b.Counters[r].Packets
 			if c.opts.Temporality == Delta {
 				v -= c.prevCount[r].Packets
@@ -413,7 +416,7 @@ func (c *Metrics) emitSelf(sm pmetric.ScopeMetrics, b *flow.Batch, ts pcommon.Ti
 		reasons(MetricUncounted, "Packets seen by the receiver's programs that are not part of any flow, by reason.", "{packet}", 0, kernel.NumPacketReasons, true)
 	}
 	if c.opts.ConnsUnreported {
-		reasons(MetricConnsUnreported, "TCP connections the kernel side could not report, by reason.", "{connection}", kernel.NumPacketReasons, int(kernel.ReasonStateChangeMissed), true)
+		reasons(MetricConnsUnreported, "TCP connections the kernel side could not report, by reason.", "{connection}", kernel.NumPacketReasons, kernel.NumReasons, true)
 	}
 	if c.opts.StateChangesMissed {
 		reasons(MetricStateChangesMissed, "TCP state changes the kernel skipped the tracepoint program for because it was already running on that CPU; recovered through sockops for sockets created after the receiver started.", "{state_change}", int(kernel.ReasonStateChangeMissed), int(kernel.ReasonStateChangeMissed)+1, false)

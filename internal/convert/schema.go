@@ -90,6 +90,7 @@ var reasonNames = [kernel.NumReasons]string{
 	kernel.ReasonConnStateFull:     "conn_state_full",
 	kernel.ReasonConnEventsFull:    "conn_events_full",
 	kernel.ReasonStateChangeMissed: "state_change_missed",
+	kernel.ReasonDialedFull:        "dialed_full",
 }
 
 // ReasonName is the attribute value of a counter reason.

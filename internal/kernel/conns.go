@@ -41,6 +41,9 @@ const (
 	// CPU (softirq interrupting process context): each may lose one
 	// connection's span or its start.
 	ReasonStateChangeMissed = ebpfnetCounterReasonCOUNTER_STATE_CHANGE_MISSED
+	// ReasonDialedFull counts client connections whose dialed address
+	// could not be recorded (the dialed map was full).
+	ReasonDialedFull = ebpfnetCounterReasonCOUNTER_DIALED_FULL
 )
 
 // ConnEventSize is the size of a conn_event record.

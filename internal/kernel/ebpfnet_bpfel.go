@@ -104,8 +104,9 @@ const (
 	ebpfnetCounterReasonCOUNTER_NONLINEAR           ebpfnetCounterReason = 7
 	ebpfnetCounterReasonCOUNTER_CONN_STATE_FULL     ebpfnetCounterReason = 8
 	ebpfnetCounterReasonCOUNTER_CONN_EVENTS_FULL    ebpfnetCounterReason = 9
+	ebpfnetCounterReasonCOUNTER_DIALED_FULL         ebpfnetCounterReason = 11
 	ebpfnetCounterReasonCOUNTER_STATE_CHANGE_MISSED ebpfnetCounterReason = 10
-	ebpfnetCounterReasonCOUNTER_MAX                 ebpfnetCounterReason = 11
+	ebpfnetCounterReasonCOUNTER_MAX                 ebpfnetCounterReason = 12
 )
 
 type ebpfnetCounterValue struct {

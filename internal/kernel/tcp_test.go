@@ -258,10 +258,13 @@ func TestResetsSentAndReceived(t *testing.T) {
 		if err != nil {
 			return
 		}
+		_, _ = c.Read(make([]byte, 1)) // the client is connected: abort now
 		_ = c.(*net.TCPConn).SetLinger(0)
 		c.Close() // RST
 	}()
 	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	_, err = c.Write([]byte{1})
 	require.NoError(t, err)
 	_, err = c.Read(make([]byte, 1))
 	require.Error(t, err, "connection reset")

@@ -87,6 +87,7 @@ const (
 	AttributeReasonNonlinear
 	AttributeReasonConnStateFull
 	AttributeReasonConnEventsFull
+	AttributeReasonDialedFull
 )
 
 // String returns the string representation of the AttributeReason.
@@ -112,6 +113,8 @@ func (av AttributeReason) String() string {
 		return "conn_state_full"
 	case AttributeReasonConnEventsFull:
 		return "conn_events_full"
+	case AttributeReasonDialedFull:
+		return "dialed_full"
 	}
 	return ""
 }
@@ -128,6 +131,7 @@ var MapAttributeReason = map[string]AttributeReason{
 	"nonlinear":        AttributeReasonNonlinear,
 	"conn_state_full":  AttributeReasonConnStateFull,
 	"conn_events_full": AttributeReasonConnEventsFull,
+	"dialed_full":      AttributeReasonDialedFull,
 }
 
 var MetricsInfo = metricsInfo{
@@ -186,7 +190,7 @@ type metricEbpfnetConnectionsUnreported struct {
 // init fills ebpfnet.connections.unreported metric with initial data.
 func (m *metricEbpfnetConnectionsUnreported) init() {
 	m.data.SetName("ebpfnet.connections.unreported")
-	m.data.SetDescription("TCP connections the kernel side could not report (their state map or the event ring buffer was full), by reason. Reported on the node resource.")
+	m.data.SetDescription("TCP connections the kernel side could not report (their state map or the event ring buffer was full), or reported without the address the client dialed (dialed_full), by reason. Reported on the node resource.")
 	m.data.SetUnit("{connection}")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)

@@ -150,7 +150,7 @@ func TestMetricsBuilder(t *testing.T) {
 					validatedMetrics["ebpfnet.connections.unreported"] = true
 					assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 					assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-					assert.Equal(t, "TCP connections the kernel side could not report (their state map or the event ring buffer was full), by reason. Reported on the node resource.", mi.Description())
+					assert.Equal(t, "TCP connections the kernel side could not report (their state map or the event ring buffer was full), or reported without the address the client dialed (dialed_full), by reason. Reported on the node resource.", mi.Description())
 					assert.Equal(t, "{connection}", mi.Unit())
 					assert.True(t, mi.Sum().IsMonotonic())
 					assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
