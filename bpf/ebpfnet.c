@@ -76,6 +76,24 @@ int BPF_PROG(tcp_receive_reset, const struct sock *sk)
 	return handle_receive_reset(sk);
 }
 
+/* A segment retransmitted. The event gained an error argument in 6.17 and
+ * fires for failed attempts too: count only err == 0. Kernels before 6.17
+ * use tcp_retransmit_skb_v1; user space attaches the one the kernel's BTF
+ * matches (the other may not even verify). */
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tcp_retransmit_skb, const struct sock *sk, const struct sk_buff *skb, int err)
+{
+	if (err)
+		return 0;
+	return handle_retransmit(sk);
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tcp_retransmit_skb_v1, const struct sock *sk)
+{
+	return handle_retransmit(sk);
+}
+
 /* A reset sent by a socket. */
 SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(tcp_send_reset, const struct sock *sk)

@@ -122,6 +122,9 @@ static __always_inline void conn_close(const struct sock *sk, __u64 cookie, int 
 	e->role = st->role;
 	e->resets_received = st->resets_received;
 	e->resets_sent = st->resets_sent;
+	e->bursts = st->bursts;
+	__builtin_memcpy(e->burst_start_ns, st->burst_start_ns, sizeof(e->burst_start_ns));
+	__builtin_memcpy(e->burst_count, st->burst_count, sizeof(e->burst_count));
 	/* An abort (close() with unread data, SO_LINGER 0, disconnect) moves
 	 * the socket to CLOSE first and sends its reset after, when nothing
 	 * tracks it any more: recognize it here. A reset received or an error
@@ -179,6 +182,9 @@ static __always_inline void conn_close(const struct sock *sk, __u64 cookie, int 
 		e->segs_in = tp->segs_in;
 		e->segs_out = tp->segs_out;
 		e->total_retrans = tp->total_retrans;
+		/* Retransmissions no traced one followed join the last burst. */
+		if (st->bursts && tp->total_retrans > st->burst_retrans)
+			e->burst_count[(st->bursts - 1) & (MAX_BURSTS - 1)] += tp->total_retrans - st->burst_retrans;
 		e->srtt_us = tp->srtt_us >> 3;
 		e->min_rtt_us = tp->rtt_min.s[0].v;
 		/* A connect that never got its SYN acked: snd_una is still the ISN. */
@@ -352,6 +358,39 @@ static __always_inline int handle_connect(struct bpf_sock_addr *ctx, bool v6)
 	if (bpf_map_update_elem(&dialed, &cookie, &d, BPF_ANY))
 		count_reason(COUNTER_DIALED_FULL, 0);
 	return 1;
+}
+
+/* A retransmission by a tracked socket: grows the current burst, or starts
+ * one after a quiet gap. */
+static __always_inline int handle_retransmit(const struct sock *sk)
+{
+	__u64 cookie = bpf_get_socket_cookie((void *)sk), now;
+	struct conn_state *st = bpf_map_lookup_elem(&conns, &cookie);
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+	__u32 i, total, delta;
+
+	if (!st || !tp)
+		return 0;
+	/* Count segments as total_retrans does (nstat TcpRetransSegs): it also
+	 * grows without this tracepoint (tail loss probes retransmit through
+	 * __tcp_retransmit_skb directly); those join the burst of the next
+	 * traced retransmission, or the last burst at close. */
+	total = tp->total_retrans;
+	delta = total - st->burst_retrans;
+	if (!delta)
+		return 0;
+	st->burst_retrans = total;
+	now = bpf_ktime_get_ns();
+	i = st->bursts;
+	if (i == 0 || now - st->last_retrans_ns > RETRANS_BURST_GAP_NS) {
+		if (i < MAX_BURSTS) {
+			st->burst_start_ns[i & (MAX_BURSTS - 1)] = now;
+			st->bursts = ++i;
+		}
+	}
+	st->burst_count[(i - 1) & (MAX_BURSTS - 1)] += delta;
+	st->last_retrans_ns = now;
+	return 0;
 }
 
 /* A reset sent for a socket (tcp_send_reset: an abort, or a segment the

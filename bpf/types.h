@@ -87,6 +87,9 @@ enum conn_result {
 
 /* Per-socket state from the first state change to close.
  * Lives in conn_state keyed by socket cookie. */
+#define MAX_BURSTS 4
+#define RETRANS_BURST_GAP_NS 1000000000ULL /* 1 s */
+
 struct conn_state {
 	__u64 start_ns;	      /* bpf_ktime_get_ns() of SYN_SENT / SYN_RECV */
 	__u64 established_ns; /* of ESTABLISHED, 0 if never */
@@ -112,6 +115,14 @@ struct conn_state {
 	__u64 bytes_received; /* sequence space received */
 	__u32 total_retrans;
 	__u32 netns;	      /* inode of the socket's network namespace */
+	/* Retransmit bursts (tcp_retransmit_skb): a retransmission more than
+	 * RETRANS_BURST_GAP_NS after the previous one starts a new burst; past
+	 * MAX_BURSTS the last one grows. */
+	__u64 last_retrans_ns;
+	__u64 burst_start_ns[MAX_BURSTS];
+	__u32 burst_count[MAX_BURSTS];
+	__u32 bursts;
+	__u32 burst_retrans; /* tcp_sock total_retrans when the bursts were last updated */
 };
 
 /* One closed connection, sent to user space through the conn_events ringbuf.
@@ -151,7 +162,9 @@ struct conn_event {
 	__u16 dialed_port;    /* host order */
 	__u8 dialed_family;   /* 4 or 6 */
 	__u8 resets_sent;
-	__u32 _pad2;
+	__u32 bursts;	      /* retransmit bursts recorded (at most MAX_BURSTS) */
+	__u64 burst_start_ns[MAX_BURSTS];
+	__u32 burst_count[MAX_BURSTS];
 };
 
 /* The destination an application dialed, by socket cookie (map dialed). */

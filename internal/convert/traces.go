@@ -140,6 +140,12 @@ func putConnSpan(s ptrace.Span, c *flow.Conn) {
 		e.SetName("reset received")
 		e.SetTimestamp(pcommon.NewTimestampFromTime(c.End))
 	}
+	for _, b := range c.RetransmitBursts {
+		e := s.Events().AppendEmpty()
+		e.SetName("retransmit burst")
+		e.SetTimestamp(pcommon.NewTimestampFromTime(b.Start))
+		e.Attributes().PutInt(AttrTCPRetrans, int64(b.Count))
+	}
 	if c.ResetsSent > 0 {
 		e := s.Events().AppendEmpty()
 		e.SetName("reset sent")

@@ -65,12 +65,15 @@ type Conn struct {
 	SRTT, MinRTT        time.Duration
 	ResetsReceived      uint8
 	ResetsSent          uint8
-	SockErr             int32
-	ClientISN           uint32
-	ServerISN           uint32
-	PID                 uint32
-	Comm                string
-	CgroupID            uint64
+	// RetransmitBursts: retransmissions grouped by quiet gaps of 1 s
+	// (tcp_retransmit_skb), at most 4; past that the last one grows.
+	RetransmitBursts []RetransmitBurst
+	SockErr          int32
+	ClientISN        uint32
+	ServerISN        uint32
+	PID              uint32
+	Comm             string
+	CgroupID         uint64
 	// OnNode is true for sockets in the node's own network namespace.
 	OnNode bool
 
@@ -116,6 +119,9 @@ func ConnFromKernel(e *kernel.ConnEvent, offset time.Duration, hostNetns uint32)
 		PID: e.Pid, Comm: strings.ToValidUTF8(string(comm), "?"), CgroupID: e.CgroupId,
 		OnNode: hostNetns != 0 && e.Netns == hostNetns,
 	}
+	for i := 0; i < int(min(e.Bursts, uint32(len(e.BurstStartNs)))); i++ {
+		c.RetransmitBursts = append(c.RetransmitBursts, RetransmitBurst{Start: wall(e.BurstStartNs[i]), Count: e.BurstCount[i]})
+	}
 	if e.DialedFamily != 0 {
 		d := netip.AddrFrom16(e.DialedAddr)
 		if e.DialedFamily == 4 || d.Is4In6() {
@@ -156,4 +162,10 @@ func ConnIDs(c *Conn) (trace [16]byte, span, parent [8]byte) {
 		return trace, serverSpan, clientSpan
 	}
 	return trace, clientSpan, [8]byte{}
+}
+
+// RetransmitBurst is a run of retransmissions without a quiet gap.
+type RetransmitBurst struct {
+	Start time.Time
+	Count uint32
 }

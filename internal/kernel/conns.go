@@ -90,6 +90,7 @@ func (d *Datapath) attachTracepointsLocked() error {
 		"inet_sock_set_state": d.objs.InetSockSetState,
 		"tcp_receive_reset":   d.objs.TcpReceiveReset,
 		"tcp_send_reset":      d.objs.TcpSendReset,
+		"tcp_retransmit_skb":  d.retransmit,
 	} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 		if err != nil {

@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 )
@@ -42,26 +44,27 @@ const (
 // Drain, Counters, Attach and Detach may be called from different
 // goroutines.
 type Datapath struct {
-	cgroup   string // Options.CgroupPath
-	mu       sync.Mutex
-	objs     ebpfnetObjects
-	tables   [2]*ebpf.Map
-	active   int // index into tables of the table the programs write to
-	maxFlows uint32
-	keys     []FlowKey
-	vals     []FlowCounts // drainBatch * ncpu: one value per CPU per key
-	ncpu     int
-	batchOK  bool
-	links    map[int]*attachment
-	masters  map[int]int // bridge ifindex -> number of attached endpoint ports
-	names    map[int]string
-	gone     map[int]int // detached ifindex -> value of drains at detach
-	drains   int
-	mode     AttachMode
-	tcpLinks []link.Link // TCP lifecycle tracepoints
-	connKeys []uint64
-	connVals []ConnState
-	closed   bool
+	retransmit *ebpf.Program // the tcp_retransmit_skb program for this kernel
+	cgroup     string        // Options.CgroupPath
+	mu         sync.Mutex
+	objs       ebpfnetObjects
+	tables     [2]*ebpf.Map
+	active     int // index into tables of the table the programs write to
+	maxFlows   uint32
+	keys       []FlowKey
+	vals       []FlowCounts // drainBatch * ncpu: one value per CPU per key
+	ncpu       int
+	batchOK    bool
+	links      map[int]*attachment
+	masters    map[int]int // bridge ifindex -> number of attached endpoint ports
+	names      map[int]string
+	gone       map[int]int // detached ifindex -> value of drains at detach
+	drains     int
+	mode       AttachMode
+	tcpLinks   []link.Link // TCP lifecycle tracepoints
+	connKeys   []uint64
+	connVals   []ConnState
+	closed     bool
 }
 
 // Load checks privileges, loads the BPF objects into the kernel and returns
@@ -118,8 +121,24 @@ func Load(opts Options) (*Datapath, error) {
 		connVals: make([]ConnState, drainBatch),
 		gone:     make(map[int]int),
 	}
+	// tcp_retransmit_skb gained an argument in 6.17: keep the program that
+	// matches the running kernel, stub the other (it may not verify).
+	withErr, err := retransmitHasErr()
+	if err != nil {
+		return nil, err
+	}
+	stub := asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}
+	if withErr {
+		spec.Programs["tcp_retransmit_skb_v1"].Instructions = stub
+	} else {
+		spec.Programs["tcp_retransmit_skb"].Instructions = stub
+	}
 	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
 		return nil, explainLoadError(err)
+	}
+	d.retransmit = d.objs.TcpRetransmitSkbV1
+	if withErr {
+		d.retransmit = d.objs.TcpRetransmitSkb
 	}
 	d.tables = [2]*ebpf.Map{d.objs.FlowsA, d.objs.FlowsB}
 	d.active = 0 // active_table starts at 0: flows_a
@@ -260,7 +279,7 @@ func (d *Datapath) Counters() (Counters, error) {
 	for i := 0; i < NumReasons; i++ {
 		if i == int(ReasonStateChangeMissed) {
 			// Not a map counter: the kernel counts the runs it skipped.
-			for _, p := range []*ebpf.Program{d.objs.InetSockSetState, d.objs.TcpReceiveReset, d.objs.TcpSendReset} {
+			for _, p := range []*ebpf.Program{d.objs.InetSockSetState, d.objs.TcpReceiveReset, d.objs.TcpSendReset, d.retransmit} {
 				s, err := p.Stats()
 				if err != nil {
 					return out, fmt.Errorf("read recursion misses: %w", err)
@@ -314,4 +333,29 @@ func (d *Datapath) Close() error {
 	d.tcpLinks = nil
 	errs = append(errs, d.objs.Close())
 	return errors.Join(errs...)
+}
+
+// retransmitHasErr tells whether the kernel's tcp_retransmit_skb tracepoint
+// has the error argument added in 6.17 (from its BTF: btf_trace_* is a
+// pointer to a function whose first parameter is the context).
+func retransmitHasErr() (bool, error) {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return false, fmt.Errorf("kernel BTF: %w", err)
+	}
+	typ, err := spec.AnyTypeByName("btf_trace_tcp_retransmit_skb")
+	if err != nil {
+		return false, fmt.Errorf("tcp_retransmit_skb tracepoint in the kernel BTF: %w", err)
+	}
+	if td, ok := typ.(*btf.Typedef); ok {
+		typ = td.Type
+	}
+	if ptr, ok := typ.(*btf.Pointer); ok {
+		typ = ptr.Target
+	}
+	proto, ok := typ.(*btf.FuncProto)
+	if !ok {
+		return false, fmt.Errorf("btf_trace_tcp_retransmit_skb is a %T, not a function prototype", typ)
+	}
+	return len(proto.Params) >= 4, nil // ctx, sk, skb, err
 }

@@ -45,7 +45,9 @@ type ebpfnetConnEvent struct {
 	DialedPort     uint16
 	DialedFamily   uint8
 	ResetsSent     uint8
-	Pad2           uint32
+	Bursts         uint32
+	BurstStartNs   [4]uint64
+	BurstCount     [4]uint32
 }
 
 type ebpfnetConnResult uint32
@@ -89,6 +91,11 @@ type ebpfnetConnState struct {
 	BytesReceived  uint64
 	TotalRetrans   uint32
 	Netns          uint32
+	LastRetransNs  uint64
+	BurstStartNs   [4]uint64
+	BurstCount     [4]uint32
+	Bursts         uint32
+	BurstRetrans   uint32
 }
 
 type ebpfnetCounterReason uint32
@@ -170,6 +177,8 @@ const (
 	ebpfnetProgRecordConnect4     = "record_connect4"
 	ebpfnetProgRecordConnect6     = "record_connect6"
 	ebpfnetProgTcpReceiveReset    = "tcp_receive_reset"
+	ebpfnetProgTcpRetransmitSkb   = "tcp_retransmit_skb"
+	ebpfnetProgTcpRetransmitSkbV1 = "tcp_retransmit_skb_v1"
 	ebpfnetProgTcpSendReset       = "tcp_send_reset"
 	ebpfnetProgTcpSockops         = "tcp_sockops"
 	ebpfnetProgUplinkEgress       = "uplink_egress"
@@ -226,16 +235,18 @@ type ebpfnetSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ebpfnetProgramSpecs struct {
-	EndpointEgress   *ebpf.ProgramSpec `ebpf:"endpoint_egress"`
-	EndpointIngress  *ebpf.ProgramSpec `ebpf:"endpoint_ingress"`
-	InetSockSetState *ebpf.ProgramSpec `ebpf:"inet_sock_set_state"`
-	RecordConnect4   *ebpf.ProgramSpec `ebpf:"record_connect4"`
-	RecordConnect6   *ebpf.ProgramSpec `ebpf:"record_connect6"`
-	TcpReceiveReset  *ebpf.ProgramSpec `ebpf:"tcp_receive_reset"`
-	TcpSendReset     *ebpf.ProgramSpec `ebpf:"tcp_send_reset"`
-	TcpSockops       *ebpf.ProgramSpec `ebpf:"tcp_sockops"`
-	UplinkEgress     *ebpf.ProgramSpec `ebpf:"uplink_egress"`
-	UplinkIngress    *ebpf.ProgramSpec `ebpf:"uplink_ingress"`
+	EndpointEgress     *ebpf.ProgramSpec `ebpf:"endpoint_egress"`
+	EndpointIngress    *ebpf.ProgramSpec `ebpf:"endpoint_ingress"`
+	InetSockSetState   *ebpf.ProgramSpec `ebpf:"inet_sock_set_state"`
+	RecordConnect4     *ebpf.ProgramSpec `ebpf:"record_connect4"`
+	RecordConnect6     *ebpf.ProgramSpec `ebpf:"record_connect6"`
+	TcpReceiveReset    *ebpf.ProgramSpec `ebpf:"tcp_receive_reset"`
+	TcpRetransmitSkb   *ebpf.ProgramSpec `ebpf:"tcp_retransmit_skb"`
+	TcpRetransmitSkbV1 *ebpf.ProgramSpec `ebpf:"tcp_retransmit_skb_v1"`
+	TcpSendReset       *ebpf.ProgramSpec `ebpf:"tcp_send_reset"`
+	TcpSockops         *ebpf.ProgramSpec `ebpf:"tcp_sockops"`
+	UplinkEgress       *ebpf.ProgramSpec `ebpf:"uplink_egress"`
+	UplinkIngress      *ebpf.ProgramSpec `ebpf:"uplink_ingress"`
 }
 
 // ebpfnetMapSpecs contains maps before they are loaded into the kernel.
@@ -327,16 +338,18 @@ type ebpfnetVariables struct {
 //
 // It can be passed to loadEbpfnetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ebpfnetPrograms struct {
-	EndpointEgress   *ebpf.Program `ebpf:"endpoint_egress"`
-	EndpointIngress  *ebpf.Program `ebpf:"endpoint_ingress"`
-	InetSockSetState *ebpf.Program `ebpf:"inet_sock_set_state"`
-	RecordConnect4   *ebpf.Program `ebpf:"record_connect4"`
-	RecordConnect6   *ebpf.Program `ebpf:"record_connect6"`
-	TcpReceiveReset  *ebpf.Program `ebpf:"tcp_receive_reset"`
-	TcpSendReset     *ebpf.Program `ebpf:"tcp_send_reset"`
-	TcpSockops       *ebpf.Program `ebpf:"tcp_sockops"`
-	UplinkEgress     *ebpf.Program `ebpf:"uplink_egress"`
-	UplinkIngress    *ebpf.Program `ebpf:"uplink_ingress"`
+	EndpointEgress     *ebpf.Program `ebpf:"endpoint_egress"`
+	EndpointIngress    *ebpf.Program `ebpf:"endpoint_ingress"`
+	InetSockSetState   *ebpf.Program `ebpf:"inet_sock_set_state"`
+	RecordConnect4     *ebpf.Program `ebpf:"record_connect4"`
+	RecordConnect6     *ebpf.Program `ebpf:"record_connect6"`
+	TcpReceiveReset    *ebpf.Program `ebpf:"tcp_receive_reset"`
+	TcpRetransmitSkb   *ebpf.Program `ebpf:"tcp_retransmit_skb"`
+	TcpRetransmitSkbV1 *ebpf.Program `ebpf:"tcp_retransmit_skb_v1"`
+	TcpSendReset       *ebpf.Program `ebpf:"tcp_send_reset"`
+	TcpSockops         *ebpf.Program `ebpf:"tcp_sockops"`
+	UplinkEgress       *ebpf.Program `ebpf:"uplink_egress"`
+	UplinkIngress      *ebpf.Program `ebpf:"uplink_ingress"`
 }
 
 func (p *ebpfnetPrograms) Close() error {
@@ -347,6 +360,8 @@ func (p *ebpfnetPrograms) Close() error {
 		p.RecordConnect4,
 		p.RecordConnect6,
 		p.TcpReceiveReset,
+		p.TcpRetransmitSkb,
+		p.TcpRetransmitSkbV1,
 		p.TcpSendReset,
 		p.TcpSockops,
 		p.UplinkEgress,

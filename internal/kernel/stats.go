@@ -49,7 +49,7 @@ func (d *Datapath) ProgramStats() (map[string]ProgramStats, error) {
 	for name, p := range map[string]*ebpf.Program{
 		"endpoint_ingress": d.objs.EndpointIngress, "endpoint_egress": d.objs.EndpointEgress,
 		"uplink_ingress": d.objs.UplinkIngress, "uplink_egress": d.objs.UplinkEgress,
-		"inet_sock_set_state": d.objs.InetSockSetState, "tcp_receive_reset": d.objs.TcpReceiveReset, "tcp_send_reset": d.objs.TcpSendReset,
+		"inet_sock_set_state": d.objs.InetSockSetState, "tcp_receive_reset": d.objs.TcpReceiveReset, "tcp_send_reset": d.objs.TcpSendReset, "tcp_retransmit_skb": d.retransmit,
 		"tcp_sockops": d.objs.TcpSockops, "record_connect4": d.objs.RecordConnect4, "record_connect6": d.objs.RecordConnect6,
 	} {
 		s, err := p.Stats()

@@ -3,6 +3,7 @@ package kernel
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
 )
@@ -291,4 +293,18 @@ func TestResetsSentAndReceived(t *testing.T) {
 	require.EqualValues(t, 0, client.ResetsSent)
 	require.Equal(t, ResultReset, server.Result)
 	require.Equal(t, ResultReset, client.Result)
+}
+
+// TestRetransmitLayoutFromBTF: the tcp_retransmit_skb program is chosen by
+// the tracepoint's prototype in the kernel BTF, which gained an error
+// argument in 6.17.
+func TestRetransmitLayoutFromBTF(t *testing.T) {
+	var uts unix.Utsname
+	require.NoError(t, unix.Uname(&uts))
+	var major, minor int
+	_, err := fmt.Sscanf(unix.ByteSliceToString(uts.Release[:]), "%d.%d", &major, &minor)
+	require.NoError(t, err)
+	withErr, err := retransmitHasErr()
+	require.NoError(t, err)
+	require.Equal(t, major > 6 || (major == 6 && minor >= 17), withErr, "kernel %d.%d", major, minor)
 }

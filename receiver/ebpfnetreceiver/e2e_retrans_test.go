@@ -58,5 +58,17 @@ func TestEndToEndRetransmitsMatchNstat(t *testing.T) {
 	require.Equal(t, want, iattr(span.span, "ebpfnet.tcp.retransmits"), "span")
 	require.Equal(t, want, connMetric(t, metrics, "ebpfnet.tcp.retransmits", p1.IPv4.String(),
 		map[string]string{"ebpfnet.tcp.role": "client", "network.peer.address": p2.IPv4.String()}), "metric")
-	t.Logf("retransmitted segments: %d (nstat TcpRetransSegs)", want)
+	// The retransmissions as span events (bursts found by tcp_retransmit_skb,
+	// segments counted like total_retrans), within the span.
+	var inBursts int64
+	evs := span.span.Events()
+	for i := 0; i < evs.Len(); i++ {
+		if e := evs.At(i); e.Name() == "retransmit burst" {
+			n, _ := e.Attributes().Get("ebpfnet.tcp.retransmits")
+			inBursts += n.Int()
+			require.False(t, e.Timestamp() < span.span.StartTimestamp() || e.Timestamp() > span.span.EndTimestamp(), "burst inside the span")
+		}
+	}
+	require.Equal(t, want, inBursts, "retransmissions in the span's bursts")
+	t.Logf("retransmitted segments: %d (nstat TcpRetransSegs); %d retransmissions in bursts on the span", want, inBursts)
 }
