@@ -2,7 +2,9 @@ package kernel
 
 import (
 	"bufio"
+	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -188,4 +190,91 @@ func TestUnprivilegedLoadError(t *testing.T) {
 	for _, c := range []string{"CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN", "no privileged: true needed"} {
 		require.Contains(t, string(out), c)
 	}
+}
+
+// TestHelperMinimalCaps is not a test: run by TestMinimalCapabilities with
+// only CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, it does what the receiver
+// does (load, attach to a veth, TCP tracking incl. the cgroup programs, one
+// connection, drain) and prints OK or the first error.
+func TestHelperMinimalCaps(t *testing.T) {
+	veth := os.Getenv("EBPFNET_MINCAPS")
+	if veth == "" {
+		t.Skip("helper process for TestMinimalCapabilities, not a test of its own; skipped unless run by it (privileged tests)")
+	}
+	err := func() error {
+		d, err := Load(Options{MaxFlows: 1024})
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		if _, err := d.SetMode(AttachAuto); err != nil {
+			return err
+		}
+		link, err := net.InterfaceByName(veth)
+		if err != nil {
+			return err
+		}
+		if err := d.Attach(link.Index, veth, RoleEndpoint, 0); err != nil {
+			return err
+		}
+		if err := d.AttachTCP(); err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		go func() {
+			if c, err := ln.Accept(); err == nil {
+				c.Close()
+			}
+		}()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			return err
+		}
+		_, _ = c.Read(make([]byte, 1))
+		c.Close()
+		ln.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		n := 0
+		if err := d.ReadConns(ctx, func(*ConnEvent) { n++ }); err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("no connection reported")
+		}
+		if _, err := d.Drain(nil); err != nil {
+			return err
+		}
+		_, err = d.Counters()
+		return err
+	}()
+	if err != nil {
+		fmt.Printf("ERROR %v\n", err)
+		return
+	}
+	fmt.Println("OK")
+}
+
+// TestMinimalCapabilities: with exactly CAP_BPF, CAP_PERFMON and
+// CAP_NET_ADMIN (every other capability out of the bounding set, as the
+// example DaemonSet grants them), everything the receiver does in the
+// kernel works.
+func TestMinimalCapabilities(t *testing.T) {
+	testnet.RequireRoot(t)
+	node := testnet.NewNode(t, 31)
+	pod := node.AddPod(t, 2)
+	cmd := exec.Command("setpriv", "--inh-caps=-all", "--bounding-set=-all,+bpf,+perfmon,+net_admin",
+		os.Args[0], "-test.run=^TestHelperMinimalCaps$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), "EBPFNET_MINCAPS="+pod.Veth)
+	out, _ := cmd.CombinedOutput()
+	require.Contains(t, string(out), "\nOK\n", "%s", out)
+	// And the helper really ran without the rest: CapEff of a process
+	// started the same way.
+	caps, err := exec.Command("setpriv", "--inh-caps=-all", "--bounding-set=-all,+bpf,+perfmon,+net_admin",
+		"grep", "CapEff", "/proc/self/status").CombinedOutput()
+	require.NoError(t, err, "%s", caps)
+	require.Contains(t, string(caps), "000000c000001000", "CapEff = CAP_NET_ADMIN | CAP_PERFMON | CAP_BPF")
 }
