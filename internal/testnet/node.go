@@ -212,6 +212,18 @@ func nsLinkMAC(tb testing.TB, ns *Netns, name string) string {
 func (n *Node) cleanupStale() {
 	_, _ = run("ip", "link", "del", n.Bridge)
 	_, _ = run("ip", "link", "del", n.Uplink)
+	// Pod veths of an earlier run whose namespace a leftover process still
+	// holds (a test killed by a timeout does not run its cleanups).
+	links, _ := run("ip", "-br", "link")
+	for _, line := range strings.Split(links, "\n") {
+		f := strings.Fields(line)
+		if len(f) > 0 {
+			name, _, _ := strings.Cut(f[0], "@")
+			if strings.HasPrefix(name, Prefix(n.ID)+"-") {
+				_, _ = run("ip", "link", "del", name)
+			}
+		}
+	}
 	out, _ := run("ip", "netns", "list")
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
