@@ -18,17 +18,14 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
-	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/ebpfnet/ebpfnet/internal/convert"
 	"github.com/ebpfnet/ebpfnet/internal/kernel"
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
-	"github.com/ebpfnet/ebpfnet/receiver/ebpfnetreceiver"
 )
 
 // TestHelperChurn is not a benchmark: run as a child process by
@@ -112,12 +109,8 @@ func TestBenchChurn(t *testing.T) {
 		secs = v
 	}
 	// 30 s at 20,000/s is 600,000 connections from one client address to
-	// one server port: widen the port range and let TIME_WAIT ports be
-	// reused, as a busy client would.
-	for _, sc := range []string{"net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1"} {
-		_, err := p1.NS.Exec("sysctl", "-qw", sc)
-		require.NoError(t, err)
-	}
+	// one server port.
+	busyClient(t, p1.NS)
 	statsOff, err := kernel.EnableStats()
 	require.NoError(t, err)
 	defer statsOff.Close()
@@ -162,13 +155,6 @@ func TestBenchChurn(t *testing.T) {
 			return nil
 		})
 		require.NoError(t, err)
-		f := ebpfnetreceiver.NewFactory()
-		cfg := f.CreateDefaultConfig().(*ebpfnetreceiver.Config)
-		cfg.Interfaces.Include = fmt.Sprintf("^%s-", testnet.Prefix(node.ID))
-		set := receivertest.NewNopSettings(f.Type())
-		host := componenttest.NewNopHost()
-		tr, err := f.CreateTraces(context.Background(), set, cfg, tc)
-		require.NoError(t, err)
 		// ebpfnet.connections.unreported is cumulative since this
 		// receiver's datapath was loaded: its last value is the loss.
 		var lost atomic.Int64
@@ -179,13 +165,7 @@ func TestBenchChurn(t *testing.T) {
 			return nil
 		})
 		require.NoError(t, err)
-		mr, err := f.CreateMetrics(context.Background(), set, cfg, mc)
-		require.NoError(t, err)
-		lr, err := f.CreateLogs(context.Background(), set, cfg, consumertest.NewNop())
-		require.NoError(t, err)
-		require.NoError(t, tr.Start(context.Background(), host))
-		require.NoError(t, mr.Start(context.Background(), host))
-		require.NoError(t, lr.Start(context.Background(), host))
+		cfg, stop := startReceiver(t, node, tc, mc, consumertest.NewNop())
 
 		progs := []string{"inet_sock_set_state", "tcp_sockops", "record_connect4"}
 		before, err := kernel.SystemProgramStats(progs...)
@@ -215,9 +195,7 @@ func TestBenchChurn(t *testing.T) {
 		time.Sleep(cfg.Interval + 2*time.Second) // one interval: the last spans
 		after, err := kernel.SystemProgramStats(progs...)
 		require.NoError(t, err)
-		require.NoError(t, tr.Shutdown(context.Background()))
-		require.NoError(t, mr.Shutdown(context.Background()))
-		require.NoError(t, lr.Shutdown(context.Background()))
+		stop()
 		set0 := after["inet_sock_set_state"].Sub(before["inet_sock_set_state"])
 		so := after["tcp_sockops"].Sub(before["tcp_sockops"])
 		rc := after["record_connect4"].Sub(before["record_connect4"])

@@ -3,7 +3,6 @@
 package bench
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,12 +13,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
-	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
-	"github.com/ebpfnet/ebpfnet/receiver/ebpfnetreceiver"
 )
 
 // slope is the least-squares slope of ys over xs.
@@ -49,31 +45,9 @@ func TestBenchSteadyState(t *testing.T) {
 	node := testnet.NewNode(t, 96)
 	p1 := node.AddPod(t, 2)
 	p2 := node.AddPod(t, 3)
-	for _, sc := range []string{"net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1"} {
-		_, err := p1.NS.Exec("sysctl", "-qw", sc)
-		require.NoError(t, err)
-	}
-
-	f := ebpfnetreceiver.NewFactory()
-	cfg := f.CreateDefaultConfig().(*ebpfnetreceiver.Config)
-	cfg.Interfaces.Include = fmt.Sprintf("^%s-", testnet.Prefix(node.ID))
-	set := receivertest.NewNopSettings(f.Type())
-	ctx := context.Background()
-	tr, err := f.CreateTraces(ctx, set, cfg, consumertest.NewNop())
-	require.NoError(t, err)
-	mr, err := f.CreateMetrics(ctx, set, cfg, consumertest.NewNop())
-	require.NoError(t, err)
-	lr, err := f.CreateLogs(ctx, set, cfg, consumertest.NewNop())
-	require.NoError(t, err)
-	host := componenttest.NewNopHost()
-	require.NoError(t, tr.Start(ctx, host))
-	require.NoError(t, mr.Start(ctx, host))
-	require.NoError(t, lr.Start(ctx, host))
-	defer func() {
-		_ = tr.Shutdown(ctx)
-		_ = mr.Shutdown(ctx)
-		_ = lr.Shutdown(ctx)
-	}()
+	busyClient(t, p1.NS)
+	_, stop := startReceiver(t, node, consumertest.NewNop(), consumertest.NewNop(), consumertest.NewNop())
+	defer stop()
 
 	// The load, in other processes.
 	run := func(ns *testnet.Netns, args ...string) *exec.Cmd {

@@ -304,6 +304,11 @@ func (d *Datapath) Counters() (Counters, error) {
 func (d *Datapath) DetachAll() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	return d.detachAllLocked()
+}
+
+// detachAllLocked detaches the interface programs and the TCP links.
+func (d *Datapath) detachAllLocked() error {
 	var errs []error
 	for ifindex := range d.links {
 		errs = append(errs, d.detachLocked(ifindex))
@@ -323,16 +328,7 @@ func (d *Datapath) Close() error {
 		return nil
 	}
 	d.closed = true
-	var errs []error
-	for ifindex := range d.links {
-		errs = append(errs, d.detachLocked(ifindex))
-	}
-	for _, l := range d.tcpLinks {
-		errs = append(errs, l.Close())
-	}
-	d.tcpLinks = nil
-	errs = append(errs, d.objs.Close())
-	return errors.Join(errs...)
+	return errors.Join(d.detachAllLocked(), d.objs.Close())
 }
 
 // retransmitHasErr tells whether the kernel's tcp_retransmit_skb tracepoint
