@@ -50,7 +50,8 @@ test: deps check-generate
 	$(GO) vet ./...
 	$(GO) test $(GOTEST_FLAGS) -timeout 30m ./...
 
-bench: deps
+bench:
+	@scripts/deps.sh bench
 	scripts/bench.sh
 
 lint:

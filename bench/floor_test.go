@@ -14,12 +14,14 @@ import (
 	"github.com/ebpfnet/ebpfnet/internal/kernel"
 )
 
+// emptyTC is a tc program that only returns TCX_NEXT.
+func emptyTC() asm.Instructions { return asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()} }
+
 // emptyProgramCost attaches a two-instruction tcx program (return TCX_NEXT)
 // to the veths and returns its ns/run under the load run by load(): the
 // floor of what bpf_stats reports on this machine.
 func emptyProgramCost(t *testing.T, load func(), veths ...string) float64 {
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "MIT",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()}})
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "MIT", Instructions: emptyTC()})
 	require.NoError(t, err)
 	defer prog.Close()
 	var links []link.Link

@@ -27,6 +27,9 @@ if [ "$want" != build ]; then
   check etcd etcd-server   # the Kubernetes tests run a real kube-apiserver on etcd
   check kubectl kubectl    # kubectl apply --dry-run=server of examples/kubernetes
 fi
+if [ "$want" = bench ]; then
+  check ethtool ethtool    # the map-type study turns GRO on for its veth
+fi
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
