@@ -18,13 +18,19 @@ func Logs(opts Options, b *flow.Batch) plog.Logs {
 		return ld
 	}
 	observed := pcommon.NewTimestampFromTime(b.Time)
-	scopes := make(map[netip.Addr]plog.ScopeLogs)
+	// Records per resource first, so each resource's record slice is
+	// allocated once.
+	counts := make(map[netip.Addr]int)
+	for i := range b.Flows {
+		counts[logsResource(&b.Flows[i])]++
+	}
+	scopes := make(map[netip.Addr]plog.ScopeLogs, len(counts))
+	ld.ResourceLogs().EnsureCapacity(len(counts))
+	// The addresses of a batch repeat (a pod's, its peers'): one string each.
+	addrs := make(addrStrings)
 	for i := range b.Flows {
 		f := &b.Flows[i]
-		var local netip.Addr
-		if !f.OnNode {
-			local = f.Endpoint
-		}
+		local := logsResource(f)
 		sl, ok := scopes[local]
 		if !ok {
 			rl := ld.ResourceLogs().AppendEmpty()
@@ -32,16 +38,38 @@ func Logs(opts Options, b *flow.Batch) plog.Logs {
 			sl = rl.ScopeLogs().AppendEmpty()
 			sl.Scope().SetName(opts.ScopeName)
 			sl.Scope().SetVersion(opts.ScopeVersion)
+			sl.LogRecords().EnsureCapacity(counts[local])
 			scopes[local] = sl
 		}
 		lr := sl.LogRecords().AppendEmpty()
-		putFlowRecord(lr, f, observed)
+		putFlowRecord(lr, f, observed, addrs)
 		putPeer(lr.Attributes(), opts.Peers, f.Peer().Addr())
 	}
 	return ld
 }
 
-func putFlowRecord(lr plog.LogRecord, f *flow.Flow, observed pcommon.Timestamp) {
+// logsResource is the resource key of a flow: its pod's address, or the
+// invalid address for the node.
+func logsResource(f *flow.Flow) netip.Addr {
+	if f.OnNode {
+		return netip.Addr{}
+	}
+	return f.Endpoint
+}
+
+// addrStrings memoizes netip.Addr.String within one conversion.
+type addrStrings map[netip.Addr]string
+
+func (m addrStrings) get(a netip.Addr) string {
+	s, ok := m[a]
+	if !ok {
+		s = a.String()
+		m[a] = s
+	}
+	return s
+}
+
+func putFlowRecord(lr plog.LogRecord, f *flow.Flow, observed pcommon.Timestamp, addrs addrStrings) {
 	lr.SetEventName(EventFlow)
 	lr.SetTimestamp(pcommon.NewTimestampFromTime(f.End))
 	lr.SetObservedTimestamp(observed)
@@ -71,8 +99,8 @@ func putFlowRecord(lr plog.LogRecord, f *flow.Flow, observed pcommon.Timestamp) 
 	if f.Interface != "" {
 		a.PutStr(AttrInterface, f.Interface)
 	}
-	a.PutStr(AttrSourceAddress, f.Src.Addr().String())
-	a.PutStr(AttrDestinationAddress, f.Dst.Addr().String())
+	a.PutStr(AttrSourceAddress, addrs.get(f.Src.Addr()))
+	a.PutStr(AttrDestinationAddress, addrs.get(f.Dst.Addr()))
 	switch {
 	case f.HasPorts():
 		a.PutInt(AttrSourcePort, int64(f.Src.Port()))
