@@ -114,6 +114,20 @@ int record_connect6(struct bpf_sock_addr *ctx)
 	return handle_connect(ctx, true);
 }
 
+/* The destination each UDP datagram was sent to, before any socket-level
+ * LB (sendto/sendmsg with an address; connected sockets through connect4/6). */
+SEC("cgroup/sendmsg4")
+int record_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return handle_udp_dialed(ctx, false);
+}
+
+SEC("cgroup/sendmsg6")
+int record_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return handle_udp_dialed(ctx, true);
+}
+
 /* Established sockets in the cgroup2 hierarchy: live RTT and counters. */
 SEC("sockops")
 int tcp_sockops(struct bpf_sock_ops *skops)

@@ -102,6 +102,18 @@ struct {
 	__type(value, struct dialed);
 } dialed SEC(".maps");
 
+/* udp_dialed — UDP destinations sent to, by (local port, destination), each
+ * with the CLOCK_MONOTONIC time of its last send (refreshed in place; user
+ * space reads the map every interval and deletes entries idle for long).
+ * LRU: a full map forgets the entry idle longest. max_entries set by user
+ * space (`max_connections`). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct udp_dialed_key);
+	__type(value, __u64);
+} udp_dialed SEC(".maps");
+
 /* ring_wakeup_bytes — a closed connection is submitted without waking the
  * reader (BPF_RB_NO_WAKEUP) until this many bytes wait in conn_events; user
  * space also reads on a short deadline. A wake-up per event costs an

@@ -329,6 +329,54 @@ static __always_inline int handle_receive_reset(const struct sock *sk)
 	return 0;
 }
 
+/* The dialed address of a sock_addr hook (the address the application
+ * passed), IPv4 mapped into addr. */
+static __always_inline void dialed_addr(struct bpf_sock_addr *ctx, bool v6, __u8 addr[16], __u8 *family)
+{
+	if (v6) {
+		__u32 *a = (__u32 *)addr;
+
+		a[0] = ctx->user_ip6[0];
+		a[1] = ctx->user_ip6[1];
+		a[2] = ctx->user_ip6[2];
+		a[3] = ctx->user_ip6[3];
+		*family = 6;
+	} else {
+		map_ipv4(addr, ctx->user_ip4);
+		*family = 4;
+	}
+}
+
+/* A UDP socket sending to (or connecting to) the hook's address: remember
+ * the destination with the socket's local port, without changing it. A
+ * socket not bound yet (connect() before any send: the kernel picks the port
+ * after this hook) has no port to join on and is not recorded. The entry is
+ * written only when new: a busy sender refreshes its time in place. */
+static __always_inline int handle_udp_dialed(struct bpf_sock_addr *ctx, bool v6)
+{
+	struct udp_dialed_key k = {};
+	struct bpf_sock *sk = ctx->sk;
+	__u64 now, *last;
+
+	if (ctx->protocol != IPPROTO_UDP || !sk)
+		return 1;
+	k.local_port = (__u16)sk->src_port;
+	if (!k.local_port)
+		return 1;
+	dialed_addr(ctx, v6, k.addr, &k.family);
+	k.port = bpf_ntohs((__u16)ctx->user_port);
+	now = bpf_ktime_get_coarse_ns();
+	last = bpf_map_lookup_elem(&udp_dialed, &k);
+	if (last) {
+		if (*last != now)
+			*last = now;
+		return 1;
+	}
+	if (bpf_map_update_elem(&udp_dialed, &k, &now, BPF_ANY))
+		count_reason(COUNTER_DIALED_FULL, 0);
+	return 1;
+}
+
 /* cgroup/connect4 and connect6: remember what the application dialed, per
  * socket, without changing it (return 1: proceed). Runs before the socket
  * exists in TCP terms (before SYN_SENT), in the caller's context. Must run
@@ -339,21 +387,12 @@ static __always_inline int handle_connect(struct bpf_sock_addr *ctx, bool v6)
 	struct dialed d = {};
 	__u64 cookie;
 
+	if (ctx->type == SOCK_DGRAM)
+		return handle_udp_dialed(ctx, v6);
 	if (ctx->type != SOCK_STREAM)
 		return 1;
 	cookie = bpf_get_socket_cookie(ctx);
-	if (v6) {
-		__u32 *a = (__u32 *)d.addr;
-
-		a[0] = ctx->user_ip6[0];
-		a[1] = ctx->user_ip6[1];
-		a[2] = ctx->user_ip6[2];
-		a[3] = ctx->user_ip6[3];
-		d.family = 6;
-	} else {
-		map_ipv4(d.addr, ctx->user_ip4);
-		d.family = 4;
-	}
+	dialed_addr(ctx, v6, d.addr, &d.family);
 	d.port = bpf_ntohs((__u16)ctx->user_port);
 	if (bpf_map_update_elem(&dialed, &cookie, &d, BPF_ANY))
 		count_reason(COUNTER_DIALED_FULL, 0);

@@ -175,4 +175,16 @@ struct dialed {
 	__u8 _pad;
 };
 
+/* A UDP destination a socket sent to (sendmsg with an address, or connect
+ * of a bound socket), before any socket-level load balancer rewrote it, with
+ * the socket's local port: user space joins it to the UDP flows of that port
+ * whose peer is a backend of the dialed Service (map udp_dialed). */
+struct udp_dialed_key {
+	__u8 addr[16];	   /* IPv4: mapped */
+	__u16 port;	   /* host order */
+	__u16 local_port;  /* host order */
+	__u8 family;	   /* 4 or 6 */
+	__u8 _pad[3];
+};
+
 #endif /* EBPFNET_TYPES_H */

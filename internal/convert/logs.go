@@ -44,6 +44,13 @@ func Logs(opts Options, b *flow.Batch) plog.Logs {
 		lr := sl.LogRecords().AppendEmpty()
 		putFlowRecord(lr, f, observed, addrs)
 		putPeer(lr.Attributes(), opts.Peers, f.Peer().Addr())
+		if f.Dialed.IsValid() {
+			// As on a client span: server.* is the Service the socket sent
+			// to, the backend that got the datagrams is the peer.
+			lr.Attributes().PutStr(AttrServerAddress, addrs.get(f.Dialed.Addr()))
+			lr.Attributes().PutInt(AttrServerPort, int64(f.Dialed.Port()))
+			putDialedService(lr.Attributes(), opts.Peers, f.Dialed.Addr())
+		}
 	}
 	return ld
 }

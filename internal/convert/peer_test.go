@@ -95,6 +95,18 @@ func TestPeerAttributesOnEverySignal(t *testing.T) {
 		require.Equal(t, want, v.AsRaw(), k)
 	}
 
+	// The same for a UDP flow (its socket's sendmsg joined by
+	// flow.DialedIndex): the flow log names the dialed Service.
+	u := podFlow(ap(pod, 40004), ap(peer, 53), flow.ProtoUDP, flow.Transmit, 60, 1, t0)
+	u.Dialed = ap(svcIP, 53)
+	a = Logs(opts, &flow.Batch{Time: t0.Add(10 * time.Second), Flows: []flow.Flow{u}}).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes()
+	check("UDP flow log through a socket LB", a, wantLB)
+	for k, want := range map[string]any{AttrServerAddress: svcIP.String(), AttrServerPort: int64(53), AttrDestinationAddress: peer.String()} {
+		v, ok := a.Get(k)
+		require.True(t, ok, k)
+		require.Equal(t, want, v.AsRaw(), k)
+	}
+
 	cm := NewConnMetrics(opts, t0)
 	cm.Add(t0.Add(10*time.Second), nil, []flow.Conn{c})
 	md = NewMetrics(opts, t0).Convert(&flow.Batch{Time: t0.Add(10 * time.Second)})

@@ -51,6 +51,10 @@ type Flow struct {
 	// Conn is the TCP connection the flow belongs to, where known
 	// (ConnIndex.Annotate); zero otherwise.
 	Conn ConnRef
+	// Dialed is, for a UDP flow a socket-level load balancer rewrote, the
+	// Service address the local socket sent to (DialedIndex.Annotate);
+	// invalid otherwise.
+	Dialed netip.AddrPort
 }
 
 // Local is the endpoint the flow belongs to (the resource).

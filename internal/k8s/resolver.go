@@ -244,6 +244,23 @@ func (r *Resolver) Lookup(ip netip.Addr) (Peer, bool) {
 	return Peer{}, false
 }
 
+// Backs reports whether backend is an endpoint of the Service whose
+// ClusterIP is service (one of that Service's EndpointSlices lists it).
+func (r *Resolver) Backs(service, backend netip.Addr) bool {
+	svc, ok := r.Lookup(service)
+	if !ok || svc.Kind != KindService {
+		return false
+	}
+	objs, _ := r.slices.GetIndexer().ByIndex(indexIP, backend.Unmap().String())
+	for _, o := range objs {
+		s := o.(*discoveryv1.EndpointSlice)
+		if s.Namespace == svc.Namespace && s.Labels[discoveryv1.LabelServiceName] == svc.Name {
+			return true
+		}
+	}
+	return false
+}
+
 // newestPod picks the most recently created pod of several sharing an IP
 // (a reused IP whose old pod is not yet deleted but no longer terminated).
 func newestPod(objs []any) *corev1.Pod {

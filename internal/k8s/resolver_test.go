@@ -155,6 +155,12 @@ func TestResolverAgainstAPIServer(t *testing.T) {
 	eventually(t, r, "10.244.1.12", Peer{Kind: KindPod, Name: "new", Namespace: "shop", NodeName: "node-a", Zone: "zone-a"})
 	eventually(t, r, "10.244.1.13", Peer{})
 	eventually(t, r, clusterIP.String(), Peer{Kind: KindService, Name: "web", Namespace: "shop"})
+	// The Service's EndpointSlice lists web's pod: it backs the Service, no
+	// other address does, and a pod IP is not a Service.
+	require.True(t, r.Backs(clusterIP, netip.MustParseAddr("10.244.1.10")))
+	require.True(t, r.Backs(clusterIP, netip.MustParseAddr("::ffff:10.244.1.10")))
+	require.False(t, r.Backs(clusterIP, netip.MustParseAddr("10.244.2.20")))
+	require.False(t, r.Backs(netip.MustParseAddr("10.244.1.10"), netip.MustParseAddr("10.244.1.10")))
 	eventually(t, r, "::ffff:10.244.2.20", Peer{Kind: KindPod, Name: "db-0", Namespace: "shop", WorkloadKind: "StatefulSet", WorkloadName: "db", NodeName: "node-b", Zone: "zone-b"})
 
 	// Updates and deletes.

@@ -116,9 +116,9 @@ func (d *Datapath) attachSockopsLocked() error {
 	if err != nil {
 		return d.failTCP(fmt.Errorf("sockops needs the cgroup2 hierarchy: %w", err))
 	}
-	// connect4/6 first: cgroup programs of one cgroup run in attach order,
-	// and these must see the address before a socket-level load balancer
-	// attached later rewrites it.
+	// connect4/6 and sendmsg4/6 first: cgroup programs of one cgroup run in
+	// attach order, and these must see the address before a socket-level
+	// load balancer attached later rewrites it.
 	for _, a := range []struct {
 		name   string
 		attach ebpf.AttachType
@@ -126,6 +126,8 @@ func (d *Datapath) attachSockopsLocked() error {
 	}{
 		{"cgroup/connect4", ebpf.AttachCGroupInet4Connect, d.objs.RecordConnect4},
 		{"cgroup/connect6", ebpf.AttachCGroupInet6Connect, d.objs.RecordConnect6},
+		{"cgroup/sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, d.objs.RecordSendmsg4},
+		{"cgroup/sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, d.objs.RecordSendmsg6},
 		{"sockops", ebpf.AttachCGroupSockOps, d.objs.TcpSockops},
 	} {
 		l, err := link.AttachCgroup(link.CgroupOptions{Path: root, Attach: a.attach, Program: a.prog})

@@ -159,6 +159,15 @@ const (
 	ebpfnetFlowObserverOBSERVER_UPLINK   ebpfnetFlowObserver = 1
 )
 
+type ebpfnetUdpDialedKey struct {
+	_         structs.HostLayout
+	Addr      [16]uint8
+	Port      uint16
+	LocalPort uint16
+	Family    uint8
+	Pad       [3]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -171,11 +180,14 @@ const (
 	ebpfnetMapDrainBarrier        = "drain_barrier"
 	ebpfnetMapFlowsA              = "flows_a"
 	ebpfnetMapFlowsB              = "flows_b"
+	ebpfnetMapUdpDialed           = "udp_dialed"
 	ebpfnetProgEndpointEgress     = "endpoint_egress"
 	ebpfnetProgEndpointIngress    = "endpoint_ingress"
 	ebpfnetProgInetSockSetState   = "inet_sock_set_state"
 	ebpfnetProgRecordConnect4     = "record_connect4"
 	ebpfnetProgRecordConnect6     = "record_connect6"
+	ebpfnetProgRecordSendmsg4     = "record_sendmsg4"
+	ebpfnetProgRecordSendmsg6     = "record_sendmsg6"
 	ebpfnetProgTcpReceiveReset    = "tcp_receive_reset"
 	ebpfnetProgTcpRetransmitSkb   = "tcp_retransmit_skb"
 	ebpfnetProgTcpRetransmitSkbV1 = "tcp_retransmit_skb_v1"
@@ -240,6 +252,8 @@ type ebpfnetProgramSpecs struct {
 	InetSockSetState   *ebpf.ProgramSpec `ebpf:"inet_sock_set_state"`
 	RecordConnect4     *ebpf.ProgramSpec `ebpf:"record_connect4"`
 	RecordConnect6     *ebpf.ProgramSpec `ebpf:"record_connect6"`
+	RecordSendmsg4     *ebpf.ProgramSpec `ebpf:"record_sendmsg4"`
+	RecordSendmsg6     *ebpf.ProgramSpec `ebpf:"record_sendmsg6"`
 	TcpReceiveReset    *ebpf.ProgramSpec `ebpf:"tcp_receive_reset"`
 	TcpRetransmitSkb   *ebpf.ProgramSpec `ebpf:"tcp_retransmit_skb"`
 	TcpRetransmitSkbV1 *ebpf.ProgramSpec `ebpf:"tcp_retransmit_skb_v1"`
@@ -261,6 +275,7 @@ type ebpfnetMapSpecs struct {
 	DrainBarrier  *ebpf.MapSpec `ebpf:"drain_barrier"`
 	FlowsA        *ebpf.MapSpec `ebpf:"flows_a"`
 	FlowsB        *ebpf.MapSpec `ebpf:"flows_b"`
+	UdpDialed     *ebpf.MapSpec `ebpf:"udp_dialed"`
 }
 
 // ebpfnetVariableSpecs contains global variables before they are loaded into the kernel.
@@ -305,6 +320,7 @@ type ebpfnetMaps struct {
 	DrainBarrier  *ebpf.Map `ebpf:"drain_barrier"`
 	FlowsA        *ebpf.Map `ebpf:"flows_a"`
 	FlowsB        *ebpf.Map `ebpf:"flows_b"`
+	UdpDialed     *ebpf.Map `ebpf:"udp_dialed"`
 }
 
 func (m *ebpfnetMaps) Close() error {
@@ -317,6 +333,7 @@ func (m *ebpfnetMaps) Close() error {
 		m.DrainBarrier,
 		m.FlowsA,
 		m.FlowsB,
+		m.UdpDialed,
 	)
 }
 
@@ -343,6 +360,8 @@ type ebpfnetPrograms struct {
 	InetSockSetState   *ebpf.Program `ebpf:"inet_sock_set_state"`
 	RecordConnect4     *ebpf.Program `ebpf:"record_connect4"`
 	RecordConnect6     *ebpf.Program `ebpf:"record_connect6"`
+	RecordSendmsg4     *ebpf.Program `ebpf:"record_sendmsg4"`
+	RecordSendmsg6     *ebpf.Program `ebpf:"record_sendmsg6"`
 	TcpReceiveReset    *ebpf.Program `ebpf:"tcp_receive_reset"`
 	TcpRetransmitSkb   *ebpf.Program `ebpf:"tcp_retransmit_skb"`
 	TcpRetransmitSkbV1 *ebpf.Program `ebpf:"tcp_retransmit_skb_v1"`
@@ -359,6 +378,8 @@ func (p *ebpfnetPrograms) Close() error {
 		p.InetSockSetState,
 		p.RecordConnect4,
 		p.RecordConnect6,
+		p.RecordSendmsg4,
+		p.RecordSendmsg6,
 		p.TcpReceiveReset,
 		p.TcpRetransmitSkb,
 		p.TcpRetransmitSkbV1,

@@ -51,6 +51,7 @@ func (d *Datapath) ProgramStats() (map[string]ProgramStats, error) {
 		"uplink_ingress": d.objs.UplinkIngress, "uplink_egress": d.objs.UplinkEgress,
 		"inet_sock_set_state": d.objs.InetSockSetState, "tcp_receive_reset": d.objs.TcpReceiveReset, "tcp_send_reset": d.objs.TcpSendReset, "tcp_retransmit_skb": d.retransmit,
 		"tcp_sockops": d.objs.TcpSockops, "record_connect4": d.objs.RecordConnect4, "record_connect6": d.objs.RecordConnect6,
+		"record_sendmsg4": d.objs.RecordSendmsg4, "record_sendmsg6": d.objs.RecordSendmsg6,
 	} {
 		s, err := p.Stats()
 		if err != nil {

@@ -2,7 +2,6 @@ package kernel
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -161,27 +159,10 @@ func TestSockopsAloneReportsConnections(t *testing.T) {
 	}
 }
 
-// socketLB loads a test-only cgroup/connect4 program that does what a
-// socket-level load balancer (Cilium's socket LB) does: a connect() to
-// service is rewritten to backend, so the socket never sees the Service.
-func socketLB(t *testing.T, service, backend netip.AddrPort) *ebpf.Program {
+// socketLB is testnet.SocketLB at attach, closed with the test.
+func socketLB(t *testing.T, attach ebpf.AttachType, service, backend netip.AddrPort) *ebpf.Program {
 	t.Helper()
-	ip := func(a netip.Addr) int32 { b := a.As4(); return int32(binary.LittleEndian.Uint32(b[:])) }
-	port := func(p uint16) int32 { return int32(binary.LittleEndian.Uint32([]byte{byte(p >> 8), byte(p), 0, 0})) }
-	const userIP4, userPort = 4, 24 // offsets in struct bpf_sock_addr
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type: ebpf.CGroupSockAddr, AttachType: ebpf.AttachCGroupInet4Connect, License: "GPL",
-		Instructions: asm.Instructions{
-			asm.LoadMem(asm.R2, asm.R1, userIP4, asm.Word),
-			asm.JNE.Imm32(asm.R2, ip(service.Addr()), "out"),
-			asm.LoadMem(asm.R2, asm.R1, userPort, asm.Word),
-			asm.JNE.Imm32(asm.R2, port(service.Port()), "out"),
-			asm.StoreImm(asm.R1, userIP4, int64(ip(backend.Addr())), asm.Word),
-			asm.StoreImm(asm.R1, userPort, int64(port(backend.Port())), asm.Word),
-			asm.Mov.Imm(asm.R0, 1).WithSymbol("out"),
-			asm.Return(),
-		},
-	})
+	prog, err := testnet.SocketLB(attach, service, backend)
 	require.NoError(t, err)
 	t.Cleanup(func() { prog.Close() })
 	return prog
@@ -205,7 +186,7 @@ func TestDialedAddressUnderSocketLB(t *testing.T) {
 	service := netip.MustParseAddrPort("127.0.0.99:80")
 	root, err := Cgroup2Root()
 	require.NoError(t, err)
-	l, err := link.AttachCgroup(link.CgroupOptions{Path: root, Attach: ebpf.AttachCGroupInet4Connect, Program: socketLB(t, service, backend)})
+	l, err := link.AttachCgroup(link.CgroupOptions{Path: root, Attach: ebpf.AttachCGroupInet4Connect, Program: socketLB(t, ebpf.AttachCGroupInet4Connect, service, backend)})
 	require.NoError(t, err)
 	defer l.Close()
 

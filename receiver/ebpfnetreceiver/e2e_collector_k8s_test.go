@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -15,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
@@ -26,6 +29,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/ebpfnet/ebpfnet/internal/k8stest"
+	"github.com/ebpfnet/ebpfnet/internal/kernel"
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
 )
 
@@ -99,6 +103,7 @@ func TestCollectorWithK8sAttributes(t *testing.T) {
 
 	node := testnet.NewNode(t, 21)
 	web := node.AddPod(t, 2)
+	udpClient := node.AddPod(t, 3) // sends UDP to the Service through a socket LB
 	remote := node.Remote
 
 	// The cluster: this node and the remote one, a Deployment's pod here,
@@ -287,28 +292,53 @@ service:
 		return found
 	}, 30*time.Second, 500*time.Millisecond, "flow metric of the web pod with the peer pod")
 	require.Eventually(t, func() bool {
-		found := false
-		jsonLines(filepath.Join(dir, "logs.json"), func(line []byte) error {
-			ld, err := (&plog.JSONUnmarshaler{}).UnmarshalLogs(line)
-			if err != nil {
-				return err
-			}
-			for i := 0; i < ld.ResourceLogs().Len(); i++ {
-				rl := ld.ResourceLogs().At(i)
-				if str(rl.Resource().Attributes(), "k8s.pod.name") != "web-5d8f-x7k2p" {
-					continue
-				}
-				recs := rl.ScopeLogs().At(0).LogRecords()
-				for k := 0; k < recs.Len(); k++ {
-					if str(recs.At(k).Attributes(), "peer.k8s.pod.name") == "client-0" {
-						found = true
-					}
-				}
-			}
-			return nil
+		return anyLogRecord(filepath.Join(dir, "logs.json"), func(res, a pcommon.Map) bool {
+			return str(res, "k8s.pod.name") == "web-5d8f-x7k2p" && str(a, "peer.k8s.pod.name") == "client-0"
 		})
-		return found
 	}, 30*time.Second, 500*time.Millisecond, "flow log of the web pod with the peer pod")
+
+	// UDP through a socket-level load balancer (attached after the
+	// collector's programs, as Cilium's would be on a node where the agent
+	// runs first): the client pod sends to the ClusterIP, the datagrams go
+	// to the web pod, and the client's flow log names the Service it sent
+	// to (the collector's sendmsg4 hook) and the backend pod that got them.
+	udpService, udpBackend := netip.AddrPortFrom(clusterIP, 53), netip.AddrPortFrom(web.IPv4, 5353)
+	lbProg, err := testnet.SocketLB(ebpf.AttachCGroupUDP4Sendmsg, udpService, udpBackend)
+	require.NoError(t, err)
+	t.Cleanup(func() { lbProg.Close() })
+	cgRoot, err := kernel.Cgroup2Root()
+	require.NoError(t, err)
+	lbLink, err := link.AttachCgroup(link.CgroupOptions{Path: cgRoot, Attach: ebpf.AttachCGroupUDP4Sendmsg, Program: lbProg})
+	require.NoError(t, err)
+	t.Cleanup(func() { lbLink.Close() })
+	var udpPort uint16
+	require.NoError(t, udpClient.NS.Do(func() error {
+		conn, err := net.ListenUDP("udp4", nil)
+		if err != nil {
+			return err
+		}
+		udpPort = conn.LocalAddr().(*net.UDPAddr).AddrPort().Port()
+		go func() {
+			defer conn.Close()
+			for i := 0; i < 100; i++ {
+				if _, err := conn.WriteToUDPAddrPort([]byte("query"), udpService); err != nil {
+					return
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}()
+		return nil
+	}))
+	require.Eventually(t, func() bool {
+		return anyLogRecord(filepath.Join(dir, "logs.json"), func(res, a pcommon.Map) bool {
+			return str(res, "k8s.pod.ip") == udpClient.IPv4.String() &&
+				str(a, "network.transport") == "udp" && str(a, "destination.address") == web.IPv4.String() &&
+				str(a, "source.port") == fmt.Sprint(udpPort) &&
+				str(a, "server.address") == clusterIP.String() && str(a, "server.port") == "53" &&
+				str(a, "peer.k8s.service.name") == "web" && str(a, "peer.k8s.service.namespace") == "shop" &&
+				str(a, "peer.k8s.pod.name") == "web-5d8f-x7k2p"
+		})
+	}, 30*time.Second, 500*time.Millisecond, "UDP flow log through a socket LB names the Service sent to and the backend pod")
 
 	// The peer pod is deleted: later spans no longer name it.
 	zero := int64(0)
@@ -347,6 +377,31 @@ service:
 		"our informers log that the API server is gone")
 	time.Sleep(6 * time.Second) // a few more failed probes and watch retries
 	require.Equal(t, 1, strings.Count(output(), clearError), "one clear error, not one per retry:\n%s", output())
+}
+
+// anyLogRecord reports whether a log record of the file exporter's output
+// matches (its resource's and its own attributes).
+func anyLogRecord(path string, match func(res, attrs pcommon.Map) bool) bool {
+	found := false
+	jsonLines(path, func(line []byte) error {
+		ld, err := (&plog.JSONUnmarshaler{}).UnmarshalLogs(line)
+		if err != nil {
+			return err
+		}
+		for i := 0; i < ld.ResourceLogs().Len() && !found; i++ {
+			rl := ld.ResourceLogs().At(i)
+			for j := 0; j < rl.ScopeLogs().Len(); j++ {
+				recs := rl.ScopeLogs().At(j).LogRecords()
+				for k := 0; k < recs.Len(); k++ {
+					if match(rl.Resource().Attributes(), recs.At(k).Attributes()) {
+						found = true
+					}
+				}
+			}
+		}
+		return nil
+	})
+	return found
 }
 
 type lockedWriter struct {

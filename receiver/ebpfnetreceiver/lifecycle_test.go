@@ -80,6 +80,9 @@ func (f *fakeDatapath) AttachTCP() error { return nil }
 func (f *fakeDatapath) LiveConns(dst []kernel.LiveConn) ([]kernel.LiveConn, error) {
 	return dst, nil
 }
+func (f *fakeDatapath) UDPDialed(dst []kernel.UDPDialed, _ time.Duration) ([]kernel.UDPDialed, error) {
+	return dst, nil
+}
 func (f *fakeDatapath) ReadConns(ctx context.Context, _ func(*kernel.ConnEvent)) error {
 	<-ctx.Done()
 	return nil

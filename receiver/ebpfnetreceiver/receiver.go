@@ -38,6 +38,9 @@ type datapath interface {
 	ReadConns(ctx context.Context, fn func(*kernel.ConnEvent)) error
 	// LiveConns appends the connections open now.
 	LiveConns(dst []kernel.LiveConn) ([]kernel.LiveConn, error)
+	// UDPDialed appends the UDP destinations local sockets sent to within
+	// maxIdle (before any socket-level load balancer).
+	UDPDialed(dst []kernel.UDPDialed, maxIdle time.Duration) ([]kernel.UDPDialed, error)
 	Close() error
 }
 
@@ -138,6 +141,7 @@ type pipeline struct {
 	eps        *flow.Endpoints
 	kbuf       []kernel.Flow
 	lbuf       []kernel.LiveConn
+	ubuf       []kernel.UDPDialed
 	fbuf       []flow.Flow
 }
 
@@ -353,6 +357,7 @@ func (p *pipeline) collect() {
 	}
 	if logs != nil {
 		flow.NewConnIndex(live, conns).Annotate(&batch)
+		p.annotateUDPDialed(&batch)
 	}
 	ctx := context.Background()
 	if metrics != nil {
@@ -390,6 +395,29 @@ func (p *pipeline) collect() {
 			}
 		}
 	}
+}
+
+// udpDialedIdle is how long a UDP destination stays known after its
+// socket's last send to it: longer than any interval, so the flows of the
+// interval that saw the send still join it.
+const udpDialedIdle = 2 * time.Minute
+
+// annotateUDPDialed names, on UDP flows a socket-level load balancer
+// rewrote, the Service the local socket sent to (Kubernetes only: the join
+// needs the Service's endpoints).
+func (p *pipeline) annotateUDPDialed(b *flow.Batch) {
+	if p.peers == nil {
+		return
+	}
+	dialed, err := p.dp.UDPDialed(p.ubuf[:0], max(udpDialedIdle, 2*p.cfg.Interval))
+	p.ubuf = dialed
+	if err != nil {
+		if !errors.Is(err, kernel.ErrClosed) {
+			p.set.Logger.Error("read UDP destinations", zap.Error(err))
+		}
+		return
+	}
+	flow.NewDialedIndex(dialed).Annotate(b, p.peers.Backs)
 }
 
 // nodeName resolves k8s.node.name: config, then K8S_NODE_NAME, then host name.

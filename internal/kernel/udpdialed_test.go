@@ -1,0 +1,102 @@
+package kernel
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ebpfnet/ebpfnet/internal/testnet"
+)
+
+// TestUDPDialedUnderSocketLB: with a socket-level load balancer rewriting a
+// "ClusterIP" to a backend for sendto() and connect() of UDP sockets, the
+// receiver's sendmsg4/connect4 programs, attached first, record the Service
+// address each socket sent to with its local port, while the datagrams reach
+// the backend. Idle entries are deleted by the read.
+func TestUDPDialedUnderSocketLB(t *testing.T) {
+	testnet.RequireRoot(t)
+	d, err := Load(Options{MaxFlows: 64})
+	require.NoError(t, err)
+	t.Cleanup(func() { d.Close() })
+	require.NoError(t, d.AttachTCP()) // ours first, as a receiver started before the LB would be
+
+	server, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.2:0")))
+	require.NoError(t, err)
+	defer server.Close()
+	backend := server.LocalAddr().(*net.UDPAddr).AddrPort()
+	service := netip.MustParseAddrPort("127.0.0.98:53")
+	root, err := Cgroup2Root()
+	require.NoError(t, err)
+	for _, attach := range []ebpf.AttachType{ebpf.AttachCGroupUDP4Sendmsg, ebpf.AttachCGroupInet4Connect} {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: root, Attach: attach, Program: socketLB(t, attach, service, backend)})
+		require.NoError(t, err)
+		defer l.Close()
+	}
+	server6, err := net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[::1]:0")))
+	require.NoError(t, err)
+	defer server6.Close()
+	backend6 := server6.LocalAddr().(*net.UDPAddr).AddrPort()
+
+	local := net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0"))
+	// Unconnected: sendto the Service, then to the backend itself.
+	viaService, err := net.ListenUDP("udp4", local)
+	require.NoError(t, err)
+	defer viaService.Close()
+	_, err = viaService.WriteToUDPAddrPort([]byte("q"), service)
+	require.NoError(t, err)
+	direct, err := net.ListenUDP("udp4", local)
+	require.NoError(t, err)
+	defer direct.Close()
+	_, err = direct.WriteToUDPAddrPort([]byte("q"), backend)
+	require.NoError(t, err)
+	// Bound, then connected to the Service (what glibc's resolver does
+	// after bind; an unbound connect has no port yet and is not recorded).
+	connected, err := net.DialUDP("udp4", local, net.UDPAddrFromAddrPort(service))
+	require.NoError(t, err)
+	defer connected.Close()
+	_, err = connected.Write([]byte("q"))
+	require.NoError(t, err)
+	v6, err := net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[::1]:0")))
+	require.NoError(t, err)
+	defer v6.Close()
+	_, err = v6.WriteToUDPAddrPort([]byte("q"), backend6)
+	require.NoError(t, err)
+
+	// Every datagram reached the backend: the LB did rewrite.
+	require.NoError(t, server.SetReadDeadline(time.Now().Add(2*time.Second)))
+	from := map[uint16]bool{}
+	for range 3 {
+		_, src, err := server.ReadFromUDPAddrPort(make([]byte, 8))
+		require.NoError(t, err)
+		from[src.Port()] = true
+	}
+	port := func(c *net.UDPConn) uint16 { return c.LocalAddr().(*net.UDPAddr).AddrPort().Port() }
+	require.Equal(t, map[uint16]bool{port(viaService): true, port(direct): true, port(connected): true}, from)
+
+	// Only this test's sockets: other processes may send too.
+	ours := func(maxIdle time.Duration) map[uint16]netip.AddrPort {
+		got, err := d.UDPDialed(nil, maxIdle)
+		require.NoError(t, err)
+		m := map[uint16]netip.AddrPort{}
+		for _, e := range got {
+			switch e.LocalPort {
+			case port(viaService), port(direct), port(connected), port(v6):
+				m[e.LocalPort] = e.Dialed
+			}
+		}
+		return m
+	}
+	require.Equal(t, map[uint16]netip.AddrPort{
+		port(viaService): service, port(direct): backend, port(connected): service, port(v6): backend6,
+	}, ours(time.Minute))
+
+	// Entries idle longer than maxIdle are dropped, and deleted.
+	time.Sleep(20 * time.Millisecond)
+	require.Empty(t, ours(time.Millisecond))
+	require.Empty(t, ours(time.Hour))
+}
