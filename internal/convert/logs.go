@@ -22,7 +22,7 @@ func Logs(opts Options, b *flow.Batch) plog.Logs {
 	// allocated once.
 	counts := make(map[netip.Addr]int)
 	for i := range b.Flows {
-		counts[logsResource(&b.Flows[i])]++
+		counts[resourceAddr(&b.Flows[i])]++
 	}
 	scopes := make(map[netip.Addr]plog.ScopeLogs, len(counts))
 	ld.ResourceLogs().EnsureCapacity(len(counts))
@@ -30,7 +30,7 @@ func Logs(opts Options, b *flow.Batch) plog.Logs {
 	addrs := make(addrStrings)
 	for i := range b.Flows {
 		f := &b.Flows[i]
-		local := logsResource(f)
+		local := resourceAddr(f)
 		sl, ok := scopes[local]
 		if !ok {
 			rl := ld.ResourceLogs().AppendEmpty()
@@ -55,9 +55,9 @@ func Logs(opts Options, b *flow.Batch) plog.Logs {
 	return ld
 }
 
-// logsResource is the resource key of a flow: its pod's address, or the
+// resourceAddr is the resource key of a flow (logs and metrics): its pod's address, or the
 // invalid address for the node.
-func logsResource(f *flow.Flow) netip.Addr {
+func resourceAddr(f *flow.Flow) netip.Addr {
 	if f.OnNode {
 		return netip.Addr{}
 	}

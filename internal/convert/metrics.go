@@ -133,10 +133,7 @@ func NewMetrics(opts Options, start time.Time) *Metrics {
 func (c *Metrics) SeriesCount() int { return len(c.series) }
 
 func (c *Metrics) key(metric uint8, attrs FlowAttrs, f *flow.Flow) seriesKey {
-	k := seriesKey{metric: metric}
-	if !f.OnNode {
-		k.local = f.Endpoint
-	}
+	k := seriesKey{metric: metric, local: resourceAddr(f)}
 	if attrs&WithDirection != 0 {
 		k.direction = f.Direction
 	}

@@ -51,7 +51,7 @@ func (x DialedIndex) Annotate(b *Batch, backs func(service, backend netip.Addr) 
 				n = 0
 				break
 			}
-			if c.Addr().Is4() != peer.Addr().Is4() || c == found || !backs(c.Addr(), peer.Addr()) {
+			if c.Addr().Is4() != peer.Addr().Is4() || !backs(c.Addr(), peer.Addr()) {
 				continue
 			}
 			found = c

@@ -248,7 +248,11 @@ func (r *Resolver) Lookup(ip netip.Addr) (Peer, bool) {
 // ClusterIP is service (one of that Service's EndpointSlices lists it).
 func (r *Resolver) Backs(service, backend netip.Addr) bool {
 	svc, ok := r.Lookup(service)
-	if !ok || svc.Kind != KindService {
+	return ok && r.backs(svc, backend)
+}
+
+func (r *Resolver) backs(svc Peer, backend netip.Addr) bool {
+	if svc.Kind != KindService {
 		return false
 	}
 	objs, _ := r.slices.GetIndexer().ByIndex(indexIP, backend.Unmap().String())
@@ -449,6 +453,13 @@ func (m *Memo) Lookup(ip netip.Addr) (Peer, bool) {
 	p, ok := m.r.Lookup(ip)
 	m.seen[ip] = memoEntry{p, ok}
 	return p, ok
+}
+
+// Backs is Resolver.Backs with the Service's lookup memoized: many flows
+// of an interval check the same dialed address.
+func (m *Memo) Backs(service, backend netip.Addr) bool {
+	svc, ok := m.Lookup(service)
+	return ok && m.r.backs(svc, backend)
 }
 
 // Reset forgets the remembered lookups.

@@ -406,7 +406,7 @@ const udpDialedIdle = 2 * time.Minute
 // rewrote, the Service the local socket sent to (Kubernetes only: the join
 // needs the Service's endpoints).
 func (p *pipeline) annotateUDPDialed(b *flow.Batch) {
-	if p.peers == nil {
+	if p.peerMemo == nil {
 		return
 	}
 	dialed, err := p.dp.UDPDialed(p.ubuf[:0], max(udpDialedIdle, 2*p.cfg.Interval))
@@ -417,7 +417,7 @@ func (p *pipeline) annotateUDPDialed(b *flow.Batch) {
 		}
 		return
 	}
-	flow.NewDialedIndex(dialed).Annotate(b, p.peers.Backs)
+	flow.NewDialedIndex(dialed).Annotate(b, p.peerMemo.Backs)
 }
 
 // nodeName resolves k8s.node.name: config, then K8S_NODE_NAME, then host name.
