@@ -4,7 +4,6 @@ package bench
 
 import (
 	"testing"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -24,6 +23,12 @@ func emptyProgramCost(t *testing.T, load func(), veths ...string) float64 {
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "MIT", Instructions: emptyTC()})
 	require.NoError(t, err)
 	defer prog.Close()
+	return programCost(t, prog, load, veths...)
+}
+
+// programCost attaches prog to both tcx hooks of the veths and returns its
+// ns/run (bpf_stats, which must be on) under the load run by load().
+func programCost(t *testing.T, prog *ebpf.Program, load func(), veths ...string) float64 {
 	var links []link.Link
 	for _, v := range veths {
 		for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
@@ -43,6 +48,5 @@ func emptyProgramCost(t *testing.T, load func(), veths ...string) float64 {
 	after, err := prog.Stats()
 	require.NoError(t, err)
 	s := kernel.ProgramStats{RuntimeNs: uint64(after.Runtime - before.Runtime), Runs: after.RunCount - before.RunCount}
-	_ = time.Second
 	return s.PerRun()
 }

@@ -40,10 +40,14 @@ const studyManyFlows = 100000
 
 // compileStudy builds bpf/bench/maptypes.c with the flags of the receiver's
 // own object and loads it.
-func compileStudy(t *testing.T) *ebpf.Collection {
-	obj := filepath.Join(t.TempDir(), "maptypes.o")
+func compileStudy(t *testing.T) *ebpf.Collection { return compileBench(t, "maptypes") }
+
+// compileBench builds bpf/bench/<name>.c with the flags of the receiver's own
+// object and loads it.
+func compileBench(t *testing.T, name string) *ebpf.Collection {
+	obj := filepath.Join(t.TempDir(), name+".o")
 	out, err := exec.Command("clang", "-O2", "-g", "-Wall", "-Werror", "-mcpu=v3", "-target", "bpfel",
-		"-I", "../bpf", "-c", "../bpf/bench/maptypes.c", "-o", obj).CombinedOutput()
+		"-I", "../bpf", "-c", "../bpf/bench/"+name+".c", "-o", obj).CombinedOutput()
 	require.NoError(t, err, "clang: %s", out)
 	spec, err := ebpf.LoadCollectionSpec(obj)
 	require.NoError(t, err)

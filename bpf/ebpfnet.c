@@ -62,6 +62,21 @@ int uplink_egress(struct __sk_buff *skb)
 	return TCX_NEXT;
 }
 
+/* Never attached: user space runs it (BPF_PROG_TEST_RUN) at each drain to
+ * read jiffies and the coarse clock of the same tick, which converts the
+ * flows' jiffies to CLOCK_MONOTONIC. jiffies is read before and after: user
+ * space retries when a tick fell between the reads. */
+__u64 clock_jiffies, clock_coarse_ns, clock_jiffies_after;
+
+SEC("tc")
+int clock_sample(struct __sk_buff *skb)
+{
+	clock_jiffies = bpf_jiffies64();
+	clock_coarse_ns = bpf_ktime_get_coarse_ns();
+	clock_jiffies_after = bpf_jiffies64();
+	return TCX_NEXT;
+}
+
 /* Every TCP state change on the host: connection start, establishment, close. */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(inet_sock_set_state, const struct sock *sk, int oldstate, int newstate)

@@ -254,14 +254,14 @@ static __always_inline int parse_skb(struct __sk_buff *skb, struct flow_key *key
 }
 
 /* st is this CPU's copy of the flow's counters: no other CPU writes it. */
-static __always_inline void add_to_flow(struct flow_counts *st, __u32 len, __u32 tcp_flags, __u64 now)
+static __always_inline void add_to_flow(struct flow_counts *st, __u32 len, __u32 tcp_flags, __u32 now)
 {
+	/* No packets yet when another CPU created the flow: this copy starts now. */
+	if (!st->packets)
+		st->first_seen = now;
 	st->bytes += len;
 	st->packets++;
-	/* Zero when another CPU created the flow: this copy starts now. */
-	if (!st->first_seen_ns)
-		st->first_seen_ns = now;
-	st->last_seen_ns = now;
+	st->last_seen = now;
 	st->tcp_flags |= tcp_flags;
 }
 
@@ -269,13 +269,14 @@ static __always_inline void add_to_flow(struct flow_counts *st, __u32 len, __u32
 static __always_inline void account_in(void *table, struct flow_key *key, __u32 len, __u32 tcp_flags)
 {
 	struct flow_counts *st;
-	__u64 now;
+	__u32 now;
 	long err;
 
-	/* The coarse clock (one tick, 4 ms at HZ=250) costs a memory read; the
-	 * precise one costs ~250 ns per packet under load on a VM's kvm-clock
-	 * (docs/BENCHMARKS.md). Flow records need no finer times. */
-	now = bpf_ktime_get_coarse_ns();
+	/* The tick (4 ms at HZ=250) is all a flow record needs. jiffies is one
+	 * inlined load; bpf_ktime_get_coarse_ns() is a helper call, ~8 ns more
+	 * per packet under load, and the precise clock ~250 ns on a VM's
+	 * kvm-clock (docs/BENCHMARKS.md). */
+	now = bpf_jiffies64();
 	st = bpf_map_lookup_elem(table, key);
 	if (st) {
 		add_to_flow(st, len, tcp_flags, now);
@@ -285,8 +286,8 @@ static __always_inline void account_in(void *table, struct flow_key *key, __u32 
 	struct flow_counts init = {
 		.bytes = len,
 		.packets = 1,
-		.first_seen_ns = now,
-		.last_seen_ns = now,
+		.first_seen = now,
+		.last_seen = now,
 		.tcp_flags = tcp_flags,
 	};
 	err = bpf_map_update_elem(table, key, &init, BPF_NOEXIST);

@@ -32,12 +32,17 @@ struct flow_key {
 	__u8 observer;	   /* enum flow_observer */
 };
 
-/* Counters of one flow, updated in place by the TC programs. */
+/* Counters of one flow, updated in place by the TC programs. Times are the
+ * low 32 bits of jiffies_64 (bpf_jiffies64(), which the verifier inlines to
+ * one load): the kernel tick, as coarse as bpf_ktime_get_coarse_ns() but
+ * without its helper call. User space converts them to CLOCK_MONOTONIC with
+ * a (jiffies, coarse ns) pair it samples at each drain (clock_sample); a
+ * flow's times are less than one drain interval old, far from a wrap. */
 struct flow_counts {
 	__u64 bytes;	     /* sum of skb->len: L2 frame bytes, as `ip -s link` counts them */
 	__u64 packets;	     /* packets (one per skb handed to the interface) */
-	__u64 first_seen_ns; /* bpf_ktime_get_ns() of the first packet (CLOCK_MONOTONIC) */
-	__u64 last_seen_ns;  /* bpf_ktime_get_ns() of the latest packet */
+	__u32 first_seen;    /* jiffies of the first packet (low 32 bits) */
+	__u32 last_seen;     /* jiffies of the latest packet (low 32 bits) */
 	__u32 tcp_flags;     /* OR of the TCP flags (FIN=0x01 ... CWR=0x80) of all packets */
 	__u32 _pad;
 };

@@ -29,6 +29,7 @@
 #include "../types.h"
 #include "../maps.h"
 #include "../flow.h"
+#include "parse.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -70,15 +71,8 @@ struct ring_record {
 /* Parses into key; returns 0 when the packet is a flow. */
 static __always_inline int study_parse(struct __sk_buff *skb, struct flow_key *key, __u32 *tcp_flags)
 {
-	int ret = parse_skb(skb, key, tcp_flags);
-
-	if (ret != PARSE_OK) {
-		count_reason(ret, skb->len);
+	if (bench_parse(skb, key, tcp_flags))
 		return -1;
-	}
-	key->ifindex = skb->ifindex;
-	key->direction = FLOW_RECEIVE;
-	key->observer = OBSERVER_ENDPOINT;
 	if (spread_flows) {
 		__u32 s = seq++ % spread_flows;
 
@@ -89,11 +83,11 @@ static __always_inline int study_parse(struct __sk_buff *skb, struct flow_key *k
 }
 
 /* A flow's counters shared by the CPUs: atomic adds. */
-static __always_inline void add_shared(struct flow_counts *st, __u32 len, __u32 flags, __u64 now)
+static __always_inline void add_shared(struct flow_counts *st, __u32 len, __u32 flags, __u32 now)
 {
 	__sync_fetch_and_add(&st->bytes, len);
 	__sync_fetch_and_add(&st->packets, 1);
-	st->last_seen_ns = now;
+	st->last_seen = now;
 	__sync_fetch_and_or(&st->tcp_flags, flags);
 }
 
@@ -138,7 +132,7 @@ int percpu_array(struct __sk_buff *skb)
 	struct flow_counts *st = array_slot(skb, &study_percpu_array, &flags);
 
 	if (st)
-		add_to_flow(st, skb->len, flags, bpf_ktime_get_coarse_ns());
+		add_to_flow(st, skb->len, flags, bpf_jiffies64());
 	return TCX_NEXT;
 }
 
@@ -149,7 +143,7 @@ int array(struct __sk_buff *skb)
 	struct flow_counts *st = array_slot(skb, &study_array, &flags);
 
 	if (st)
-		add_shared(st, skb->len, flags, bpf_ktime_get_coarse_ns());
+		add_shared(st, skb->len, flags, bpf_jiffies64());
 	return TCX_NEXT;
 }
 
@@ -174,18 +168,18 @@ int hash(struct __sk_buff *skb)
 	struct flow_key key = {};
 	struct flow_counts *st;
 	__u32 flags = 0;
-	__u64 now;
+	__u32 now;
 
 	if (study_parse(skb, &key, &flags))
 		return TCX_NEXT;
-	now = bpf_ktime_get_coarse_ns();
+	now = bpf_jiffies64();
 	st = bpf_map_lookup_elem(&study_hash, &key);
 	if (st) {
 		add_shared(st, skb->len, flags, now);
 		return TCX_NEXT;
 	}
 	struct flow_counts init = {
-		.bytes = skb->len, .packets = 1, .first_seen_ns = now, .last_seen_ns = now, .tcp_flags = flags,
+		.bytes = skb->len, .packets = 1, .first_seen = now, .last_seen = now, .tcp_flags = flags,
 	};
 	if (bpf_map_update_elem(&study_hash, &key, &init, BPF_NOEXIST))
 		count_reason(COUNTER_MAP_FULL, skb->len);
@@ -198,24 +192,24 @@ int hash_update(struct __sk_buff *skb)
 	struct flow_key key = {};
 	struct flow_counts *st, v = {};
 	__u32 flags = 0;
-	__u64 now;
+	__u32 now;
 
 	if (study_parse(skb, &key, &flags))
 		return TCX_NEXT;
-	now = bpf_ktime_get_coarse_ns();
+	now = bpf_jiffies64();
 	st = bpf_map_lookup_elem(&study_hash_update, &key);
 	if (st) {
 		v = *st;
 		v.bytes += skb->len;
 		v.packets++;
-		v.last_seen_ns = now;
+		v.last_seen = now;
 		v.tcp_flags |= flags;
 		bpf_map_update_elem(&study_hash_update, &key, &v, BPF_EXIST);
 		return TCX_NEXT;
 	}
 	v.bytes = skb->len;
 	v.packets = 1;
-	v.first_seen_ns = v.last_seen_ns = now;
+	v.first_seen = v.last_seen = now;
 	v.tcp_flags = flags;
 	if (bpf_map_update_elem(&study_hash_update, &key, &v, BPF_NOEXIST))
 		count_reason(COUNTER_MAP_FULL, skb->len);
@@ -239,7 +233,7 @@ int ringbuf(struct __sk_buff *skb)
 	r->key = key;
 	r->len = skb->len;
 	r->tcp_flags = flags;
-	r->ts = bpf_ktime_get_coarse_ns();
+	r->ts = bpf_jiffies64();
 	bpf_ringbuf_submit(r, 0);
 	return TCX_NEXT;
 }

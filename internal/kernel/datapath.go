@@ -52,7 +52,8 @@ type Datapath struct {
 	active     int // index into tables of the table the programs write to
 	maxFlows   uint32
 	keys       []FlowKey
-	vals       []FlowCounts // drainBatch * ncpu: one value per CPU per key
+	vals       []cpuCounts // drainBatch * ncpu: one value per CPU per key
+	clock      jiffyClock
 	ncpu       int
 	batchOK    bool
 	links      map[int]*attachment
@@ -113,7 +114,7 @@ func Load(opts Options) (*Datapath, error) {
 		cgroup:   opts.CgroupPath,
 		ncpu:     ncpu,
 		keys:     make([]FlowKey, drainBatch),
-		vals:     make([]FlowCounts, drainBatch*ncpu),
+		vals:     make([]cpuCounts, drainBatch*ncpu),
 		batchOK:  true,
 		links:    make(map[int]*attachment),
 		masters:  make(map[int]int),
@@ -143,7 +144,31 @@ func Load(opts Options) (*Datapath, error) {
 	}
 	d.tables = [2]*ebpf.Map{d.objs.FlowsA, d.objs.FlowsB}
 	d.active = 0 // active_table starts at 0: flows_a
+	if err := d.sampleClock(); err != nil {
+		_ = d.objs.Close()
+		return nil, err
+	}
 	return d, nil
+}
+
+// sampleClock runs clock_sample for a (jiffies, coarse ns) pair of one tick
+// and gives it to the clock that converts flow times.
+func (d *Datapath) sampleClock() error {
+	frame := make([]byte, 14) // test runs of a tc program need an Ethernet header
+	for try := 0; ; try++ {
+		if _, err := d.objs.ClockSample.Run(&ebpf.RunOptions{Data: frame}); err != nil {
+			return fmt.Errorf("sample the kernel clock (BPF_PROG_TEST_RUN of clock_sample): %w", err)
+		}
+		var j, ns, after uint64
+		if err := errors.Join(d.objs.ClockJiffies.Get(&j), d.objs.ClockCoarseNs.Get(&ns), d.objs.ClockJiffiesAfter.Get(&after)); err != nil {
+			return fmt.Errorf("read the kernel clock sample: %w", err)
+		}
+		// A tick between the reads: the pair may not be of one tick.
+		if j == after || try == 2 {
+			d.clock.observe(clockPair{jiffies: j, ns: ns})
+			return nil
+		}
+	}
 }
 
 // ProgramIDs returns the kernel IDs of the loaded programs.
@@ -186,6 +211,10 @@ func (d *Datapath) Drain(dst []Flow) ([]Flow, error) {
 	idle := d.tables[d.active]
 	d.active = next
 	d.drains++
+	// After the barrier: no flow of the idle table is newer than this pair.
+	if err := d.sampleClock(); err != nil {
+		return dst, err
+	}
 	// Forget names of interfaces detached before the previous drain: their
 	// last flows were reported by it.
 	for ifindex, at := range d.gone {
@@ -215,7 +244,7 @@ func (d *Datapath) drainBatch(m *ebpf.Map, dst []Flow) ([]Flow, error) {
 	for {
 		n, err := m.BatchLookupAndDelete(&cursor, d.keys, d.vals, nil)
 		for i := 0; i < n; i++ {
-			dst = append(dst, Flow{Key: d.keys[i], Counts: mergeCPUs(d.vals[i*d.ncpu : (i+1)*d.ncpu])})
+			dst = append(dst, Flow{Key: d.keys[i], Counts: d.clock.merge(d.vals[i*d.ncpu : (i+1)*d.ncpu])})
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return dst, nil
@@ -231,10 +260,10 @@ func (d *Datapath) drainBatch(m *ebpf.Map, dst []Flow) ([]Flow, error) {
 func (d *Datapath) drainIterate(m *ebpf.Map, dst []Flow) ([]Flow, error) {
 	start := len(dst)
 	var key FlowKey
-	perCPU := make([]FlowCounts, d.ncpu)
+	perCPU := make([]cpuCounts, d.ncpu)
 	it := m.Iterate()
 	for it.Next(&key, &perCPU) {
-		dst = append(dst, Flow{Key: key, Counts: mergeCPUs(perCPU)})
+		dst = append(dst, Flow{Key: key, Counts: d.clock.merge(perCPU)})
 	}
 	if err := it.Err(); err != nil {
 		return dst, fmt.Errorf("iterate flow table: %w", err)
@@ -247,23 +276,30 @@ func (d *Datapath) drainIterate(m *ebpf.Map, dst []Flow) ([]Flow, error) {
 	return dst, nil
 }
 
-// mergeCPUs folds the per-CPU copies of one flow's counters.
-func mergeCPUs(vals []FlowCounts) FlowCounts {
+// merge folds the per-CPU copies of one flow's counters, its times converted
+// to CLOCK_MONOTONIC.
+func (c *jiffyClock) merge(vals []cpuCounts) FlowCounts {
 	var out FlowCounts
+	var first, last uint32
 	for i := range vals {
 		v := &vals[i]
 		if v.Packets == 0 {
 			continue
 		}
+		// Compared by age (before the latest pair), which a wrap of the
+		// 32 bits does not disturb.
+		if out.Packets == 0 || c.age(v.FirstSeen) > c.age(first) {
+			first = v.FirstSeen
+		}
+		if out.Packets == 0 || c.age(v.LastSeen) < c.age(last) {
+			last = v.LastSeen
+		}
 		out.Bytes += v.Bytes
 		out.Packets += v.Packets
-		if out.FirstSeenNs == 0 || v.FirstSeenNs < out.FirstSeenNs {
-			out.FirstSeenNs = v.FirstSeenNs
-		}
-		if v.LastSeenNs > out.LastSeenNs {
-			out.LastSeenNs = v.LastSeenNs
-		}
 		out.TcpFlags |= v.TcpFlags
+	}
+	if out.Packets > 0 {
+		out.FirstSeenNs, out.LastSeenNs = c.ns(first), c.ns(last)
 	}
 	return out
 }

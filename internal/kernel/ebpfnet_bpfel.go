@@ -123,13 +123,13 @@ type ebpfnetCounterValue struct {
 }
 
 type ebpfnetFlowCounts struct {
-	_           structs.HostLayout
-	Bytes       uint64
-	Packets     uint64
-	FirstSeenNs uint64
-	LastSeenNs  uint64
-	TcpFlags    uint32
-	Pad         uint32
+	_         structs.HostLayout
+	Bytes     uint64
+	Packets   uint64
+	FirstSeen uint32
+	LastSeen  uint32
+	TcpFlags  uint32
+	Pad       uint32
 }
 
 type ebpfnetFlowDirection uint32
@@ -181,6 +181,7 @@ const (
 	ebpfnetMapFlowsA              = "flows_a"
 	ebpfnetMapFlowsB              = "flows_b"
 	ebpfnetMapUdpDialed           = "udp_dialed"
+	ebpfnetProgClockSample        = "clock_sample"
 	ebpfnetProgEndpointEgress     = "endpoint_egress"
 	ebpfnetProgEndpointIngress    = "endpoint_ingress"
 	ebpfnetProgInetSockSetState   = "inet_sock_set_state"
@@ -196,6 +197,9 @@ const (
 	ebpfnetProgUplinkEgress       = "uplink_egress"
 	ebpfnetProgUplinkIngress      = "uplink_ingress"
 	ebpfnetVarActiveTable         = "active_table"
+	ebpfnetVarClockCoarseNs       = "clock_coarse_ns"
+	ebpfnetVarClockJiffies        = "clock_jiffies"
+	ebpfnetVarClockJiffiesAfter   = "clock_jiffies_after"
 	ebpfnetVarRingWakeupBytes     = "ring_wakeup_bytes"
 	ebpfnetVarUnusedConnEvent     = "unused_conn_event"
 	ebpfnetVarUnusedConnResult    = "unused_conn_result"
@@ -247,6 +251,7 @@ type ebpfnetSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ebpfnetProgramSpecs struct {
+	ClockSample        *ebpf.ProgramSpec `ebpf:"clock_sample"`
 	EndpointEgress     *ebpf.ProgramSpec `ebpf:"endpoint_egress"`
 	EndpointIngress    *ebpf.ProgramSpec `ebpf:"endpoint_ingress"`
 	InetSockSetState   *ebpf.ProgramSpec `ebpf:"inet_sock_set_state"`
@@ -283,6 +288,9 @@ type ebpfnetMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type ebpfnetVariableSpecs struct {
 	ActiveTable         *ebpf.VariableSpec `ebpf:"active_table"`
+	ClockCoarseNs       *ebpf.VariableSpec `ebpf:"clock_coarse_ns"`
+	ClockJiffies        *ebpf.VariableSpec `ebpf:"clock_jiffies"`
+	ClockJiffiesAfter   *ebpf.VariableSpec `ebpf:"clock_jiffies_after"`
 	RingWakeupBytes     *ebpf.VariableSpec `ebpf:"ring_wakeup_bytes"`
 	UnusedConnEvent     *ebpf.VariableSpec `ebpf:"unused_conn_event"`
 	UnusedConnResult    *ebpf.VariableSpec `ebpf:"unused_conn_result"`
@@ -342,6 +350,9 @@ func (m *ebpfnetMaps) Close() error {
 // It can be passed to loadEbpfnetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ebpfnetVariables struct {
 	ActiveTable         *ebpf.Variable `ebpf:"active_table"`
+	ClockCoarseNs       *ebpf.Variable `ebpf:"clock_coarse_ns"`
+	ClockJiffies        *ebpf.Variable `ebpf:"clock_jiffies"`
+	ClockJiffiesAfter   *ebpf.Variable `ebpf:"clock_jiffies_after"`
 	RingWakeupBytes     *ebpf.Variable `ebpf:"ring_wakeup_bytes"`
 	UnusedConnEvent     *ebpf.Variable `ebpf:"unused_conn_event"`
 	UnusedConnResult    *ebpf.Variable `ebpf:"unused_conn_result"`
@@ -355,6 +366,7 @@ type ebpfnetVariables struct {
 //
 // It can be passed to loadEbpfnetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ebpfnetPrograms struct {
+	ClockSample        *ebpf.Program `ebpf:"clock_sample"`
 	EndpointEgress     *ebpf.Program `ebpf:"endpoint_egress"`
 	EndpointIngress    *ebpf.Program `ebpf:"endpoint_ingress"`
 	InetSockSetState   *ebpf.Program `ebpf:"inet_sock_set_state"`
@@ -373,6 +385,7 @@ type ebpfnetPrograms struct {
 
 func (p *ebpfnetPrograms) Close() error {
 	return _EbpfnetClose(
+		p.ClockSample,
 		p.EndpointEgress,
 		p.EndpointIngress,
 		p.InetSockSetState,

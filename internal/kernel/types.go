@@ -6,8 +6,19 @@ package kernel
 // FlowKey identifies one aggregated flow (see struct flow_key in bpf/types.h).
 type FlowKey = ebpfnetFlowKey
 
-// FlowCounts holds the counters of one flow (struct flow_counts).
-type FlowCounts = ebpfnetFlowCounts
+// cpuCounts is one CPU's copy of a flow's counters in a flow table
+// (struct flow_counts), its times in jiffies.
+type cpuCounts = ebpfnetFlowCounts
+
+// FlowCounts are the counters of one drained flow, merged over the CPUs.
+type FlowCounts struct {
+	Bytes   uint64 // L2 frame bytes
+	Packets uint64
+	// CLOCK_MONOTONIC ns of the first and the latest packet, at the
+	// resolution of a kernel tick.
+	FirstSeenNs, LastSeenNs uint64
+	TcpFlags                uint32 // OR of the TCP flags of all packets
+}
 
 // CounterValue is one slot of the per-reason counters (struct counter_value).
 type CounterValue = ebpfnetCounterValue

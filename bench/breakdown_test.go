@@ -1,0 +1,86 @@
+//go:build bench
+
+package bench
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ebpfnet/ebpfnet/internal/kernel"
+	"github.com/ebpfnet/ebpfnet/internal/testnet"
+)
+
+// The steps of bpf/bench/breakdown.c, each adding one to the one before.
+var breakdownSteps = []string{"parse", "account_jiffies", "account_coarse"}
+
+// TestBenchBreakdown: under the iperf3 loads of TestBenchOverhead, the
+// per-run cost of an empty program, of the receiver's parse alone, of parse
+// and accounting in one per-CPU hash (with the receiver's value, and with
+// the previous design's), and of the receiver's endpoint programs,
+// interleaved in each repetition.
+func TestBenchBreakdown(t *testing.T) {
+	testnet.RequireRoot(t)
+	node := testnet.NewNode(t, 91)
+	p1 := node.AddPod(t, 2)
+	p2 := node.AddPod(t, 3)
+	coll := compileBench(t, "breakdown")
+	statsOff, err := kernel.EnableStats()
+	require.NoError(t, err)
+	defer statsOff.Close()
+	n, secs := reps(), seconds()
+
+	cols := append(append([]string{"empty"}, breakdownSteps...), "endpoint_ingress", "endpoint_egress")
+	cost := make([]map[string][]float64, len(iperfModes)) // mode -> column -> ns/run per repetition
+	for rep := 0; rep < n; rep++ {
+		for i, m := range iperfModes {
+			if cost[i] == nil {
+				cost[i] = map[string][]float64{}
+			}
+			c := cost[i]
+			load := func() { runIperf(t, p1.NS, p2.NS, p2.IPv4.String(), 5201, secs, m) }
+			c["empty"] = append(c["empty"], emptyProgramCost(t, load, p1.Veth, p2.Veth))
+			for _, name := range breakdownSteps {
+				c[name] = append(c[name], programCost(t, coll.Programs[name], load, p1.Veth, p2.Veth))
+			}
+			d, detach := attached(t, p1.Veth, p2.Veth)
+			before, err := d.ProgramStats()
+			require.NoError(t, err)
+			load()
+			after, err := d.ProgramStats()
+			require.NoError(t, err)
+			detach()
+			for _, name := range []string{"endpoint_ingress", "endpoint_egress"} {
+				c[name] = append(c[name], after[name].Sub(before[name]).PerRun())
+			}
+			line := fmt.Sprintf("rep %d %s:", rep, m.name)
+			for _, col := range cols {
+				line += fmt.Sprintf(" %s %.0f", col, c[col][rep])
+			}
+			t.Log(line)
+		}
+	}
+
+	var b strings.Builder
+	b.WriteString("## Where the per-run cost of the tcx flow programs goes\n\n")
+	fmt.Fprintf(&b, "Reproduce: `make bench` (or `BENCH_REPS=%d BENCH_SECONDS=%d go test -tags bench -run TestBenchBreakdown -v ./bench/`).\n", n, secs)
+	b.WriteString("The loads of the first section (iperf3 between two pods, both pod veths, both tcx hooks), one program at a\n")
+	fmt.Fprintf(&b, "time, %d s each, all of them once per repetition, %d repetitions; ns/run from bpf_stats (included, as in the\n", secs, n)
+	b.WriteString("budget). The steps are programs of `bpf/bench/breakdown.c`, each adding one thing to the one before: parse = the\n")
+	b.WriteString("receiver's parser into its flow key, nothing stored; account = parse, then the receiver's `account_in` on a\n")
+	b.WriteString("per-CPU hash (lookup, add in place, insert on a miss) with its 32-byte value stamped with jiffies; previous =\n")
+	b.WriteString("the same with the value of the previous design, 40 bytes stamped with `bpf_ktime_get_coarse_ns()`. The step\n")
+	b.WriteString("programs count both directions and are averaged over all four hooks; the receiver's own programs (which add\n")
+	b.WriteString("the choice of the active table) are reported per hook.\n\n")
+	b.WriteString("| load | empty | parse | account | account, previous value and clock | endpoint_ingress | endpoint_egress |\n|---|---|---|---|---|---|---|\n")
+	for i, m := range iperfModes {
+		fmt.Fprintf(&b, "| %s |", m.name)
+		for _, col := range cols {
+			fmt.Fprintf(&b, " %s |", summarize(cost[i][col]).format("", 1, 0))
+		}
+		b.WriteString("\n")
+	}
+	addSection(b.String())
+}
