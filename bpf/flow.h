@@ -265,8 +265,9 @@ static __always_inline void add_to_flow(struct flow_counts *st, __u32 len, __u32
 	st->tcp_flags |= tcp_flags;
 }
 
-/* Adds the packet to its flow in table (flows_a or flows_b). */
-static __always_inline void account_in(void *table, struct flow_key *key, __u32 len, __u32 tcp_flags)
+/* Adds the packet to its flow in table (flows_a or flows_b). Returns 1 when
+ * the packet started the flow in this table (its first in the interval). */
+static __always_inline int account_in(void *table, struct flow_key *key, __u32 len, __u32 tcp_flags)
 {
 	struct flow_counts *st;
 	__u32 now;
@@ -280,7 +281,7 @@ static __always_inline void account_in(void *table, struct flow_key *key, __u32 
 	st = bpf_map_lookup_elem(table, key);
 	if (st) {
 		add_to_flow(st, len, tcp_flags, now);
-		return;
+		return 0;
 	}
 
 	struct flow_counts init = {
@@ -291,26 +292,54 @@ static __always_inline void account_in(void *table, struct flow_key *key, __u32 
 		.tcp_flags = tcp_flags,
 	};
 	err = bpf_map_update_elem(table, key, &init, BPF_NOEXIST);
+	if (!err)
+		return 1;
 	if (err == -EEXIST) {
 		/* Another CPU inserted the same flow between our lookup and update. */
 		st = bpf_map_lookup_elem(table, key);
 		if (st) {
 			add_to_flow(st, len, tcp_flags, now);
-			return;
+			return 0;
 		}
 	}
-	if (err)
-		count_reason(COUNTER_MAP_FULL, len);
+	count_reason(COUNTER_MAP_FULL, len);
+	return 0;
 }
 
-/* Adds the packet to its flow in the active table. Two call sites, each with
- * its map known to the verifier, so that it inlines the hash lookups. */
-static __always_inline void account(struct flow_key *key, __u32 len, __u32 tcp_flags)
+/* Adds the packet to its flow in the active table; 1 when it started the
+ * flow. Two call sites, each with its map known to the verifier, so that it
+ * inlines the hash lookups. */
+static __always_inline int account(struct flow_key *key, __u32 len, __u32 tcp_flags)
 {
 	if (active_table)
-		account_in(&flows_b, key, len, tcp_flags);
-	else
-		account_in(&flows_a, key, len, tcp_flags);
+		return account_in(&flows_b, key, len, tcp_flags);
+	return account_in(&flows_a, key, len, tcp_flags);
+}
+
+/* A UDP flow a local socket started sending: if that socket connect()ed
+ * before it had a port (udp_sock_dialed), the packet's source port is its
+ * port now, and the destination it dialed goes to udp_dialed, as the
+ * sendmsg/connect programs record bound sockets. Once per flow and
+ * interval, which also keeps the entry from going idle while it sends. */
+static __attribute__((noinline)) int note_udp_sender(struct __sk_buff *skb, __u16 src_port)
+{
+	__u64 cookie = bpf_get_socket_cookie(skb), now;
+	struct udp_dialed_key k = {};
+	struct dialed *d;
+
+	if (!cookie)
+		return 0;
+	d = bpf_map_lookup_elem(&udp_sock_dialed, &cookie);
+	if (!d)
+		return 0;
+	__builtin_memcpy(k.addr, d->addr, sizeof(k.addr));
+	k.port = d->port;
+	k.family = d->family;
+	k.local_port = src_port;
+	now = bpf_ktime_get_coarse_ns();
+	if (bpf_map_update_elem(&udp_dialed, &k, &now, BPF_ANY))
+		count_reason(COUNTER_DIALED_FULL, 0);
+	return 0;
 }
 
 /* Counts one packet as seen by `observer` in `direction`. */
@@ -328,7 +357,8 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction,
 	key.ifindex = skb->ifindex;
 	key.direction = direction;
 	key.observer = observer;
-	account(&key, skb->len, tcp_flags);
+	if (account(&key, skb->len, tcp_flags) && key.protocol == IPPROTO_UDP && direction == FLOW_TRANSMIT)
+		note_udp_sender(skb, key.src_port);
 }
 
 /* Uplink egress: a packet routed from a pod endpoint (or the bridge of pod

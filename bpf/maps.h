@@ -105,6 +105,8 @@ struct {
 /* udp_dialed — UDP destinations sent to, by (local port, destination), each
  * with the CLOCK_MONOTONIC time of its last send (refreshed in place; user
  * space reads the map every interval and deletes entries idle for long).
+ * Written by the sendmsg4/6 and connect4/6 programs for bound sockets, and
+ * by the TC programs for sockets of udp_sock_dialed.
  * LRU: a full map forgets the entry idle longest. max_entries set by user
  * space (`max_connections`). */
 struct {
@@ -113,6 +115,21 @@ struct {
 	__type(key, struct udp_dialed_key);
 	__type(value, __u64);
 } udp_dialed SEC(".maps");
+
+/* udp_sock_dialed — the destination a UDP socket connect()ed to before it
+ * had a local port (the kernel picks it after the connect hook: glibc's
+ * resolver, Go's net.Dial), by socket cookie. key: socket cookie; value:
+ * struct dialed. Written by the connect4/6 programs; read by the TC programs
+ * when such a socket's first packet of an interval starts a flow, which
+ * gives the local port: they then write udp_dialed. LRU: UDP sockets have no
+ * close event here; a full map forgets the least recently used socket.
+ * max_entries set by user space (`max_connections`). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct dialed);
+} udp_sock_dialed SEC(".maps");
 
 /* ring_wakeup_bytes — a closed connection is submitted without waking the
  * reader (BPF_RB_NO_WAKEUP) until this many bytes wait in conn_events; user

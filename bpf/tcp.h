@@ -350,7 +350,8 @@ static __always_inline void dialed_addr(struct bpf_sock_addr *ctx, bool v6, __u8
 /* A UDP socket sending to (or connecting to) the hook's address: remember
  * the destination with the socket's local port, without changing it. A
  * socket not bound yet (connect() before any send: the kernel picks the port
- * after this hook) has no port to join on and is not recorded. The entry is
+ * after this hook) is remembered by its cookie instead (udp_sock_dialed):
+ * the TC programs add its port when its first packet leaves. The entry is
  * written only when new: a busy sender refreshes its time in place. */
 static __always_inline int handle_udp_dialed(struct bpf_sock_addr *ctx, bool v6)
 {
@@ -360,10 +361,17 @@ static __always_inline int handle_udp_dialed(struct bpf_sock_addr *ctx, bool v6)
 
 	if (ctx->protocol != IPPROTO_UDP || !sk)
 		return 1;
-	k.local_port = (__u16)sk->src_port;
-	if (!k.local_port)
-		return 1;
 	dialed_addr(ctx, v6, k.addr, &k.family);
+	k.local_port = (__u16)sk->src_port;
+	if (!k.local_port) {
+		struct dialed d = {.port = bpf_ntohs((__u16)ctx->user_port), .family = k.family};
+		__u64 cookie = bpf_get_socket_cookie(ctx);
+
+		__builtin_memcpy(d.addr, k.addr, sizeof(d.addr));
+		if (bpf_map_update_elem(&udp_sock_dialed, &cookie, &d, BPF_ANY))
+			count_reason(COUNTER_DIALED_FULL, 0);
+		return 1;
+	}
 	k.port = bpf_ntohs((__u16)ctx->user_port);
 	now = bpf_ktime_get_coarse_ns();
 	last = bpf_map_lookup_elem(&udp_dialed, &k);

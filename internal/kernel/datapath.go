@@ -98,6 +98,7 @@ func Load(opts Options) (*Datapath, error) {
 	spec.Maps[ebpfnetMapConns].MaxEntries = opts.MaxConns
 	spec.Maps[ebpfnetMapDialed].MaxEntries = opts.MaxConns
 	spec.Maps[ebpfnetMapUdpDialed].MaxEntries = opts.MaxConns
+	spec.Maps[ebpfnetMapUdpSockDialed].MaxEntries = opts.MaxConns
 	spec.Maps[ebpfnetMapConnEvents].MaxEntries = opts.RingSize
 	// Wake the reader only when a quarter of the ring is in use; it also
 	// reads every connReadPeriod (ReadConns).

@@ -181,6 +181,7 @@ const (
 	ebpfnetMapFlowsA              = "flows_a"
 	ebpfnetMapFlowsB              = "flows_b"
 	ebpfnetMapUdpDialed           = "udp_dialed"
+	ebpfnetMapUdpSockDialed       = "udp_sock_dialed"
 	ebpfnetProgClockSample        = "clock_sample"
 	ebpfnetProgEndpointEgress     = "endpoint_egress"
 	ebpfnetProgEndpointIngress    = "endpoint_ingress"
@@ -281,6 +282,7 @@ type ebpfnetMapSpecs struct {
 	FlowsA        *ebpf.MapSpec `ebpf:"flows_a"`
 	FlowsB        *ebpf.MapSpec `ebpf:"flows_b"`
 	UdpDialed     *ebpf.MapSpec `ebpf:"udp_dialed"`
+	UdpSockDialed *ebpf.MapSpec `ebpf:"udp_sock_dialed"`
 }
 
 // ebpfnetVariableSpecs contains global variables before they are loaded into the kernel.
@@ -329,6 +331,7 @@ type ebpfnetMaps struct {
 	FlowsA        *ebpf.Map `ebpf:"flows_a"`
 	FlowsB        *ebpf.Map `ebpf:"flows_b"`
 	UdpDialed     *ebpf.Map `ebpf:"udp_dialed"`
+	UdpSockDialed *ebpf.Map `ebpf:"udp_sock_dialed"`
 }
 
 func (m *ebpfnetMaps) Close() error {
@@ -342,6 +345,7 @@ func (m *ebpfnetMaps) Close() error {
 		m.FlowsA,
 		m.FlowsB,
 		m.UdpDialed,
+		m.UdpSockDialed,
 	)
 }
 

@@ -54,8 +54,8 @@ func TestUDPDialedUnderSocketLB(t *testing.T) {
 	defer direct.Close()
 	_, err = direct.WriteToUDPAddrPort([]byte("q"), backend)
 	require.NoError(t, err)
-	// Bound, then connected to the Service (what glibc's resolver does
-	// after bind; an unbound connect has no port yet and is not recorded).
+	// Bound, then connected to the Service. (An unbound connect has no
+	// port yet: TestUDPDialedConnectBeforeBind.)
 	connected, err := net.DialUDP("udp4", local, net.UDPAddrFromAddrPort(service))
 	require.NoError(t, err)
 	defer connected.Close()
@@ -99,4 +99,47 @@ func TestUDPDialedUnderSocketLB(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	require.Empty(t, ours(time.Millisecond))
 	require.Empty(t, ours(time.Hour))
+}
+
+// TestUDPDialedConnectBeforeBind: a UDP socket that connect()s to a Service
+// before it has a local port (Go's net.Dial, glibc's resolver) is recorded
+// by its cookie at connect, and its port is added when its first packet
+// leaves the pod (the endpoint program on the pod's veth): UDPDialed then
+// names the Service for that port, though the datagrams went to the backend.
+func TestUDPDialedConnectBeforeBind(t *testing.T) {
+	testnet.RequireRoot(t)
+	node := testnet.NewNode(t, 78)
+	client := node.AddPod(t, 2)
+	backendPod := node.AddPod(t, 3)
+	d, err := Load(Options{MaxFlows: 64})
+	require.NoError(t, err)
+	t.Cleanup(func() { d.Close() })
+	require.NoError(t, d.AttachTCP()) // ours first, as a receiver started before the LB would be
+	veth, err := net.InterfaceByName(client.Veth)
+	require.NoError(t, err)
+	require.NoError(t, d.Attach(veth.Index, client.Veth, RoleEndpoint, 0))
+
+	backend := netip.AddrPortFrom(backendPod.IPv4, 5353)
+	service := netip.MustParseAddrPort("10.96.0.10:53")
+	root, err := Cgroup2Root()
+	require.NoError(t, err)
+	l, err := link.AttachCgroup(link.CgroupOptions{Path: root, Attach: ebpf.AttachCGroupInet4Connect,
+		Program: socketLB(t, ebpf.AttachCGroupInet4Connect, service, backend)})
+	require.NoError(t, err)
+	defer l.Close()
+
+	// net.Dial("udp") connects an unbound socket; the LB sends it to the backend.
+	port, err := testnet.UDPSendVia(client.NS, backendPod.NS, service, backend, 3, 40)
+	require.NoError(t, err)
+	flows, err := d.Drain(nil)
+	require.NoError(t, err)
+	var toBackend bool
+	for _, f := range flows {
+		toBackend = toBackend || (f.Key.SrcPort == port && netip.AddrFrom16(f.Key.DstAddr).Unmap() == backend.Addr())
+	}
+	require.True(t, toBackend, "the client's flow goes to the backend: %v", flows)
+
+	got, err := d.UDPDialed(nil, time.Minute)
+	require.NoError(t, err)
+	require.Contains(t, got, UDPDialed{LocalPort: port, Dialed: service})
 }

@@ -65,10 +65,17 @@ func TCPTransfer(client, server *Netns, dst netip.AddrPort, n int) error {
 
 // UDPSend sends count datagrams of size bytes from client to dst and waits
 // until the server received them all (UDP on a quiet veth does not drop).
+// The client socket is connect()ed before it is bound (net.Dial).
 func UDPSend(client, server *Netns, dst netip.AddrPort, count, size int) (srcPort uint16, err error) {
+	return UDPSendVia(client, server, dst, dst, count, size)
+}
+
+// UDPSendVia is UDPSend to dst with the server listening on listen: a
+// socket-level load balancer sends what the client addresses to dst there.
+func UDPSendVia(client, server *Netns, dst, listen netip.AddrPort, count, size int) (srcPort uint16, err error) {
 	var pc net.PacketConn
 	if err := inNS(server, func() (err error) {
-		pc, err = net.ListenPacket("udp", dst.String())
+		pc, err = net.ListenPacket("udp", listen.String())
 		return err
 	}); err != nil {
 		return 0, err
