@@ -20,33 +20,55 @@ func emptyTC() asm.Instructions { return asm.Instructions{asm.Mov.Imm(asm.R0, -1
 // to the veths and returns its ns/run under the load run by load(): the
 // floor of what bpf_stats reports on this machine.
 func emptyProgramCost(t *testing.T, load func(), veths ...string) float64 {
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "MIT", Instructions: emptyTC()})
-	require.NoError(t, err)
-	defer prog.Close()
-	return programCost(t, prog, load, veths...)
+	in, eg := emptyHookCosts(t, load, veths...)
+	return (in + eg) / 2
 }
 
-// programCost attaches prog to both tcx hooks of the veths and returns its
-// ns/run (bpf_stats, which must be on) under the load run by load().
-func programCost(t *testing.T, prog *ebpf.Program, load func(), veths ...string) float64 {
-	var links []link.Link
-	for _, v := range veths {
-		for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
-			l, err := link.AttachTCX(link.TCXOptions{Interface: linkIndex(t, v), Program: prog, Attach: at})
-			require.NoError(t, err)
-			links = append(links, l)
-		}
+// emptyHookCosts is emptyProgramCost per hook.
+func emptyHookCosts(t *testing.T, load func(), veths ...string) (ingress, egress float64) {
+	var progs [2]*ebpf.Program
+	for i := range progs {
+		p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "MIT", Instructions: emptyTC()})
+		require.NoError(t, err)
+		defer p.Close()
+		progs[i] = p
 	}
+	return hookCosts(t, progs[0], progs[1], load, veths...)
+}
+
+// hookCosts attaches in to the tcx ingress and eg to the tcx egress of the
+// veths and returns the ns/run of each (bpf_stats, which must be on) under
+// the load run by load().
+func hookCosts(t *testing.T, in, eg *ebpf.Program, load func(), veths ...string) (ingress, egress float64) {
+	hooks := []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress}
+	progs := []*ebpf.Program{in, eg}
+	var links []link.Link
 	defer func() {
 		for _, l := range links {
 			l.Close()
 		}
 	}()
-	before, err := prog.Stats()
-	require.NoError(t, err)
+	for i, at := range hooks {
+		p := progs[i]
+		for _, v := range veths {
+			l, err := link.AttachTCX(link.TCXOptions{Interface: linkIndex(t, v), Program: p, Attach: at})
+			require.NoError(t, err)
+			links = append(links, l)
+		}
+	}
+	before := make([]*ebpf.ProgramStats, len(hooks))
+	for i, p := range progs {
+		s, err := p.Stats()
+		require.NoError(t, err)
+		before[i] = s
+	}
 	load()
-	after, err := prog.Stats()
-	require.NoError(t, err)
-	s := kernel.ProgramStats{RuntimeNs: uint64(after.Runtime - before.Runtime), Runs: after.RunCount - before.RunCount}
-	return s.PerRun()
+	cost := make([]float64, len(hooks))
+	for i, p := range progs {
+		after, err := p.Stats()
+		require.NoError(t, err)
+		s := kernel.ProgramStats{RuntimeNs: uint64(after.Runtime - before[i].Runtime), Runs: after.RunCount - before[i].RunCount}
+		cost[i] = s.PerRun()
+	}
+	return cost[0], cost[1]
 }

@@ -45,13 +45,25 @@ func compileStudy(t *testing.T) *ebpf.Collection { return compileBench(t, "mapty
 // compileBench builds bpf/bench/<name>.c with the flags of the receiver's own
 // object and loads it.
 func compileBench(t *testing.T, name string) *ebpf.Collection {
+	return loadBench(t, compileBenchSpec(t, name), nil)
+}
+
+// compileBenchSpec builds bpf/bench/<name>.c with the flags of the receiver's
+// own object.
+func compileBenchSpec(t *testing.T, name string) *ebpf.CollectionSpec {
 	obj := filepath.Join(t.TempDir(), name+".o")
 	out, err := exec.Command("clang", "-O2", "-g", "-Wall", "-Werror", "-mcpu=v3", "-target", "bpfel",
 		"-I", "../bpf", "-c", "../bpf/bench/"+name+".c", "-o", obj).CombinedOutput()
 	require.NoError(t, err, "clang: %s", out)
 	spec, err := ebpf.LoadCollectionSpec(obj)
 	require.NoError(t, err)
-	coll, err := ebpf.NewCollection(spec)
+	return spec
+}
+
+// loadBench loads spec, with the maps of maps (a collection loaded before)
+// instead of new ones when given, and closes it with the test.
+func loadBench(t *testing.T, spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map) *ebpf.Collection {
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: maps})
 	require.NoError(t, err)
 	t.Cleanup(coll.Close)
 	return coll
