@@ -89,10 +89,22 @@ func TestPeerAttributesOnEverySignal(t *testing.T) {
 	}
 	wantLB[AttrPeerServiceName], wantLB[AttrPeerServiceNamespace] = "web", "shop"
 	check("span through a socket LB", a, wantLB)
-	for k, want := range map[string]any{AttrServerAddress: svcIP.String(), AttrServerPort: int64(80), AttrPeerAddr: peer.String(), AttrPeerPortAttr: int64(5432)} {
-		v, ok := a.Get(k)
-		require.True(t, ok, k)
-		require.Equal(t, want, v.AsRaw(), k)
+	hasValues(t, a, map[string]any{AttrServerAddress: svcIP.String(), AttrServerPort: int64(80), AttrPeerAddr: peer.String(), AttrPeerPortAttr: int64(5432)})
+
+	// kube-proxy DNATed the ClusterIP in the node: the socket kept it
+	// (Remote, also what connect4 recorded), conntrack named the backend
+	// (Backend): the same attributes as through a socket LB.
+	nat := flow.Conn{Role: flow.Client, Local: ap(pod, 40005), Remote: ap(svcIP, 80), Dialed: ap(svcIP, 80), Backend: ap(peer, 5432),
+		Start: t0, Established: t0.Add(time.Millisecond), End: t0.Add(time.Second), ClientISN: 5, ServerISN: 6}
+	nat.TraceID, nat.SpanID, nat.ParentSpanID = flow.ConnIDs(&nat)
+	for _, withDialed := range []bool{true, false} {
+		c := nat
+		if !withDialed { // connect4 not attached
+			c.Dialed = netip.AddrPort{}
+		}
+		a := Traces(opts, []flow.Conn{c}).ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).Attributes()
+		check("span through the node's NAT", a, wantLB)
+		hasValues(t, a, map[string]any{AttrServerAddress: svcIP.String(), AttrServerPort: int64(80), AttrPeerAddr: peer.String(), AttrPeerPortAttr: int64(5432)})
 	}
 
 	// The same for a UDP flow (its socket's sendmsg joined by
@@ -101,11 +113,7 @@ func TestPeerAttributesOnEverySignal(t *testing.T) {
 	u.Dialed = ap(svcIP, 53)
 	a = Logs(opts, &flow.Batch{Time: t0.Add(10 * time.Second), Flows: []flow.Flow{u}}).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes()
 	check("UDP flow log through a socket LB", a, wantLB)
-	for k, want := range map[string]any{AttrServerAddress: svcIP.String(), AttrServerPort: int64(53), AttrDestinationAddress: peer.String()} {
-		v, ok := a.Get(k)
-		require.True(t, ok, k)
-		require.Equal(t, want, v.AsRaw(), k)
-	}
+	hasValues(t, a, map[string]any{AttrServerAddress: svcIP.String(), AttrServerPort: int64(53), AttrDestinationAddress: peer.String()})
 
 	cm := NewConnMetrics(opts, t0)
 	cm.Add(t0.Add(10*time.Second), nil, []flow.Conn{c})
@@ -158,4 +166,14 @@ func TestSpanResourceFromCgroup(t *testing.T) {
 		got[u.Str()+"/"+c.Str()] += rs.ScopeSpans().At(0).Spans().Len()
 	}
 	require.Equal(t, map[string]int{uid + "/" + c1: 2, uid + "/" + c2: 1, "/": 1}, got)
+}
+
+// hasValues asserts that a holds each of want's keys with its value.
+func hasValues(t *testing.T, a pcommon.Map, want map[string]any) {
+	t.Helper()
+	for k, w := range want {
+		v, ok := a.Get(k)
+		require.True(t, ok, k)
+		require.Equal(t, w, v.AsRaw(), k)
+	}
 }

@@ -64,9 +64,17 @@ func Traces(opts Options, conns []flow.Conn) ptrace.Traces {
 		}
 		s := ss.Spans().AppendEmpty()
 		putConnSpan(s, c)
-		putPeer(s.Attributes(), opts.Peers, c.Remote.Addr().Unmap())
-		if c.Dialed.IsValid() && c.Dialed.Addr().Unmap() != c.Remote.Addr().Unmap() {
-			putDialedService(s.Attributes(), opts.Peers, c.Dialed.Addr().Unmap())
+		peer := c.Peer()
+		putPeer(s.Attributes(), opts.Peers, peer.Addr().Unmap())
+		// The Service the client dialed, when what served it is another
+		// address: a socket-level LB rewrote it (Dialed), or the node's
+		// NAT did (Backend; Remote is then what the client dialed).
+		dialed := c.Dialed
+		if !dialed.IsValid() && c.Backend.IsValid() {
+			dialed = c.Remote
+		}
+		if dialed.IsValid() && dialed.Addr().Unmap() != peer.Addr().Unmap() {
+			putDialedService(s.Attributes(), opts.Peers, dialed.Addr().Unmap())
 		}
 	}
 	return td
@@ -90,6 +98,8 @@ func putConnSpan(s ptrace.Span, c *flow.Conn) {
 			// that served it is network.peer.*.
 			server = c.Dialed
 		}
+		// Under the node's NAT the socket kept what it dialed (Remote):
+		// server.* stays that, network.peer.* is the backend.
 	}
 	s.SetStartTimestamp(pcommon.NewTimestampFromTime(c.Start))
 	s.SetEndTimestamp(pcommon.NewTimestampFromTime(c.End))
@@ -111,8 +121,9 @@ func putConnSpan(s ptrace.Span, c *flow.Conn) {
 	a.PutInt(AttrServerPort, int64(server.Port()))
 	a.PutStr(AttrLocalAddress, c.Local.Addr().String())
 	a.PutInt(AttrLocalPortAttr, int64(c.Local.Port()))
-	a.PutStr(AttrPeerAddr, c.Remote.Addr().String())
-	a.PutInt(AttrPeerPortAttr, int64(c.Remote.Port()))
+	peer := c.Peer()
+	a.PutStr(AttrPeerAddr, peer.Addr().String())
+	a.PutInt(AttrPeerPortAttr, int64(peer.Port()))
 	a.PutInt(AttrTCPBytesSent, int64(c.BytesSent))
 	a.PutInt(AttrTCPBytesRecv, int64(c.BytesReceived))
 	a.PutInt(AttrTCPSegsIn, int64(c.SegsIn))

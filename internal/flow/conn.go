@@ -51,6 +51,10 @@ type Conn struct {
 	// socket-level load balancer rewrote it (then Remote is the backend);
 	// invalid when not recorded.
 	Dialed netip.AddrPort
+	// Backend is, for a client whose Remote the node's conntrack translated
+	// (kube-proxy's DNAT of a ClusterIP), where the connection went; invalid
+	// otherwise (set by the receiver).
+	Backend netip.AddrPort
 	// PodUID and ContainerID: what the socket's cgroup path names (client
 	// sides; set by the receiver from CgroupID).
 	PodUID, ContainerID string
@@ -131,6 +135,15 @@ func ConnFromKernel(e *kernel.ConnEvent, offset time.Duration, hostNetns uint32)
 	}
 	c.TraceID, c.SpanID, c.ParentSpanID = ConnIDs(&c)
 	return c
+}
+
+// Peer is the address that served (the server side: the client): Backend
+// when conntrack translated Remote, else Remote.
+func (c *Conn) Peer() netip.AddrPort {
+	if c.Backend.IsValid() {
+		return c.Backend
+	}
+	return c.Remote
 }
 
 // ConnIDs derives the trace ID and span IDs of a connection from its pair of

@@ -244,6 +244,12 @@ func (r *Resolver) Lookup(ip netip.Addr) (Peer, bool) {
 	return Peer{}, false
 }
 
+// IsService reports whether ip is the ClusterIP of a Service.
+func (r *Resolver) IsService(ip netip.Addr) bool {
+	objs, _ := r.svcs.GetIndexer().ByIndex(indexIP, ip.Unmap().String())
+	return len(objs) > 0
+}
+
 // Backs reports whether backend is an endpoint of the Service whose
 // ClusterIP is service (one of that Service's EndpointSlices lists it).
 func (r *Resolver) Backs(service, backend netip.Addr) bool {

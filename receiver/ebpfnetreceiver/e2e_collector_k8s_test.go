@@ -92,7 +92,8 @@ func readSpans(path string) []k8sSpan {
 // DNAT to a pod of this node. Asserted: resources carry the pod name,
 // namespace and Deployment from the processor; spans, flow metrics and flow
 // logs carry the peer pod, its workload, node and zone, and the client span
-// the Service, from our enrichment; deleting the peer pod is reflected; with
+// the Service and the backend pod conntrack names, from our enrichment;
+// deleting the peer pod is reflected; with
 // the API server killed the data keeps coming.
 func TestCollectorWithK8sAttributes(t *testing.T) {
 	testnet.RequireRoot(t)
@@ -150,7 +151,7 @@ func TestCollectorWithK8sAttributes(t *testing.T) {
 	clusterIP := netip.MustParseAddr(svc.Spec.ClusterIP)
 
 	// kube-proxy's iptables mode: KUBE-SERVICES -> KUBE-SVC-* -> KUBE-SEP-* DNAT.
-	kubeProxy(t, clusterIP, web.IPv4)
+	testnet.KubeProxy(t, clusterIP, web.IPv4)
 	_, err = remote.NS.Exec("ip", "route", "add", k8stest.ServiceCIDR, "via", fmt.Sprintf("10.251.%d.1", node.ID))
 	require.NoError(t, err)
 	ln, err := testnet.ListenTCP(web.NS, netip.AddrPortFrom(web.IPv4, 8080))
@@ -252,13 +253,16 @@ service:
 				str(a, "peer.k8s.node.name") == "node-remote" && str(a, "peer.cloud.availability_zone") == "zone-b" {
 				server = true
 			}
-			if isClient(s) && str(a, "peer.k8s.kind") == "service" && str(a, "peer.k8s.service.name") == "web" &&
-				str(a, "peer.k8s.namespace.name") == "shop" {
+			// The client's socket kept the ClusterIP (server.address); the
+			// node's conntrack names the backend kube-proxy chose.
+			if isClient(s) && str(a, "network.peer.address") == web.IPv4.String() && str(a, "network.peer.port") == "8080" &&
+				str(a, "peer.k8s.kind") == "pod" && str(a, "peer.k8s.pod.name") == "web-5d8f-x7k2p" &&
+				str(a, "peer.k8s.service.name") == "web" && str(a, "peer.k8s.service.namespace") == "shop" {
 				client = true
 			}
 		}
 		return server && client
-	}, 60*time.Second, 500*time.Millisecond, "server span with processor and peer metadata, client span naming the Service")
+	}, 60*time.Second, 500*time.Millisecond, "server span with processor and peer metadata, client span naming the Service and its backend")
 
 	// Flow metrics and flow logs of the pod: the same resource and peer.
 	require.Eventually(t, func() bool {
@@ -413,28 +417,4 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.Write(p)
-}
-
-// kubeProxy installs kube-proxy's iptables-mode chains for one Service with
-// one endpoint: nat PREROUTING -> KUBE-SERVICES -> KUBE-SVC-EBPFNET ->
-// KUBE-SEP-EBPFNET (DNAT to backend:8080).
-func kubeProxy(t *testing.T, clusterIP, backend netip.Addr) {
-	t.Helper()
-	ipt := func(args ...string) { testnet.Must(t, append([]string{"iptables", "-w", "-t", "nat"}, args...)...) }
-	for _, ch := range []string{"KUBE-SERVICES", "KUBE-SVC-EBPFNET", "KUBE-SEP-EBPFNET"} {
-		_, _ = exec.Command("iptables", "-w", "-t", "nat", "-N", ch).CombinedOutput() // may exist
-	}
-	ipt("-A", "KUBE-SEP-EBPFNET", "-p", "tcp", "-j", "DNAT", "--to-destination", backend.String()+":8080")
-	ipt("-A", "KUBE-SVC-EBPFNET", "-j", "KUBE-SEP-EBPFNET")
-	ipt("-A", "KUBE-SERVICES", "-d", clusterIP.String()+"/32", "-p", "tcp", "--dport", "80", "-j", "KUBE-SVC-EBPFNET")
-	ipt("-I", "PREROUTING", "-j", "KUBE-SERVICES")
-	t.Cleanup(func() {
-		_, _ = exec.Command("iptables", "-w", "-t", "nat", "-D", "PREROUTING", "-j", "KUBE-SERVICES").CombinedOutput()
-		for _, ch := range []string{"KUBE-SERVICES", "KUBE-SVC-EBPFNET", "KUBE-SEP-EBPFNET"} {
-			_, _ = exec.Command("iptables", "-w", "-t", "nat", "-F", ch).CombinedOutput()
-		}
-		for _, ch := range []string{"KUBE-SERVICES", "KUBE-SVC-EBPFNET", "KUBE-SEP-EBPFNET"} {
-			_, _ = exec.Command("iptables", "-w", "-t", "nat", "-X", ch).CombinedOutput()
-		}
-	})
 }

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receiverhelper"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/internal/convert"
 	"github.com/ebpfnet/ebpfnet/internal/flow"
@@ -130,19 +131,24 @@ type pipeline struct {
 	// (touched only by the collecting goroutine).
 	spareConns []flow.Conn
 	peers      *k8s.Resolver // nil: no Kubernetes enrichment
-	peerMemo   *k8s.Memo     // peers' lookups of the current collection
-	cgroups    *k8s.Cgroups  // socket cgroup id -> pod UID, container ID
-	conns      []flow.Conn   // closed since the last collect
-	obs        *receiverhelper.ObsReport
-	opts       convert.Options
-	conv       *convert.Metrics
-	cconv      *convert.ConnMetrics
-	live       []flow.LiveConn
-	eps        *flow.Endpoints
-	kbuf       []kernel.Flow
-	lbuf       []kernel.LiveConn
-	ubuf       []kernel.UDPDialed
-	fbuf       []flow.Flow
+	// conntrack finds where the node's NAT sent a connection (opened at
+	// first use); conntrackFailing: an error was logged. Both touched only
+	// by readConns.
+	conntrack        *kernel.Conntrack
+	conntrackFailing bool
+	peerMemo         *k8s.Memo    // peers' lookups of the current collection
+	cgroups          *k8s.Cgroups // socket cgroup id -> pod UID, container ID
+	conns            []flow.Conn  // closed since the last collect
+	obs              *receiverhelper.ObsReport
+	opts             convert.Options
+	conv             *convert.Metrics
+	cconv            *convert.ConnMetrics
+	live             []flow.LiveConn
+	eps              *flow.Endpoints
+	kbuf             []kernel.Flow
+	lbuf             []kernel.LiveConn
+	ubuf             []kernel.UDPDialed
+	fbuf             []flow.Flow
 }
 
 func newPipeline(cfg *Config, set receiver.Settings, load loadFunc) *pipeline {
@@ -246,12 +252,53 @@ func (p *pipeline) readConns(ctx context.Context) {
 			id := p.cgroups.Lookup(e.CgroupId)
 			c.PodUID, c.ContainerID = id.PodUID, id.ContainerID
 		}
+		p.findBackend(&c)
 		p.connMu.Lock()
 		p.conns = append(p.conns, c)
 		p.connMu.Unlock()
 	})
+	if p.conntrack != nil {
+		_ = p.conntrack.Close()
+		p.conntrack = nil
+	}
 	if err != nil {
 		p.set.Logger.Error("read TCP connection events", zap.Error(err))
+	}
+}
+
+// findBackend sets Backend on a client connection to a Service ClusterIP
+// that the socket saw untranslated (kube-proxy DNATs in the node, after the
+// socket), from the node's conntrack. Done as the event is read: conntrack
+// keeps a reset connection only 10 s. One netlink request per such
+// connection; none without Kubernetes (no ClusterIPs to know).
+func (p *pipeline) findBackend(c *flow.Conn) {
+	if p.peers == nil || c.Role != flow.Client || !c.Remote.IsValid() ||
+		(c.Dialed.IsValid() && c.Dialed != c.Remote) || !p.peers.IsService(c.Remote.Addr()) {
+		return
+	}
+	if p.conntrack == nil {
+		ct, err := kernel.OpenConntrack()
+		if err != nil {
+			p.conntrackError(err)
+			return
+		}
+		p.conntrack = ct // closed with the pipeline (readConns)
+	}
+	b, ok, err := p.conntrack.Backend(unix.IPPROTO_TCP, c.Local, c.Remote)
+	if err != nil {
+		p.conntrackError(err)
+		return
+	}
+	if ok {
+		c.Backend = b
+	}
+}
+
+func (p *pipeline) conntrackError(err error) {
+	if !p.conntrackFailing {
+		p.conntrackFailing = true
+		p.set.Logger.Warn("conntrack lookup failed: client spans to Service ClusterIPs do not name the backend the node's NAT chose (needs CAP_NET_ADMIN and nf_conntrack); logged once",
+			zap.Error(err))
 	}
 }
 
