@@ -3,6 +3,7 @@ package kernel
 import (
 	"net"
 	"testing"
+	"time"
 
 	"github.com/gopacket/gopacket/layers"
 	"github.com/stretchr/testify/require"
@@ -48,5 +49,31 @@ func BenchmarkConntrackBackend(b *testing.B) {
 		if _, _, err := ct.Backend(unix.IPPROTO_TCP, src, dst); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkUDPDialedFull reads a nearly full udp_dialed map (60,000 of the
+// 65,536 entries of the default max_connections), as the receiver does every
+// interval with a logs pipeline and Kubernetes enrichment.
+func BenchmarkUDPDialedFull(b *testing.B) {
+	const n = 60000
+	for _, batch := range []bool{true, false} {
+		name := "batch"
+		if !batch {
+			name = "iterate" // kernels without batch operations
+		}
+		b.Run(name, func(b *testing.B) {
+			d := loadForBench(b)
+			d.batchOK = batch
+			fillUDPDialed(b, d, n, 0) // nothing stale: every read sees them all
+			buf := make([]UDPDialed, 0, n)
+			b.ReportAllocs()
+			for b.Loop() {
+				got, err := d.UDPDialed(buf[:0], time.Hour)
+				if err != nil || len(got) != n {
+					b.Fatal(len(got), err)
+				}
+			}
+		})
 	}
 }

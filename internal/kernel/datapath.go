@@ -52,7 +52,9 @@ type Datapath struct {
 	active     int // index into tables of the table the programs write to
 	maxFlows   uint32
 	keys       []FlowKey
-	vals       []cpuCounts // drainBatch * ncpu: one value per CPU per key
+	vals       []cpuCounts    // drainBatch * ncpu: one value per CPU per key
+	udpKeys    []UDPDialedKey // batch reads of udp_dialed (allocated at first use)
+	udpVals    []uint64
 	clock      jiffyClock
 	ncpu       int
 	batchOK    bool

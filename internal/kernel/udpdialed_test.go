@@ -143,3 +143,46 @@ func TestUDPDialedConnectBeforeBind(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, got, UDPDialed{LocalPort: port, Dialed: service})
 }
+
+// fillUDPDialed puts n entries in udp_dialed (local ports 1..n to one
+// destination), every third of them last used stale ago; it returns how many
+// are fresh.
+func fillUDPDialed(tb testing.TB, d *Datapath, n int, stale time.Duration) int {
+	now, fresh := MonotonicNow(), 0
+	dst := netip.MustParseAddr("10.96.0.10").As16()
+	for i := 1; i <= n; i++ {
+		k := UDPDialedKey{Addr: dst, Port: 53, LocalPort: uint16(i), Family: 4}
+		last := now
+		if i%3 == 0 {
+			last -= uint64(stale)
+		} else {
+			fresh++
+		}
+		require.NoError(tb, d.objs.UdpDialed.Put(&k, &last))
+	}
+	return fresh
+}
+
+// TestUDPDialedReadsEveryEntry: the read goes through batches of entries
+// (more than one here) and returns every fresh entry once, deleting the
+// stale ones.
+func TestUDPDialedReadsEveryEntry(t *testing.T) {
+	testnet.RequireRoot(t)
+	d, err := Load(Options{MaxFlows: 64, MaxConns: 16384})
+	require.NoError(t, err)
+	t.Cleanup(func() { d.Close() })
+	const n = 10000 // > drainBatch
+	fresh := fillUDPDialed(t, d, n, time.Hour)
+	got, err := d.UDPDialed(nil, time.Minute)
+	require.NoError(t, err)
+	ports := map[uint16]bool{}
+	for _, e := range got {
+		require.Equal(t, netip.MustParseAddrPort("10.96.0.10:53"), e.Dialed)
+		require.False(t, ports[e.LocalPort], "port %d twice", e.LocalPort)
+		ports[e.LocalPort] = true
+	}
+	require.Len(t, ports, fresh)
+	again, err := d.UDPDialed(nil, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, again, fresh, "the stale entries were deleted, the fresh ones kept")
+}
