@@ -43,13 +43,28 @@ func Logs(opts Options, b *flow.Batch) plog.Logs {
 		}
 		lr := sl.LogRecords().AppendEmpty()
 		putFlowRecord(lr, f, observed, addrs)
-		putPeer(lr.Attributes(), opts.Peers, f.Peer().Addr())
-		if f.Dialed.IsValid() {
+		a := lr.Attributes()
+		switch {
+		case f.Dialed.IsValid():
 			// As on a client span: server.* is the Service the socket sent
 			// to, the backend that got the datagrams is the peer.
-			lr.Attributes().PutStr(AttrServerAddress, addrs.get(f.Dialed.Addr()))
-			lr.Attributes().PutInt(AttrServerPort, int64(f.Dialed.Port()))
-			putDialedService(lr.Attributes(), opts.Peers, f.Dialed.Addr())
+			putPeer(a, opts.Peers, f.Peer().Addr())
+			a.PutStr(AttrServerAddress, addrs.get(f.Dialed.Addr()))
+			a.PutInt(AttrServerPort, int64(f.Dialed.Port()))
+			putDialedService(a, opts.Peers, f.Dialed.Addr())
+		case f.Backend.IsValid():
+			// The packets carry the ClusterIP (the node's NAT translates
+			// after this interface): server.* is it, network.peer.* and
+			// the peer attributes the backend conntrack names.
+			svc := f.Peer()
+			putPeer(a, opts.Peers, f.Backend.Addr())
+			a.PutStr(AttrServerAddress, addrs.get(svc.Addr()))
+			a.PutInt(AttrServerPort, int64(svc.Port()))
+			a.PutStr(AttrPeerAddr, addrs.get(f.Backend.Addr()))
+			a.PutInt(AttrPeerPortAttr, int64(f.Backend.Port()))
+			putDialedService(a, opts.Peers, svc.Addr())
+		default:
+			putPeer(a, opts.Peers, f.Peer().Addr())
 		}
 	}
 	return ld

@@ -115,6 +115,21 @@ func TestPeerAttributesOnEverySignal(t *testing.T) {
 	check("UDP flow log through a socket LB", a, wantLB)
 	hasValues(t, a, map[string]any{AttrServerAddress: svcIP.String(), AttrServerPort: int64(53), AttrDestinationAddress: peer.String()})
 
+	// A TCP flow of a local client to the ClusterIP that kube-proxy DNATs
+	// after the pod's veth: the packets carry the ClusterIP, conntrack
+	// named the backend (Backend). Both directions.
+	for _, dir := range []flow.Direction{flow.Transmit, flow.Receive} {
+		src, dst := ap(pod, 40006), ap(svcIP, 80)
+		if dir == flow.Receive {
+			src, dst = dst, src
+		}
+		n := podFlow(src, dst, flow.ProtoTCP, dir, 60, 1, t0)
+		n.Backend = ap(peer, 5432)
+		a = Logs(opts, &flow.Batch{Time: t0.Add(10 * time.Second), Flows: []flow.Flow{n}}).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes()
+		check("TCP flow log through the node's NAT", a, wantLB)
+		hasValues(t, a, map[string]any{AttrServerAddress: svcIP.String(), AttrServerPort: int64(80), AttrPeerAddr: peer.String(), AttrPeerPortAttr: int64(5432)})
+	}
+
 	cm := NewConnMetrics(opts, t0)
 	cm.Add(t0.Add(10*time.Second), nil, []flow.Conn{c})
 	md = NewMetrics(opts, t0).Convert(&flow.Batch{Time: t0.Add(10 * time.Second)})

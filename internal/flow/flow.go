@@ -55,6 +55,10 @@ type Flow struct {
 	// Service address the local socket sent to (DialedIndex.Annotate);
 	// invalid otherwise.
 	Dialed netip.AddrPort
+	// Backend is, for a flow of a local client to a Service ClusterIP the
+	// node's NAT translated (kube-proxy), where the connection went, from
+	// conntrack; invalid otherwise (set by the receiver).
+	Backend netip.AddrPort
 }
 
 // Local is the endpoint the flow belongs to (the resource).

@@ -344,6 +344,22 @@ service:
 		})
 	}, 30*time.Second, 500*time.Millisecond, "UDP flow log through a socket LB names the Service sent to and the backend pod")
 
+	// TCP from the same local pod to the ClusterIP through kube-proxy's
+	// DNAT (in the node, after the pod's veth): its packets carry the
+	// ClusterIP, and the flow log names the backend from conntrack.
+	tcpPort, err := testnet.Dial(udpClient.NS, netip.AddrPortFrom(clusterIP, 80), 1000, 2*time.Second)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		return anyLogRecord(filepath.Join(dir, "logs.json"), func(res, a pcommon.Map) bool {
+			return str(res, "k8s.pod.ip") == udpClient.IPv4.String() && str(a, "network.transport") == "tcp" &&
+				str(a, "network.io.direction") == "transmit" && str(a, "source.port") == fmt.Sprint(tcpPort) &&
+				str(a, "destination.address") == clusterIP.String() &&
+				str(a, "server.address") == clusterIP.String() && str(a, "server.port") == "80" &&
+				str(a, "network.peer.address") == web.IPv4.String() && str(a, "network.peer.port") == "8080" &&
+				str(a, "peer.k8s.pod.name") == "web-5d8f-x7k2p" && str(a, "peer.k8s.service.name") == "web"
+		})
+	}, 30*time.Second, 500*time.Millisecond, "TCP flow log through kube-proxy's DNAT names the ClusterIP and the backend pod")
+
 	// The peer pod is deleted: later spans no longer name it.
 	zero := int64(0)
 	require.NoError(t, c.Client.CoreV1().Pods("shop").Delete(ctx, "client-0", metav1.DeleteOptions{GracePeriodSeconds: &zero}))

@@ -7,6 +7,7 @@ import (
 	"os"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/collector/component"
@@ -14,7 +15,6 @@ import (
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receiverhelper"
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/internal/convert"
 	"github.com/ebpfnet/ebpfnet/internal/flow"
@@ -131,11 +131,11 @@ type pipeline struct {
 	// (touched only by the collecting goroutine).
 	spareConns []flow.Conn
 	peers      *k8s.Resolver // nil: no Kubernetes enrichment
-	// conntrack finds where the node's NAT sent a connection (opened at
-	// first use); conntrackFailing: an error was logged. Both touched only
-	// by readConns.
-	conntrack        *kernel.Conntrack
-	conntrackFailing bool
+	// Where the node's NAT sent connections: one lookup for readConns
+	// (spans), one for collect (flow logs); natFailed: a lookup error was
+	// logged (once for both).
+	connNAT, flowNAT natLookup
+	natFailed        atomic.Bool
 	peerMemo         *k8s.Memo    // peers' lookups of the current collection
 	cgroups          *k8s.Cgroups // socket cgroup id -> pod UID, container ID
 	conns            []flow.Conn  // closed since the last collect
@@ -257,48 +257,9 @@ func (p *pipeline) readConns(ctx context.Context) {
 		p.conns = append(p.conns, c)
 		p.connMu.Unlock()
 	})
-	if p.conntrack != nil {
-		_ = p.conntrack.Close()
-		p.conntrack = nil
-	}
+	p.connNAT.close()
 	if err != nil {
 		p.set.Logger.Error("read TCP connection events", zap.Error(err))
-	}
-}
-
-// findBackend sets Backend on a client connection to a Service ClusterIP
-// that the socket saw untranslated (kube-proxy DNATs in the node, after the
-// socket), from the node's conntrack. Done as the event is read: conntrack
-// keeps a reset connection only 10 s. One netlink request per such
-// connection; none without Kubernetes (no ClusterIPs to know).
-func (p *pipeline) findBackend(c *flow.Conn) {
-	if p.peers == nil || c.Role != flow.Client || !c.Remote.IsValid() ||
-		(c.Dialed.IsValid() && c.Dialed != c.Remote) || !p.peers.IsService(c.Remote.Addr()) {
-		return
-	}
-	if p.conntrack == nil {
-		ct, err := kernel.OpenConntrack()
-		if err != nil {
-			p.conntrackError(err)
-			return
-		}
-		p.conntrack = ct // closed with the pipeline (readConns)
-	}
-	b, ok, err := p.conntrack.Backend(unix.IPPROTO_TCP, c.Local, c.Remote)
-	if err != nil {
-		p.conntrackError(err)
-		return
-	}
-	if ok {
-		c.Backend = b
-	}
-}
-
-func (p *pipeline) conntrackError(err error) {
-	if !p.conntrackFailing {
-		p.conntrackFailing = true
-		p.set.Logger.Warn("conntrack lookup failed: client spans to Service ClusterIPs do not name the backend the node's NAT chose (needs CAP_NET_ADMIN and nf_conntrack); logged once",
-			zap.Error(err))
 	}
 }
 
@@ -341,6 +302,7 @@ func (p *pipeline) stop(ctx context.Context) error {
 
 func (p *pipeline) run(ctx context.Context) {
 	defer close(p.done)
+	defer p.flowNAT.close()
 	ticker := time.NewTicker(p.cfg.Interval)
 	defer ticker.Stop()
 	for {
@@ -405,6 +367,7 @@ func (p *pipeline) collect() {
 	if logs != nil {
 		flow.NewConnIndex(live, conns).Annotate(&batch)
 		p.annotateUDPDialed(&batch)
+		p.annotateNATBackends(&batch)
 	}
 	ctx := context.Background()
 	if metrics != nil {
