@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"syscall"
 
-	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -18,11 +16,30 @@ import (
 type Conntrack struct {
 	fd  int
 	seq uint32
-	buf []byte
+	req []byte // the request being built (reused)
+	buf []byte // receive buffer
 }
 
 // conntrackTimeout bounds one lookup: the caller reads connection events.
 var conntrackTimeout = unix.Timeval{Usec: 200_000}
+
+// ctnetlink constants (linux/netfilter/nfnetlink_conntrack.h).
+const (
+	ipctnlMsgCtGet = 1
+	ctaTupleOrig   = 1
+	ctaTupleReply  = 2
+	ctaTupleIP     = 1
+	ctaTupleProto  = 2
+	ctaIPv4Src     = 1
+	ctaIPv4Dst     = 2
+	ctaIPv6Src     = 3
+	ctaIPv6Dst     = 4
+	ctaProtoNum    = 1
+	ctaProtoSrc    = 2
+	ctaProtoDst    = 3
+	nfgenmsgLen    = 4
+	attrTypeMask   = ^uint16(unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER)
+)
 
 // OpenConntrack opens the ctnetlink socket.
 func OpenConntrack() (*Conntrack, error) {
@@ -30,14 +47,15 @@ func OpenConntrack() (*Conntrack, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open ctnetlink socket: %w", err)
 	}
-	c := &Conntrack{fd: fd, buf: make([]byte, 1<<16)}
+	c := &Conntrack{fd: fd, req: make([]byte, 0, 128), buf: make([]byte, 1<<16)}
 	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &conntrackTimeout); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("ctnetlink socket timeout: %w", err)
 	}
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	// Connected to the kernel: plain write and read, no address per call.
+	if err := unix.Connect(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("bind ctnetlink socket: %w", err)
+		return nil, fmt.Errorf("connect ctnetlink socket: %w", err)
 	}
 	return c, nil
 }
@@ -60,118 +78,146 @@ func (c *Conntrack) Backend(proto uint8, src, dst netip.AddrPort) (backend netip
 	return reply, true, nil
 }
 
-// get sends one IPCTNL_MSG_CT_GET for the original tuple and returns the
-// source of the reply tuple (invalid: no such entry).
-func (c *Conntrack) get(proto uint8, src, dst netip.AddrPort) (netip.AddrPort, error) {
-	family, srcAttr, dstAttr := uint8(unix.AF_INET), nl.CTA_IP_V4_SRC, nl.CTA_IP_V4_DST
-	if !src.Addr().Is4() {
-		family, srcAttr, dstAttr = unix.AF_INET6, nl.CTA_IP_V6_SRC, nl.CTA_IP_V6_DST
-	}
-	// The entry comes back flagged NLM_F_MULTI: ask for an ack to end it.
-	req := nl.NewNetlinkRequest(unix.NFNL_SUBSYS_CTNETLINK<<8|nl.IPCTNL_MSG_CT_GET, unix.NLM_F_ACK)
-	c.seq++
-	req.Seq = c.seq
-	req.AddData(&nl.Nfgenmsg{NfgenFamily: family, Version: nl.NFNETLINK_V0})
-	orig := nl.NewRtAttr(unix.NLA_F_NESTED|nl.CTA_TUPLE_ORIG, nil)
-	ip := nl.NewRtAttrChild(orig, unix.NLA_F_NESTED|nl.CTA_TUPLE_IP, nil)
-	nl.NewRtAttrChild(ip, srcAttr, src.Addr().AsSlice())
-	nl.NewRtAttrChild(ip, dstAttr, dst.Addr().AsSlice())
-	l4 := nl.NewRtAttrChild(orig, unix.NLA_F_NESTED|nl.CTA_TUPLE_PROTO, nil)
-	nl.NewRtAttrChild(l4, nl.CTA_PROTO_NUM, []byte{proto})
-	nl.NewRtAttrChild(l4, nl.CTA_PROTO_SRC_PORT, nl.BEUint16Attr(src.Port()))
-	nl.NewRtAttrChild(l4, nl.CTA_PROTO_DST_PORT, nl.BEUint16Attr(dst.Port()))
-	req.AddData(orig)
-	if err := unix.Sendto(c.fd, req.Serialize(), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return netip.AddrPort{}, err
-	}
-	var reply netip.AddrPort
-	for {
-		n, _, err := unix.Recvfrom(c.fd, c.buf, 0)
-		if err != nil {
-			return netip.AddrPort{}, err // EAGAIN: no answer within conntrackTimeout
-		}
-		msgs, err := syscall.ParseNetlinkMessage(c.buf[:n])
-		if err != nil {
-			return netip.AddrPort{}, err
-		}
-		for _, m := range msgs {
-			if m.Header.Seq != c.seq {
-				continue // the late answer to a request that timed out
-			}
-			if m.Header.Type == unix.NLMSG_ERROR {
-				if len(m.Data) < 4 {
-					return netip.AddrPort{}, errors.New("short netlink error message")
-				}
-				switch errno := -int32(binary.NativeEndian.Uint32(m.Data)); errno {
-				case 0: // the ack: done
-					return reply, nil
-				case int32(unix.ENOENT):
-					return netip.AddrPort{}, nil
-				default:
-					return netip.AddrPort{}, syscall.Errno(errno)
-				}
-			}
-			if m.Header.Type == unix.NLMSG_DONE {
-				return reply, nil
-			}
-			if reply, err = replySource(m.Data); err != nil {
-				return netip.AddrPort{}, err
-			}
-		}
-	}
-}
-
 func unmapPort(a netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 }
 
-// replySource parses a ctnetlink entry (nfgenmsg, then attributes) for the
-// source address and port of its reply tuple.
-func replySource(msg []byte) (netip.AddrPort, error) {
-	if len(msg) < nl.SizeofNfgenmsg {
-		return netip.AddrPort{}, errors.New("short ctnetlink message")
+// get sends one IPCTNL_MSG_CT_GET for the original tuple and returns the
+// source of the reply tuple (invalid: no such entry).
+func (c *Conntrack) get(proto uint8, src, dst netip.AddrPort) (netip.AddrPort, error) {
+	c.seq++
+	c.buildGet(proto, src, dst)
+	if _, err := unix.Write(c.fd, c.req); err != nil {
+		return netip.AddrPort{}, err
 	}
-	find := func(b []byte, typ uint16) ([]byte, error) {
-		attrs, err := nl.ParseRouteAttr(b)
+	var reply netip.AddrPort
+	for {
+		n, err := unix.Read(c.fd, c.buf)
 		if err != nil {
-			return nil, err
+			return netip.AddrPort{}, err // EAGAIN: no answer within conntrackTimeout
 		}
-		for _, a := range attrs {
-			if a.Attr.Type&^uint16(unix.NLA_F_NESTED|unix.NLA_F_NET_BYTEORDER) == typ {
-				return a.Value, nil
+		for b := c.buf[:n]; len(b) >= unix.SizeofNlMsghdr; {
+			l := int(binary.NativeEndian.Uint32(b))
+			if l < unix.SizeofNlMsghdr || l > len(b) {
+				return netip.AddrPort{}, errors.New("malformed netlink message")
+			}
+			typ, seq := binary.NativeEndian.Uint16(b[4:]), binary.NativeEndian.Uint32(b[8:])
+			data := b[unix.SizeofNlMsghdr:l]
+			b = b[min(nlAlign(l), len(b)):]
+			if seq != c.seq {
+				continue // the late answer to a request that timed out
+			}
+			switch typ {
+			case unix.NLMSG_ERROR:
+				if len(data) < 4 {
+					return netip.AddrPort{}, errors.New("short netlink error message")
+				}
+				switch errno := -int32(binary.NativeEndian.Uint32(data)); errno {
+				case 0: // the ack that ends the answer
+					return reply, nil
+				case int32(unix.ENOENT):
+					return netip.AddrPort{}, nil
+				default:
+					return netip.AddrPort{}, unix.Errno(errno)
+				}
+			case unix.NLMSG_DONE:
+				return reply, nil
+			default:
+				if reply, err = replySource(data); err != nil {
+					return netip.AddrPort{}, err
+				}
 			}
 		}
-		return nil, nil
 	}
-	tuple, err := find(msg[nl.SizeofNfgenmsg:], nl.CTA_TUPLE_REPLY)
-	if err != nil || tuple == nil {
-		return netip.AddrPort{}, err
+}
+
+// buildGet writes the request into c.req: nlmsghdr, nfgenmsg, then
+// CTA_TUPLE_ORIG { CTA_TUPLE_IP { src, dst }, CTA_TUPLE_PROTO { num, ports } }.
+func (c *Conntrack) buildGet(proto uint8, src, dst netip.AddrPort) {
+	family, srcAttr, dstAttr := uint8(unix.AF_INET), uint16(ctaIPv4Src), uint16(ctaIPv4Dst)
+	if !src.Addr().Is4() {
+		family, srcAttr, dstAttr = unix.AF_INET6, ctaIPv6Src, ctaIPv6Dst
 	}
-	ipAttrs, err := find(tuple, nl.CTA_TUPLE_IP)
-	if err != nil || ipAttrs == nil {
-		return netip.AddrPort{}, err
+	b := c.req[:0]
+	b = binary.NativeEndian.AppendUint32(b, 0) // length, set at the end
+	b = binary.NativeEndian.AppendUint16(b, unix.NFNL_SUBSYS_CTNETLINK<<8|ipctnlMsgCtGet)
+	// The entry comes back flagged NLM_F_MULTI: ask for an ack to end it.
+	b = binary.NativeEndian.AppendUint16(b, unix.NLM_F_REQUEST|unix.NLM_F_ACK)
+	b = binary.NativeEndian.AppendUint32(b, c.seq)
+	b = binary.NativeEndian.AppendUint32(b, 0)
+	b = append(b, family, 0, 0, 0) // nfgenmsg: family, version 0, res_id 0
+	orig := len(b)
+	b = nlAttr(b, unix.NLA_F_NESTED|ctaTupleOrig, nil)
+	ip := len(b)
+	b = nlAttr(b, unix.NLA_F_NESTED|ctaTupleIP, nil)
+	b = nlAttr(b, srcAttr, src.Addr().AsSlice())
+	b = nlAttr(b, dstAttr, dst.Addr().AsSlice())
+	nlEnd(b, ip)
+	l4 := len(b)
+	b = nlAttr(b, unix.NLA_F_NESTED|ctaTupleProto, nil)
+	b = nlAttr(b, ctaProtoNum, []byte{proto})
+	b = nlAttr(b, ctaProtoSrc, binary.BigEndian.AppendUint16(nil, src.Port()))
+	b = nlAttr(b, ctaProtoDst, binary.BigEndian.AppendUint16(nil, dst.Port()))
+	nlEnd(b, l4)
+	nlEnd(b, orig)
+	binary.NativeEndian.PutUint32(b, uint32(len(b)))
+	c.req = b
+}
+
+func nlAlign(n int) int { return (n + 3) &^ 3 }
+
+// nlAttr appends an attribute (padded); a nested one gets its length from
+// nlEnd once its children are appended.
+func nlAttr(b []byte, typ uint16, val []byte) []byte {
+	b = binary.NativeEndian.AppendUint16(b, uint16(4+len(val)))
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = append(b, val...)
+	for len(b)%4 != 0 {
+		b = append(b, 0)
 	}
-	raw, err := find(ipAttrs, nl.CTA_IP_V4_SRC)
-	if err == nil && raw == nil {
-		raw, err = find(ipAttrs, nl.CTA_IP_V6_SRC)
+	return b
+}
+
+// nlEnd sets the length of the nested attribute started at start.
+func nlEnd(b []byte, start int) {
+	binary.NativeEndian.PutUint16(b[start:], uint16(len(b)-start))
+}
+
+// nlFind returns the value of the first attribute of type typ in b (nil:
+// none).
+func nlFind(b []byte, typ uint16) []byte {
+	for len(b) >= 4 {
+		l := int(binary.NativeEndian.Uint16(b))
+		if l < 4 || l > len(b) {
+			return nil
+		}
+		if binary.NativeEndian.Uint16(b[2:])&attrTypeMask == typ {
+			return b[4:l]
+		}
+		b = b[min(nlAlign(l), len(b)):]
 	}
-	if err != nil {
-		return netip.AddrPort{}, err
+	return nil
+}
+
+// replySource reads a ctnetlink entry (nfgenmsg, then attributes) for the
+// source address and port of its reply tuple.
+func replySource(msg []byte) (netip.AddrPort, error) {
+	if len(msg) < nfgenmsgLen {
+		return netip.AddrPort{}, errors.New("short ctnetlink message")
+	}
+	tuple := nlFind(msg[nfgenmsgLen:], ctaTupleReply)
+	ip, l4 := nlFind(tuple, ctaTupleIP), nlFind(tuple, ctaTupleProto)
+	raw := nlFind(ip, ctaIPv4Src)
+	if raw == nil {
+		raw = nlFind(ip, ctaIPv6Src)
+	}
+	port := nlFind(l4, ctaProtoSrc)
+	if tuple == nil || raw == nil || port == nil {
+		return netip.AddrPort{}, nil // not an entry with a reply tuple
 	}
 	addr, ok := netip.AddrFromSlice(raw)
-	if !ok {
-		return netip.AddrPort{}, fmt.Errorf("reply source address of %d bytes", len(raw))
-	}
-	l4, err := find(tuple, nl.CTA_TUPLE_PROTO)
-	if err != nil || l4 == nil {
-		return netip.AddrPort{}, err
-	}
-	port, err := find(l4, nl.CTA_PROTO_SRC_PORT)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	if len(port) != 2 {
-		return netip.AddrPort{}, fmt.Errorf("reply source port of %d bytes", len(port))
+	if !ok || len(port) != 2 {
+		return netip.AddrPort{}, fmt.Errorf("reply tuple source of %d and %d bytes", len(raw), len(port))
 	}
 	return netip.AddrPortFrom(addr, binary.BigEndian.Uint16(port)), nil
 }
