@@ -97,16 +97,17 @@ func TestBenchBreakdown(t *testing.T) {
 			b.WriteString("\n")
 		}
 	}
-	// Ranges over loads and hooks of the medians of a step's increment.
+	// The range over loads and hooks of f (a median, or a difference of
+	// medians), and the median of those values.
 	span := func(f func(i int, h string) float64) string {
-		lo, hi := 1e9, -1e9
+		var vs []float64
 		for i := range iperfModes {
 			for _, h := range hooks {
-				v := f(i, h)
-				lo, hi = min(lo, v), max(hi, v)
+				vs = append(vs, f(i, h))
 			}
 		}
-		return fmt.Sprintf("%.0f–%.0f ns", lo, hi)
+		st := summarize(vs)
+		return fmt.Sprintf("from %.0f to %.0f ns (median %.0f)", st.min, st.max, st.med)
 	}
 	med := func(i int, col, h string) float64 { return summarize(cost[i][col+" "+h]).med }
 	diff := func(a, b string) func(int, string) float64 {
@@ -119,9 +120,8 @@ func TestBenchBreakdown(t *testing.T) {
 		span(diff("parse", "empty")), span(diff("account_jiffies", "parse")))
 	b.WriteString("  whose copies leave the caches cold between packets: its bucket, key and value are memory reads (the\n")
 	b.WriteString("  map-type study below has the same hash at 100k flows at twice its one-flow cost).\n")
-	fmt.Fprintf(&b, "- The previous value and clock (a helper call for the coarse clock, 40 bytes) cost %s more than jiffies\n",
-		span(diff("account_coarse", "account_jiffies")))
-	b.WriteString("  (one inlined load) in 32 bytes: the receiver's programs now use the latter.\n")
+	fmt.Fprintf(&b, "- The previous value and clock (a helper call for the coarse clock, 40 bytes) against jiffies (one inlined\n")
+	fmt.Fprintf(&b, "  load) in 32 bytes, which the receiver's programs now use: %s more per run.\n", span(diff("account_coarse", "account_jiffies")))
 	fmt.Fprintf(&b, "- Choosing the active table (a global read, two inlined copies of the accounting) adds %s to account.\n",
 		span(diff("receiver", "account_jiffies")))
 	addSection(b.String())
