@@ -3,6 +3,7 @@ package ebpfnetreceiver
 import (
 	"net/netip"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -14,33 +15,56 @@ import (
 
 // natLookup asks the node's conntrack where its NAT (kube-proxy's DNAT of a
 // Service ClusterIP, in the node after the socket) sent a connection, over
-// its own ctnetlink socket opened at first use. One goroutine uses it.
+// its own ctnetlink socket opened at first use. One goroutine uses it. After
+// an error it rests natRetry: a conntrack that does not answer must not hold
+// up the events behind it (each lookup may wait up to 200 ms).
 type natLookup struct {
-	ct *kernel.Conntrack
+	ct      conntracker
+	open    func() (conntracker, error) // nil: kernel.OpenConntrack
+	retryAt time.Time
 }
+
+// conntracker is kernel.Conntrack.
+type conntracker interface {
+	Backend(proto uint8, src, dst netip.AddrPort) (netip.AddrPort, bool, error)
+	Close() error
+}
+
+// natRetry is how long lookups rest after an error.
+const natRetry = 30 * time.Second
 
 // backend returns where the connection from local to the ClusterIP
 // service went, if the node's NAT sent it elsewhere. The first error of the
 // pipeline is logged (failed), later ones only leave the backend unnamed.
 func (n *natLookup) backend(proto uint8, local, service netip.AddrPort, failed *atomic.Bool, logger *zap.Logger) (netip.AddrPort, bool) {
+	if !n.retryAt.IsZero() && time.Now().Before(n.retryAt) {
+		return netip.AddrPort{}, false
+	}
 	var err error
 	if n.ct == nil {
-		if n.ct, err = kernel.OpenConntrack(); err != nil {
-			natError(err, failed, logger)
+		open := n.open
+		if open == nil {
+			open = func() (conntracker, error) { return kernel.OpenConntrack() }
+		}
+		if n.ct, err = open(); err != nil {
+			n.ct = nil
+			n.fail(err, failed, logger)
 			return netip.AddrPort{}, false
 		}
 	}
 	b, ok, err := n.ct.Backend(proto, local, service)
 	if err != nil {
-		natError(err, failed, logger)
+		n.fail(err, failed, logger)
 		return netip.AddrPort{}, false
 	}
+	n.retryAt = time.Time{}
 	return b, ok
 }
 
-func natError(err error, failed *atomic.Bool, logger *zap.Logger) {
+func (n *natLookup) fail(err error, failed *atomic.Bool, logger *zap.Logger) {
+	n.retryAt = time.Now().Add(natRetry)
 	if failed.CompareAndSwap(false, true) {
-		logger.Warn("conntrack lookup failed: spans and flow logs to Service ClusterIPs do not name the backend the node's NAT chose (needs CAP_NET_ADMIN and nf_conntrack); logged once",
+		logger.Warn("conntrack lookup failed: spans and flow logs to Service ClusterIPs do not name the backend the node's NAT chose (needs CAP_NET_ADMIN and nf_conntrack); retried every 30 s, logged once",
 			zap.Error(err))
 	}
 }
