@@ -17,6 +17,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/stretchr/testify/require"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
 )
@@ -230,6 +231,16 @@ func TestHelperMinimalCaps(t *testing.T) {
 			}
 		}()
 		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			return err
+		}
+		// The conntrack lookup of kube-proxy's DNAT (CAP_NET_ADMIN).
+		ct, err := OpenConntrack()
+		if err != nil {
+			return err
+		}
+		_, _, err = ct.Backend(unix.IPPROTO_TCP, c.LocalAddr().(*net.TCPAddr).AddrPort(), c.RemoteAddr().(*net.TCPAddr).AddrPort())
+		ct.Close()
 		if err != nil {
 			return err
 		}
