@@ -114,15 +114,16 @@ func TestBenchBreakdown(t *testing.T) {
 		return func(i int, h string) float64 { return med(i, a, h) - med(i, b, h) }
 	}
 	b.WriteString("\nWhat it shows (differences of the medians above, over the loads and hooks):\n\n")
-	fmt.Fprintf(&b, "- The floor, an empty program (the dispatch and bpf_stats' two clock reads), is %s of the 100 ns budget.\n",
+	fmt.Fprintf(&b, "- The floor, an empty program (the dispatch and bpf_stats' two clock reads), is %s\n",
 		span(func(i int, h string) float64 { return med(i, "empty", h) }))
-	fmt.Fprintf(&b, "- Parsing adds %s; the per-CPU hash (lookup, add in place) %s, most of the program and most under TCP,\n",
-		span(diff("parse", "empty")), span(diff("account_jiffies", "parse")))
-	b.WriteString("  whose copies leave the caches cold between packets: its bucket, key and value are memory reads (the\n")
-	b.WriteString("  map-type study below has the same hash at 100k flows at twice its one-flow cost).\n")
-	fmt.Fprintf(&b, "- The previous value and clock (a helper call for the coarse clock, 40 bytes) against jiffies (one inlined\n")
+	b.WriteString("  of the 100 ns budget.\n")
+	fmt.Fprintf(&b, "- Parsing adds %s; the per-CPU hash (lookup, add in place)\n", span(diff("parse", "empty")))
+	fmt.Fprintf(&b, "  %s, most of the program and most under TCP, whose copies leave the caches\n", span(diff("account_jiffies", "parse")))
+	b.WriteString("  cold between packets: its bucket, key and value are memory reads (the map-type study below has the same\n")
+	b.WriteString("  hash at 100k flows at twice its one-flow cost).\n")
+	b.WriteString("- The previous value and clock (a helper call for the coarse clock, 40 bytes) against jiffies (one inlined\n")
 	fmt.Fprintf(&b, "  load) in 32 bytes, which the receiver's programs now use: %s more per run.\n", span(diff("account_coarse", "account_jiffies")))
-	fmt.Fprintf(&b, "- Choosing the active table (a global read, two inlined copies of the accounting) adds %s to account.\n",
-		span(diff("receiver", "account_jiffies")))
+	b.WriteString("- Choosing the active table (a global read, two inlined copies of the accounting) adds\n")
+	fmt.Fprintf(&b, "  %s to account.\n", span(diff("receiver", "account_jiffies")))
 	addSection(b.String())
 }
