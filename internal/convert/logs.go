@@ -44,27 +44,19 @@ func Logs(opts Options, b *flow.Batch) plog.Logs {
 		lr := sl.LogRecords().AppendEmpty()
 		putFlowRecord(lr, f, observed, addrs)
 		a := lr.Attributes()
-		switch {
-		case f.Dialed.IsValid():
-			// As on a client span: server.* is the Service the socket sent
-			// to, the backend that got the datagrams is the peer.
-			putPeer(a, opts.Peers, f.Peer().Addr())
-			a.PutStr(AttrServerAddress, addrs.get(f.Dialed.Addr()))
-			a.PutInt(AttrServerPort, int64(f.Dialed.Port()))
-			putDialedService(a, opts.Peers, f.Dialed.Addr())
-		case f.Backend.IsValid():
-			// The packets carry the ClusterIP (the node's NAT translates
-			// after this interface): server.* is it, network.peer.* and
-			// the peer attributes the backend conntrack names.
-			svc := f.Peer()
-			putPeer(a, opts.Peers, f.Backend.Addr())
+		served := f.Served()
+		putPeer(a, opts.Peers, served.Addr())
+		if svc := f.Service(); svc.IsValid() {
+			// As on a client span: server.* is the Service the client
+			// addressed; network.peer.* and the peer attributes are what
+			// served it (a socket-level LB's rewrite: the packets' peer;
+			// the node's NAT after this interface: the backend conntrack
+			// names).
 			a.PutStr(AttrServerAddress, addrs.get(svc.Addr()))
 			a.PutInt(AttrServerPort, int64(svc.Port()))
-			a.PutStr(AttrPeerAddr, addrs.get(f.Backend.Addr()))
-			a.PutInt(AttrPeerPortAttr, int64(f.Backend.Port()))
+			a.PutStr(AttrPeerAddr, addrs.get(served.Addr()))
+			a.PutInt(AttrPeerPortAttr, int64(served.Port()))
 			putDialedService(a, opts.Peers, svc.Addr())
-		default:
-			putPeer(a, opts.Peers, f.Peer().Addr())
 		}
 	}
 	return ld

@@ -113,7 +113,8 @@ func TestPeerAttributesOnEverySignal(t *testing.T) {
 	u.Dialed = ap(svcIP, 53)
 	a = Logs(opts, &flow.Batch{Time: t0.Add(10 * time.Second), Flows: []flow.Flow{u}}).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes()
 	check("UDP flow log through a socket LB", a, wantLB)
-	hasValues(t, a, map[string]any{AttrServerAddress: svcIP.String(), AttrServerPort: int64(53), AttrDestinationAddress: peer.String()})
+	hasValues(t, a, map[string]any{AttrServerAddress: svcIP.String(), AttrServerPort: int64(53), AttrDestinationAddress: peer.String(),
+		AttrPeerAddr: peer.String(), AttrPeerPortAttr: int64(53)})
 
 	// A TCP flow of a local client to the ClusterIP that kube-proxy DNATs
 	// after the pod's veth: the packets carry the ClusterIP, conntrack

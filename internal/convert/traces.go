@@ -64,17 +64,9 @@ func Traces(opts Options, conns []flow.Conn) ptrace.Traces {
 		}
 		s := ss.Spans().AppendEmpty()
 		putConnSpan(s, c)
-		peer := c.Peer()
-		putPeer(s.Attributes(), opts.Peers, peer.Addr().Unmap())
-		// The Service the client dialed, when what served it is another
-		// address: a socket-level LB rewrote it (Dialed), or the node's
-		// NAT did (Backend; Remote is then what the client dialed).
-		dialed := c.Dialed
-		if !dialed.IsValid() && c.Backend.IsValid() {
-			dialed = c.Remote
-		}
-		if dialed.IsValid() && dialed.Addr().Unmap() != peer.Addr().Unmap() {
-			putDialedService(s.Attributes(), opts.Peers, dialed.Addr().Unmap())
+		putPeer(s.Attributes(), opts.Peers, c.Peer().Addr().Unmap())
+		if svc := c.Service(); svc.IsValid() {
+			putDialedService(s.Attributes(), opts.Peers, svc.Addr().Unmap())
 		}
 	}
 	return td

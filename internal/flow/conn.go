@@ -146,6 +146,21 @@ func (c *Conn) Peer() netip.AddrPort {
 	return c.Remote
 }
 
+// Service is the Service address a client dialed when another address
+// served it: Dialed (recorded before a socket-level load balancer rewrote
+// it; Remote is then the backend), or Remote (the node's NAT translated it to
+// Backend). Invalid when what the client dialed is what served it.
+func (c *Conn) Service() netip.AddrPort {
+	svc := c.Dialed
+	if !svc.IsValid() && c.Backend.IsValid() {
+		svc = c.Remote
+	}
+	if !svc.IsValid() || svc.Addr().Unmap() == c.Peer().Addr().Unmap() {
+		return netip.AddrPort{}
+	}
+	return svc
+}
+
 // ConnIDs derives the trace ID and span IDs of a connection from its pair of
 // initial sequence numbers. Both ends of one connection see the same pair,
 // and NAT (including a DNATed ClusterIP) does not change it, so collectors on

@@ -77,6 +77,29 @@ func (f *Flow) Peer() netip.AddrPort {
 	return f.Dst
 }
 
+// Served is the address that got the flow's packets: Backend when the node's
+// NAT translated the peer, else the peer.
+func (f *Flow) Served() netip.AddrPort {
+	if f.Backend.IsValid() {
+		return f.Backend
+	}
+	return f.Peer()
+}
+
+// Service is the Service address a local client addressed when another
+// address served it: Dialed (a socket-level load balancer rewrote the
+// destination before the packets), or the packets' peer (the node's NAT
+// translated it after them, to Backend). Invalid otherwise.
+func (f *Flow) Service() netip.AddrPort {
+	switch {
+	case f.Dialed.IsValid():
+		return f.Dialed
+	case f.Backend.IsValid():
+		return f.Peer()
+	}
+	return netip.AddrPort{}
+}
+
 // HasPorts reports whether Src/Dst ports are transport ports.
 func (f *Flow) HasPorts() bool { return f.Protocol == ProtoTCP || f.Protocol == ProtoUDP }
 
