@@ -48,15 +48,20 @@ struct ipv6_frag {
 	__be32 identification;
 };
 
-static __always_inline void count_reason(__u32 reason, __u32 len)
+static __always_inline void count_reasons(__u32 reason, __u64 packets, __u64 bytes)
 {
 	struct counter_value *c = bpf_map_lookup_elem(&counters, &reason);
 
 	/* Per-CPU slot: no other CPU writes it, so no atomics are needed. */
 	if (c) {
-		c->packets++;
-		c->bytes += len;
+		c->packets += packets;
+		c->bytes += bytes;
 	}
+}
+
+static __always_inline void count_reason(__u32 reason, __u32 len)
+{
+	count_reasons(reason, 1, len);
 }
 
 /* A header does not fit in the linear data: either the packet really is
@@ -266,7 +271,8 @@ static __always_inline void add_to_flow(struct flow_counts *st, __u32 len, __u32
 }
 
 /* Adds the packet to its flow in table (flows_a or flows_b). Returns 1 when
- * the packet started the flow in this table (its first in the interval). */
+ * the packet started the flow in this table (its first in the interval), 0
+ * when the flow was there, -1 when the table had no room (counted). */
 static __always_inline int account_in(void *table, struct flow_key *key, __u32 len, __u32 tcp_flags)
 {
 	struct flow_counts *st;
@@ -303,17 +309,90 @@ static __always_inline int account_in(void *table, struct flow_key *key, __u32 l
 		}
 	}
 	count_reason(COUNTER_MAP_FULL, len);
-	return 0;
+	return -1;
 }
 
-/* Adds the packet to its flow in the active table; 1 when it started the
+/* Whether a and b are the same flow. Both 8-byte aligned (a map value, a
+ * stack key declared aligned): five 64-bit words and one 32-bit word. */
+static __always_inline int same_flow(const struct flow_key *a, const struct flow_key *b)
+{
+	const __u64 *x = (const void *)a, *y = (const void *)b;
+	const __u32 *x4 = (const void *)a, *y4 = (const void *)b;
+
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]) | (x[4] ^ y[4]) |
+		(__u64)(x4[10] ^ y4[10])) == 0;
+}
+
+/* Adds what a slot holds for its flow to the flow in table. */
+static __always_inline void flush_slot(void *table, struct flow_cache_slot *s)
+{
+	struct flow_counts *st = bpf_map_lookup_elem(table, &s->key);
+
+	if (st) {
+		if (!st->packets)
+			st->first_seen = s->delta.first_seen;
+		st->bytes += s->delta.bytes;
+		st->packets += s->delta.packets;
+		st->last_seen = s->delta.last_seen;
+		st->tcp_flags |= s->delta.tcp_flags;
+	} else {
+		/* Not reached: the slot's flow was inserted in this table
+		 * and only a drain of the idle table deletes. */
+		count_reasons(COUNTER_MAP_FULL, s->delta.packets, s->delta.bytes);
+	}
+	__builtin_memset(&s->delta, 0, sizeof(s->delta));
+}
+
+/* account_in behind this CPU's slot s of table: a packet of the slot's flow
+ * is added to the slot; any other packet to the table, and its flow takes
+ * the slot (the previous flow's packets in the slot go to the table first).
+ * Returns as account_in for the packet. */
+static __always_inline int account_cached(void *table, struct flow_cache_slot *s, struct flow_key *key,
+					  __u32 len, __u32 tcp_flags)
+{
+	int ret;
+
+	if (same_flow(&s->key, key)) {
+		add_to_flow(&s->delta, len, tcp_flags, bpf_jiffies64());
+		return 0;
+	}
+	ret = account_in(table, key, len, tcp_flags);
+	if (s->delta.packets)
+		flush_slot(table, s);
+	if (ret < 0)
+		s->key.family = 0; /* not in the table: no packet may wait for it here */
+	else
+		__builtin_memcpy(&s->key, key, sizeof(*key));
+	return ret;
+}
+
+/* Which of a program's FLOW_CACHE_WAYS slots a flow uses: a multiplicative
+ * (Fibonacci) hash of the fold of the ports, the last 32 bits of each
+ * address and the interface; its top bits spread consecutive source ports
+ * and tell the two directions of a connection apart. */
+static __always_inline __u32 flow_way(const struct flow_key *key)
+{
+	const __u32 *w = (const void *)key;
+
+	return ((w[3] ^ w[7] ^ w[8] ^ key->ifindex) * 0x9E3779B1u) >> (32 - FLOW_CACHE_WAY_BITS);
+}
+
+/* Adds the packet to its flow in the active table, through this CPU's slot
+ * for the flow in this program (observer, direction); 1 when it started the
  * flow. Two call sites, each with its map known to the verifier, so that it
  * inlines the hash lookups. */
-static __always_inline int account(struct flow_key *key, __u32 len, __u32 tcp_flags)
+static __always_inline int account(struct flow_key *key, __u32 len, __u32 tcp_flags, __u8 direction,
+				   __u8 observer)
 {
-	if (active_table)
-		return account_in(&flows_b, key, len, tcp_flags);
-	return account_in(&flows_a, key, len, tcp_flags);
+	__u32 table = active_table;
+	__u32 slot = ((table * 2 + observer) * 2 + direction) * FLOW_CACHE_WAYS + flow_way(key);
+	struct flow_cache_slot *s = bpf_map_lookup_elem(&flow_cache, &slot);
+
+	if (!s) /* not reached: slot < FLOW_CACHE_ENTRIES */
+		return 0;
+	if (table)
+		return account_cached(&flows_b, s, key, len, tcp_flags) == 1;
+	return account_cached(&flows_a, s, key, len, tcp_flags) == 1;
 }
 
 /* A UDP flow a local socket started sending: if that socket connect()ed
@@ -345,7 +424,7 @@ static __attribute__((noinline)) int note_udp_sender(struct __sk_buff *skb, __u1
 /* Counts one packet as seen by `observer` in `direction`. */
 static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction, __u8 observer)
 {
-	struct flow_key key = {};
+	struct flow_key key __attribute__((aligned(8))) = {}; /* same_flow */
 	__u32 tcp_flags = 0;
 	int ret;
 
@@ -357,7 +436,7 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction,
 	key.ifindex = skb->ifindex;
 	key.direction = direction;
 	key.observer = observer;
-	if (account(&key, skb->len, tcp_flags) && key.protocol == IPPROTO_UDP && direction == FLOW_TRANSMIT)
+	if (account(&key, skb->len, tcp_flags, direction, observer) && key.protocol == IPPROTO_UDP && direction == FLOW_TRANSMIT)
 		note_udp_sender(skb, key.src_port);
 }
 

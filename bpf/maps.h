@@ -27,6 +27,25 @@ struct flow_table {
  * docs/BENCHMARKS.md). */
 volatile __u32 active_table;
 
+/* flow_cache — per CPU, FLOW_CACHE_WAYS struct flow_cache_slot for each of
+ * the four programs (observer, direction) and each table: index
+ * ((table * 2 + observer) * 2 + direction) * FLOW_CACHE_WAYS + flow_way(key),
+ * a table's slots contiguous. Written by the TC programs; user space reads
+ * and zeroes a table's slots when it drains that table, after the drain
+ * barrier. A slot lookup is inlined by the verifier and touches this CPU's
+ * memory only; the hash lookup it saves costs 40-70 ns per packet under TCP
+ * load here (docs/BENCHMARKS.md, where the per-run cost goes). */
+#define FLOW_CACHE_WAY_BITS 4
+#define FLOW_CACHE_WAYS (1 << FLOW_CACHE_WAY_BITS)
+#define FLOW_CACHE_TABLE_SLOTS (4 * FLOW_CACHE_WAYS)
+#define FLOW_CACHE_ENTRIES (2 * FLOW_CACHE_TABLE_SLOTS)
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FLOW_CACHE_ENTRIES);
+	__type(key, __u32);
+	__type(value, struct flow_cache_slot);
+} flow_cache SEC(".maps");
+
 /* drain_barrier — never read by the programs. User space replaces its one
  * entry after flipping active_table: an update of an ARRAY_OF_MAPS returns
  * only after an RCU grace period (maybe_wait_bpf_programs), i.e. after every

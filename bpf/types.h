@@ -47,6 +47,20 @@ struct flow_counts {
 	__u32 _pad;
 };
 
+/* A flow of one program on one CPU, for one of the two tables (map
+ * flow_cache; flow_way picks the slot of a key): consecutive packets of the
+ * slot's flow on that CPU (a TCP stream's segments, a GRO train) are added
+ * here, in memory no other CPU touches, instead of in the flow table's hash
+ * bucket. The key is always a flow of that table: it was accounted there at
+ * the packet that took the slot. delta: packets of key added here since,
+ * not yet in the table; the programs add it to the table when another flow
+ * takes the slot, user space when it drains the table. */
+struct flow_cache_slot {
+	struct flow_key key; /* family 0: empty */
+	__u32 _pad;
+	struct flow_counts delta;
+};
+
 /* Packets that did not land in a flow, or that the programs chose not to
  * count again, by reason. Index of the `counters` per-CPU array. */
 enum counter_reason {

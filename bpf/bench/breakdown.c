@@ -10,6 +10,9 @@
  *                    of the active table
  *   account_coarse   the same with the previous design's value: 40 bytes
  *                    with 64-bit bpf_ktime_get_coarse_ns() timestamps
+ *   account_slot     account_jiffies behind the receiver's per-CPU slots
+ *                    (account_cached): the receiver's program without the
+ *                    choice of the active table
  *
  * The receiver's own endpoint programs are measured next to them. */
 #include "../include/vmlinux.h"
@@ -99,5 +102,31 @@ int account_coarse(struct __sk_buff *skb)
 	};
 	if (bpf_map_update_elem(&breakdown_coarse, &key, &init, BPF_NOEXIST))
 		count_reason(COUNTER_MAP_FULL, len);
+	return TCX_NEXT;
+}
+
+/* The slots of account_slot. Not shared between the ingress and egress
+ * instances (the test loads each with its own), as the receiver's ingress
+ * and egress programs have a slot each. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FLOW_CACHE_WAYS);
+	__type(key, __u32);
+	__type(value, struct flow_cache_slot);
+} breakdown_slot SEC(".maps");
+
+SEC("tc")
+int account_slot(struct __sk_buff *skb)
+{
+	struct flow_key key __attribute__((aligned(8))) = {};
+	struct flow_cache_slot *s;
+	__u32 flags = 0, way;
+
+	if (bench_parse(skb, &key, &flags))
+		return TCX_NEXT;
+	way = flow_way(&key);
+	s = bpf_map_lookup_elem(&breakdown_slot, &way);
+	if (s)
+		account_cached(&breakdown_flows, s, &key, skb->len, flags);
 	return TCX_NEXT;
 }

@@ -53,6 +53,9 @@ type Datapath struct {
 	maxFlows   uint32
 	keys       []FlowKey
 	vals       []cpuCounts    // drainBatch * ncpu: one value per CPU per key
+	slots      []cacheSlot    // ncpu: one flow_cache entry
+	zeroSlots  []cacheSlot    // ncpu zero values
+	flowVals   []cpuCounts    // ncpu: one flow's value while a slot is added to it
 	udpKeys    []UDPDialedKey // batch reads of udp_dialed (allocated at first use)
 	udpVals    []uint64
 	clock      jiffyClock
@@ -113,18 +116,21 @@ func Load(opts Options) (*Datapath, error) {
 		return nil, fmt.Errorf("count possible CPUs: %w", err)
 	}
 	d := &Datapath{
-		maxFlows: opts.MaxFlows,
-		cgroup:   opts.CgroupPath,
-		ncpu:     ncpu,
-		keys:     make([]FlowKey, drainBatch),
-		vals:     make([]cpuCounts, drainBatch*ncpu),
-		batchOK:  true,
-		links:    make(map[int]*attachment),
-		masters:  make(map[int]int),
-		names:    make(map[int]string),
-		connKeys: make([]uint64, drainBatch),
-		connVals: make([]ConnState, drainBatch),
-		gone:     make(map[int]int),
+		maxFlows:  opts.MaxFlows,
+		cgroup:    opts.CgroupPath,
+		ncpu:      ncpu,
+		keys:      make([]FlowKey, drainBatch),
+		vals:      make([]cpuCounts, drainBatch*ncpu),
+		slots:     make([]cacheSlot, ncpu),
+		zeroSlots: make([]cacheSlot, ncpu),
+		flowVals:  make([]cpuCounts, ncpu),
+		batchOK:   true,
+		links:     make(map[int]*attachment),
+		masters:   make(map[int]int),
+		names:     make(map[int]string),
+		connKeys:  make([]uint64, drainBatch),
+		connVals:  make([]ConnState, drainBatch),
+		gone:      make(map[int]int),
 	}
 	// tcp_retransmit_skb gained an argument in 6.17: keep the program that
 	// matches the running kernel, stub the other (it may not verify).
@@ -211,7 +217,7 @@ func (d *Datapath) Drain(dst []Flow) ([]Flow, error) {
 	if err := d.objs.DrainBarrier.Put(uint32(0), d.tables[next]); err != nil {
 		return dst, fmt.Errorf("wait for programs using the previous flow table: %w", err)
 	}
-	idle := d.tables[d.active]
+	idle, idleIndex := d.tables[d.active], d.active
 	d.active = next
 	d.drains++
 	// After the barrier: no flow of the idle table is newer than this pair.
@@ -226,7 +232,49 @@ func (d *Datapath) Drain(dst []Flow) ([]Flow, error) {
 			delete(d.names, ifindex)
 		}
 	}
+	dst, err := d.emptySlots(idleIndex, dst)
+	if err != nil {
+		return dst, err
+	}
 	return d.drainTable(idle, dst)
+}
+
+// emptySlots adds what the idle table's flow_cache slots hold to their flows
+// in that table and zeroes the slots, so that the table holds every packet
+// counted before the switch. A slot's flow is in the table (the programs
+// put it there when it took the slot); one that is not is appended to dst.
+func (d *Datapath) emptySlots(table int, dst []Flow) ([]Flow, error) {
+	// Each table has half of the entries (FLOW_CACHE_TABLE_SLOTS), contiguous.
+	n := d.objs.FlowCache.MaxEntries() / 2
+	for i := uint32(table) * n; i < uint32(table+1)*n; i++ {
+		if err := d.objs.FlowCache.Lookup(i, d.slots); err != nil {
+			return dst, fmt.Errorf("read flow cache slot %d: %w", i, err)
+		}
+		// Zeroed before the counts move: a failure below can lose a
+		// slot's packets but never count them twice.
+		if err := d.objs.FlowCache.Put(i, d.zeroSlots); err != nil {
+			return dst, fmt.Errorf("empty flow cache slot %d: %w", i, err)
+		}
+		for cpu := range d.slots {
+			s := &d.slots[cpu]
+			if s.Delta.Packets == 0 {
+				continue
+			}
+			err := d.tables[table].Lookup(&s.Key, d.flowVals)
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				dst = append(dst, Flow{Key: s.Key, Counts: d.clock.merge([]cpuCounts{s.Delta})})
+				continue
+			}
+			if err != nil {
+				return dst, fmt.Errorf("read flow of flow cache slot: %w", err)
+			}
+			d.clock.add(&d.flowVals[cpu], &s.Delta)
+			if err := d.tables[table].Update(&s.Key, d.flowVals, ebpf.UpdateExist); err != nil {
+				return dst, fmt.Errorf("add flow cache slot to its flow: %w", err)
+			}
+		}
+	}
+	return dst, nil
 }
 
 func (d *Datapath) drainTable(m *ebpf.Map, dst []Flow) ([]Flow, error) {
@@ -279,30 +327,32 @@ func (d *Datapath) drainIterate(m *ebpf.Map, dst []Flow) ([]Flow, error) {
 	return dst, nil
 }
 
+// add adds delta to v, both counts of one flow; times compared by age
+// (before the latest pair), which a wrap of the 32 bits does not disturb.
+func (c *jiffyClock) add(v, delta *cpuCounts) {
+	if v.Packets == 0 || c.age(delta.FirstSeen) > c.age(v.FirstSeen) {
+		v.FirstSeen = delta.FirstSeen
+	}
+	if v.Packets == 0 || c.age(delta.LastSeen) < c.age(v.LastSeen) {
+		v.LastSeen = delta.LastSeen
+	}
+	v.Bytes += delta.Bytes
+	v.Packets += delta.Packets
+	v.TcpFlags |= delta.TcpFlags
+}
+
 // merge folds the per-CPU copies of one flow's counters, its times converted
 // to CLOCK_MONOTONIC.
 func (c *jiffyClock) merge(vals []cpuCounts) FlowCounts {
-	var out FlowCounts
-	var first, last uint32
+	var sum cpuCounts
 	for i := range vals {
-		v := &vals[i]
-		if v.Packets == 0 {
-			continue
+		if vals[i].Packets > 0 {
+			c.add(&sum, &vals[i])
 		}
-		// Compared by age (before the latest pair), which a wrap of the
-		// 32 bits does not disturb.
-		if out.Packets == 0 || c.age(v.FirstSeen) > c.age(first) {
-			first = v.FirstSeen
-		}
-		if out.Packets == 0 || c.age(v.LastSeen) < c.age(last) {
-			last = v.LastSeen
-		}
-		out.Bytes += v.Bytes
-		out.Packets += v.Packets
-		out.TcpFlags |= v.TcpFlags
 	}
-	if out.Packets > 0 {
-		out.FirstSeenNs, out.LastSeenNs = c.ns(first), c.ns(last)
+	out := FlowCounts{Bytes: sum.Bytes, Packets: sum.Packets, TcpFlags: sum.TcpFlags}
+	if sum.Packets > 0 {
+		out.FirstSeenNs, out.LastSeenNs = c.ns(sum.FirstSeen), c.ns(sum.LastSeen)
 	}
 	return out
 }

@@ -122,6 +122,13 @@ type ebpfnetCounterValue struct {
 	Bytes   uint64
 }
 
+type ebpfnetFlowCacheSlot struct {
+	_     structs.HostLayout
+	Key   ebpfnetFlowKey
+	Pad   uint32
+	Delta ebpfnetFlowCounts
+}
+
 type ebpfnetFlowCounts struct {
 	_         structs.HostLayout
 	Bytes     uint64
@@ -178,6 +185,7 @@ const (
 	ebpfnetMapCounters            = "counters"
 	ebpfnetMapDialed              = "dialed"
 	ebpfnetMapDrainBarrier        = "drain_barrier"
+	ebpfnetMapFlowCache           = "flow_cache"
 	ebpfnetMapFlowsA              = "flows_a"
 	ebpfnetMapFlowsB              = "flows_b"
 	ebpfnetMapUdpDialed           = "udp_dialed"
@@ -279,6 +287,7 @@ type ebpfnetMapSpecs struct {
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
 	Dialed        *ebpf.MapSpec `ebpf:"dialed"`
 	DrainBarrier  *ebpf.MapSpec `ebpf:"drain_barrier"`
+	FlowCache     *ebpf.MapSpec `ebpf:"flow_cache"`
 	FlowsA        *ebpf.MapSpec `ebpf:"flows_a"`
 	FlowsB        *ebpf.MapSpec `ebpf:"flows_b"`
 	UdpDialed     *ebpf.MapSpec `ebpf:"udp_dialed"`
@@ -328,6 +337,7 @@ type ebpfnetMaps struct {
 	Counters      *ebpf.Map `ebpf:"counters"`
 	Dialed        *ebpf.Map `ebpf:"dialed"`
 	DrainBarrier  *ebpf.Map `ebpf:"drain_barrier"`
+	FlowCache     *ebpf.Map `ebpf:"flow_cache"`
 	FlowsA        *ebpf.Map `ebpf:"flows_a"`
 	FlowsB        *ebpf.Map `ebpf:"flows_b"`
 	UdpDialed     *ebpf.Map `ebpf:"udp_dialed"`
@@ -342,6 +352,7 @@ func (m *ebpfnetMaps) Close() error {
 		m.Counters,
 		m.Dialed,
 		m.DrainBarrier,
+		m.FlowCache,
 		m.FlowsA,
 		m.FlowsB,
 		m.UdpDialed,

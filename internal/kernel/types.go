@@ -10,6 +10,9 @@ type FlowKey = ebpfnetFlowKey
 // (struct flow_counts), its times in jiffies.
 type cpuCounts = ebpfnetFlowCounts
 
+// cacheSlot is one CPU's slot of flow_cache (struct flow_cache_slot).
+type cacheSlot = ebpfnetFlowCacheSlot
+
 // FlowCounts are the counters of one drained flow, merged over the CPUs.
 type FlowCounts struct {
 	Bytes   uint64 // L2 frame bytes

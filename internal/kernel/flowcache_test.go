@@ -1,0 +1,140 @@
+package kernel
+
+import (
+	"math/rand"
+	"runtime"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// onCPU runs f on the given CPU: BPF_PROG_TEST_RUN runs a program on the
+// CPU of the calling thread, so this chooses whose flow_cache slot it uses.
+func onCPU(t *testing.T, cpu int, f func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var old, set unix.CPUSet
+	require.NoError(t, unix.SchedGetaffinity(0, &old))
+	set.Set(cpu)
+	require.NoError(t, unix.SchedSetaffinity(0, &set))
+	defer func() { require.NoError(t, unix.SchedSetaffinity(0, &old)) }()
+	f()
+}
+
+type flowID struct {
+	sport     uint16
+	direction uint8
+}
+
+type flowTotal struct {
+	bytes, packets uint64
+	flags          uint32
+}
+
+// TestFlowCacheIsExact: packets of a few flows in runs of varying length, on
+// both endpoint programs (slots of their own) and on two CPUs (copies of
+// each slot), more flows than slots, with drains at arbitrary points, so that drains find slots holding
+// packets not yet in the table, and flows taking a slot from another. Every
+// drain must return exactly the packets sent since the previous one, which
+// the test counts itself.
+func TestFlowCacheIsExact(t *testing.T) {
+	d := loadForTest(t, 64)
+	ncpu := runtime.NumCPU()
+	rng := rand.New(rand.NewSource(1))
+	pkts := map[uint16][][]byte{}
+	// More flows than a program has slots on a CPU: some share one.
+	var ports []uint16
+	for sport := uint16(40000); sport < 40020; sport++ {
+		ports = append(ports, sport)
+		pkts[sport] = [][]byte{
+			packet(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolTCP), tcp(sport, 80, true, false)),
+			packet(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolTCP), tcp(sport, 80, false, true), payload(int(sport-39000))),
+		}
+	}
+	progs := []*ebpf.Program{d.objs.EndpointIngress, d.objs.EndpointEgress}
+	dirs := []uint8{DirectionTransmit, DirectionReceive}
+
+	for interval := 0; interval < 40; interval++ {
+		want := map[flowID]flowTotal{}
+		for run := 0; run < 1+rng.Intn(30); run++ {
+			sport := ports[rng.Intn(len(ports))]
+			prog := rng.Intn(2)
+			cpu := rng.Intn(ncpu)
+			n := 1 + rng.Intn(5)
+			onCPU(t, cpu, func() {
+				for i := 0; i < n; i++ {
+					p := pkts[sport][rng.Intn(2)]
+					_, err := progs[prog].Run(&ebpf.RunOptions{Data: p})
+					require.NoError(t, err)
+					id := flowID{sport, dirs[prog]}
+					w := want[id]
+					w.bytes += uint64(len(p))
+					w.packets++
+					w.flags |= uint32(p[14+20+13]) // the TCP flags byte
+					want[id] = w
+				}
+			})
+		}
+		flows, err := d.Drain(nil)
+		require.NoError(t, err)
+		got := map[flowID]flowTotal{}
+		for _, f := range flows {
+			id := flowID{f.Key.SrcPort, f.Key.Direction}
+			_, dup := got[id]
+			require.False(t, dup, "interval %d: flow %v drained twice", interval, id)
+			got[id] = flowTotal{f.Counts.Bytes, f.Counts.Packets, f.Counts.TcpFlags}
+			require.LessOrEqual(t, f.Counts.FirstSeenNs, f.Counts.LastSeenNs)
+		}
+		require.Equal(t, want, got, "interval %d", interval)
+	}
+	again, err := d.Drain(nil)
+	require.NoError(t, err)
+	require.Empty(t, again, "a drain after no packets returns nothing: no slot is counted twice")
+}
+
+// TestFlowCacheMapFull: a flow the full table has no room for takes no slot:
+// each of its packets is counted as map full, also when a drain comes next,
+// and the flow in the slot keeps its packets.
+func TestFlowCacheMapFull(t *testing.T) {
+	d := loadForTest(t, 1)
+	a := packet(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), udp(1000, 53))
+	b := packet(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), udp(2000, 53), payload(10))
+	var flows []Flow
+	var counters Counters
+	onCPU(t, 0, func() { flows, counters = runPackets(t, d, a, a, b, b, b, a) })
+	require.Len(t, flows, 1)
+	require.Equal(t, uint16(1000), flows[0].Key.SrcPort)
+	require.Equal(t, uint64(3), flows[0].Counts.Packets)
+	require.Equal(t, uint64(3*len(a)), flows[0].Counts.Bytes)
+	require.Equal(t, uint64(3), counters[ReasonMapFull].Packets)
+	require.Equal(t, uint64(3*len(b)), counters[ReasonMapFull].Bytes)
+
+	// Drained right after packets of the flow without room: they are not
+	// waiting in a slot to become a flow the table never had.
+	onCPU(t, 0, func() { flows, counters = runPackets(t, d, a, b, b) })
+	require.Len(t, flows, 1)
+	require.Equal(t, uint16(1000), flows[0].Key.SrcPort)
+	require.Equal(t, uint64(1), flows[0].Counts.Packets)
+	require.Equal(t, uint64(2), counters[ReasonMapFull].Packets)
+}
+
+// TestFlowCacheSlotWithoutFlow: should a slot hold packets of a flow its
+// table does not have, the drain reports them as a flow of their own rather
+// than dropping them.
+func TestFlowCacheSlotWithoutFlow(t *testing.T) {
+	d := loadForTest(t, 8)
+	slots := make([]cacheSlot, d.ncpu)
+	slots[0].Key = FlowKey{SrcPort: 7, DstPort: 9, Protocol: 17, Family: 4}
+	slots[0].Delta = cpuCounts{Bytes: 700, Packets: 5}
+	require.NoError(t, d.objs.FlowCache.Put(uint32(d.active)*d.objs.FlowCache.MaxEntries()/2, slots))
+	flows, err := d.Drain(nil)
+	require.NoError(t, err)
+	require.Len(t, flows, 1)
+	require.Equal(t, uint16(7), flows[0].Key.SrcPort)
+	require.Equal(t, uint64(5), flows[0].Counts.Packets)
+	require.Equal(t, uint64(700), flows[0].Counts.Bytes)
+}
