@@ -90,18 +90,31 @@ func (p *pipeline) findBackend(c *flow.Conn) {
 	}
 }
 
+// natConn is a connection of a local client to a Service ClusterIP.
+type natConn struct {
+	proto          uint8
+	local, service netip.AddrPort
+}
+
+// tcpSYN is the SYN bit of flow.Flow.TCPFlags.
+const tcpSYN = 0x02
+
 // annotateNATBackends sets Backend on the flows of local clients to a
 // Service ClusterIP (both directions: the replies come back from the
-// ClusterIP), one conntrack request per connection and interval.
+// ClusterIP). One conntrack request per UDP flow and interval, and per TCP
+// connection: a TCP connection keeps the backend conntrack gave for it
+// while it has flows in consecutive intervals (the NAT of an established
+// connection does not change); a SYN in the interval means a new connection
+// on the same addresses, which is looked up again.
 func (p *pipeline) annotateNATBackends(b *flow.Batch) {
 	if p.peerMemo == nil {
 		return
 	}
-	type conn struct {
-		proto          uint8
-		local, service netip.AddrPort
+	prev, next := p.natKnown, p.natNext
+	if next == nil {
+		next = make(map[natConn]netip.AddrPort)
 	}
-	var seen map[conn]netip.AddrPort
+	clear(next)
 	for i := range b.Flows {
 		f := &b.Flows[i]
 		if !f.HasPorts() || f.Dialed.IsValid() {
@@ -111,15 +124,25 @@ func (p *pipeline) annotateNATBackends(b *flow.Batch) {
 		if pr, ok := p.peerMemo.Lookup(peer.Addr()); !ok || pr.Kind != k8s.KindService {
 			continue
 		}
-		if seen == nil {
-			seen = make(map[conn]netip.AddrPort)
-		}
-		k := conn{f.Protocol, local, peer}
-		backend, done := seen[k]
+		k := natConn{f.Protocol, local, peer}
+		backend, done := next[k]
 		if !done {
-			backend, _ = p.flowNAT.backend(f.Protocol, local, peer, &p.natFailed, p.set.Logger)
-			seen[k] = backend
+			if f.Protocol == flow.ProtoTCP && f.TCPFlags&tcpSYN == 0 {
+				backend, done = prev[k]
+			}
+			if !done || !backend.IsValid() {
+				backend, _ = p.flowNAT.backend(f.Protocol, local, peer, &p.natFailed, p.set.Logger)
+			}
+			next[k] = backend
 		}
 		f.Backend = backend
 	}
+	// Only this interval's TCP connections stay known: one that had no
+	// flow for an interval is looked up again.
+	for k := range next {
+		if k.proto != flow.ProtoTCP {
+			delete(next, k)
+		}
+	}
+	p.natKnown, p.natNext = next, prev
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"regexp"
 	"sync"
@@ -136,19 +137,22 @@ type pipeline struct {
 	// logged (once for both).
 	connNAT, flowNAT natLookup
 	natFailed        atomic.Bool
-	peerMemo         *k8s.Memo    // peers' lookups of the current collection
-	cgroups          *k8s.Cgroups // socket cgroup id -> pod UID, container ID
-	conns            []flow.Conn  // closed since the last collect
-	obs              *receiverhelper.ObsReport
-	opts             convert.Options
-	conv             *convert.Metrics
-	cconv            *convert.ConnMetrics
-	live             []flow.LiveConn
-	eps              *flow.Endpoints
-	kbuf             []kernel.Flow
-	lbuf             []kernel.LiveConn
-	ubuf             []kernel.UDPDialed
-	fbuf             []flow.Flow
+	// TCP connections to ClusterIPs of the last collection with their
+	// backends (annotateNATBackends), and the map the next one fills.
+	natKnown, natNext map[natConn]netip.AddrPort
+	peerMemo          *k8s.Memo    // peers' lookups of the current collection
+	cgroups           *k8s.Cgroups // socket cgroup id -> pod UID, container ID
+	conns             []flow.Conn  // closed since the last collect
+	obs               *receiverhelper.ObsReport
+	opts              convert.Options
+	conv              *convert.Metrics
+	cconv             *convert.ConnMetrics
+	live              []flow.LiveConn
+	eps               *flow.Endpoints
+	kbuf              []kernel.Flow
+	lbuf              []kernel.LiveConn
+	ubuf              []kernel.UDPDialed
+	fbuf              []flow.Flow
 }
 
 func newPipeline(cfg *Config, set receiver.Settings, load loadFunc) *pipeline {
