@@ -258,16 +258,25 @@ static __always_inline int parse_skb(struct __sk_buff *skb, struct flow_key *key
 	return parse_packet(skb, key, tcp_flags);
 }
 
-/* st is this CPU's copy of the flow's counters: no other CPU writes it. */
-static __always_inline void add_to_flow(struct flow_counts *st, __u32 len, __u32 tcp_flags, __u32 now)
+/* Adds packets (bytes, the OR of their TCP flags, the times of the first and
+ * the last) to st, this CPU's copy of a flow's counters: no other CPU writes
+ * it. */
+static __always_inline void add_counts(struct flow_counts *st, __u64 bytes, __u64 packets, __u32 tcp_flags,
+				       __u32 first, __u32 last)
 {
 	/* No packets yet when another CPU created the flow: this copy starts now. */
 	if (!st->packets)
-		st->first_seen = now;
-	st->bytes += len;
-	st->packets++;
-	st->last_seen = now;
+		st->first_seen = first;
+	st->bytes += bytes;
+	st->packets += packets;
+	st->last_seen = last;
 	st->tcp_flags |= tcp_flags;
+}
+
+/* Adds one packet seen at now to st. */
+static __always_inline void add_to_flow(struct flow_counts *st, __u32 len, __u32 tcp_flags, __u32 now)
+{
+	add_counts(st, len, 1, tcp_flags, now, now);
 }
 
 /* Adds the packet to its flow in table (flows_a or flows_b). Returns 1 when
@@ -329,12 +338,8 @@ static __always_inline void flush_slot(void *table, struct flow_cache_slot *s)
 	struct flow_counts *st = bpf_map_lookup_elem(table, &s->key);
 
 	if (st) {
-		if (!st->packets)
-			st->first_seen = s->delta.first_seen;
-		st->bytes += s->delta.bytes;
-		st->packets += s->delta.packets;
-		st->last_seen = s->delta.last_seen;
-		st->tcp_flags |= s->delta.tcp_flags;
+		add_counts(st, s->delta.bytes, s->delta.packets, s->delta.tcp_flags, s->delta.first_seen,
+			   s->delta.last_seen);
 	} else {
 		/* Not reached: the slot's flow was inserted in this table
 		 * and only a drain of the idle table deletes. */
