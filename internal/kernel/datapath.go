@@ -52,11 +52,11 @@ type Datapath struct {
 	active     int // index into tables of the table the programs write to
 	maxFlows   uint32
 	keys       []FlowKey
-	vals       []cpuCounts    // drainBatch * ncpu: one value per CPU per key
-	slots      []cacheSlot    // ncpu: one flow_cache entry
-	zeroSlots  []cacheSlot    // ncpu zero values
-	flowVals   []cpuCounts    // ncpu: one flow's value while a slot is added to it
-	udpKeys    []UDPDialedKey // batch reads of udp_dialed (allocated at first use)
+	vals       []cpuCounts           // drainBatch * ncpu: one value per CPU per key
+	slots      []cacheSlot           // ncpu: one flow_cache entry
+	zeroSlots  []cacheSlot           // ncpu zero values
+	pending    map[FlowKey]cpuCounts // slot counts of the table being drained (takeSlots)
+	udpKeys    []UDPDialedKey        // batch reads of udp_dialed (allocated at first use)
 	udpVals    []uint64
 	clock      jiffyClock
 	ncpu       int
@@ -123,7 +123,7 @@ func Load(opts Options) (*Datapath, error) {
 		vals:      make([]cpuCounts, drainBatch*ncpu),
 		slots:     make([]cacheSlot, ncpu),
 		zeroSlots: make([]cacheSlot, ncpu),
-		flowVals:  make([]cpuCounts, ncpu),
+		pending:   make(map[FlowKey]cpuCounts),
 		batchOK:   true,
 		links:     make(map[int]*attachment),
 		masters:   make(map[int]int),
@@ -232,49 +232,77 @@ func (d *Datapath) Drain(dst []Flow) ([]Flow, error) {
 			delete(d.names, ifindex)
 		}
 	}
-	dst, err := d.emptySlots(idleIndex, dst)
-	if err != nil {
-		return dst, err
+	if err := d.takeSlots(idleIndex); err != nil {
+		// The table stays as it is, consistent with the slots not read
+		// yet; its flows are drained, late but whole, two drains on.
+		return d.appendPending(dst), err
 	}
-	return d.drainTable(idle, dst)
+	dst, err := d.drainTable(idle, dst)
+	return d.appendPending(dst), err
 }
 
-// emptySlots adds what the idle table's flow_cache slots hold to their flows
-// in that table and zeroes the slots, so that the table holds every packet
-// counted before the switch. A slot's flow is in the table (the programs
-// put it there when it took the slot); one that is not is appended to dst.
-func (d *Datapath) emptySlots(table int, dst []Flow) ([]Flow, error) {
+// takeSlots reads the idle table's flow_cache slots and empties them: what
+// they hold goes to d.pending by flow, for the drain to add to the flows it
+// reads from the table, where the programs put each slot's flow when it took
+// the slot. A constant number of syscalls (two per slot index, one for a slot
+// index empty on every CPU) whatever the number of CPUs: an update of a flow
+// per slot and CPU would be O(CPUs²) bytes copied per drain.
+func (d *Datapath) takeSlots(table int) error {
+	clear(d.pending)
 	// Each table has half of the entries (FLOW_CACHE_TABLE_SLOTS), contiguous.
 	n := d.objs.FlowCache.MaxEntries() / 2
 	for i := uint32(table) * n; i < uint32(table+1)*n; i++ {
 		if err := d.objs.FlowCache.Lookup(i, d.slots); err != nil {
-			return dst, fmt.Errorf("read flow cache slot %d: %w", i, err)
+			return fmt.Errorf("read flow cache slot %d: %w", i, err)
 		}
-		// Zeroed before the counts move: a failure below can lose a
-		// slot's packets but never count them twice.
+		used := false
+		for cpu := range d.slots {
+			used = used || d.slots[cpu] != cacheSlot{}
+		}
+		if !used {
+			continue
+		}
+		// Zeroed before the counts move: a failure can lose a slot's
+		// packets but never count them twice. Zeroing the keys too keeps
+		// a slot from taking packets for a flow the drain removes.
 		if err := d.objs.FlowCache.Put(i, d.zeroSlots); err != nil {
-			return dst, fmt.Errorf("empty flow cache slot %d: %w", i, err)
+			return fmt.Errorf("empty flow cache slot %d: %w", i, err)
 		}
 		for cpu := range d.slots {
 			s := &d.slots[cpu]
 			if s.Delta.Packets == 0 {
 				continue
 			}
-			err := d.tables[table].Lookup(&s.Key, d.flowVals)
-			if errors.Is(err, ebpf.ErrKeyNotExist) {
-				dst = append(dst, Flow{Key: s.Key, Counts: d.clock.merge([]cpuCounts{s.Delta})})
-				continue
-			}
-			if err != nil {
-				return dst, fmt.Errorf("read flow of flow cache slot: %w", err)
-			}
-			d.clock.add(&d.flowVals[cpu], &s.Delta)
-			if err := d.tables[table].Update(&s.Key, d.flowVals, ebpf.UpdateExist); err != nil {
-				return dst, fmt.Errorf("add flow cache slot to its flow: %w", err)
-			}
+			p := d.pending[s.Key]
+			d.clock.add(&p, &s.Delta)
+			d.pending[s.Key] = p
 		}
 	}
-	return dst, nil
+	return nil
+}
+
+// withPending adds what the slots held for the flow key to vals, its
+// per-CPU counts from the table.
+func (d *Datapath) withPending(key *FlowKey, vals []cpuCounts) []cpuCounts {
+	if len(d.pending) == 0 {
+		return vals
+	}
+	if p, ok := d.pending[*key]; ok {
+		d.clock.add(&vals[0], &p)
+		delete(d.pending, *key)
+	}
+	return vals
+}
+
+// appendPending appends the slot counts no drained flow took as flows of
+// their own: not reached when the table was drained (each slot's flow is in
+// it), a guard against losing them otherwise.
+func (d *Datapath) appendPending(dst []Flow) []Flow {
+	for key, p := range d.pending {
+		dst = append(dst, Flow{Key: key, Counts: d.clock.merge([]cpuCounts{p})})
+	}
+	clear(d.pending)
+	return dst
 }
 
 func (d *Datapath) drainTable(m *ebpf.Map, dst []Flow) ([]Flow, error) {
@@ -295,7 +323,7 @@ func (d *Datapath) drainBatch(m *ebpf.Map, dst []Flow) ([]Flow, error) {
 	for {
 		n, err := m.BatchLookupAndDelete(&cursor, d.keys, d.vals, nil)
 		for i := 0; i < n; i++ {
-			dst = append(dst, Flow{Key: d.keys[i], Counts: d.clock.merge(d.vals[i*d.ncpu : (i+1)*d.ncpu])})
+			dst = append(dst, Flow{Key: d.keys[i], Counts: d.clock.merge(d.withPending(&d.keys[i], d.vals[i*d.ncpu:(i+1)*d.ncpu]))})
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return dst, nil
@@ -314,7 +342,7 @@ func (d *Datapath) drainIterate(m *ebpf.Map, dst []Flow) ([]Flow, error) {
 	perCPU := make([]cpuCounts, d.ncpu)
 	it := m.Iterate()
 	for it.Next(&key, &perCPU) {
-		dst = append(dst, Flow{Key: key, Counts: d.clock.merge(perCPU)})
+		dst = append(dst, Flow{Key: key, Counts: d.clock.merge(d.withPending(&key, perCPU))})
 	}
 	if err := it.Err(); err != nil {
 		return dst, fmt.Errorf("iterate flow table: %w", err)

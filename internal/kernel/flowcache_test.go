@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"encoding/binary"
 	"math/rand"
 	"runtime"
 	"testing"
@@ -40,9 +41,16 @@ type flowTotal struct {
 // each slot), more flows than slots, with drains at arbitrary points, so that drains find slots holding
 // packets not yet in the table, and flows taking a slot from another. Every
 // drain must return exactly the packets sent since the previous one, which
-// the test counts itself.
+// the test counts itself. Both drains: batch, and the iteration of kernels
+// without batch operations.
 func TestFlowCacheIsExact(t *testing.T) {
+	t.Run("batch", func(t *testing.T) { testFlowCacheIsExact(t, true) })
+	t.Run("iterate", func(t *testing.T) { testFlowCacheIsExact(t, false) })
+}
+
+func testFlowCacheIsExact(t *testing.T, batch bool) {
 	d := loadForTest(t, 64)
+	d.batchOK = batch
 	ncpu := runtime.NumCPU()
 	rng := rand.New(rand.NewSource(1))
 	pkts := map[uint16][][]byte{}
@@ -137,4 +145,60 @@ func TestFlowCacheSlotWithoutFlow(t *testing.T) {
 	require.Equal(t, uint16(7), flows[0].Key.SrcPort)
 	require.Equal(t, uint64(5), flows[0].Counts.Packets)
 	require.Equal(t, uint64(700), flows[0].Counts.Bytes)
+}
+
+// flowWay mirrors flow_way in bpf/flow.h: which of its program's slots a
+// flow uses.
+func flowWay(k FlowKey) uint32 {
+	w3 := binary.LittleEndian.Uint32(k.SrcAddr[12:])
+	w7 := binary.LittleEndian.Uint32(k.DstAddr[12:])
+	w8 := uint32(k.SrcPort) | uint32(k.DstPort)<<16
+	return ((w3 ^ w7 ^ w8 ^ k.Ifindex) * 0x9E3779B1) >> (32 - flowCacheWayBits)
+}
+
+// TestFlowCacheDrainForgetsFlows: a drain removes the table's flows, so no
+// slot may still name one, even a slot holding no packets (its flow's packet
+// went to the table). Otherwise, when the table is active again, a packet of
+// that flow lands in the slot without its flow in the table, and the next
+// flow to take the slot finds nothing to add it to.
+func TestFlowCacheDrainForgetsFlows(t *testing.T) {
+	d := loadForTest(t, 64)
+	a := packet(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), udp(1000, 53))
+	var flows []Flow
+	var counters Counters
+	onCPU(t, 0, func() { flows, counters = runPackets(t, d, a) })
+	require.Len(t, flows, 1)
+	// A flow of the same slot as a.
+	ka := flows[0].Key
+	kb := ka
+	for kb.SrcPort = 1001; flowWay(kb) != flowWay(ka); kb.SrcPort++ {
+	}
+	b := packet(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), udp(kb.SrcPort, 53))
+
+	_, err := d.Drain(nil) // back to the first table
+	require.NoError(t, err)
+	onCPU(t, 0, func() {
+		before, err := d.Counters()
+		require.NoError(t, err)
+		for _, p := range [][]byte{a, b} {
+			_, err := d.objs.EndpointIngress.Run(&ebpf.RunOptions{Data: p})
+			require.NoError(t, err)
+		}
+		// b did take a's slot: the mirror of flow_way is right.
+		slots := make([]cacheSlot, d.ncpu)
+		idx := ((uint32(d.active)*2+uint32(ObserverEndpoint))*2+uint32(DirectionTransmit))<<flowCacheWayBits + flowWay(kb)
+		require.NoError(t, d.objs.FlowCache.Lookup(idx, slots))
+		require.Equal(t, kb, slots[0].Key)
+		flows, err = d.Drain(nil)
+		require.NoError(t, err)
+		after, err := d.Counters()
+		require.NoError(t, err)
+		counters[ReasonMapFull].Packets = after[ReasonMapFull].Packets - before[ReasonMapFull].Packets
+	})
+	got := map[uint16]uint64{}
+	for _, f := range flows {
+		got[f.Key.SrcPort] += f.Counts.Packets
+	}
+	require.Equal(t, map[uint16]uint64{1000: 1, kb.SrcPort: 1}, got)
+	require.Zero(t, counters[ReasonMapFull].Packets)
 }
