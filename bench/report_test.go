@@ -113,5 +113,8 @@ func summarize(xs []float64) stat {
 
 func (s stat) format(unit string, scale float64, prec int) string {
 	f := "%." + fmt.Sprint(prec) + "f"
-	return fmt.Sprintf(f+" %s ("+f+"–"+f+")", s.med/scale, unit, s.min/scale, s.max/scale)
+	if unit != "" {
+		unit = " " + unit
+	}
+	return fmt.Sprintf(f+"%s ("+f+"–"+f+")", s.med/scale, unit, s.min/scale, s.max/scale)
 }
