@@ -1,0 +1,90 @@
+//go:build bench
+
+package bench
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ebpfnet/ebpfnet/internal/kernel"
+	"github.com/ebpfnet/ebpfnet/internal/testnet"
+)
+
+// compileReceiver compiles bpf/ebpfnet.c as go generate does (same clang
+// flags), with extra flags, and sizes the flow tables as the receiver's
+// default max_flows.
+func compileReceiver(t *testing.T, extra string) *ebpf.CollectionSpec {
+	obj := filepath.Join(t.TempDir(), "ebpfnet.o")
+	args := append([]string{"-O2", "-g", "-Wall", "-Werror", "-mcpu=v3", "-target", "bpfel", "-I", "../bpf"}, strings.Fields(extra)...)
+	args = append(args, "-c", "../bpf/ebpfnet.c", "-o", obj)
+	out, err := exec.Command("clang", args...).CombinedOutput()
+	require.NoError(t, err, "clang %s: %s", strings.Join(args, " "), out)
+	spec, err := ebpf.LoadCollectionSpec(obj)
+	require.NoError(t, err)
+	for _, name := range []string{"flows_a", "flows_b"} {
+		spec.Maps[name].MaxEntries = 131072
+	}
+	spec.Maps["drain_barrier"].InnerMap.MaxEntries = 131072
+	return spec
+}
+
+// TestBenchVariants compares the receiver's endpoint programs as built with
+// variants of the build, given as clang flags (e.g. -DNAME) separated by
+// ";" in BENCH_VARIANTS, side by side: in each repetition, under the same
+// iperf3 load of TestBenchOverhead, the empty program, the receiver as built
+// and each variant, ns/run from bpf_stats on the tcx hooks of both pod veths.
+// Not part of make bench (it measures a change, not the receiver) and it
+// writes no section: it logs.
+func TestBenchVariants(t *testing.T) {
+	flags := os.Getenv("BENCH_VARIANTS")
+	if flags == "" {
+		t.Skip("BENCH_VARIANTS is not set: nothing to compare")
+	}
+	testnet.RequireRoot(t)
+	node := testnet.NewNode(t, 93)
+	p1 := node.AddPod(t, 2)
+	p2 := node.AddPod(t, 3)
+	names := append([]string{"as built"}, strings.Split(flags, ";")...)
+	var colls []*ebpf.Collection
+	for i := range names {
+		extra := ""
+		if i > 0 {
+			extra = names[i]
+		}
+		colls = append(colls, loadBench(t, compileReceiver(t, extra), nil))
+	}
+	statsOff, err := kernel.EnableStats()
+	require.NoError(t, err)
+	defer statsOff.Close()
+	n, secs := reps(), seconds()
+	t.Logf("columns: empty | %s (ingress / egress ns/run)", strings.Join(names, " | "))
+	for _, m := range iperfModes {
+		res := make([][2][]float64, len(colls)+1) // empty, then each build
+		for rep := 0; rep < n; rep++ {
+			load := func() { runIperf(t, p1.NS, p2.NS, p2.IPv4.String(), 5201, secs, m) }
+			in, eg := emptyHookCosts(t, load, p1.Veth, p2.Veth)
+			res[0][0], res[0][1] = append(res[0][0], in), append(res[0][1], eg)
+			for i, c := range colls {
+				in, eg := hookCosts(t, c.Programs["endpoint_ingress"], c.Programs["endpoint_egress"], load, p1.Veth, p2.Veth)
+				res[i+1][0], res[i+1][1] = append(res[i+1][0], in), append(res[i+1][1], eg)
+			}
+			line := fmt.Sprintf("rep %d %s:", rep, m.name)
+			for _, r := range res {
+				line += fmt.Sprintf(" | %.0f / %.0f", r[0][rep], r[1][rep])
+			}
+			t.Log(line)
+		}
+		line := m.name + ":"
+		for _, r := range res {
+			line += " | " + summarize(r[0]).format("", 1, 0) + " / " + summarize(r[1]).format("", 1, 0)
+		}
+		t.Log(line)
+	}
+}
