@@ -51,16 +51,25 @@ func TestBenchOverhead(t *testing.T) {
 	}
 	iperf := func(m iperfMode) iperfResult { return runIperf(t, p1.NS, p2.NS, p2.IPv4.String(), 5201, secs, m) }
 
-	// Throughput, A/B interleaved, with BPF run-time stats off (they add
-	// two clock reads per program run).
+	// Throughput, A/B interleaved in both orders (baseline then with, with
+	// then baseline: a run's position in the pair, which favoured the
+	// second, cancels out), with BPF run-time stats off (they add two clock
+	// reads per program run).
 	for rep := 0; rep < n; rep++ {
 		for i, m := range iperfModes {
-			results[i].base = append(results[i].base, iperf(m))
-			_, detach := attached(t, p1.Veth, p2.Veth)
-			results[i].with = append(results[i].with, iperf(m))
-			detach()
-			t.Logf("rep %d %s: base %.4g with %.4g (%.4g / %.4g pps)", rep, m.name, results[i].base[rep].BitsPerSecond, results[i].with[rep].BitsPerSecond,
-				results[i].base[rep].PacketsPerSec, results[i].with[rep].PacketsPerSec)
+			r := &results[i]
+			with := func() iperfResult {
+				_, detach := attached(t, p1.Veth, p2.Veth)
+				defer detach()
+				return iperf(m)
+			}
+			r.base = append(r.base, iperf(m))
+			r.with = append(r.with, with(), with())
+			r.base = append(r.base, iperf(m))
+			for _, j := range []int{len(r.base) - 2, len(r.base) - 1} {
+				t.Logf("rep %d %s: base %.4g with %.4g (%.4g / %.4g pps)", rep, m.name, r.base[j].BitsPerSecond, r.with[j].BitsPerSecond,
+					r.base[j].PacketsPerSec, r.with[j].PacketsPerSec)
+			}
 		}
 	}
 	// Per-run cost with stats on: our programs, and an empty program under
@@ -95,7 +104,9 @@ func TestBenchOverhead(t *testing.T) {
 	b.WriteString("`endpoint_ingress`/`endpoint_egress` programs on both pod veths (each packet passes two programs: A's ingress,\n")
 	b.WriteString("B's egress, and the ACKs the other way) and the flow table drained every second. Cost = run_time_ns / run_cnt from\n")
 	b.WriteString("`kernel.bpf_stats_enabled` over the \"with\" runs (includes the ~20–30 ns the kernel's own accounting adds).\n\n")
-	b.WriteString("Throughput runs have the run-time stats off; the cost runs are separate runs with them on. \"empty\" is a\n")
+	b.WriteString("Throughput runs have the run-time stats off; each repetition runs baseline, with, with, baseline, so that\n")
+	b.WriteString("each order gives a pair of adjacent runs (the second run of a pair tended to be faster). Ratio = median (min–max)\n")
+	b.WriteString("of with / baseline over those pairs. The cost runs are separate runs with the stats on. \"empty\" is a\n")
 	b.WriteString("two-instruction tcx program (return TCX_NEXT) on the same hooks under the same load: the floor of the measurement.\n\n")
 	b.WriteString("| load | baseline | with receiver | ratio | endpoint_ingress ns/run | endpoint_egress ns/run | empty program ns/run |\n|---|---|---|---|---|---|---|\n")
 	for i, m := range iperfModes {
@@ -114,10 +125,16 @@ func TestBenchOverhead(t *testing.T) {
 		if m.udp {
 			unit, scale, prec = "kpps", 1e3, 0
 		}
-		sb, sw := summarize(base), summarize(with)
-		fmt.Fprintf(&b, "| %s | %s | %s | %.1f%% | %s | %s | %s |\n", m.name, sb.format(unit, scale, prec), sw.format(unit, scale, prec),
-			100*sw.med/sb.med, summarize(r.cost["endpoint_ingress"]).format("", 1, 0), summarize(r.cost["endpoint_egress"]).format("", 1, 0),
+		ratios := make([]float64, len(base))
+		for j := range base {
+			ratios[j] = 100 * with[j] / base[j]
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", m.name, summarize(base).format(unit, scale, prec), summarize(with).format(unit, scale, prec),
+			ratioCell(summarize(ratios)), summarize(r.cost["endpoint_ingress"]).format("", 1, 0), summarize(r.cost["endpoint_egress"]).format("", 1, 0),
 			summarize(r.floor).format("", 1, 0))
 	}
 	addSection(b.String())
 }
+
+// ratioCell formats a summary of percentages.
+func ratioCell(s stat) string { return fmt.Sprintf("%.1f%% (%.1f–%.1f)", s.med, s.min, s.max) }
