@@ -26,14 +26,36 @@ func emptyProgramCost(t *testing.T, load func(), veths ...string) float64 {
 
 // emptyHookCosts is emptyProgramCost per hook.
 func emptyHookCosts(t *testing.T, load func(), veths ...string) (ingress, egress float64) {
-	var progs [2]*ebpf.Program
-	for i := range progs {
-		p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "MIT", Instructions: emptyTC()})
-		require.NoError(t, err)
-		defer p.Close()
-		progs[i] = p
+	// One program per hook: each has its own run-time stats.
+	return hookCosts(t, emptyTCX(t), emptyTCX(t), load, veths...)
+}
+
+// attachHooks attaches in to the tcx ingress and eg to the tcx egress of
+// the veths until detach is called.
+func attachHooks(t *testing.T, in, eg *ebpf.Program, veths ...string) (detach func()) {
+	var links []link.Link
+	for i, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+		p := []*ebpf.Program{in, eg}[i]
+		for _, v := range veths {
+			l, err := link.AttachTCX(link.TCXOptions{Interface: linkIndex(t, v), Program: p, Attach: at})
+			require.NoError(t, err)
+			links = append(links, l)
+		}
 	}
-	return hookCosts(t, progs[0], progs[1], load, veths...)
+	return func() {
+		for _, l := range links {
+			l.Close()
+		}
+	}
+}
+
+// emptyTCX is the two-instruction program (return TCX_NEXT), closed with
+// the test.
+func emptyTCX(t *testing.T) *ebpf.Program {
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "MIT", Instructions: emptyTC()})
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	return p
 }
 
 // hookCosts attaches in to the tcx ingress and eg to the tcx egress of the
@@ -42,20 +64,7 @@ func emptyHookCosts(t *testing.T, load func(), veths ...string) (ingress, egress
 func hookCosts(t *testing.T, in, eg *ebpf.Program, load func(), veths ...string) (ingress, egress float64) {
 	hooks := []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress}
 	progs := []*ebpf.Program{in, eg}
-	var links []link.Link
-	defer func() {
-		for _, l := range links {
-			l.Close()
-		}
-	}()
-	for i, at := range hooks {
-		p := progs[i]
-		for _, v := range veths {
-			l, err := link.AttachTCX(link.TCXOptions{Interface: linkIndex(t, v), Program: p, Attach: at})
-			require.NoError(t, err)
-			links = append(links, l)
-		}
-	}
+	defer attachHooks(t, in, eg, veths...)()
 	before := make([]*ebpf.ProgramStats, len(hooks))
 	for i, p := range progs {
 		s, err := p.Stats()

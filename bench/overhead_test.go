@@ -42,6 +42,7 @@ func TestBenchOverhead(t *testing.T) {
 
 	type perMode struct {
 		base, with []iperfResult
+		empty      []iperfResult        // throughput with the empty program
 		cost       map[string][]float64 // program -> ns/run per repetition
 		floor      []float64            // empty program ns/run
 	}
@@ -51,10 +52,11 @@ func TestBenchOverhead(t *testing.T) {
 	}
 	iperf := func(m iperfMode) iperfResult { return runIperf(t, p1.NS, p2.NS, p2.IPv4.String(), 5201, secs, m) }
 
-	// Throughput, A/B interleaved in both orders (baseline then with, with
-	// then baseline: a run's position in the pair, which favoured the
-	// second, cancels out), with BPF run-time stats off (they add two clock
-	// reads per program run).
+	// Throughput, interleaved in both orders (baseline, empty program,
+	// receiver, then the reverse: a run's position, which favoured the
+	// later runs, cancels out), with BPF run-time stats off (they add two
+	// clock reads per program run).
+	empty := emptyTCX(t)
 	for rep := 0; rep < n; rep++ {
 		for i, m := range iperfModes {
 			r := &results[i]
@@ -63,12 +65,18 @@ func TestBenchOverhead(t *testing.T) {
 				defer detach()
 				return iperf(m)
 			}
+			withEmpty := func() iperfResult {
+				defer attachHooks(t, empty, empty, p1.Veth, p2.Veth)()
+				return iperf(m)
+			}
 			r.base = append(r.base, iperf(m))
+			r.empty = append(r.empty, withEmpty())
 			r.with = append(r.with, with(), with())
+			r.empty = append(r.empty, withEmpty())
 			r.base = append(r.base, iperf(m))
 			for _, j := range []int{len(r.base) - 2, len(r.base) - 1} {
-				t.Logf("rep %d %s: base %.4g with %.4g (%.4g / %.4g pps)", rep, m.name, r.base[j].BitsPerSecond, r.with[j].BitsPerSecond,
-					r.base[j].PacketsPerSec, r.with[j].PacketsPerSec)
+				t.Logf("rep %d %s: base %.4g empty %.4g with %.4g (%.4g / %.4g / %.4g pps)", rep, m.name, r.base[j].BitsPerSecond,
+					r.empty[j].BitsPerSecond, r.with[j].BitsPerSecond, r.base[j].PacketsPerSec, r.empty[j].PacketsPerSec, r.with[j].PacketsPerSec)
 			}
 		}
 	}
@@ -99,38 +107,33 @@ func TestBenchOverhead(t *testing.T) {
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Per-program cost and throughput impact (iperf3 between two pods over a bridge)\n\n")
-	fmt.Fprintf(&b, "Reproduce: `make bench` (or `BENCH_REPS=%d BENCH_SECONDS=%d go test -tags bench -run TestBenchOverhead -v ./bench/`).\n", n, secs)
+	fmt.Fprintf(&b, "Reproduce: `make bench` (or `BENCH_REPS=%d BENCH_SECONDS=%d go test -timeout 30m -tags bench -run TestBenchOverhead -v ./bench/`).\n", n, secs)
 	fmt.Fprintf(&b, "Two pods on one bridge, iperf3 client in pod A, server in pod B, %d s per run, %d repetitions; \"with\" = the tcx\n", secs, n)
 	b.WriteString("`endpoint_ingress`/`endpoint_egress` programs on both pod veths (each packet passes two programs: A's ingress,\n")
 	b.WriteString("B's egress, and the ACKs the other way) and the flow table drained every second. Cost = run_time_ns / run_cnt from\n")
 	b.WriteString("`kernel.bpf_stats_enabled` over the \"with\" runs (includes the ~20–30 ns the kernel's own accounting adds).\n\n")
-	b.WriteString("Throughput runs have the run-time stats off; each repetition runs baseline, with, with, baseline, so that\n")
-	b.WriteString("each order gives a pair of adjacent runs (the second run of a pair tended to be faster). Ratio = median (min–max)\n")
-	b.WriteString("of with / baseline over those pairs. The cost runs are separate runs with the stats on. \"empty\" is a\n")
-	b.WriteString("two-instruction tcx program (return TCX_NEXT) on the same hooks under the same load: the floor of the measurement.\n\n")
-	b.WriteString("| load | baseline | with receiver | ratio | endpoint_ingress ns/run | endpoint_egress ns/run | empty program ns/run |\n|---|---|---|---|---|---|---|\n")
+	b.WriteString("\"empty\" is a two-instruction tcx program (return TCX_NEXT) on the same hooks: the floor of both measurements.\n")
+	b.WriteString("Throughput runs have the run-time stats off; each repetition runs baseline, empty, with, with, empty, baseline\n")
+	b.WriteString("(later runs tended to be faster; both orders cancel that). Ratio = median (min–max) over the repetitions'\n")
+	b.WriteString("two halves of with (or empty) / the baseline of the same half. The cost runs are separate runs with the stats on.\n\n")
+	b.WriteString("| load | baseline | with receiver | ratio | empty program's ratio | endpoint_ingress ns/run | endpoint_egress ns/run | empty program ns/run |\n|---|---|---|---|---|---|---|---|\n")
 	for i, m := range iperfModes {
 		r := results[i]
-		var base, with []float64
+		value := func(x iperfResult) float64 { return x.BitsPerSecond }
 		unit, scale, prec := "Gbit/s", 1e9, 2
-		for j := range r.base {
-			if m.udp {
-				base = append(base, r.base[j].PacketsPerSec)
-				with = append(with, r.with[j].PacketsPerSec)
-			} else {
-				base = append(base, r.base[j].BitsPerSecond)
-				with = append(with, r.with[j].BitsPerSecond)
-			}
-		}
 		if m.udp {
+			value = func(x iperfResult) float64 { return x.PacketsPerSec }
 			unit, scale, prec = "kpps", 1e3, 0
 		}
-		ratios := make([]float64, len(base))
-		for j := range base {
-			ratios[j] = 100 * with[j] / base[j]
+		var base, with, ratios, emptyRatios []float64
+		for j := range r.base {
+			base = append(base, value(r.base[j]))
+			with = append(with, value(r.with[j]))
+			ratios = append(ratios, 100*value(r.with[j])/value(r.base[j]))
+			emptyRatios = append(emptyRatios, 100*value(r.empty[j])/value(r.base[j]))
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", m.name, summarize(base).format(unit, scale, prec), summarize(with).format(unit, scale, prec),
-			ratioCell(summarize(ratios)), summarize(r.cost["endpoint_ingress"]).format("", 1, 0), summarize(r.cost["endpoint_egress"]).format("", 1, 0),
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", m.name, summarize(base).format(unit, scale, prec), summarize(with).format(unit, scale, prec),
+			ratioCell(summarize(ratios)), ratioCell(summarize(emptyRatios)), summarize(r.cost["endpoint_ingress"]).format("", 1, 0), summarize(r.cost["endpoint_egress"]).format("", 1, 0),
 			summarize(r.floor).format("", 1, 0))
 	}
 	addSection(b.String())
