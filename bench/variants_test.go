@@ -40,12 +40,13 @@ func compileReceiver(t *testing.T, extra string) *ebpf.CollectionSpec {
 // ";" in BENCH_VARIANTS, side by side: in each repetition, under the same
 // iperf3 load of TestBenchOverhead, the empty program, the receiver as built
 // and each variant, ns/run from bpf_stats on the tcx hooks of both pod veths.
-// Not part of make bench (it measures a change, not the receiver) and it
-// writes no section: it logs.
+// By default the variant is the build without branch hints, which writes
+// its section; with BENCH_VARIANTS set it only logs (a tool for changes).
 func TestBenchVariants(t *testing.T) {
 	flags := os.Getenv("BENCH_VARIANTS")
-	if flags == "" {
-		t.Skip("BENCH_VARIANTS is not set: nothing to compare")
+	report := flags == ""
+	if report {
+		flags = "-DEBPFNET_NO_BRANCH_HINTS"
 	}
 	testnet.RequireRoot(t)
 	node := testnet.NewNode(t, 93)
@@ -65,6 +66,14 @@ func TestBenchVariants(t *testing.T) {
 	defer statsOff.Close()
 	n, secs := reps(), seconds()
 	t.Logf("columns: empty | %s (ingress / egress ns/run)", strings.Join(names, " | "))
+	var b strings.Builder
+	b.WriteString("## Build variants side by side: branch hints\n\n")
+	fmt.Fprintf(&b, "Reproduce: `make bench` (or `BENCH_REPS=%d BENCH_SECONDS=%d go test -tags bench -run TestBenchVariants -v ./bench/`). The\n", n, secs)
+	b.WriteString("receiver's endpoint programs as built and built with `-DEBPFNET_NO_BRANCH_HINTS` (no likely/unlikely in\n")
+	b.WriteString("bpf/flow.h), each with its own maps, on the tcx hooks of both pod veths in turn under the iperf3 loads of the\n")
+	fmt.Fprintf(&b, "first section, %d s per run, %d repetitions, with the empty program as the floor; ns/run from bpf_stats, ingress / egress.\n", secs, n)
+	b.WriteString("`BENCH_VARIANTS='-DA;-DB'` compares other builds (logged, no section).\n\n")
+	b.WriteString("| load | empty program | as built | without branch hints |\n|---|---|---|---|\n")
 	for _, m := range iperfModes {
 		res := make([][2][]float64, len(colls)+1) // empty, then each build
 		for rep := 0; rep < n; rep++ {
@@ -81,10 +90,16 @@ func TestBenchVariants(t *testing.T) {
 			}
 			t.Log(line)
 		}
-		line := m.name + ":"
+		line, row := m.name+":", "| "+m.name
 		for _, r := range res {
-			line += " | " + summarize(r[0]).format("", 1, 0) + " / " + summarize(r[1]).format("", 1, 0)
+			cell := summarize(r[0]).format("", 1, 0) + " / " + summarize(r[1]).format("", 1, 0)
+			line += " | " + cell
+			row += " | " + cell
 		}
 		t.Log(line)
+		b.WriteString(row + " |\n")
+	}
+	if report {
+		addSection(b.String())
 	}
 }

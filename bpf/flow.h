@@ -34,12 +34,10 @@
 /* Branch hints for the per-packet path: clang lays out the expected way
  * (a well-formed IPv4 or IPv6 packet, IPv4 first, of the flow in its slot)
  * as the straight line and moves the rest (bad packets, pulls, misses) out
- * of it. With the receiver's programs side by side under the iperf3 loads
- * of docs/BENCHMARKS.md (medians of four runs of 5-7 repetitions), they
- * took 2-7 ns off a run for UDP and 2-9 ns for TCP 1 stream; for TCP 4
- * streams the runs disagreed (-4 to +14). Reproduce:
- * BENCH_VARIANTS=-DEBPFNET_NO_BRANCH_HINTS go test -tags bench
- * -run TestBenchVariants -v ./bench/ */
+ * of it. Side by side with the build without them, under the iperf3 loads,
+ * four runs had them 2-7 ns/run faster for UDP and 2-9 for TCP 1 stream;
+ * a fifth (docs/BENCHMARKS.md, "Build variants") had them equal or slower
+ * (egress +3 and +9 ns): a few ns at most, within the host's noise. */
 #ifndef EBPFNET_NO_BRANCH_HINTS
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
