@@ -51,10 +51,17 @@ func compileBench(t *testing.T, name string) *ebpf.Collection {
 // compileBenchSpec builds bpf/bench/<name>.c with the flags of the receiver's
 // own object.
 func compileBenchSpec(t *testing.T, name string) *ebpf.CollectionSpec {
-	obj := filepath.Join(t.TempDir(), name+".o")
-	out, err := exec.Command("clang", "-O2", "-g", "-Wall", "-Werror", "-mcpu=v3", "-target", "bpfel",
-		"-I", "../bpf", "-c", "../bpf/bench/"+name+".c", "-o", obj).CombinedOutput()
-	require.NoError(t, err, "clang: %s", out)
+	return compileBPF(t, "../bpf/bench/"+name+".c")
+}
+
+// compileBPF compiles a C file of bpf/ with go generate's clang flags (see
+// internal/kernel/gen.go) and the extra ones.
+func compileBPF(t *testing.T, src string, extra ...string) *ebpf.CollectionSpec {
+	obj := filepath.Join(t.TempDir(), strings.TrimSuffix(filepath.Base(src), ".c")+".o")
+	args := append([]string{"-O2", "-g", "-Wall", "-Werror", "-mcpu=v3", "-target", "bpfel", "-I", "../bpf"}, extra...)
+	args = append(args, "-c", src, "-o", obj)
+	out, err := exec.Command("clang", args...).CombinedOutput()
+	require.NoError(t, err, "clang %s: %s", strings.Join(args, " "), out)
 	spec, err := ebpf.LoadCollectionSpec(obj)
 	require.NoError(t, err)
 	return spec

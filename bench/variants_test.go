@@ -5,8 +5,6 @@ package bench
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -17,17 +15,10 @@ import (
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
 )
 
-// compileReceiver compiles bpf/ebpfnet.c as go generate does (same clang
-// flags), with extra flags, and sizes the flow tables as the receiver's
-// default max_flows.
+// compileReceiver compiles bpf/ebpfnet.c as go generate does, with extra
+// flags, and sizes the flow tables as the receiver's default max_flows.
 func compileReceiver(t *testing.T, extra string) *ebpf.CollectionSpec {
-	obj := filepath.Join(t.TempDir(), "ebpfnet.o")
-	args := append([]string{"-O2", "-g", "-Wall", "-Werror", "-mcpu=v3", "-target", "bpfel", "-I", "../bpf"}, strings.Fields(extra)...)
-	args = append(args, "-c", "../bpf/ebpfnet.c", "-o", obj)
-	out, err := exec.Command("clang", args...).CombinedOutput()
-	require.NoError(t, err, "clang %s: %s", strings.Join(args, " "), out)
-	spec, err := ebpf.LoadCollectionSpec(obj)
-	require.NoError(t, err)
+	spec := compileBPF(t, "../bpf/ebpfnet.c", strings.Fields(extra)...)
 	for _, name := range []string{"flows_a", "flows_b"} {
 		spec.Maps[name].MaxEntries = 131072
 	}
