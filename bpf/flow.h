@@ -400,7 +400,9 @@ static __always_inline __u32 flow_way(const struct flow_key *key)
 /* Adds the packet to its flow in the active table, through this CPU's slot
  * for the flow in this program (observer, direction); 1 when it started the
  * flow. Two call sites, each with its map known to the verifier, so that it
- * inlines the hash lookups. */
+ * inlines the hash lookups. direction and observer are also in key: passed
+ * as each program's constants, they fold into the slot index at compile
+ * time instead of being loaded from the key. */
 static __always_inline int account(struct flow_key *key, __u32 len, __u32 tcp_flags, __u8 direction,
 				   __u8 observer)
 {

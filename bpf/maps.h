@@ -33,8 +33,8 @@ volatile __u32 active_table;
  * a table's slots contiguous. Written by the TC programs; user space reads
  * and zeroes a table's slots when it drains that table, after the drain
  * barrier. A slot lookup is inlined by the verifier and touches this CPU's
- * memory only; the hash lookup it saves costs 40-70 ns per packet under TCP
- * load here (docs/BENCHMARKS.md, where the per-run cost goes). */
+ * memory only; the hash lookup it saves is the largest step of the program
+ * under TCP load (docs/BENCHMARKS.md, where the per-run cost goes). */
 #define FLOW_CACHE_WAY_BITS 4
 #define FLOW_CACHE_WAYS (1 << FLOW_CACHE_WAY_BITS)
 #define FLOW_CACHE_TABLE_SLOTS (4 * FLOW_CACHE_WAYS)
