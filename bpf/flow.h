@@ -273,6 +273,60 @@ static __always_inline int parse_skb(struct __sk_buff *skb, struct flow_key *key
 	return parse_packet(skb, key, tcp_flags);
 }
 
+/* The packet most flows are made of: untagged Ethernet, IPv4 without
+ * options, not a non-first fragment, TCP or UDP with its header in the
+ * linear data. Read by parse_common straight into registers, it skips the
+ * flow key on a packet of the flow in its slot (slot_holds). */
+struct common_pkt {
+	__u32 saddr;	 /* network order: word 3 of an IPv4 key */
+	__u32 daddr;	 /* word 7 */
+	__u32 ports;	 /* src_port | dst_port << 16, host order: word 8 (bpfel) */
+	__u32 tcp_flags; /* as parse_l4 */
+	__u8 protocol;
+};
+
+/* Reads a common packet into p: 1 when the packet is one, with what
+ * parse_packet would put in the key; 0 for any other packet, including
+ * those parse_packet counts as malformed or truncated, which take the full
+ * parser. */
+static __always_inline int parse_common(struct __sk_buff *skb, struct common_pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct udphdr *uh = (void *)(ip + 1);
+	__u32 tot_len;
+
+	if (unlikely((void *)(uh + 1) > end))
+		return 0;
+	/* Version 4 with a 20-byte header. */
+	if (unlikely(eth->h_proto != bpf_htons(ETH_P_IP) || *(__u8 *)ip != 0x45))
+		return 0;
+	tot_len = bpf_ntohs(ip->tot_len);
+	if (unlikely(tot_len < sizeof(*ip) || tot_len > skb->len - sizeof(*eth)))
+		return 0;
+	if (unlikely(ip->frag_off & bpf_htons(0x1fff)))
+		return 0;
+	p->protocol = ip->protocol;
+	if (p->protocol == IPPROTO_TCP) {
+		struct tcphdr *th = (void *)uh;
+
+		if (unlikely((void *)(th + 1) > end || th->doff < 5))
+			return 0;
+		p->tcp_flags = ((__u8 *)th)[13];
+	} else if (likely(p->protocol == IPPROTO_UDP)) {
+		p->tcp_flags = 0;
+	} else {
+		return 0;
+	}
+	p->saddr = ip->saddr;
+	p->daddr = ip->daddr;
+	/* The TCP and UDP ports are at the same offsets. */
+	p->ports = (__u32)bpf_ntohs(uh->source) | (__u32)bpf_ntohs(uh->dest) << 16;
+	return 1;
+}
+
 /* Adds packets (bytes, the OR of their TCP flags, the times of the first and
  * the last) to st, this CPU's copy of a flow's counters: no other CPU writes
  * it. */
@@ -363,19 +417,14 @@ static __always_inline void flush_slot(void *table, struct flow_cache_slot *s)
 	__builtin_memset(&s->delta, 0, sizeof(s->delta));
 }
 
-/* account_in behind this CPU's slot s of table: a packet of the slot's flow
- * is added to the slot; any other packet to the table, and its flow takes
- * the slot (the previous flow's packets in the slot go to the table first).
- * Returns as account_in for the packet. */
-static __always_inline int account_cached(void *table, struct flow_cache_slot *s, struct flow_key *key,
-					  __u32 len, __u32 tcp_flags)
+/* A packet of a flow other than slot s's: added to table, and its flow
+ * takes the slot (the previous flow's packets in the slot go to the table
+ * first). Returns as account_in. */
+static __always_inline int account_miss(void *table, struct flow_cache_slot *s, struct flow_key *key, __u32 len,
+					__u32 tcp_flags)
 {
 	int ret;
 
-	if (likely(same_flow(&s->key, key))) {
-		add_to_flow(&s->delta, len, tcp_flags, bpf_jiffies64());
-		return 0;
-	}
 	ret = account_in(table, key, len, tcp_flags);
 	if (s->delta.packets)
 		flush_slot(table, s);
@@ -386,15 +435,73 @@ static __always_inline int account_cached(void *table, struct flow_cache_slot *s
 	return ret;
 }
 
+/* account_in behind this CPU's slot s of table: a packet of the slot's flow
+ * is added to the slot, any other as account_miss. Returns as account_in. */
+static __always_inline int account_cached(void *table, struct flow_cache_slot *s, struct flow_key *key,
+					  __u32 len, __u32 tcp_flags)
+{
+	if (likely(same_flow(&s->key, key))) {
+		add_to_flow(&s->delta, len, tcp_flags, bpf_jiffies64());
+		return 0;
+	}
+	return account_miss(table, s, key, len, tcp_flags);
+}
+
 /* Which of a program's FLOW_CACHE_WAYS slots a flow uses: a multiplicative
  * (Fibonacci) hash of the fold of the ports, the last 32 bits of each
  * address and the interface; its top bits spread consecutive source ports
  * and tell the two directions of a connection apart. */
+static __always_inline __u32 way_of(__u32 addr_lo_src, __u32 addr_lo_dst, __u32 ports, __u32 ifindex)
+{
+	return ((addr_lo_src ^ addr_lo_dst ^ ports ^ ifindex) * 0x9E3779B1u) >> (32 - FLOW_CACHE_WAY_BITS);
+}
+
+/* way_of a key: its words 3 and 7 (the last 32 bits of the addresses) and 8
+ * (the ports). */
 static __always_inline __u32 flow_way(const struct flow_key *key)
 {
 	const __u32 *w = (const void *)key;
 
-	return ((w[3] ^ w[7] ^ w[8] ^ key->ifindex) * 0x9E3779B1u) >> (32 - FLOW_CACHE_WAY_BITS);
+	return way_of(w[3], w[7], w[8], key->ifindex);
+}
+
+/* This CPU's slot for a flow (its way) in the program (observer, direction)
+ * and table. */
+static __always_inline struct flow_cache_slot *cache_slot(__u32 table, __u8 direction, __u8 observer, __u32 way)
+{
+	__u32 slot = ((table * 2 + observer) * 2 + direction) * FLOW_CACHE_WAYS + way;
+
+	return bpf_map_lookup_elem(&flow_cache, &slot);
+}
+
+/* Whether slot s holds the flow of common packet p seen on ifindex by the
+ * program (observer, direction). Compares the words in which two IPv4 keys
+ * can differ (the first 12 bytes of each address are ::ffff: in all of
+ * them) with p's registers; only the slot is read from memory. */
+static __always_inline int slot_holds(const struct flow_cache_slot *s, const struct common_pkt *p, __u32 ifindex,
+				      __u8 direction, __u8 observer)
+{
+	const __u32 *w = (const void *)&s->key;
+	/* protocol, family, direction, observer: word 10 (bpfel) */
+	__u32 tail = p->protocol | 4 << 8 | (__u32)direction << 16 | (__u32)observer << 24;
+
+	return ((w[3] ^ p->saddr) | (w[7] ^ p->daddr) | (w[8] ^ p->ports) | (w[9] ^ ifindex) | (w[10] ^ tail)) == 0;
+}
+
+/* The flow key of common packet p, as parse_packet and handle_packet make
+ * it. */
+static __always_inline void common_key(struct flow_key *key, const struct common_pkt *p, __u32 ifindex,
+				       __u8 direction, __u8 observer)
+{
+	map_ipv4(key->src_addr, p->saddr);
+	map_ipv4(key->dst_addr, p->daddr);
+	key->src_port = p->ports;
+	key->dst_port = p->ports >> 16;
+	key->ifindex = ifindex;
+	key->protocol = p->protocol;
+	key->family = 4;
+	key->direction = direction;
+	key->observer = observer;
 }
 
 /* Adds the packet to its flow in the active table, through this CPU's slot
@@ -407,8 +514,7 @@ static __always_inline int account(struct flow_key *key, __u32 len, __u32 tcp_fl
 				   __u8 observer)
 {
 	__u32 table = active_table;
-	__u32 slot = ((table * 2 + observer) * 2 + direction) * FLOW_CACHE_WAYS + flow_way(key);
-	struct flow_cache_slot *s = bpf_map_lookup_elem(&flow_cache, &slot);
+	struct flow_cache_slot *s = cache_slot(table, direction, observer, flow_way(key));
 
 	if (unlikely(!s)) /* not reached: slot < FLOW_CACHE_ENTRIES */
 		return 0;
@@ -443,22 +549,46 @@ static __attribute__((noinline)) int note_udp_sender(struct __sk_buff *skb, __u1
 	return 0;
 }
 
-/* Counts one packet as seen by `observer` in `direction`. */
+/* Counts one packet as seen by `observer` in `direction`. A common packet
+ * (parse_common) of the flow in its slot is added to the slot without
+ * building the flow key; any other packet is parsed into its key and
+ * accounted as such. */
 static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction, __u8 observer)
 {
-	struct flow_key key __attribute__((aligned(8))) = {}; /* same_flow */
-	__u32 tcp_flags = 0;
-	int ret;
+	struct flow_key key __attribute__((aligned(8))); /* same_flow */
+	struct common_pkt p;
+	__u32 tcp_flags = 0, len = skb->len;
+	int ret, started;
 
-	ret = parse_skb(skb, &key, &tcp_flags);
-	if (unlikely(ret != PARSE_OK)) {
-		count_reason(ret, skb->len);
-		return;
+	if (likely(parse_common(skb, &p))) {
+		__u32 ifindex = skb->ifindex, table = active_table;
+		struct flow_cache_slot *s =
+			cache_slot(table, direction, observer, way_of(p.saddr, p.daddr, p.ports, ifindex));
+
+		if (unlikely(!s)) /* not reached: the index is < FLOW_CACHE_ENTRIES */
+			return;
+		if (likely(slot_holds(s, &p, ifindex, direction, observer))) {
+			add_to_flow(&s->delta, len, p.tcp_flags, bpf_jiffies64());
+			return;
+		}
+		common_key(&key, &p, ifindex, direction, observer);
+		if (table)
+			started = account_miss(&flows_b, s, &key, len, p.tcp_flags) == 1;
+		else
+			started = account_miss(&flows_a, s, &key, len, p.tcp_flags) == 1;
+	} else {
+		__builtin_memset(&key, 0, sizeof(key));
+		ret = parse_skb(skb, &key, &tcp_flags);
+		if (unlikely(ret != PARSE_OK)) {
+			count_reason(ret, len);
+			return;
+		}
+		key.ifindex = skb->ifindex;
+		key.direction = direction;
+		key.observer = observer;
+		started = account(&key, len, tcp_flags, direction, observer);
 	}
-	key.ifindex = skb->ifindex;
-	key.direction = direction;
-	key.observer = observer;
-	if (account(&key, skb->len, tcp_flags, direction, observer) && key.protocol == IPPROTO_UDP && direction == FLOW_TRANSMIT)
+	if (started && key.protocol == IPPROTO_UDP && direction == FLOW_TRANSMIT)
 		note_udp_sender(skb, key.src_port);
 }
 

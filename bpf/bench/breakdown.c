@@ -11,7 +11,11 @@
  *   account_coarse   the same with the previous design's value: 40 bytes
  *                    with 64-bit bpf_ktime_get_coarse_ns() timestamps
  *   account_slot     account_jiffies behind the receiver's per-CPU slots
- *                    (account_cached): the receiver's program without the
+ *                    (account_cached)
+ *   account_common   account_slot with the receiver's short way in front:
+ *                    a common packet (untagged IPv4 without options, TCP
+ *                    or UDP) of the flow in its slot is added to it without
+ *                    building the key. The receiver's program without the
  *                    choice of the active table
  *
  * The receiver's own endpoint programs are measured next to them. */
@@ -128,5 +132,40 @@ int account_slot(struct __sk_buff *skb)
 	s = bpf_map_lookup_elem(&breakdown_slot, &way);
 	if (s)
 		account_cached(&breakdown_flows, s, &key, skb->len, flags);
+	return TCX_NEXT;
+}
+
+/* account_slot with the receiver's short way for common packets in front
+ * (parse_common, slot_holds): the receiver's handle_packet without the
+ * choice of the active table. */
+SEC("tc")
+int account_common(struct __sk_buff *skb)
+{
+	struct flow_key key __attribute__((aligned(8)));
+	struct flow_cache_slot *s;
+	struct common_pkt p;
+	__u32 flags = 0, way, ifindex, len = skb->len;
+
+	if (parse_common(skb, &p)) {
+		ifindex = skb->ifindex;
+		way = way_of(p.saddr, p.daddr, p.ports, ifindex);
+		s = bpf_map_lookup_elem(&breakdown_slot, &way);
+		if (!s)
+			return TCX_NEXT;
+		if (slot_holds(s, &p, ifindex, FLOW_RECEIVE, OBSERVER_ENDPOINT)) {
+			add_to_flow(&s->delta, len, p.tcp_flags, bpf_jiffies64());
+			return TCX_NEXT;
+		}
+		common_key(&key, &p, ifindex, FLOW_RECEIVE, OBSERVER_ENDPOINT);
+		account_miss(&breakdown_flows, s, &key, len, p.tcp_flags);
+		return TCX_NEXT;
+	}
+	__builtin_memset(&key, 0, sizeof(key));
+	if (bench_parse(skb, &key, &flags))
+		return TCX_NEXT;
+	way = flow_way(&key);
+	s = bpf_map_lookup_elem(&breakdown_slot, &way);
+	if (s)
+		account_cached(&breakdown_flows, s, &key, len, flags);
 	return TCX_NEXT;
 }

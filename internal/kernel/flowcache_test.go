@@ -2,7 +2,10 @@ package kernel
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math/rand"
+	"net/netip"
+	"os/exec"
 	"runtime"
 	"testing"
 
@@ -10,6 +13,8 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/ebpfnet/ebpfnet/internal/testnet"
 )
 
 // onCPU runs f on the given CPU: BPF_PROG_TEST_RUN runs a program on the
@@ -166,10 +171,8 @@ func TestFlowCacheDrainForgetsFlows(t *testing.T) {
 	a := packet(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), udp(1000, 53))
 	var flows []Flow
 	var counters Counters
-	onCPU(t, 0, func() { flows, counters = runPackets(t, d, a) })
-	require.Len(t, flows, 1)
 	// A flow of the same slot as a.
-	ka := flows[0].Key
+	ka := keyOf(t, d, a)
 	kb := ka
 	for kb.SrcPort = 1001; flowWay(kb) != flowWay(ka); kb.SrcPort++ {
 	}
@@ -201,4 +204,107 @@ func TestFlowCacheDrainForgetsFlows(t *testing.T) {
 	}
 	require.Equal(t, map[uint16]uint64{1000: 1, kb.SrcPort: 1}, got)
 	require.Zero(t, counters[ReasonMapFull].Packets)
+}
+
+// TestFlowCacheTellsSlotFlowsApart: flows that differ from a first one in
+// one field each and take its slot (the same way) must stay flows of their
+// own when their packets alternate with its packets: the slot's compare
+// (the full key's, and the short one of common packets) looks at every
+// field. The IPv6 flow has a's addresses as IPv4-mapped IPv6 ones: only
+// the family tells them apart.
+func TestFlowCacheTellsSlotFlowsApart(t *testing.T) {
+	d := loadForTest(t, 64)
+	ip := func(proto layers.IPProtocol, src, dst netip.Addr) *layers.IPv4 {
+		l := ip4(proto)
+		l.SrcIP, l.DstIP = src.AsSlice(), dst.AsSlice()
+		return l
+	}
+	a := packet(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), udp(1000, 53))
+	ka := keyOf(t, d, a)
+	// same finds a value of one field for which the key shares a's way.
+	same := func(set func(k *FlowKey, i int)) FlowKey {
+		for i := 1; ; i++ {
+			k := ka
+			set(&k, i)
+			if flowWay(k) == flowWay(ka) {
+				return k
+			}
+		}
+	}
+	srcPort := same(func(k *FlowKey, i int) { k.SrcPort = 1000 + uint16(i) }).SrcPort
+	dstPort := same(func(k *FlowKey, i int) { k.DstPort = 53 + uint16(i) }).DstPort
+	src := same(func(k *FlowKey, i int) { k.SrcAddr[15] += byte(i) }).SrcAddr
+	dst := same(func(k *FlowKey, i int) { k.DstAddr[15] += byte(i) }).DstAddr
+	mapped := func(a netip.Addr) []byte { b := a.As16(); return b[:] } // ::ffff:a.b.c.d
+	v6 := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolUDP, SrcIP: mapped(v4a), DstIP: mapped(v4b)}
+	others := map[string][]byte{
+		"source port":         packet(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), udp(srcPort, 53)),
+		"destination port":    packet(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), udp(1000, dstPort)),
+		"source address":      packet(t, eth(layers.EthernetTypeIPv4), ip(layers.IPProtocolUDP, netip.AddrFrom16(src).Unmap(), v4b), udp(1000, 53)),
+		"destination address": packet(t, eth(layers.EthernetTypeIPv4), ip(layers.IPProtocolUDP, v4a, netip.AddrFrom16(dst).Unmap()), udp(1000, 53)),
+		"protocol":            packet(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolTCP), tcp(1000, 53, false, true)),
+		"family":              packet(t, eth(layers.EthernetTypeIPv6), v6, udp(1000, 53)),
+	}
+	for name, b := range others {
+		t.Run(name, func(t *testing.T) {
+			var flows []Flow
+			onCPU(t, 0, func() { flows, _ = runPackets(t, d, a, b, a, a, b, b, a, b) })
+			got := map[bool]flowTotal{} // by whether it is a's flow
+			for _, f := range flows {
+				got[f.Key == ka] = flowTotal{bytes: f.Counts.Bytes, packets: f.Counts.Packets}
+			}
+			require.Equal(t, map[bool]flowTotal{true: {bytes: uint64(4 * len(a)), packets: 4}, false: {bytes: uint64(4 * len(b)), packets: 4}}, got)
+		})
+	}
+}
+
+// TestFlowCacheTellsInterfacesApart: the same packets on two interfaces
+// whose flows take the same slot are two flows. The slot hash spreads
+// nearby interface indexes over different slots, so the test makes two
+// interfaces with indexes that share one. (BPF_PROG_TEST_RUN puts the
+// packet on the interface its context names.)
+func TestFlowCacheTellsInterfacesApart(t *testing.T) {
+	d := loadForTest(t, 64)
+	a := packet(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), udp(1000, 53))
+	k := keyOf(t, d, a)
+	on := func(ifindex uint32) FlowKey { k := k; k.Ifindex = ifindex; return k }
+	ifindex := [2]uint32{0x7eb00000, 0x7eb00001}
+	for flowWay(on(ifindex[0])) != flowWay(on(ifindex[1])) {
+		ifindex[1]++
+	}
+	// A veth pair: no dummy driver on every kernel.
+	_, _ = exec.Command("ip", "link", "del", "ebtslot0").CombinedOutput() // left by an interrupted run
+	testnet.Must(t, "ip", "link", "add", "ebtslot0", "index", fmt.Sprint(ifindex[0]), "type", "veth",
+		"peer", "name", "ebtslot1", "index", fmt.Sprint(ifindex[1]))
+	t.Cleanup(func() { _, _ = exec.Command("ip", "link", "del", "ebtslot0").CombinedOutput() })
+	// struct __sk_buff up to ifindex; the kernel wants the other fields zero.
+	type skbContext struct {
+		_       [10]uint32
+		Ifindex uint32
+	}
+	var flows []Flow
+	onCPU(t, 0, func() {
+		for _, i := range []int{0, 1, 0, 0, 1, 1, 0, 1} {
+			_, err := d.objs.EndpointIngress.Run(&ebpf.RunOptions{Data: a, Context: skbContext{Ifindex: ifindex[i]}})
+			require.NoError(t, err)
+		}
+		var err error
+		flows, err = d.Drain(nil)
+		require.NoError(t, err)
+	})
+	got := map[uint32]uint64{}
+	for _, f := range flows {
+		got[f.Key.Ifindex] += f.Counts.Packets
+	}
+	require.Equal(t, map[uint32]uint64{ifindex[0]: 4, ifindex[1]: 4}, got)
+}
+
+// keyOf runs p through endpoint_ingress on CPU 0 and returns the key of the
+// flow the drain then returns.
+func keyOf(t *testing.T, d *Datapath, p []byte) FlowKey {
+	t.Helper()
+	var flows []Flow
+	onCPU(t, 0, func() { flows, _ = runPackets(t, d, p) })
+	require.Len(t, flows, 1)
+	return flows[0].Key
 }

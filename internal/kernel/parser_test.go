@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"testing"
@@ -242,6 +243,8 @@ func TestParserErrorCounters(t *testing.T) {
 	badIHL[14] = 0x44 // version 4, IHL 4 (< 5)
 	badDoff := packet(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolTCP), tcp(1, 2, true, false))
 	badDoff[14+20+12] = 0x40 // data offset 4 (< 5)
+	shortTotal := packet(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), udp(1, 2))
+	binary.BigEndian.PutUint16(shortTotal[14+2:], 19) // total length shorter than the 20-byte header
 	badVersion := packet(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), udp(1, 2))
 	badVersion[14] = 0x65 // version 6 in an IPv4 ethertype
 	tooManyTags := packet(t, eth(layers.EthernetTypeDot1Q), &layers.Dot1Q{Type: layers.EthernetTypeDot1Q},
@@ -273,6 +276,7 @@ func TestParserErrorCounters(t *testing.T) {
 		reason CounterReason
 	}{
 		{"ipv4 ihl below 5", badIHL, ReasonMalformed},
+		{"ipv4 total length below its header", shortTotal, ReasonMalformed},
 		{"tcp data offset below 5", badDoff, ReasonMalformed},
 		{"ip version mismatch", badVersion, ReasonMalformed},
 		{"three vlan tags", tooManyTags, ReasonMalformed},
