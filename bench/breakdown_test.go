@@ -4,6 +4,7 @@ package bench
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 
@@ -118,7 +119,9 @@ func TestBenchBreakdown(t *testing.T) {
 			}
 		}
 		st := summarize(vs)
-		return fmt.Sprintf("from %.0f to %.0f ns (median %.0f)", st.min, st.max, st.med)
+		// Rounded first, so that -0.4 reads 0, not -0.
+		r := func(x float64) float64 { return math.Round(x) + 0 }
+		return fmt.Sprintf("from %.0f to %.0f ns (median %.0f)", r(st.min), r(st.max), r(st.med))
 	}
 	med := func(i int, col, h string) float64 { return summarize(cost[i][col+" "+h]).med }
 	diff := func(a, b string) func(int, string) float64 {
