@@ -34,10 +34,11 @@
 /* Branch hints for the per-packet path: clang lays out the expected way
  * (a well-formed IPv4 or IPv6 packet, IPv4 first, of the flow in its slot)
  * as the straight line and moves the rest (bad packets, pulls, misses) out
- * of it. Side by side with the build without them, under the iperf3 loads,
- * four runs had them 2-7 ns/run faster for UDP and 2-9 for TCP 1 stream;
- * a fifth (docs/BENCHMARKS.md, "Build variants") had them equal or slower
- * (egress +3 and +9 ns): a few ns at most, within the host's noise. */
+ * of it. Measured side by side with the build without them (make bench,
+ * "Build variants", each repetition in both orders), the difference is a
+ * few ns/run either way: with the short way for common packets, one run had
+ * them 3-4 ns slower under UDP 64 B and 9 ns faster on TCP 1 stream's
+ * ingress, another 1-2 ns faster under UDP. Within the host's noise; kept. */
 #ifndef EBPFNET_NO_BRANCH_HINTS
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
