@@ -119,20 +119,27 @@ struct {
 	__type(value, struct flow_cache_slot);
 } breakdown_slot SEC(".maps");
 
+/* account_slot's work, key zeroed, for account_common's other packets too. */
+static __always_inline int slot_step(struct __sk_buff *skb, struct flow_key *key)
+{
+	struct flow_cache_slot *s;
+	__u32 flags = 0, way;
+
+	if (bench_parse(skb, key, &flags))
+		return TCX_NEXT;
+	way = flow_way(key);
+	s = bpf_map_lookup_elem(&breakdown_slot, &way);
+	if (s)
+		account_cached(&breakdown_flows, s, key, skb->len, flags);
+	return TCX_NEXT;
+}
+
 SEC("tc")
 int account_slot(struct __sk_buff *skb)
 {
 	struct flow_key key __attribute__((aligned(8))) = {};
-	struct flow_cache_slot *s;
-	__u32 flags = 0, way;
 
-	if (bench_parse(skb, &key, &flags))
-		return TCX_NEXT;
-	way = flow_way(&key);
-	s = bpf_map_lookup_elem(&breakdown_slot, &way);
-	if (s)
-		account_cached(&breakdown_flows, s, &key, skb->len, flags);
-	return TCX_NEXT;
+	return slot_step(skb, &key);
 }
 
 /* account_slot with the receiver's short way for common packets in front
@@ -144,7 +151,7 @@ int account_common(struct __sk_buff *skb)
 	struct flow_key key __attribute__((aligned(8)));
 	struct flow_cache_slot *s;
 	struct common_pkt p;
-	__u32 flags = 0, way, ifindex, len = skb->len;
+	__u32 way, ifindex, len = skb->len;
 
 	if (parse_common(skb, &p)) {
 		ifindex = skb->ifindex;
@@ -161,11 +168,5 @@ int account_common(struct __sk_buff *skb)
 		return TCX_NEXT;
 	}
 	__builtin_memset(&key, 0, sizeof(key));
-	if (bench_parse(skb, &key, &flags))
-		return TCX_NEXT;
-	way = flow_way(&key);
-	s = bpf_map_lookup_elem(&breakdown_slot, &way);
-	if (s)
-		account_cached(&breakdown_flows, s, &key, len, flags);
-	return TCX_NEXT;
+	return slot_step(skb, &key);
 }
