@@ -26,8 +26,12 @@ func emptyProgramCost(t *testing.T, load func(), veths ...string) float64 {
 
 // emptyHookCosts is emptyProgramCost per hook.
 func emptyHookCosts(t *testing.T, load func(), veths ...string) (ingress, egress float64) {
-	// One program per hook: each has its own run-time stats.
-	return hookCosts(t, emptyTCX(t), emptyTCX(t), load, veths...)
+	// One program per hook: each has its own run-time stats. Closed on
+	// return: the sections call this once per repetition and load.
+	in, eg := newEmptyTCX(t), newEmptyTCX(t)
+	defer in.Close()
+	defer eg.Close()
+	return hookCosts(t, in, eg, load, veths...)
 }
 
 // attachHooks attaches in to the tcx ingress and eg to the tcx egress of
@@ -49,11 +53,17 @@ func attachHooks(t *testing.T, in, eg *ebpf.Program, veths ...string) (detach fu
 	}
 }
 
-// emptyTCX is the two-instruction program (return TCX_NEXT), closed with
-// the test.
-func emptyTCX(t *testing.T) *ebpf.Program {
+// newEmptyTCX is the two-instruction program (return TCX_NEXT); the caller
+// closes it.
+func newEmptyTCX(t *testing.T) *ebpf.Program {
 	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "MIT", Instructions: emptyTC()})
 	require.NoError(t, err)
+	return p
+}
+
+// emptyTCX is newEmptyTCX closed with the test.
+func emptyTCX(t *testing.T) *ebpf.Program {
+	p := newEmptyTCX(t)
 	t.Cleanup(func() { p.Close() })
 	return p
 }
