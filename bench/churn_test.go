@@ -117,15 +117,14 @@ func TestBenchChurn(t *testing.T) {
 
 	var b strings.Builder
 	b.WriteString("## Connection churn (TCP lifecycle programs and the collector)\n\n")
-	fmt.Fprintf(&b, "Reproduce: `make bench` (or `go test -tags bench -run TestBenchChurn -v ./bench/`). A child process opens and closes\n")
+	fmt.Fprintf(&b, "Reproduce: `make bench` (or `go test -tags bench -run TestBenchChurn -v ./bench/`, 6 min). A child process opens and closes\n")
 	fmt.Fprintf(&b, "TCP connections pod A -> pod B at the given rate for %d s (32 paced workers); the receiver runs in the test process with\n", secs)
 	b.WriteString("metrics, logs and traces pipelines (nop consumers) and default sizes (4 MiB ring, 65,536 connection states).\n")
-	b.WriteString("Collector CPU = this process's user time (and, in parentheses, system time, which includes softirq work of the\n")
-	b.WriteString("load the kernel charges to whatever thread it interrupted) over the run, as % of one core. Cost per event = run_time_ns / run_cnt (bpf_stats) over the run.\n")
+	b.WriteString("Collector CPU = this process's user time and its system time (which includes softirq work of the load the kernel\n")
+	b.WriteString("charges to whatever thread it interrupted) over the run, as % of one core. Cost per event = run_time_ns / run_cnt (bpf_stats) over the run.\n")
 	b.WriteString("Missing = 2 x connections made - spans emitted (a client and a server span each). Unreported = the receiver's\n")
 	b.WriteString("`ebpfnet.connections.unreported` (ring or state map full). Skipped = the tracepoint's `recursion_misses` (the kernel\n")
 	b.WriteString("skipped it because it was already running on that CPU; `ebpfnet.tcp.state_changes.missed`): sockops recovers them.\n\n")
-	b.WriteString("| target rate | connections made | spans emitted (missing) | connections unreported | tracepoint runs skipped | collector CPU, user (+ sys) | inet_sock_set_state ns/run (runs) | tcp_sockops ns/run (runs) | record_connect4 ns/run (runs) |\n|---|---|---|---|---|---|---|---|---|\n")
 	rates := []int{1000, 5000, 20000}
 	if v := os.Getenv("BENCH_CHURN_RATES"); v != "" { // e.g. "5000" to profile one rate
 		rates = nil
@@ -135,76 +134,104 @@ func TestBenchChurn(t *testing.T) {
 			rates = append(rates, r)
 		}
 	}
+	n := 3
+	if v, err := strconv.Atoi(os.Getenv("BENCH_CHURN_REPS")); err == nil && v > 0 {
+		n = v
+	}
+	fmt.Fprintf(&b, "Each rate %d times (the rates interleaved): median (min–max) over the runs.\n\n", n)
+	b.WriteString("| target rate | connections made in the run | spans missing | connections unreported | tracepoint runs skipped | collector CPU, user (% of a core) | collector CPU, sys (% of a core) | inet_sock_set_state ns/run | tcp_sockops ns/run | record_connect4 ns/run |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	results := map[int]map[string][]float64{}
+	for rep := 0; rep < n; rep++ {
+		for _, rate := range rates {
+			if results[rate] == nil {
+				results[rate] = map[string][]float64{}
+			}
+			for k, v := range churnRun(t, node, p1, p2, rate, secs) {
+				results[rate][k] = append(results[rate][k], v)
+			}
+		}
+	}
 	for _, rate := range rates {
-		var spans atomic.Int64
-		tc, err := consumer.NewTraces(func(_ context.Context, td ptrace.Traces) error {
-			// Only the load's connections (other sockets of the host
-			// close meanwhile too).
-			rss := td.ResourceSpans()
-			for i := 0; i < rss.Len(); i++ {
-				sss := rss.At(i).ScopeSpans()
-				for j := 0; j < sss.Len(); j++ {
-					ss := sss.At(j).Spans()
-					for k := 0; k < ss.Len(); k++ {
-						if p, ok := ss.At(k).Attributes().Get(convert.AttrServerPort); ok && p.Int() == churnPort {
-							spans.Add(1)
-						}
+		r := results[rate]
+		col := func(k, unit string, prec int) string { return summarize(r[k]).format(unit, 1, prec) }
+		fmt.Fprintf(&b, "| %d/s | %s, %.0f failed at most | %s | %s | %s | %s | %s | %s | %s | %s |\n", rate, col("made", "", 0), summarize(r["failed"]).max,
+			col("missing", "", 0), col("lost", "", 0), col("skipped", "", 0), col("user", "", 1), col("sys", "", 1), col("set", "", 0), col("so", "", 0), col("rc", "", 0))
+	}
+	addSection(b.String())
+}
+
+// churnRun runs the load of TestBenchChurn once at rate for secs against a
+// receiver of its own and returns a value per column of the section.
+func churnRun(t *testing.T, node *testnet.Node, p1, p2 *testnet.Pod, rate, secs int) map[string]float64 {
+	var spans atomic.Int64
+	tc, err := consumer.NewTraces(func(_ context.Context, td ptrace.Traces) error {
+		// Only the load's connections (other sockets of the host
+		// close meanwhile too).
+		rss := td.ResourceSpans()
+		for i := 0; i < rss.Len(); i++ {
+			sss := rss.At(i).ScopeSpans()
+			for j := 0; j < sss.Len(); j++ {
+				ss := sss.At(j).Spans()
+				for k := 0; k < ss.Len(); k++ {
+					if p, ok := ss.At(k).Attributes().Get(convert.AttrServerPort); ok && p.Int() == churnPort {
+						spans.Add(1)
 					}
 				}
 			}
-			return nil
-		})
-		require.NoError(t, err)
-		// ebpfnet.connections.unreported is cumulative since this
-		// receiver's datapath was loaded: its last value is the loss.
-		var lost atomic.Int64
-		mc, err := consumer.NewMetrics(func(_ context.Context, md pmetric.Metrics) error {
-			if v, ok := sumOf(md, convert.MetricConnsUnreported); ok {
-				lost.Store(v)
-			}
-			return nil
-		})
-		require.NoError(t, err)
-		cfg, stop := startReceiver(t, node, tc, mc, consumertest.NewNop())
-
-		progs := []string{"inet_sock_set_state", "tcp_sockops", "record_connect4"}
-		before, err := kernel.SystemProgramStats(progs...)
-		require.NoError(t, err)
-
-		if path := os.Getenv("BENCH_CPUPROFILE"); path != "" {
-			f, err := os.Create(fmt.Sprintf("%s.%d", path, rate))
-			require.NoError(t, err)
-			require.NoError(t, pprof.StartCPUProfile(f))
 		}
-		user0, sys0 := cpuTime()
-		wall0 := time.Now()
-		cmd := exec.Command("ip", "netns", "exec", p1.NS.Name, os.Args[0], "-test.run=^TestHelperChurn$", "-test.count=1", "-test.v")
-		cmd.Env = append(os.Environ(), "CHURN_RATE="+strconv.Itoa(rate), "CHURN_SECONDS="+strconv.Itoa(secs),
-			"CHURN_SERVER="+p2.IPv4.String()+":"+strconv.Itoa(churnPort), "CHURN_SERVER_NS="+p2.NS.Name)
-		out, err := cmd.CombinedOutput()
-		require.NoError(t, err, "%s", out)
-		user1, sys1 := cpuTime()
-		user, sys, wall := user1-user0, sys1-sys0, time.Since(wall0)
-		pprof.StopCPUProfile()
-		var made, failed int
-		for _, l := range strings.Split(string(out), "\n") {
-			if strings.HasPrefix(l, "CHURN ") {
-				fmt.Sscanf(l, "CHURN made=%d failed=%d", &made, &failed)
-			}
+		return nil
+	})
+	require.NoError(t, err)
+	// ebpfnet.connections.unreported is cumulative since this
+	// receiver's datapath was loaded: its last value is the loss.
+	var lost atomic.Int64
+	mc, err := consumer.NewMetrics(func(_ context.Context, md pmetric.Metrics) error {
+		if v, ok := sumOf(md, convert.MetricConnsUnreported); ok {
+			lost.Store(v)
 		}
-		time.Sleep(cfg.Interval + 2*time.Second) // one interval: the last spans
-		after, err := kernel.SystemProgramStats(progs...)
+		return nil
+	})
+	require.NoError(t, err)
+	cfg, stop := startReceiver(t, node, tc, mc, consumertest.NewNop())
+
+	progs := []string{"inet_sock_set_state", "tcp_sockops", "record_connect4"}
+	before, err := kernel.SystemProgramStats(progs...)
+	require.NoError(t, err)
+
+	if path := os.Getenv("BENCH_CPUPROFILE"); path != "" {
+		f, err := os.Create(fmt.Sprintf("%s.%d", path, rate))
 		require.NoError(t, err)
-		stop()
-		set0 := after["inet_sock_set_state"].Sub(before["inet_sock_set_state"])
-		so := after["tcp_sockops"].Sub(before["tcp_sockops"])
-		rc := after["record_connect4"].Sub(before["record_connect4"])
-		fmt.Fprintf(&b, "| %d/s | %d in %.1f s (%d failed) | %d (%d) | %d | %d | %.1f%% (+ %.1f%%) | %.0f (%d) | %.0f (%d) | %.0f (%d) |\n", rate, made, wall.Seconds(), failed,
-			spans.Load(), 2*int64(made)-spans.Load(), lost.Load(), set0.RecursionMisses, 100*user.Seconds()/wall.Seconds(), 100*sys.Seconds()/wall.Seconds(), set0.PerRun(), set0.Runs, so.PerRun(), so.Runs, rc.PerRun(), rc.Runs)
-		t.Logf("rate %d: made %d spans %d lost %d cpu user %.1f%% sys %.1f%%", rate, made, spans.Load(), lost.Load(),
-			100*user.Seconds()/wall.Seconds(), 100*sys.Seconds()/wall.Seconds())
+		require.NoError(t, pprof.StartCPUProfile(f))
 	}
-	addSection(b.String())
+	user0, sys0 := cpuTime()
+	wall0 := time.Now()
+	cmd := exec.Command("ip", "netns", "exec", p1.NS.Name, os.Args[0], "-test.run=^TestHelperChurn$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), "CHURN_RATE="+strconv.Itoa(rate), "CHURN_SECONDS="+strconv.Itoa(secs),
+		"CHURN_SERVER="+p2.IPv4.String()+":"+strconv.Itoa(churnPort), "CHURN_SERVER_NS="+p2.NS.Name)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	user1, sys1 := cpuTime()
+	user, sys, wall := user1-user0, sys1-sys0, time.Since(wall0)
+	pprof.StopCPUProfile()
+	var made, failed int
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "CHURN ") {
+			fmt.Sscanf(l, "CHURN made=%d failed=%d", &made, &failed)
+		}
+	}
+	time.Sleep(cfg.Interval + 2*time.Second) // one interval: the last spans
+	after, err := kernel.SystemProgramStats(progs...)
+	require.NoError(t, err)
+	stop()
+	set0 := after["inet_sock_set_state"].Sub(before["inet_sock_set_state"])
+	so := after["tcp_sockops"].Sub(before["tcp_sockops"])
+	rc := after["record_connect4"].Sub(before["record_connect4"])
+	res := map[string]float64{"made": float64(made), "failed": float64(failed), "seconds": wall.Seconds(),
+		"missing": float64(2*int64(made) - spans.Load()), "lost": float64(lost.Load()), "skipped": float64(set0.RecursionMisses),
+		"user": 100 * user.Seconds() / wall.Seconds(), "sys": 100 * sys.Seconds() / wall.Seconds(),
+		"set": set0.PerRun(), "so": so.PerRun(), "rc": rc.PerRun()}
+	t.Logf("rate %d: %v", rate, res)
+	return res
 }
 
 // sumOf adds up the data points of the named sum metric.
