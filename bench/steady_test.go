@@ -69,8 +69,8 @@ func TestBenchSteadyState(t *testing.T) {
 
 	time.Sleep(30 * time.Second) // warm up: the first intervals fill the series state
 	type sample struct {
-		at             time.Duration
-		rss, heap, cpu float64 // MiB, MiB, % of one core over the last period
+		at                   time.Duration
+		rss, held, heap, cpu float64 // MiB, MiB, MiB, % of one core over the last period
 	}
 	var samples []sample
 	start := time.Now()
@@ -82,27 +82,31 @@ func TestBenchSteadyState(t *testing.T) {
 		now := time.Now()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		samples = append(samples, sample{at: now.Sub(start), rss: float64(rssBytes()) / (1 << 20), heap: float64(ms.HeapAlloc) / (1 << 20),
+		samples = append(samples, sample{at: now.Sub(start), rss: float64(rssBytes()) / (1 << 20),
+			held: float64(ms.Sys-ms.HeapReleased) / (1 << 20), heap: float64(ms.HeapAlloc) / (1 << 20),
 			cpu: 100 * ((u1 - u0) + (s1 - s0)).Seconds() / now.Sub(last).Seconds()})
 		u0, s0, last = u1, s1, now
 	}
 	xs := make([]float64, len(samples))
-	rss, heap, cpu := make([]float64, len(samples)), make([]float64, len(samples)), make([]float64, len(samples))
+	rss, held, rest, heap, cpu := make([]float64, len(samples)), make([]float64, len(samples)), make([]float64, len(samples)), make([]float64, len(samples)), make([]float64, len(samples))
 	for i, s := range samples {
-		xs[i], rss[i], heap[i], cpu[i] = s.at.Minutes(), s.rss, s.heap, s.cpu
+		xs[i], rss[i], held[i], rest[i], heap[i], cpu[i] = s.at.Minutes(), s.rss, s.held, s.rss-s.held, s.heap, s.cpu
 	}
+	t.Logf("samples (minute: RSS, runtime held, heap MiB, CPU %%): %v", samples)
 	var b strings.Builder
 	b.WriteString("## Steady state (10 minutes of mixed traffic)\n\n")
 	fmt.Fprintf(&b, "Reproduce: `make bench` (or `BENCH_STEADY_SECONDS=600 go test -timeout 30m -tags bench -run TestBenchSteadyState -v ./bench/`). For %d s after a\n", secs)
 	b.WriteString("30 s warm-up, between two pods: a TCP stream at 200 Mbit/s, a UDP stream at 20 Mbit/s (512-byte datagrams) and\n")
 	b.WriteString("500 new TCP connections per second, all in other processes; the receiver (metrics, logs, traces; default settings)\n")
-	b.WriteString("runs in this one. Sampled every 10 s: RSS, Go heap in use, and CPU (user+sys) over the last 10 s. Trend =\n")
-	b.WriteString("least-squares slope over the run.\n\n")
+	b.WriteString("runs in this one. Sampled every 10 s: RSS, the memory the Go runtime holds from the OS (its mappings less\n")
+	b.WriteString("what it has returned: MemStats Sys - HeapReleased), the rest of RSS (the binary, the BPF maps' and ring's\n")
+	b.WriteString("mappings, C allocations), Go heap in use, and CPU (user+sys) over the last 10 s. Trend = least-squares slope\n")
+	b.WriteString("over the run. RSS moves with what the Go runtime holds, which its scavenger returns to the OS in the background.\n\n")
 	b.WriteString("| | first sample | last sample | median | min–max | trend per 10 min |\n|---|---|---|---|---|---|\n")
 	for _, m := range []struct {
 		name, unit string
 		ys         []float64
-	}{{"RSS", "MiB", rss}, {"Go heap", "MiB", heap}, {"CPU", "% of a core", cpu}} {
+	}{{"RSS", "MiB", rss}, {"Go runtime, held", "MiB", held}, {"RSS less the runtime's", "MiB", rest}, {"Go heap", "MiB", heap}, {"CPU", "% of a core", cpu}} {
 		st := summarize(m.ys)
 		fmt.Fprintf(&b, "| %s (%s) | %.1f | %.1f | %.1f | %.1f–%.1f | %+.1f |\n", m.name, m.unit, m.ys[0], m.ys[len(m.ys)-1],
 			st.med, st.min, st.max, 10*slope(xs, m.ys))
