@@ -97,8 +97,9 @@ func cpuTime() (user, sys time.Duration) {
 }
 
 // TestBenchChurn: the receiver (all three signals, default sizes) under
-// 1,000 and 5,000 new connections per second between two pods; the load
-// runs in a child process, so this process's CPU is the collector's.
+// 1,000, 5,000 and 20,000 new connections per second between two pods, each
+// rate three times (BENCH_CHURN_REPS), interleaved; the load runs in a child
+// process, so this process's CPU is the collector's.
 func TestBenchChurn(t *testing.T) {
 	testnet.RequireRoot(t)
 	node := testnet.NewNode(t, 92)
