@@ -81,7 +81,7 @@ func TestBenchFlowScale(t *testing.T) {
 	b.WriteString("## Flow scale (drain and conversion of N active flows)\n\n")
 	b.WriteString("Reproduce: `make bench` (or `go test -tags bench -run TestBenchFlowScale -v ./bench/`). N distinct UDP flows (one\n")
 	b.WriteString("frame each, injected with AF_PACKET in a pod and counted by the endpoint program on its veth), then: Drain (flip\n")
-	b.WriteString("tables, batch lookup-and-delete, per-CPU merge), model (`flow.FromKernel`, endpoint resolution), metrics (peer-level\n")
+	b.WriteString("tables, batch lookup-and-delete, per-CPU merge), model (endpoint resolution; the drain includes the decode into the model), metrics (peer-level\n")
 	b.WriteString("cumulative sums, default attributes: N flows to 1,000 peers) and flow logs (one record per flow, only when a logs\n")
 	b.WriteString("pipeline uses the receiver). Times are this process's CPU (user+sys, including the garbage collector's) per flow,\n")
 	b.WriteString("median of 3 after one unmeasured repetition (stage columns: medians only); GC cycles = the Go collector's cycles\n")
@@ -104,7 +104,6 @@ func TestBenchFlowScale(t *testing.T) {
 		var drainCPU, modelCPU, metricsCPU, logsCPU, toMetrics, totalCPU []float64
 		var mBytes, lBytes int
 		var rss uint64
-		var buf []kernel.Flow
 		var fbuf []flow.Flow
 		var gcs []float64
 		// One unmeasured repetition first: the receiver drains every
@@ -145,15 +144,11 @@ func TestBenchFlowScale(t *testing.T) {
 			runtime.ReadMemStats(&ms)
 			gc0 := ms.NumGC
 			mark(0)
-			buf, err = d.Drain(buf[:0])
+			fbuf, err = d.Drain(fbuf[:0])
 			require.NoError(t, err)
 			mark(1)
-			require.GreaterOrEqual(t, len(buf), n, "every injected flow drained")
-			batch := flow.Batch{Time: time.Now(), TableCapacity: maxFlows, Flows: fbuf[:0]}
-			for i := range buf {
-				batch.Flows = append(batch.Flows, flow.FromKernel(&buf[i], 0, d.InterfaceName))
-			}
-			fbuf = batch.Flows
+			require.GreaterOrEqual(t, len(fbuf), n, "every injected flow drained")
+			batch := flow.Batch{Time: time.Now(), TableCapacity: maxFlows, Flows: fbuf}
 			flow.NewEndpoints().Resolve(&batch)
 			mark(2)
 			opts := convert.DefaultOptions()
@@ -168,7 +163,7 @@ func TestBenchFlowScale(t *testing.T) {
 				continue
 			}
 			gcs = append(gcs, float64(ms.NumGC-gc0))
-			per := func(from, to int) float64 { return float64(at[to]-at[from]) / float64(len(buf)) }
+			per := func(from, to int) float64 { return float64(at[to]-at[from]) / float64(len(fbuf)) }
 			drainCPU = append(drainCPU, per(0, 1))
 			modelCPU = append(modelCPU, per(1, 2))
 			metricsCPU = append(metricsCPU, per(2, 3))
@@ -187,7 +182,7 @@ func TestBenchFlowScale(t *testing.T) {
 			summarize(gcs).med, float64(mBytes)/1e6, float64(lBytes)/1e6, float64(rss)/(1<<20))
 		t.Logf("%d flows: drain %.0f ns/flow, to metrics %.0f ns/flow, with logs %.0f ns/flow, metrics %d B, logs %d B, rss %d MiB",
 			n, dr.med, tm.med, tot.med, mBytes, lBytes, rss>>20)
-		buf, fbuf = nil, nil
+		fbuf, fbuf = nil, nil
 		debug.FreeOSMemory()
 	}
 	addSection(b.String())

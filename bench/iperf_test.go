@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ebpfnet/ebpfnet/internal/flow"
 	"github.com/ebpfnet/ebpfnet/internal/kernel"
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
 )
@@ -80,7 +81,7 @@ func attached(t *testing.T, veths ...string) (*kernel.Datapath, func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		buf := make([]kernel.Flow, 0, 1024)
+		buf := make([]flow.Flow, 0, 1024)
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
 		for {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ebpfnet/ebpfnet/internal/flow"
 	"github.com/ebpfnet/ebpfnet/internal/kernel"
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
 )
@@ -39,7 +40,7 @@ func TestBenchTCPEvents(t *testing.T) {
 	// first repetition, 900-2,100 in the later ones).
 	ctx, cancel := context.WithCancel(context.Background())
 	readErr := make(chan error, 1)
-	go func() { readErr <- d.ReadConns(ctx, func(*kernel.ConnEvent) {}) }()
+	go func() { readErr <- d.ReadConns(ctx, func(*flow.Conn) {}) }()
 	defer func() {
 		cancel()
 		require.NoError(t, <-readErr)

@@ -112,11 +112,11 @@ func (c *ConnMetrics) Add(now time.Time, live []flow.LiveConn, closed []flow.Con
 		if ref == nil {
 			ref = &liveRef{}
 			c.open[l.Cookie] = ref
-			c.get(connKey{metric: cmOpened, local: connLocal(l.OnNode, l.Local), role: l.Role, peer: l.Peer}, now, nil).value++
+			c.get(connKey{metric: cmOpened, local: connLocal(l.OnNode, l.Local.Addr()), role: l.Role, peer: l.Remote.Addr()}, now, nil).value++
 			ref.seen = true
 		}
 		if d := l.Retransmits - ref.retrans; l.Retransmits > ref.retrans {
-			c.get(connKey{metric: cmRetrans, local: connLocal(l.OnNode, l.Local), role: l.Role, peer: l.Peer}, now, nil).value += uint64(d)
+			c.get(connKey{metric: cmRetrans, local: connLocal(l.OnNode, l.Local.Addr()), role: l.Role, peer: l.Remote.Addr()}, now, nil).value += uint64(d)
 			ref.retrans = l.Retransmits
 		}
 	}

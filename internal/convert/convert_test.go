@@ -15,7 +15,6 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/ebpfnet/ebpfnet/internal/flow"
-	"github.com/ebpfnet/ebpfnet/internal/kernel"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files from the current output")
@@ -193,10 +192,10 @@ func TestDeltaTemporality(t *testing.T) {
 	o.Temporality = Delta
 	c := NewMetrics(o, t0)
 	f := podFlow(ap(pod, 1), ap(peer, 53), flow.ProtoUDP, flow.Transmit, 100, 1, t0)
-	counters := kernel.Counters{}
-	counters[kernel.ReasonMapFull].Packets = 3
+	counters := flow.Counters{}
+	counters[flow.ReasonMapFull].Packets = 3
 	c.Convert(&flow.Batch{Time: t0.Add(10 * time.Second), Flows: []flow.Flow{f}, Counters: counters})
-	counters[kernel.ReasonMapFull].Packets = 5
+	counters[flow.ReasonMapFull].Packets = 5
 	md := c.Convert(&flow.Batch{Time: t0.Add(20 * time.Second), Flows: []flow.Flow{f}, Counters: counters})
 	v, dp := sumValue(t, md, MetricFlowIO, pod.String(), peerAttrs("transmit", "udp", peer.String()))
 	require.Equal(t, int64(100), v)
@@ -238,11 +237,11 @@ func TestOptInPortsAndInterface(t *testing.T) {
 func goldenBatch() *flow.Batch {
 	nodeFlow := flow.Flow{Src: ap(node, 22), Dst: ap(ext, 51000), Protocol: flow.ProtoTCP, Direction: flow.Transmit,
 		OnNode: true, Bytes: 5000, Packets: 7, Start: t0, End: t0.Add(2 * time.Second), Ifindex: 2, Interface: "eth0", TCPFlags: 0x18}
-	counters := kernel.Counters{}
-	counters[kernel.ReasonDedupUplink] = kernel.CounterValue{Packets: 12, Bytes: 9000}
-	counters[kernel.ReasonNonIP] = kernel.CounterValue{Packets: 2, Bytes: 84}
-	counters[kernel.ReasonConnEventsFull] = kernel.CounterValue{Packets: 3}
-	counters[kernel.ReasonStateChangeMissed] = kernel.CounterValue{Packets: 5}
+	counters := flow.Counters{}
+	counters[flow.ReasonDedupUplink] = flow.Count{Packets: 12, Bytes: 9000}
+	counters[flow.ReasonNonIP] = flow.Count{Packets: 2, Bytes: 84}
+	counters[flow.ReasonConnEventsFull] = flow.Count{Packets: 3}
+	counters[flow.ReasonStateChangeMissed] = flow.Count{Packets: 5}
 	mcast := podFlow(ap(netip.MustParseAddr("fe80::1"), 0), ap(netip.MustParseAddr("ff02::16"), 0), flow.ProtoICMPv6, flow.Receive, 90, 1, t0)
 	mcast.Endpoint = pod // resolved from the interface
 	return &flow.Batch{Time: t0.Add(10 * time.Second), TableCapacity: 1024, Counters: counters, Flows: []flow.Flow{

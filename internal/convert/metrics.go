@@ -10,7 +10,6 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/ebpfnet/ebpfnet/internal/flow"
-	"github.com/ebpfnet/ebpfnet/internal/kernel"
 )
 
 // Temporality of the flow sums.
@@ -115,7 +114,7 @@ type Metrics struct {
 	series    map[seriesKey]*series
 	delta     map[seriesKey]*series
 	evicted   uint64
-	prevCount kernel.Counters
+	prevCount flow.Counters
 }
 
 // NewMetrics returns a converter; start is when the kernel began counting.
@@ -393,7 +392,7 @@ func (c *Metrics) emitSelf(sm pmetric.ScopeMetrics, b *flow.Batch, ts pcommon.Ti
 		sum.SetIsMonotonic(true)
 		sum.SetAggregationTemporality(temporality)
 		for r := from; r < to; r++ {
-			if withReason && kernel.CounterReason(r) == kernel.ReasonStateChangeMissed {
+			if withReason && flow.Reason(r) == flow.ReasonStateChangeMissed {
 				continue // its own metric (below)
 			}
 			v := b.Counters[r].Packets
@@ -410,13 +409,13 @@ func (c *Metrics) emitSelf(sm pmetric.ScopeMetrics, b *flow.Batch, ts pcommon.Ti
 		}
 	}
 	if c.opts.Uncounted {
-		reasons(MetricUncounted, "Packets seen by the receiver's programs that are not part of any flow, by reason.", "{packet}", 0, kernel.NumPacketReasons, true)
+		reasons(MetricUncounted, "Packets seen by the receiver's programs that are not part of any flow, by reason.", "{packet}", 0, int(flow.ReasonConnStateFull), true)
 	}
 	if c.opts.ConnsUnreported {
-		reasons(MetricConnsUnreported, "TCP connections the kernel side could not report, by reason.", "{connection}", kernel.NumPacketReasons, kernel.NumReasons, true)
+		reasons(MetricConnsUnreported, "TCP connections the kernel side could not report, by reason.", "{connection}", int(flow.ReasonConnStateFull), flow.NumReasons, true)
 	}
 	if c.opts.StateChangesMissed {
-		reasons(MetricStateChangesMissed, "TCP state changes the kernel skipped the tracepoint program for because it was already running on that CPU; recovered through sockops for sockets created after the receiver started.", "{state_change}", int(kernel.ReasonStateChangeMissed), int(kernel.ReasonStateChangeMissed)+1, false)
+		reasons(MetricStateChangesMissed, "TCP state changes the kernel skipped the tracepoint program for because it was already running on that CPU; recovered through sockops for sockets created after the receiver started.", "{state_change}", int(flow.ReasonStateChangeMissed), int(flow.ReasonStateChangeMissed)+1, false)
 	}
 	gauge := func(name, desc string, v int64) {
 		m := sm.Metrics().AppendEmpty()

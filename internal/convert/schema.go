@@ -4,7 +4,6 @@ import (
 	"strconv"
 
 	"github.com/ebpfnet/ebpfnet/internal/flow"
-	"github.com/ebpfnet/ebpfnet/internal/kernel"
 )
 
 // Resource attributes: one resource per local endpoint.
@@ -77,24 +76,24 @@ var FlowAttrsByName = map[string]FlowAttrs{
 }
 
 // reasonNames are the `reason` values of ebpfnet.packets.uncounted, indexed
-// by kernel.CounterReason.
-var reasonNames = [kernel.NumReasons]string{
-	kernel.ReasonNonIP:             "non_ip",
-	kernel.ReasonTruncated:         "truncated",
-	kernel.ReasonMalformed:         "malformed",
-	kernel.ReasonFragment:          "fragment",
-	kernel.ReasonMapFull:           "map_full",
-	kernel.ReasonDedupUplink:       "dedup_uplink",
-	kernel.ReasonExtHdrLimit:       "ext_hdr_limit",
-	kernel.ReasonNonlinear:         "nonlinear",
-	kernel.ReasonConnStateFull:     "conn_state_full",
-	kernel.ReasonConnEventsFull:    "conn_events_full",
-	kernel.ReasonStateChangeMissed: "state_change_missed",
-	kernel.ReasonDialedFull:        "dialed_full",
+// by flow.Reason.
+var reasonNames = [flow.NumReasons]string{
+	flow.ReasonNonIP:             "non_ip",
+	flow.ReasonTruncated:         "truncated",
+	flow.ReasonMalformed:         "malformed",
+	flow.ReasonFragment:          "fragment",
+	flow.ReasonMapFull:           "map_full",
+	flow.ReasonDedupUplink:       "dedup_uplink",
+	flow.ReasonExtHdrLimit:       "ext_hdr_limit",
+	flow.ReasonNonlinear:         "nonlinear",
+	flow.ReasonConnStateFull:     "conn_state_full",
+	flow.ReasonConnEventsFull:    "conn_events_full",
+	flow.ReasonStateChangeMissed: "state_change_missed",
+	flow.ReasonDialedFull:        "dialed_full",
 }
 
 // ReasonName is the attribute value of a counter reason.
-func ReasonName(r kernel.CounterReason) string { return reasonNames[r] }
+func ReasonName(r flow.Reason) string { return reasonNames[r] }
 
 // Transport names network.transport: semconv values for tcp and udp, IANA
 // keywords for ICMP, the protocol number otherwise.

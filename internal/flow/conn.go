@@ -4,31 +4,37 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"net/netip"
-	"strings"
 	"time"
-
-	"github.com/ebpfnet/ebpfnet/internal/kernel"
 )
 
-// Role of the local socket in a TCP connection.
+// Role of the local socket in a TCP connection (enum conn_role in
+// bpf/types.h; internal/kernel holds the values equal).
 type Role uint8
 
 const (
-	Client Role = Role(kernel.RoleClient)
-	Server Role = Role(kernel.RoleServer)
+	Client Role = 1
+	Server Role = 2
 )
 
-// Result is how a connection ended.
+func (r Role) String() string {
+	if r == Server {
+		return "server"
+	}
+	return "client"
+}
+
+// Result is how a connection ended (enum conn_result in bpf/types.h;
+// internal/kernel holds the values equal).
 type Result uint8
 
 const (
-	Closed         = Result(kernel.ResultClosed)
-	Refused        = Result(kernel.ResultRefused)
-	TimedOut       = Result(kernel.ResultTimedOut)
-	Unreachable    = Result(kernel.ResultUnreachable)
-	FailedOther    = Result(kernel.ResultFailedOther)
-	Reset          = Result(kernel.ResultReset)
-	NotEstablished = Result(kernel.ResultNotEstablished)
+	Closed         Result = 0
+	Refused        Result = 1
+	TimedOut       Result = 2
+	Unreachable    Result = 3
+	FailedOther    Result = 4
+	Reset          Result = 5
+	NotEstablished Result = 6
 )
 
 var resultNames = map[Result]string{
@@ -53,10 +59,10 @@ type Conn struct {
 	Dialed netip.AddrPort
 	// Backend is, for a client whose Remote the node's conntrack translated
 	// (kube-proxy's DNAT of a ClusterIP), where the connection went; invalid
-	// otherwise (set by the receiver).
+	// otherwise (ConnJoins).
 	Backend netip.AddrPort
 	// PodUID and ContainerID: what the socket's cgroup path names (client
-	// sides; set by the receiver from CgroupID).
+	// sides; ConnJoins, from CgroupID).
 	PodUID, ContainerID string
 	Start               time.Time // client: connect() (SYN_SENT); server: handshake complete (the server socket's birth)
 	Established         time.Time // zero if never established
@@ -84,57 +90,6 @@ type Conn struct {
 	TraceID      [16]byte
 	SpanID       [8]byte // this side's span
 	ParentSpanID [8]byte // server side: the client's span; zero on the client
-}
-
-// ConnFromKernel builds a Conn from a closed-connection event. offset
-// converts CLOCK_MONOTONIC to wall time; hostNetns is the inode of the
-// node's network namespace.
-func ConnFromKernel(e *kernel.ConnEvent, offset time.Duration, hostNetns uint32) Conn {
-	wall := func(ns uint64) time.Time {
-		if ns == 0 {
-			return time.Time{}
-		}
-		return time.Unix(0, int64(ns)+int64(offset))
-	}
-	addr := func(b [16]byte) netip.Addr {
-		a := netip.AddrFrom16(b)
-		if e.Family == 4 {
-			return a.Unmap()
-		}
-		return a
-	}
-	comm := make([]byte, 0, len(e.Comm))
-	for _, c := range e.Comm {
-		if c == 0 {
-			break
-		}
-		comm = append(comm, byte(c))
-	}
-	c := Conn{
-		Cookie: e.Cookie, Role: Role(e.Role), Result: Result(e.Result),
-		Local:  netip.AddrPortFrom(addr(e.LocalAddr), e.LocalPort),
-		Remote: netip.AddrPortFrom(addr(e.RemoteAddr), e.RemotePort),
-		Start:  wall(e.StartNs), Established: wall(e.EstablishedNs), End: wall(e.EndNs),
-		BytesSent: e.BytesAcked, BytesReceived: e.BytesReceived,
-		SegsIn: e.SegsIn, SegsOut: e.SegsOut, Retransmits: e.TotalRetrans,
-		SRTT: time.Duration(e.SrttUs) * time.Microsecond, MinRTT: time.Duration(e.MinRttUs) * time.Microsecond,
-		ResetsReceived: e.ResetsReceived, ResetsSent: e.ResetsSent, SockErr: e.SkErr,
-		ClientISN: e.ClientIsn, ServerISN: e.ServerIsn,
-		PID: e.Pid, Comm: strings.ToValidUTF8(string(comm), "?"), CgroupID: e.CgroupId,
-		OnNode: hostNetns != 0 && e.Netns == hostNetns,
-	}
-	for i := 0; i < int(min(e.Bursts, uint32(len(e.BurstStartNs)))); i++ {
-		c.RetransmitBursts = append(c.RetransmitBursts, RetransmitBurst{Start: wall(e.BurstStartNs[i]), Count: e.BurstCount[i]})
-	}
-	if e.DialedFamily != 0 {
-		d := netip.AddrFrom16(e.DialedAddr)
-		if e.DialedFamily == 4 || d.Is4In6() {
-			d = d.Unmap()
-		}
-		c.Dialed = netip.AddrPortFrom(d, e.DialedPort)
-	}
-	c.TraceID, c.SpanID, c.ParentSpanID = ConnIDs(&c)
-	return c
 }
 
 // Peer is the address that served (the server side: the client): Backend

@@ -3,16 +3,16 @@ package flow
 import (
 	"net/netip"
 	"time"
-
-	"github.com/ebpfnet/ebpfnet/internal/kernel"
 )
 
-// Direction of a flow from the local endpoint's point of view.
+// Direction of a flow from the local endpoint's point of view. The values
+// are those of enum flow_direction (bpf/types.h); internal/kernel holds them
+// equal to bpf2go's constants.
 type Direction uint8
 
 const (
-	Transmit Direction = Direction(kernel.DirectionTransmit)
-	Receive  Direction = Direction(kernel.DirectionReceive)
+	Transmit Direction = 0
+	Receive  Direction = 1
 )
 
 func (d Direction) String() string {
@@ -106,44 +106,22 @@ func (f *Flow) HasPorts() bool { return f.Protocol == ProtoTCP || f.Protocol == 
 // IsICMP reports whether the ports hold ICMP type (Src) and code (Dst).
 func (f *Flow) IsICMP() bool { return f.Protocol == ProtoICMP || f.Protocol == ProtoICMPv6 }
 
-// FromKernel builds a Flow from a drained kernel entry. offset converts
-// CLOCK_MONOTONIC to wall time (kernel.WallClockOffset); name resolves the
-// interface name.
-func FromKernel(k *kernel.Flow, offset time.Duration, name func(uint32) string) Flow {
-	addr := func(b [16]byte, family uint8) netip.Addr {
-		a := netip.AddrFrom16(b)
-		if family == 4 {
-			return a.Unmap()
-		}
-		return a
-	}
-	f := Flow{
-		Src:       netip.AddrPortFrom(addr(k.Key.SrcAddr, k.Key.Family), k.Key.SrcPort),
-		Dst:       netip.AddrPortFrom(addr(k.Key.DstAddr, k.Key.Family), k.Key.DstPort),
-		Protocol:  k.Key.Protocol,
-		Direction: Direction(k.Key.Direction),
-		OnNode:    k.Key.Observer == kernel.ObserverUplink,
-		Ifindex:   k.Key.Ifindex,
-		Bytes:     k.Counts.Bytes,
-		Packets:   k.Counts.Packets,
-		Start:     time.Unix(0, int64(k.Counts.FirstSeenNs)+int64(offset)),
-		End:       time.Unix(0, int64(k.Counts.LastSeenNs)+int64(offset)),
-		TCPFlags:  uint8(k.Counts.TcpFlags),
-	}
-	if name != nil {
-		f.Interface = name(k.Key.Ifindex)
-	}
-	return f
-}
-
-// Batch is everything one drain produced.
+// Batch is everything one interval produced: what the kernel side drained
+// and read, which the joins complete and the converters turn into signals.
 type Batch struct {
 	// Time is when the flow table was switched: the end of the interval.
 	Time time.Time
 	// Flows of the interval, one per kernel entry.
 	Flows []Flow
-	// Counters are the kernel's cumulative per-reason counters.
-	Counters kernel.Counters
+	// Counters are the kernel side's cumulative per-reason counters.
+	Counters Counters
 	// TableCapacity is the capacity of the kernel flow table.
 	TableCapacity uint32
+	// Live are the TCP connections open at the end of the interval.
+	Live []LiveConn
+	// Closed are the TCP connections that closed during the interval.
+	Closed []Conn
+	// UDPDialed are the UDP destinations local sockets sent to lately,
+	// before any socket-level load balancer rewrote them.
+	UDPDialed []UDPDialed
 }

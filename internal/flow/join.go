@@ -3,39 +3,19 @@ package flow
 import (
 	"net/netip"
 	"time"
-
-	"github.com/ebpfnet/ebpfnet/internal/kernel"
 )
 
 // LiveConn is an open TCP connection at the end of an interval.
 type LiveConn struct {
-	Cookie      uint64
-	Role        Role
-	Local, Peer netip.Addr
-	OnNode      bool
-	Retransmits uint32
-	Established bool
-}
-
-// LiveFromKernel converts the kernel's connection states.
-func LiveFromKernel(live []kernel.LiveConn, hostNetns uint32, dst []LiveConn) []LiveConn {
-	for i := range live {
-		st := &live[i].State
-		addr := func(b [16]byte) netip.Addr {
-			a := netip.AddrFrom16(b)
-			if st.Family == 4 {
-				return a.Unmap()
-			}
-			return a
-		}
-		dst = append(dst, LiveConn{
-			Cookie: live[i].Cookie, Role: Role(st.Role),
-			Local: addr(st.LocalAddr), Peer: addr(st.RemoteAddr),
-			OnNode:      hostNetns != 0 && st.Netns == hostNetns,
-			Retransmits: st.TotalRetrans, Established: st.EstablishedNs != 0,
-		})
-	}
-	return dst
+	Cookie        uint64
+	Role          Role
+	Local, Remote netip.AddrPort // as the socket sees them
+	OnNode        bool           // a socket of the node's own network namespace
+	Retransmits   uint32
+	// Established: the handshake completed (ISNs and addresses are set).
+	Established          bool
+	ClientISN, ServerISN uint32
+	SRTT                 time.Duration
 }
 
 // ConnRef is what a TCP flow learns from its connection.
@@ -57,25 +37,17 @@ type ConnIndex map[connTuple]ConnRef
 
 // NewConnIndex indexes the established connections open now and those that
 // closed during the interval.
-func NewConnIndex(live []kernel.LiveConn, closed []Conn) ConnIndex {
+func NewConnIndex(live []LiveConn, closed []Conn) ConnIndex {
 	ix := make(ConnIndex, len(live)+len(closed))
 	for i := range live {
-		st := &live[i].State
-		if st.EstablishedNs == 0 {
+		l := &live[i]
+		if !l.Established {
 			continue
 		}
-		addr := func(b [16]byte) netip.Addr {
-			a := netip.AddrFrom16(b)
-			if st.Family == 4 {
-				return a.Unmap()
-			}
-			return a
-		}
-		c := Conn{Role: Role(st.Role), ClientISN: st.ClientIsn, ServerISN: st.ServerIsn, Cookie: live[i].Cookie,
+		c := Conn{Role: l.Role, ClientISN: l.ClientISN, ServerISN: l.ServerISN, Cookie: l.Cookie,
 			Established: time.Unix(0, 1)} // established: IDs from the ISN pair alone
 		trace, span, _ := ConnIDs(&c)
-		ix[connTuple{netip.AddrPortFrom(addr(st.LocalAddr), st.LocalPort), netip.AddrPortFrom(addr(st.RemoteAddr), st.RemotePort)}] =
-			ConnRef{TraceID: trace, SpanID: span, SRTT: time.Duration(st.SrttUs) * time.Microsecond}
+		ix[connTuple{l.Local, l.Remote}] = ConnRef{TraceID: trace, SpanID: span, SRTT: l.SRTT}
 	}
 	for i := range closed {
 		c := &closed[i]

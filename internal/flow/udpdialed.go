@@ -1,18 +1,22 @@
 package flow
 
-import (
-	"net/netip"
+import "net/netip"
 
-	"github.com/ebpfnet/ebpfnet/internal/kernel"
-)
+// UDPDialed is a destination a local UDP socket sent to, as the application
+// passed it (before any socket-level load balancer rewrote it), with the
+// socket's local port.
+type UDPDialed struct {
+	LocalPort uint16
+	Dialed    netip.AddrPort // IPv4 unmapped
+}
 
 // DialedIndex holds the UDP destinations local sockets sent to, by the
-// socket's local port (kernel.Datapath.UDPDialed).
+// socket's local port.
 type DialedIndex map[uint16][]netip.AddrPort
 
 // NewDialedIndex indexes what the sendmsg4/6 and connect4/6 programs
 // recorded.
-func NewDialedIndex(entries []kernel.UDPDialed) DialedIndex {
+func NewDialedIndex(entries []UDPDialed) DialedIndex {
 	x := make(DialedIndex)
 	for _, e := range entries {
 		x[e.LocalPort] = append(x[e.LocalPort], e.Dialed)

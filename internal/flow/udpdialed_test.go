@@ -5,8 +5,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/ebpfnet/ebpfnet/internal/kernel"
 )
 
 // TestDialedIndexAnnotate: a UDP flow gets the Service its socket sent to
@@ -22,7 +20,7 @@ func TestDialedIndexAnnotate(t *testing.T) {
 		{dns.Addr(), backend.Addr()}: true, {otherSvc.Addr(), backend.Addr()}: true,
 	}
 	backsFn := func(svc, b netip.Addr) bool { return backs[[2]netip.Addr{svc, b}] }
-	x := NewDialedIndex([]kernel.UDPDialed{
+	x := NewDialedIndex([]UDPDialed{
 		{LocalPort: 40001, Dialed: dns},
 		{LocalPort: 40002, Dialed: dns}, {LocalPort: 40002, Dialed: backend}, // also sent to the backend itself
 		{LocalPort: 40003, Dialed: dns}, {LocalPort: 40003, Dialed: otherSvc}, // two Services the backend backs

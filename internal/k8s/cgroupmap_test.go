@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ebpfnet/ebpfnet/internal/flow"
 	"github.com/ebpfnet/ebpfnet/internal/kernel"
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
 )
@@ -71,9 +72,9 @@ func TestCgroupsOnRealHierarchy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	var got []CgroupIdentity
-	_ = d.ReadConns(ctx, func(e *kernel.ConnEvent) {
-		if e.Role == kernel.RoleClient && int(e.RemotePort) == port {
-			got = append(got, c.Lookup(e.CgroupId))
+	_ = d.ReadConns(ctx, func(e *flow.Conn) {
+		if e.Role == flow.Client && int(e.Remote.Port()) == port {
+			got = append(got, c.Lookup(e.CgroupID))
 		}
 	})
 	require.Equal(t, []CgroupIdentity{{uid, cid2}}, got)

@@ -31,6 +31,34 @@ const tcFilterPrefix = "ebpfnet_"
 // tcFilterPriority is the priority of our clsact filters.
 const tcFilterPriority = 1
 
+// attachments is the interface side of the datapath: the programs attached
+// to each interface, the bridges of endpoint ports, and the names of
+// interfaces (kept for two drains after a detach: their last flows are still
+// reported). Guarded by Datapath.mu.
+type attachments struct {
+	mode    AttachMode
+	links   map[int]*attachment
+	masters map[int]int // bridge ifindex -> number of attached endpoint ports
+	names   map[int]string
+	gone    map[int]int // detached ifindex -> Datapath drains at detach
+}
+
+func newAttachments() attachments {
+	return attachments{links: make(map[int]*attachment), masters: make(map[int]int),
+		names: make(map[int]string), gone: make(map[int]int)}
+}
+
+// forget drops the names of interfaces detached before the previous drain:
+// their last flows were reported by it.
+func (a *attachments) forget(drains int) {
+	for ifindex, at := range a.gone {
+		if drains-at > 2 {
+			delete(a.gone, ifindex)
+			delete(a.names, ifindex)
+		}
+	}
+}
+
 type attachment struct {
 	name   string
 	role   Role
@@ -79,7 +107,7 @@ func (d *Datapath) SetMode(mode AttachMode) (AttachMode, error) {
 	default:
 		return "", fmt.Errorf("unknown attach mode %q", mode)
 	}
-	d.mode = mode
+	d.ifaces.mode = mode
 	if mode == AttachTC {
 		removeStaleFilters()
 	}
@@ -95,7 +123,7 @@ func (d *Datapath) Attach(ifindex int, name string, role Role, master int) error
 	if d.closed {
 		return ErrClosed
 	}
-	if a, ok := d.links[ifindex]; ok {
+	if a, ok := d.ifaces.links[ifindex]; ok {
 		return d.setMasterLocked(a, ifindex, master)
 	}
 	ingress, egress := d.objs.EndpointIngress, d.objs.EndpointEgress
@@ -104,14 +132,14 @@ func (d *Datapath) Attach(ifindex int, name string, role Role, master int) error
 	}
 	a := &attachment{name: name, role: role}
 	var err error
-	if d.mode == AttachTC {
+	if d.ifaces.mode == AttachTC {
 		err = a.attachTC(ifindex, ingress, egress)
 	} else {
 		err = a.attachTCX(ifindex, ingress, egress)
 	}
 	if err != nil {
 		a.close(ifindex)
-		return fmt.Errorf("attach %s to %s: %w", d.mode, name, err)
+		return fmt.Errorf("attach %s to %s: %w", d.ifaces.mode, name, err)
 	}
 	if role == RoleEndpoint {
 		if err := d.markCounted(ifindex); err != nil {
@@ -119,9 +147,9 @@ func (d *Datapath) Attach(ifindex int, name string, role Role, master int) error
 			return fmt.Errorf("attach to %s: %w", name, err)
 		}
 	}
-	d.links[ifindex] = a
-	d.names[ifindex] = name
-	delete(d.gone, ifindex)
+	d.ifaces.links[ifindex] = a
+	d.ifaces.names[ifindex] = name
+	delete(d.ifaces.gone, ifindex)
 	return d.setMasterLocked(a, ifindex, master)
 }
 
@@ -136,12 +164,12 @@ func (d *Datapath) setMasterLocked(a *attachment, ifindex, master int) error {
 	if master <= 0 {
 		return nil
 	}
-	if d.masters[master] == 0 {
+	if d.ifaces.masters[master] == 0 {
 		if err := d.markCounted(master); err != nil {
 			return fmt.Errorf("mark bridge %d of %s: %w", master, a.name, err)
 		}
 	}
-	d.masters[master]++
+	d.ifaces.masters[master]++
 	a.master = master
 	return nil
 }
@@ -150,9 +178,9 @@ func (d *Datapath) releaseMasterLocked(a *attachment) {
 	if a.master <= 0 {
 		return
 	}
-	d.masters[a.master]--
-	if d.masters[a.master] <= 0 {
-		delete(d.masters, a.master)
+	d.ifaces.masters[a.master]--
+	if d.ifaces.masters[a.master] <= 0 {
+		delete(d.ifaces.masters, a.master)
 		d.unmarkCounted(a.master)
 	}
 	a.master = 0
@@ -170,27 +198,27 @@ func (d *Datapath) Detach(ifindex int) error {
 func (d *Datapath) InterfaceName(ifindex uint32) string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.names[int(ifindex)]
+	return d.ifaces.names[int(ifindex)]
 }
 
 // Attached returns the names of the attached interfaces by ifindex.
 func (d *Datapath) Attached() map[int]string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := make(map[int]string, len(d.links))
-	for i, a := range d.links {
+	out := make(map[int]string, len(d.ifaces.links))
+	for i, a := range d.ifaces.links {
 		out[i] = a.name
 	}
 	return out
 }
 
 func (d *Datapath) detachLocked(ifindex int) error {
-	a, ok := d.links[ifindex]
+	a, ok := d.ifaces.links[ifindex]
 	if !ok {
 		return nil
 	}
-	delete(d.links, ifindex)
-	d.gone[ifindex] = d.drains
+	delete(d.ifaces.links, ifindex)
+	d.ifaces.gone[ifindex] = d.tables.drains
 	if a.role == RoleEndpoint {
 		d.unmarkCounted(ifindex)
 		d.releaseMasterLocked(a)

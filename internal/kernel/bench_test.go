@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"github.com/ebpfnet/ebpfnet/internal/flow"
 	"net"
 	"runtime"
 	"testing"
@@ -65,9 +66,9 @@ func BenchmarkUDPDialedFull(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			d := loadForBench(b)
-			d.batchOK = batch
+			d.tables.batchOK = batch
 			fillUDPDialed(b, d, n, 0) // nothing stale: every read sees them all
-			buf := make([]UDPDialed, 0, n)
+			buf := make([]flow.UDPDialed, 0, n)
 			b.ReportAllocs()
 			for b.Loop() {
 				got, err := d.UDPDialed(buf[:0], time.Hour)
@@ -94,9 +95,9 @@ func BenchmarkDrainSlots(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			d := loadForBench(b)
 			n := d.objs.FlowCache.MaxEntries() / 2
-			slots := make([]cacheSlot, d.ncpu)
-			flow := make([]cpuCounts, d.ncpu)
-			want := uint64(d.ncpu)
+			slots := make([]cacheSlot, d.tables.ncpu)
+			flow := make([]cpuCounts, d.tables.ncpu)
+			want := uint64(d.tables.ncpu)
 			if full {
 				want *= 2
 			}
@@ -113,13 +114,13 @@ func BenchmarkDrainSlots(b *testing.B) {
 						flow[cpu] = cpuCounts{Bytes: 100, Packets: 1}
 					}
 					if full {
-						require.NoError(b, d.objs.FlowCache.Put(uint32(d.active)*n+i, slots))
+						require.NoError(b, d.objs.FlowCache.Put(uint32(d.tables.active)*n+i, slots))
 					}
-					require.NoError(b, d.tables[d.active].Put(&key, flow))
+					require.NoError(b, d.tables.maps[d.tables.active].Put(&key, flow))
 				}
 				b.StartTimer()
 				before := threadCPU(b)
-				flows, err := d.Drain(nil)
+				flows, err := d.drainEntries(nil)
 				cpuNs += threadCPU(b) - before
 				if err != nil || len(flows) != int(n) || flows[0].Counts.Packets != want {
 					b.Fatal(len(flows), err)

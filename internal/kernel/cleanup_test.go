@@ -250,13 +250,13 @@ func TestHelperMinimalCaps(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		defer cancel()
 		n := 0
-		if err := d.ReadConns(ctx, func(*ConnEvent) { n++ }); err != nil {
+		if err := d.readEvents(ctx, func(*ConnEvent) { n++ }); err != nil {
 			return err
 		}
 		if n == 0 {
 			return fmt.Errorf("no connection reported")
 		}
-		if _, err := d.Drain(nil); err != nil {
+		if _, err := d.drainEntries(nil); err != nil {
 			return err
 		}
 		_, err = d.Counters()

@@ -14,6 +14,17 @@ func MonotonicNow() uint64 {
 	return uint64(ts.Nano())
 }
 
+// since is how long before now a CLOCK_MONOTONIC stamp t was (both in ns),
+// and 0 for a stamp at or after now. The clock starts near zero at boot, so
+// code never subtracts a duration from a reading: it subtracts readings,
+// guarded, here.
+func since(now, t uint64) time.Duration {
+	if t >= now {
+		return 0
+	}
+	return time.Duration(now - t)
+}
+
 // WallClockOffset returns what to add to a CLOCK_MONOTONIC timestamp to get
 // wall-clock time now. It changes when the wall clock is stepped, so callers
 // read it again periodically (every drain), not once. The wall-clock read is

@@ -73,13 +73,13 @@ func TestFlowTimesAreMonotonic(t *testing.T) {
 	// A drain in between: its clock pair is not the one of the final drain.
 	first := send()
 	time.Sleep(150 * time.Millisecond)
-	_, err := d.Drain(nil)
+	_, err := d.drainEntries(nil)
 	require.NoError(t, err)
 	first = send()
 	time.Sleep(300 * time.Millisecond)
 	last := send()
 	time.Sleep(100 * time.Millisecond)
-	flows, err := d.Drain(nil)
+	flows, err := d.drainEntries(nil)
 	require.NoError(t, err)
 	require.Len(t, flows, 1)
 	c := flows[0].Counts
@@ -88,4 +88,12 @@ func TestFlowTimesAreMonotonic(t *testing.T) {
 	require.InDelta(t, float64(first), float64(c.FirstSeenNs), float64(tick), "first seen vs CLOCK_MONOTONIC at send")
 	require.InDelta(t, float64(last), float64(c.LastSeenNs), float64(tick), "last seen vs CLOCK_MONOTONIC at send")
 	require.InDelta(t, float64(last-first), float64(c.LastSeenNs-c.FirstSeenNs), float64(tick))
+}
+
+// since never wraps: a machine booted seconds ago has small readings, and a
+// stamp written after the reading (another CPU) is not old.
+func TestSinceGuardsSmallReadings(t *testing.T) {
+	require.Equal(t, time.Duration(0), since(uint64(3*time.Second), uint64(4*time.Second)))
+	require.Equal(t, time.Second, since(uint64(3*time.Second), uint64(2*time.Second)))
+	require.Equal(t, time.Duration(0), since(0, 0))
 }

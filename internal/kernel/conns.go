@@ -13,38 +13,24 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/ebpfnet/ebpfnet/internal/flow"
 )
 
 // ConnEvent is one closed TCP connection (struct conn_event in bpf/types.h).
 type ConnEvent = ebpfnetConnEvent
 
-// Roles and results of ConnEvent.
-const (
-	RoleClient = uint8(ebpfnetConnRoleROLE_CLIENT)
-	RoleServer = uint8(ebpfnetConnRoleROLE_SERVER)
-
-	ResultClosed         = uint8(ebpfnetConnResultRESULT_CLOSED)
-	ResultRefused        = uint8(ebpfnetConnResultRESULT_REFUSED)
-	ResultTimedOut       = uint8(ebpfnetConnResultRESULT_TIMED_OUT)
-	ResultUnreachable    = uint8(ebpfnetConnResultRESULT_UNREACHABLE)
-	ResultFailedOther    = uint8(ebpfnetConnResultRESULT_FAILED_OTHER)
-	ResultReset          = uint8(ebpfnetConnResultRESULT_RESET)
-	ResultNotEstablished = uint8(ebpfnetConnResultRESULT_NOT_ESTABLISHED)
-)
-
-// Reasons of the connection counters.
-const (
-	ReasonConnStateFull  = ebpfnetCounterReasonCOUNTER_CONN_STATE_FULL
-	ReasonConnEventsFull = ebpfnetCounterReasonCOUNTER_CONN_EVENTS_FULL
-	// ReasonStateChangeMissed counts TCP state changes the kernel skipped
-	// our tracepoint program for, because it was already running on that
-	// CPU (softirq interrupting process context): each may lose one
-	// connection's span or its start.
-	ReasonStateChangeMissed = ebpfnetCounterReasonCOUNTER_STATE_CHANGE_MISSED
-	// ReasonDialedFull counts client connections whose dialed address
-	// could not be recorded (the dialed map was full).
-	ReasonDialedFull = ebpfnetCounterReasonCOUNTER_DIALED_FULL
-)
+// connections is the TCP side of the datapath: the links of the TCP
+// programs and the buffers of the reads of their maps. Guarded by
+// Datapath.mu.
+type connections struct {
+	cgroup  string      // Options.CgroupPath
+	links   []link.Link // tracepoints and cgroup programs
+	keys    []uint64    // batch reads of conns
+	vals    []ConnState
+	udpKeys []UDPDialedKey // batch reads of udp_dialed
+	udpVals []uint64
+}
 
 // ConnEventSize is the size of a conn_event record.
 const ConnEventSize = int(unsafe.Sizeof(ConnEvent{}))
@@ -74,7 +60,7 @@ func (d *Datapath) AttachTCP() error {
 	if d.closed {
 		return ErrClosed
 	}
-	if len(d.tcpLinks) > 0 {
+	if len(d.conns.links) > 0 {
 		return nil
 	}
 	if err := d.attachTracepointsLocked(); err != nil {
@@ -94,13 +80,13 @@ func (d *Datapath) attachTracepointsLocked() error {
 	} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 		if err != nil {
-			for _, l := range d.tcpLinks {
+			for _, l := range d.conns.links {
 				l.Close()
 			}
-			d.tcpLinks = nil
+			d.conns.links = nil
 			return fmt.Errorf("attach tp_btf/%s: %w", name, err)
 		}
-		d.tcpLinks = append(d.tcpLinks, l)
+		d.conns.links = append(d.conns.links, l)
 	}
 	return nil
 }
@@ -109,7 +95,7 @@ func (d *Datapath) attachTracepointsLocked() error {
 // created afterwards in any cgroup, with callbacks no softirq can make the
 // kernel skip (see handle_sockops in bpf/tcp.h).
 func (d *Datapath) attachSockopsLocked() error {
-	root, err := d.cgroup, error(nil)
+	root, err := d.conns.cgroup, error(nil)
 	if root == "" {
 		root, err = Cgroup2Root()
 	}
@@ -134,16 +120,16 @@ func (d *Datapath) attachSockopsLocked() error {
 		if err != nil {
 			return d.failTCP(fmt.Errorf("attach %s to %s: %w", a.name, root, err))
 		}
-		d.tcpLinks = append(d.tcpLinks, l)
+		d.conns.links = append(d.conns.links, l)
 	}
 	return nil
 }
 
 func (d *Datapath) failTCP(err error) error {
-	for _, l := range d.tcpLinks {
+	for _, l := range d.conns.links {
 		l.Close()
 	}
-	d.tcpLinks = nil
+	d.conns.links = nil
 	return err
 }
 
@@ -178,9 +164,22 @@ func cgroup2FromMountinfo(mountinfo string) (string, error) {
 // before ReadConns delivers it.
 const connReadPeriod = 100 * time.Millisecond
 
-// ReadConns delivers closed connections to fn until ctx is done or the
-// datapath is closed (a normal end, not an error).
-func (d *Datapath) ReadConns(ctx context.Context, fn func(*ConnEvent)) error {
+// ReadConns delivers closed connections to fn, as the model's connections,
+// until ctx is done or the datapath is closed (a normal end, not an error).
+// The connection passed to fn is not used after fn returns.
+func (d *Datapath) ReadConns(ctx context.Context, fn func(*flow.Conn)) error {
+	w, at := wallClock(WallClockOffset()), time.Now()
+	return d.readEvents(ctx, func(e *ConnEvent) {
+		if time.Since(at) > time.Second { // the wall clock may be stepped
+			w, at = wallClock(WallClockOffset()), time.Now()
+		}
+		c := decodeConn(e, w, d.hostNetns)
+		fn(&c)
+	})
+}
+
+// readEvents delivers the raw closed-connection events.
+func (d *Datapath) readEvents(ctx context.Context, fn func(*ConnEvent)) error {
 	rd, err := ringbuf.NewReader(d.objs.ConnEvents)
 	if err != nil {
 		return fmt.Errorf("open conn_events ringbuf: %w", err)
@@ -217,25 +216,23 @@ var sizeOf = btf.Sizeof
 // ConnState is a TCP socket the kernel side tracks (struct conn_state).
 type ConnState = ebpfnetConnState
 
-// LiveConn is an open connection: its socket cookie and state.
-type LiveConn struct {
-	Cookie uint64
-	State  ConnState
-}
-
 // LiveConns appends every tracked connection to dst (a read, not a drain:
 // the kernel deletes them at close).
-func (d *Datapath) LiveConns(dst []LiveConn) ([]LiveConn, error) {
+func (d *Datapath) LiveConns(dst []flow.LiveConn) ([]flow.LiveConn, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return dst, ErrClosed
 	}
+	c := &d.conns
+	if c.keys == nil {
+		c.keys, c.vals = make([]uint64, drainBatch), make([]ConnState, drainBatch)
+	}
 	var cursor ebpf.MapBatchCursor
 	for {
-		n, err := d.objs.Conns.BatchLookup(&cursor, d.connKeys, d.connVals, nil)
+		n, err := d.objs.Conns.BatchLookup(&cursor, c.keys, c.vals, nil)
 		for i := 0; i < n; i++ {
-			dst = append(dst, LiveConn{Cookie: d.connKeys[i], State: d.connVals[i]})
+			dst = append(dst, decodeLive(c.keys[i], &c.vals[i], d.hostNetns))
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return dst, nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"github.com/ebpfnet/ebpfnet/internal/flow"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -25,7 +26,7 @@ func TestConnEventLayout(t *testing.T) {
 func TestDecodeConnEvent(t *testing.T) {
 	in := ConnEvent{Cookie: 42, StartNs: 1, EstablishedNs: 2, EndNs: 3, BytesAcked: 1000, BytesReceived: 2000,
 		SegsIn: 5, SegsOut: 6, TotalRetrans: 1, SrttUs: 120, MinRttUs: 100, ClientIsn: 0xdeadbeef, ServerIsn: 0x01020304,
-		Pid: 77, SkErr: -111, Netns: 4026531840, LocalPort: 40000, RemotePort: 80, Family: 4, Role: RoleClient, Result: ResultRefused}
+		Pid: 77, SkErr: -111, Netns: 4026531840, LocalPort: 40000, RemotePort: 80, Family: 4, Role: uint8(flow.Client), Result: uint8(flow.Refused)}
 	copy(in.Comm[:], []int8{'c', 'u', 'r', 'l'})
 	var buf bytes.Buffer
 	require.NoError(t, binary.Write(&buf, binary.LittleEndian, &in))

@@ -3,6 +3,7 @@ package kernel
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/ebpfnet/ebpfnet/internal/flow"
 	"math/rand"
 	"net/netip"
 	"os/exec"
@@ -55,7 +56,7 @@ func TestFlowCacheIsExact(t *testing.T) {
 
 func testFlowCacheIsExact(t *testing.T, batch bool) {
 	d := loadForTest(t, 64)
-	d.batchOK = batch
+	d.tables.batchOK = batch
 	ncpu := runtime.NumCPU()
 	rng := rand.New(rand.NewSource(1))
 	pkts := map[uint16][][]byte{}
@@ -69,7 +70,7 @@ func testFlowCacheIsExact(t *testing.T, batch bool) {
 		}
 	}
 	progs := []*ebpf.Program{d.objs.EndpointIngress, d.objs.EndpointEgress}
-	dirs := []uint8{DirectionTransmit, DirectionReceive}
+	dirs := []uint8{uint8(flow.Transmit), uint8(flow.Receive)}
 
 	for interval := 0; interval < 40; interval++ {
 		want := map[flowID]flowTotal{}
@@ -92,7 +93,7 @@ func testFlowCacheIsExact(t *testing.T, batch bool) {
 				}
 			})
 		}
-		flows, err := d.Drain(nil)
+		flows, err := d.drainEntries(nil)
 		require.NoError(t, err)
 		got := map[flowID]flowTotal{}
 		for _, f := range flows {
@@ -104,7 +105,7 @@ func testFlowCacheIsExact(t *testing.T, batch bool) {
 		}
 		require.Equal(t, want, got, "interval %d", interval)
 	}
-	again, err := d.Drain(nil)
+	again, err := d.drainEntries(nil)
 	require.NoError(t, err)
 	require.Empty(t, again, "a drain after no packets returns nothing: no slot is counted twice")
 }
@@ -116,15 +117,15 @@ func TestFlowCacheMapFull(t *testing.T) {
 	d := loadForTest(t, 1)
 	a := packet(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), udp(1000, 53))
 	b := packet(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), udp(2000, 53), payload(10))
-	var flows []Flow
-	var counters Counters
+	var flows []entry
+	var counters flow.Counters
 	onCPU(t, 0, func() { flows, counters = runPackets(t, d, a, a, b, b, b, a) })
 	require.Len(t, flows, 1)
 	require.Equal(t, uint16(1000), flows[0].Key.SrcPort)
 	require.Equal(t, uint64(3), flows[0].Counts.Packets)
 	require.Equal(t, uint64(3*len(a)), flows[0].Counts.Bytes)
-	require.Equal(t, uint64(3), counters[ReasonMapFull].Packets)
-	require.Equal(t, uint64(3*len(b)), counters[ReasonMapFull].Bytes)
+	require.Equal(t, uint64(3), counters[flow.ReasonMapFull].Packets)
+	require.Equal(t, uint64(3*len(b)), counters[flow.ReasonMapFull].Bytes)
 
 	// Drained right after packets of the flow without room: they are not
 	// waiting in a slot to become a flow the table never had.
@@ -132,7 +133,7 @@ func TestFlowCacheMapFull(t *testing.T) {
 	require.Len(t, flows, 1)
 	require.Equal(t, uint16(1000), flows[0].Key.SrcPort)
 	require.Equal(t, uint64(1), flows[0].Counts.Packets)
-	require.Equal(t, uint64(2), counters[ReasonMapFull].Packets)
+	require.Equal(t, uint64(2), counters[flow.ReasonMapFull].Packets)
 }
 
 // TestFlowCacheSlotWithoutFlow: should a slot hold packets of a flow its
@@ -140,11 +141,11 @@ func TestFlowCacheMapFull(t *testing.T) {
 // than dropping them.
 func TestFlowCacheSlotWithoutFlow(t *testing.T) {
 	d := loadForTest(t, 8)
-	slots := make([]cacheSlot, d.ncpu)
+	slots := make([]cacheSlot, d.tables.ncpu)
 	slots[0].Key = FlowKey{SrcPort: 7, DstPort: 9, Protocol: 17, Family: 4}
 	slots[0].Delta = cpuCounts{Bytes: 700, Packets: 5}
-	require.NoError(t, d.objs.FlowCache.Put(uint32(d.active)*d.objs.FlowCache.MaxEntries()/2, slots))
-	flows, err := d.Drain(nil)
+	require.NoError(t, d.objs.FlowCache.Put(uint32(d.tables.active)*d.objs.FlowCache.MaxEntries()/2, slots))
+	flows, err := d.drainEntries(nil)
 	require.NoError(t, err)
 	require.Len(t, flows, 1)
 	require.Equal(t, uint16(7), flows[0].Key.SrcPort)
@@ -169,8 +170,8 @@ func flowWay(k FlowKey) uint32 {
 func TestFlowCacheDrainForgetsFlows(t *testing.T) {
 	d := loadForTest(t, 64)
 	a := packet(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), udp(1000, 53))
-	var flows []Flow
-	var counters Counters
+	var flows []entry
+	var counters flow.Counters
 	// A flow of the same slot as a.
 	ka := keyOf(t, d, a)
 	kb := ka
@@ -178,7 +179,7 @@ func TestFlowCacheDrainForgetsFlows(t *testing.T) {
 	}
 	b := packet(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolUDP), udp(kb.SrcPort, 53))
 
-	_, err := d.Drain(nil) // back to the first table
+	_, err := d.drainEntries(nil) // back to the first table
 	require.NoError(t, err)
 	onCPU(t, 0, func() {
 		before, err := d.Counters()
@@ -188,22 +189,22 @@ func TestFlowCacheDrainForgetsFlows(t *testing.T) {
 			require.NoError(t, err)
 		}
 		// b did take a's slot: the mirror of flow_way is right.
-		slots := make([]cacheSlot, d.ncpu)
-		idx := ((uint32(d.active)*2+uint32(ObserverEndpoint))*2+uint32(DirectionTransmit))<<flowCacheWayBits + flowWay(kb)
+		slots := make([]cacheSlot, d.tables.ncpu)
+		idx := ((uint32(d.tables.active)*2+uint32(uint8(ebpfnetFlowObserverOBSERVER_ENDPOINT)))*2+uint32(uint8(flow.Transmit)))<<flowCacheWayBits + flowWay(kb)
 		require.NoError(t, d.objs.FlowCache.Lookup(idx, slots))
 		require.Equal(t, kb, slots[0].Key)
-		flows, err = d.Drain(nil)
+		flows, err = d.drainEntries(nil)
 		require.NoError(t, err)
 		after, err := d.Counters()
 		require.NoError(t, err)
-		counters[ReasonMapFull].Packets = after[ReasonMapFull].Packets - before[ReasonMapFull].Packets
+		counters[flow.ReasonMapFull].Packets = after[flow.ReasonMapFull].Packets - before[flow.ReasonMapFull].Packets
 	})
 	got := map[uint16]uint64{}
 	for _, f := range flows {
 		got[f.Key.SrcPort] += f.Counts.Packets
 	}
 	require.Equal(t, map[uint16]uint64{1000: 1, kb.SrcPort: 1}, got)
-	require.Zero(t, counters[ReasonMapFull].Packets)
+	require.Zero(t, counters[flow.ReasonMapFull].Packets)
 }
 
 // TestFlowCacheTellsSlotFlowsApart: flows that differ from a first one in
@@ -247,7 +248,7 @@ func TestFlowCacheTellsSlotFlowsApart(t *testing.T) {
 	}
 	for name, b := range others {
 		t.Run(name, func(t *testing.T) {
-			var flows []Flow
+			var flows []entry
 			onCPU(t, 0, func() { flows, _ = runPackets(t, d, a, b, a, a, b, b, a, b) })
 			got := map[bool]flowTotal{} // by whether it is a's flow
 			for _, f := range flows {
@@ -282,14 +283,14 @@ func TestFlowCacheTellsInterfacesApart(t *testing.T) {
 		_       [10]uint32
 		Ifindex uint32
 	}
-	var flows []Flow
+	var flows []entry
 	onCPU(t, 0, func() {
 		for _, i := range []int{0, 1, 0, 0, 1, 1, 0, 1} {
 			_, err := d.objs.EndpointIngress.Run(&ebpf.RunOptions{Data: a, Context: skbContext{Ifindex: ifindex[i]}})
 			require.NoError(t, err)
 		}
 		var err error
-		flows, err = d.Drain(nil)
+		flows, err = d.drainEntries(nil)
 		require.NoError(t, err)
 	})
 	got := map[uint32]uint64{}
@@ -303,7 +304,7 @@ func TestFlowCacheTellsInterfacesApart(t *testing.T) {
 // flow the drain then returns.
 func keyOf(t *testing.T, d *Datapath, p []byte) FlowKey {
 	t.Helper()
-	var flows []Flow
+	var flows []entry
 	onCPU(t, 0, func() { flows, _ = runPackets(t, d, p) })
 	require.Len(t, flows, 1)
 	return flows[0].Key

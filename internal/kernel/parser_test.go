@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"encoding/binary"
+	"github.com/ebpfnet/ebpfnet/internal/flow"
 	"net"
 	"net/netip"
 	"testing"
@@ -109,7 +110,7 @@ type wantFlow struct {
 
 // runPackets runs each packet through endpoint_ingress with BPF_PROG_TEST_RUN
 // and returns the drained flows and the counter deltas.
-func runPackets(t *testing.T, d *Datapath, pkts ...[]byte) ([]Flow, Counters) {
+func runPackets(t *testing.T, d *Datapath, pkts ...[]byte) ([]entry, flow.Counters) {
 	t.Helper()
 	before, err := d.Counters()
 	require.NoError(t, err)
@@ -118,11 +119,11 @@ func runPackets(t *testing.T, d *Datapath, pkts ...[]byte) ([]Flow, Counters) {
 		require.NoError(t, err)
 		require.Equal(t, uint32(0xffffffff), ret, "program must return TCX_NEXT / TC_ACT_UNSPEC")
 	}
-	flows, err := d.Drain(nil)
+	flows, err := d.drainEntries(nil)
 	require.NoError(t, err)
 	after, err := d.Counters()
 	require.NoError(t, err)
-	var delta Counters
+	var delta flow.Counters
 	for i := range after {
 		delta[i].Packets = after[i].Packets - before[i].Packets
 		delta[i].Bytes = after[i].Bytes - before[i].Bytes
@@ -200,8 +201,8 @@ func TestParserFlows(t *testing.T) {
 			require.Equal(t, tc.want.dport, f.Key.DstPort)
 			require.Equal(t, tc.want.proto, f.Key.Protocol)
 			require.Equal(t, tc.want.family, f.Key.Family)
-			require.Equal(t, DirectionTransmit, f.Key.Direction)
-			require.Equal(t, ObserverEndpoint, f.Key.Observer)
+			require.Equal(t, uint8(flow.Transmit), f.Key.Direction)
+			require.Equal(t, uint8(ebpfnetFlowObserverOBSERVER_ENDPOINT), f.Key.Observer)
 			require.Equal(t, uint64(len(tc.pkt)), f.Counts.Bytes)
 			require.Equal(t, uint64(1), f.Counts.Packets)
 			require.Equal(t, tc.want.tcpFlags, f.Counts.TcpFlags)
@@ -219,7 +220,7 @@ func TestParserAggregates(t *testing.T) {
 	other := packet(t, eth(layers.EthernetTypeIPv4), ip4(layers.IPProtocolTCP), tcp(40001, 80, true, false))
 	flows, _ := runPackets(t, d, syn, data, data, fin, other)
 	require.Len(t, flows, 2)
-	byPort := map[uint16]Flow{}
+	byPort := map[uint16]entry{}
 	for _, f := range flows {
 		byPort[f.Key.SrcPort] = f
 	}
@@ -231,7 +232,7 @@ func TestParserAggregates(t *testing.T) {
 	require.Equal(t, uint64(1), byPort[40001].Counts.Packets)
 
 	// The drained table is empty: a second drain returns nothing.
-	again, err := d.Drain(nil)
+	again, err := d.drainEntries(nil)
 	require.NoError(t, err)
 	require.Empty(t, again)
 }
@@ -273,25 +274,25 @@ func TestParserErrorCounters(t *testing.T) {
 	cases := []struct {
 		name   string
 		pkt    []byte
-		reason CounterReason
+		reason flow.Reason
 	}{
-		{"ipv4 ihl below 5", badIHL, ReasonMalformed},
-		{"ipv4 total length below its header", shortTotal, ReasonMalformed},
-		{"tcp data offset below 5", badDoff, ReasonMalformed},
-		{"ip version mismatch", badVersion, ReasonMalformed},
-		{"three vlan tags", tooManyTags, ReasonMalformed},
-		{"ipv4 non-first fragment", nonFirst4, ReasonFragment},
-		{"ipv6 non-first fragment", nonFirst6, ReasonFragment},
-		{"ipv6 extension chain too long", longChain, ReasonExtHdrLimit},
-		{"arp", arp, ReasonNonIP},
+		{"ipv4 ihl below 5", badIHL, flow.ReasonMalformed},
+		{"ipv4 total length below its header", shortTotal, flow.ReasonMalformed},
+		{"tcp data offset below 5", badDoff, flow.ReasonMalformed},
+		{"ip version mismatch", badVersion, flow.ReasonMalformed},
+		{"three vlan tags", tooManyTags, flow.ReasonMalformed},
+		{"ipv4 non-first fragment", nonFirst4, flow.ReasonFragment},
+		{"ipv6 non-first fragment", nonFirst6, flow.ReasonFragment},
+		{"ipv6 extension chain too long", longChain, flow.ReasonExtHdrLimit},
+		{"arp", arp, flow.ReasonNonIP},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			flows, counters := runPackets(t, d, tc.pkt)
 			require.Empty(t, flows, "a packet counted as %d must not be in a flow", tc.reason)
 			for i, c := range counters {
-				if CounterReason(i) == tc.reason {
-					require.Equal(t, CounterValue{Packets: 1, Bytes: uint64(len(tc.pkt))}, c)
+				if flow.Reason(i) == tc.reason {
+					require.Equal(t, flow.Count{Packets: 1, Bytes: uint64(len(tc.pkt))}, c)
 				} else {
 					require.Zerof(t, c.Packets, "counter %d", i)
 				}
@@ -339,7 +340,7 @@ func TestParserTruncatedAtEveryBoundary(t *testing.T) {
 				pkt := s.pkt[:cut]
 				flows, counters := runPackets(t, d, pkt)
 				require.Emptyf(t, flows, "%s cut at %d", s.name, cut)
-				require.Equalf(t, CounterValue{Packets: 1, Bytes: uint64(cut)}, counters[ReasonTruncated], "%s cut at %d", s.name, cut)
+				require.Equalf(t, flow.Count{Packets: 1, Bytes: uint64(cut)}, counters[flow.ReasonTruncated], "%s cut at %d", s.name, cut)
 			}
 		}
 	}
@@ -356,7 +357,7 @@ func TestMapFullIsCounted(t *testing.T) {
 	for _, f := range flows {
 		inFlows += f.Counts.Packets
 	}
-	require.Equal(t, uint64(len(pkts)), inFlows+counters[ReasonMapFull].Packets, "every packet is in a flow or counted as map full")
-	require.NotZero(t, counters[ReasonMapFull].Packets)
+	require.Equal(t, uint64(len(pkts)), inFlows+counters[flow.ReasonMapFull].Packets, "every packet is in a flow or counted as map full")
+	require.NotZero(t, counters[flow.ReasonMapFull].Packets)
 	require.LessOrEqual(t, len(flows), 4)
 }

@@ -3,6 +3,7 @@ package kernel
 import (
 	"context"
 	"fmt"
+	"github.com/ebpfnet/ebpfnet/internal/flow"
 	"io"
 	"net"
 	"net/netip"
@@ -57,14 +58,14 @@ func TestConnRingFullIsCounted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	ours := 0
-	_ = d.ReadConns(ctx, func(e *ConnEvent) {
+	_ = d.readEvents(ctx, func(e *ConnEvent) {
 		if e.LocalPort == addr.Port() || e.RemotePort == addr.Port() {
 			ours++
 		}
 	})
 	c, err := d.Counters()
 	require.NoError(t, err)
-	lost := c[ReasonConnEventsFull].Packets
+	lost := c[flow.ReasonConnEventsFull].Packets
 	require.NotZero(t, lost, "a 4 KiB ring cannot hold %d connections", 2*n)
 	require.Less(t, ours, 2*n)
 	// Other sockets on the host may close meanwhile and take ring slots or
@@ -130,14 +131,14 @@ func TestSockopsAloneReportsConnections(t *testing.T) {
 	clients := map[[2]uint32]ConnEvent{}
 	servers := map[[2]uint32]ConnEvent{}
 	refused := 0
-	_ = d.ReadConns(ctx, func(e *ConnEvent) {
+	_ = d.readEvents(ctx, func(e *ConnEvent) {
 		switch {
 		case e.RemotePort == closedPort:
-			require.Equal(t, ResultRefused, e.Result)
+			require.Equal(t, uint8(flow.Refused), e.Result)
 			refused++
-		case e.RemotePort == addr.Port() && e.Role == RoleClient:
+		case e.RemotePort == addr.Port() && e.Role == uint8(flow.Client):
 			clients[[2]uint32{e.ClientIsn, e.ServerIsn}] = *e
-		case e.LocalPort == addr.Port() && e.Role == RoleServer:
+		case e.LocalPort == addr.Port() && e.Role == uint8(flow.Server):
 			servers[[2]uint32{e.ClientIsn, e.ServerIsn}] = *e
 		}
 	})
@@ -149,7 +150,7 @@ func TestSockopsAloneReportsConnections(t *testing.T) {
 		require.True(t, ok, "client ISN pair %v has a server side", isns)
 		require.EqualValues(t, payload, c.BytesAcked)
 		require.EqualValues(t, payload, s.BytesReceived)
-		require.Equal(t, ResultClosed, c.Result)
+		require.Equal(t, uint8(flow.Closed), c.Result)
 		for _, e := range []ConnEvent{c, s} {
 			require.NotZero(t, e.StartNs)
 			require.LessOrEqual(t, e.StartNs, e.EstablishedNs)
@@ -211,8 +212,8 @@ func TestDialedAddressUnderSocketLB(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	var dialed []netip.AddrPort
-	_ = d.ReadConns(ctx, func(e *ConnEvent) {
-		if e.Role != RoleClient || e.RemotePort != backend.Port() {
+	_ = d.readEvents(ctx, func(e *ConnEvent) {
+		if e.Role != uint8(flow.Client) || e.RemotePort != backend.Port() {
 			return
 		}
 		require.EqualValues(t, 4, e.DialedFamily)
@@ -257,12 +258,12 @@ func TestResetsSentAndReceived(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	var server, client *ConnEvent
-	_ = d.ReadConns(ctx, func(e *ConnEvent) {
+	_ = d.readEvents(ctx, func(e *ConnEvent) {
 		e2 := *e
 		switch {
-		case e.Role == RoleServer && e.LocalPort == port:
+		case e.Role == uint8(flow.Server) && e.LocalPort == port:
 			server = &e2
-		case e.Role == RoleClient && e.RemotePort == port:
+		case e.Role == uint8(flow.Client) && e.RemotePort == port:
 			client = &e2
 		}
 	})
@@ -272,8 +273,8 @@ func TestResetsSentAndReceived(t *testing.T) {
 	require.EqualValues(t, 0, server.ResetsReceived)
 	require.EqualValues(t, 1, client.ResetsReceived)
 	require.EqualValues(t, 0, client.ResetsSent)
-	require.Equal(t, ResultReset, server.Result)
-	require.Equal(t, ResultReset, client.Result)
+	require.Equal(t, uint8(flow.Reset), server.Result)
+	require.Equal(t, uint8(flow.Reset), client.Result)
 }
 
 // TestRetransmitLayoutFromBTF: the tcp_retransmit_skb program is chosen by

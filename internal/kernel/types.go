@@ -26,46 +26,6 @@ type FlowCounts struct {
 // CounterValue is one slot of the per-reason counters (struct counter_value).
 type CounterValue = ebpfnetCounterValue
 
-// CounterReason says why a packet is not part of any flow (enum counter_reason).
-type CounterReason = ebpfnetCounterReason
-
-// Reasons a packet is not part of a flow.
-const (
-	ReasonNonIP       = ebpfnetCounterReasonCOUNTER_NON_IP
-	ReasonTruncated   = ebpfnetCounterReasonCOUNTER_TRUNCATED
-	ReasonMalformed   = ebpfnetCounterReasonCOUNTER_MALFORMED
-	ReasonFragment    = ebpfnetCounterReasonCOUNTER_FRAGMENT
-	ReasonMapFull     = ebpfnetCounterReasonCOUNTER_MAP_FULL
-	ReasonDedupUplink = ebpfnetCounterReasonCOUNTER_DEDUP_UPLINK
-	ReasonExtHdrLimit = ebpfnetCounterReasonCOUNTER_EXT_HDR_LIMIT
-	ReasonNonlinear   = ebpfnetCounterReasonCOUNTER_NONLINEAR
-	NumReasons        = int(ebpfnetCounterReasonCOUNTER_MAX)
-	// NumPacketReasons: the reasons below it are about packets; the ones
-	// from it on are about TCP connections that could not be reported.
-	NumPacketReasons = int(ebpfnetCounterReasonCOUNTER_CONN_STATE_FULL)
-)
-
-// Direction values of FlowKey.Direction, from the local endpoint's view.
-const (
-	DirectionTransmit = uint8(ebpfnetFlowDirectionFLOW_TRANSMIT)
-	DirectionReceive  = uint8(ebpfnetFlowDirectionFLOW_RECEIVE)
-)
-
-// Observer values of FlowKey.Observer: which kind of interface saw the flow.
-const (
-	ObserverEndpoint = uint8(ebpfnetFlowObserverOBSERVER_ENDPOINT)
-	ObserverUplink   = uint8(ebpfnetFlowObserverOBSERVER_UPLINK)
-)
-
-// Flow is one drained flow table entry.
-type Flow struct {
-	Key    FlowKey
-	Counts FlowCounts
-}
-
-// Counters are the cumulative per-reason counters, summed over CPUs.
-type Counters [NumReasons]CounterValue
-
 // Role is the role of an interface the programs attach to.
 type Role int
 

@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"github.com/ebpfnet/ebpfnet/internal/flow"
 	"net"
 	"net/netip"
 	"testing"
@@ -131,7 +132,7 @@ func TestUDPDialedConnectBeforeBind(t *testing.T) {
 	// net.Dial("udp") connects an unbound socket; the LB sends it to the backend.
 	port, err := testnet.UDPSendVia(client.NS, backendPod.NS, service, backend, 3, 40)
 	require.NoError(t, err)
-	flows, err := d.Drain(nil)
+	flows, err := d.drainEntries(nil)
 	require.NoError(t, err)
 	var toBackend bool
 	for _, f := range flows {
@@ -141,14 +142,16 @@ func TestUDPDialedConnectBeforeBind(t *testing.T) {
 
 	got, err := d.UDPDialed(nil, time.Minute)
 	require.NoError(t, err)
-	require.Contains(t, got, UDPDialed{LocalPort: port, Dialed: service})
+	require.Contains(t, got, flow.UDPDialed{LocalPort: port, Dialed: service})
 }
 
 // fillUDPDialed puts n entries in udp_dialed (local ports 1..n to one
 // destination), every third of them last used stale ago; it returns how many
-// are fresh.
+// are fresh. stale must not exceed the time since boot (CLOCK_MONOTONIC
+// starts at zero): see staleAge.
 func fillUDPDialed(tb testing.TB, d *Datapath, n int, stale time.Duration) int {
 	now, fresh := MonotonicNow(), 0
+	require.LessOrEqual(tb, uint64(stale), now, "a stamp %s before CLOCK_MONOTONIC %d would wrap", stale, now)
 	dst := netip.MustParseAddr("10.96.0.10").As16()
 	for i := 1; i <= n; i++ {
 		k := UDPDialedKey{Addr: dst, Port: 53, LocalPort: uint16(i), Family: 4}
@@ -163,6 +166,16 @@ func fillUDPDialed(tb testing.TB, d *Datapath, n int, stale time.Duration) int {
 	return fresh
 }
 
+// staleAge is how old the test's stale entries are: an hour, or half the
+// time since boot on a machine up for less than two hours (CLOCK_MONOTONIC
+// cannot be an hour back then), after waiting for at least 2 s of uptime.
+func staleAge(tb testing.TB) time.Duration {
+	for MonotonicNow() < uint64(2*time.Second) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	return min(time.Hour, time.Duration(MonotonicNow()/2))
+}
+
 // TestUDPDialedReadsEveryEntry: the read goes through batches of entries
 // (more than one here) and returns every fresh entry once, deleting the
 // stale ones.
@@ -172,8 +185,9 @@ func TestUDPDialedReadsEveryEntry(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { d.Close() })
 	const n = 10000 // > drainBatch
-	fresh := fillUDPDialed(t, d, n, time.Hour)
-	got, err := d.UDPDialed(nil, time.Minute)
+	stale := staleAge(t)
+	fresh := fillUDPDialed(t, d, n, stale)
+	got, err := d.UDPDialed(nil, stale/2)
 	require.NoError(t, err)
 	ports := map[uint16]bool{}
 	for _, e := range got {
@@ -182,7 +196,7 @@ func TestUDPDialedReadsEveryEntry(t *testing.T) {
 		ports[e.LocalPort] = true
 	}
 	require.Len(t, ports, fresh)
-	again, err := d.UDPDialed(nil, time.Minute)
+	again, err := d.UDPDialed(nil, stale/2)
 	require.NoError(t, err)
 	require.Len(t, again, fresh, "the stale entries were deleted, the fresh ones kept")
 }

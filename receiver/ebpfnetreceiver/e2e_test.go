@@ -308,4 +308,4 @@ func TestEndToEndTinyMapReportsLoss(t *testing.T) {
 	require.Equal(t, int64(2*flows), counted+lost, "every packet is in a flow or counted as lost")
 }
 
-var _ receiver.Metrics = (*handle)(nil)
+var _ receiver.Metrics = (*sharedHandle[*pipeline])(nil)

@@ -14,7 +14,7 @@ import (
 
 // NewFactory returns the factory of the ebpfnet receiver.
 func NewFactory() receiver.Factory {
-	f := &factory{pipelines: newSharedPipelines()}
+	f := &factory{pipelines: newSharedComponents[*Config, *pipeline]()}
 	return receiver.NewFactory(
 		metadata.Type,
 		createDefaultConfig,
@@ -48,23 +48,28 @@ func createDefaultConfig() component.Config {
 // factory keeps one kernel pipeline per receiver config, shared by every
 // signal pipeline that names the receiver.
 type factory struct {
-	pipelines *sharedPipelines
+	pipelines *sharedComponents[*Config, *pipeline]
+}
+
+func (f *factory) pipeline(cfg component.Config, set receiver.Settings) *shared[*pipeline] {
+	c := cfg.(*Config)
+	return f.pipelines.get(c, func() *pipeline { return newPipeline(c, set, loadDatapath) })
 }
 
 func (f *factory) createMetrics(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Metrics) (receiver.Metrics, error) {
-	p := f.pipelines.get(cfg.(*Config), set)
-	p.setMetrics(next)
-	return p.handle(), nil
+	s := f.pipeline(cfg, set)
+	s.c.setMetrics(next)
+	return s.handle(), nil
 }
 
 func (f *factory) createLogs(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Logs) (receiver.Logs, error) {
-	p := f.pipelines.get(cfg.(*Config), set)
-	p.setLogs(next)
-	return p.handle(), nil
+	s := f.pipeline(cfg, set)
+	s.c.setLogs(next)
+	return s.handle(), nil
 }
 
 func (f *factory) createTraces(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Traces) (receiver.Traces, error) {
-	p := f.pipelines.get(cfg.(*Config), set)
-	p.setTraces(next)
-	return p.handle(), nil
+	s := f.pipeline(cfg, set)
+	s.c.setTraces(next)
+	return s.handle(), nil
 }

@@ -3,6 +3,7 @@ package ebpfnetreceiver
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.uber.org/zap"
 
+	"github.com/ebpfnet/ebpfnet/internal/flow"
 	"github.com/ebpfnet/ebpfnet/internal/kernel"
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
 	"github.com/ebpfnet/ebpfnet/receiver/ebpfnetreceiver/internal/metadata"
@@ -48,13 +50,13 @@ func TestLifecyclePrivileged(t *testing.T) {
 // fakeDatapath hands out the flows it was given, one batch per drain.
 type fakeDatapath struct {
 	mu       sync.Mutex
-	batches  [][]kernel.Flow
-	counters kernel.Counters
+	batches  [][]flow.Flow
+	counters flow.Counters
 	detached bool
 	closed   bool
 }
 
-func (f *fakeDatapath) Drain(dst []kernel.Flow) ([]kernel.Flow, error) {
+func (f *fakeDatapath) Drain(dst []flow.Flow) ([]flow.Flow, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
@@ -67,9 +69,8 @@ func (f *fakeDatapath) Drain(dst []kernel.Flow) ([]kernel.Flow, error) {
 	f.batches = f.batches[1:]
 	return append(dst, b...), nil
 }
-func (f *fakeDatapath) Counters() (kernel.Counters, error) { return f.counters, nil }
-func (f *fakeDatapath) InterfaceName(uint32) string        { return "veth0" }
-func (f *fakeDatapath) MaxFlows() uint32                   { return 1024 }
+func (f *fakeDatapath) Counters() (flow.Counters, error) { return f.counters, nil }
+func (f *fakeDatapath) MaxFlows() uint32                 { return 1024 }
 func (f *fakeDatapath) DetachAll() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -77,13 +78,13 @@ func (f *fakeDatapath) DetachAll() error {
 	return nil
 }
 func (f *fakeDatapath) AttachTCP() error { return nil }
-func (f *fakeDatapath) LiveConns(dst []kernel.LiveConn) ([]kernel.LiveConn, error) {
+func (f *fakeDatapath) LiveConns(dst []flow.LiveConn) ([]flow.LiveConn, error) {
 	return dst, nil
 }
-func (f *fakeDatapath) UDPDialed(dst []kernel.UDPDialed, _ time.Duration) ([]kernel.UDPDialed, error) {
+func (f *fakeDatapath) UDPDialed(dst []flow.UDPDialed, _ time.Duration) ([]flow.UDPDialed, error) {
 	return dst, nil
 }
-func (f *fakeDatapath) ReadConns(ctx context.Context, _ func(*kernel.ConnEvent)) error {
+func (f *fakeDatapath) ReadConns(ctx context.Context, _ func(*flow.Conn)) error {
 	<-ctx.Done()
 	return nil
 }
@@ -94,17 +95,13 @@ func (f *fakeDatapath) Close() error {
 	return nil
 }
 
-func kflow(src, dst [4]byte, sport, dport uint16, bytes uint64) kernel.Flow {
-	var k kernel.Flow
-	k.Key.SrcAddr = [16]byte{10: 0xff, 11: 0xff, 12: src[0], 13: src[1], 14: src[2], 15: src[3]}
-	k.Key.DstAddr = [16]byte{10: 0xff, 11: 0xff, 12: dst[0], 13: dst[1], 14: dst[2], 15: dst[3]}
-	k.Key.SrcPort, k.Key.DstPort = sport, dport
-	k.Key.Protocol, k.Key.Family = 6, 4
-	k.Key.Direction = kernel.DirectionTransmit
-	k.Key.Ifindex = 7
-	k.Counts.Bytes, k.Counts.Packets = bytes, 1
-	k.Counts.FirstSeenNs, k.Counts.LastSeenNs = 1, 2
-	return k
+func kflow(src, dst [4]byte, sport, dport uint16, bytes uint64) flow.Flow {
+	return flow.Flow{
+		Src:      netip.AddrPortFrom(netip.AddrFrom4(src), sport),
+		Dst:      netip.AddrPortFrom(netip.AddrFrom4(dst), dport),
+		Protocol: flow.ProtoTCP, Direction: flow.Transmit, Ifindex: 7, Interface: "veth0",
+		Bytes: bytes, Packets: 1, Start: time.Unix(0, 1), End: time.Unix(0, 2),
+	}
 }
 
 // TestPipelineSharedAndFlushedOnShutdown checks, without a kernel, that the
@@ -113,7 +110,7 @@ func kflow(src, dst [4]byte, sport, dport uint16, bytes uint64) kernel.Flow {
 func TestPipelineSharedAndFlushedOnShutdown(t *testing.T) {
 	cfg := createDefaultConfig().(*Config)
 	cfg.Interval = time.Hour // only the shutdown flush drains
-	fake := &fakeDatapath{batches: [][]kernel.Flow{{kflow([4]byte{10, 0, 0, 1}, [4]byte{10, 0, 0, 2}, 40000, 80, 1500)}}}
+	fake := &fakeDatapath{batches: [][]flow.Flow{{kflow([4]byte{10, 0, 0, 1}, [4]byte{10, 0, 0, 2}, 40000, 80, 1500)}}}
 	loads := 0
 	set := receivertest.NewNopSettings(metadata.Type)
 	p := newPipeline(cfg, set, func(*Config, *zap.Logger, func(error)) (datapath, error) {
@@ -123,7 +120,8 @@ func TestPipelineSharedAndFlushedOnShutdown(t *testing.T) {
 	ms, ls := new(consumertest.MetricsSink), new(consumertest.LogsSink)
 	p.setMetrics(ms)
 	p.setLogs(ls)
-	hm, hl := p.handle(), p.handle()
+	s := newShared(p)
+	hm, hl := s.handle(), s.handle()
 	host := componenttest.NewNopHost()
 	require.NoError(t, hm.Start(context.Background(), host))
 	require.NoError(t, hl.Start(context.Background(), host))
@@ -143,7 +141,7 @@ func TestStartErrorIsClear(t *testing.T) {
 		return nil, errors.Join(kernel.ErrPrivileges, errors.New("the collector needs CAP_BPF"))
 	})
 	p.setMetrics(consumertest.NewNop())
-	err := p.handle().Start(context.Background(), componenttest.NewNopHost())
+	err := newShared(p).handle().Start(context.Background(), componenttest.NewNopHost())
 	require.ErrorIs(t, err, kernel.ErrPrivileges)
 	require.ErrorContains(t, err, "ebpfnet: ")
 }

@@ -1,0 +1,124 @@
+package flow
+
+import "net/netip"
+
+// BackendFunc asks where the node's NAT (kube-proxy's DNAT of a Service
+// ClusterIP, in the node after the socket and after the pod's veth) sent the
+// connection of proto from local to service; false when it did not
+// translate it or the answer is unknown.
+type BackendFunc func(proto uint8, local, service netip.AddrPort) (netip.AddrPort, bool)
+
+// ConnJoins complete a closed connection as it is read: the pod and the
+// container its socket's cgroup names, and, for a client of a Service
+// ClusterIP that its socket saw untranslated, the backend the node's NAT
+// chose (asked as the close is read: conntrack keeps a reset connection
+// only 10 s). A nil lookup skips its join.
+type ConnJoins struct {
+	// Pod names the pod and container of a cgroup v2 id.
+	Pod func(cgroupID uint64) (podUID, containerID string)
+	// IsService reports whether an address is a Service ClusterIP.
+	IsService func(netip.Addr) bool
+	// Backend asks the node's conntrack.
+	Backend BackendFunc
+}
+
+// Join completes c.
+func (j *ConnJoins) Join(c *Conn) {
+	if j.Pod != nil && c.CgroupID != 0 {
+		c.PodUID, c.ContainerID = j.Pod(c.CgroupID)
+	}
+	if j.IsService == nil || j.Backend == nil || c.Role != Client || !c.Remote.IsValid() ||
+		(c.Dialed.IsValid() && c.Dialed != c.Remote) || !j.IsService(c.Remote.Addr()) {
+		return
+	}
+	if b, ok := j.Backend(ProtoTCP, c.Local, c.Remote); ok {
+		c.Backend = b
+	}
+}
+
+// tcpSYN is the SYN bit of Flow.TCPFlags.
+const tcpSYN = 0x02
+
+// natConn is a connection of a local client to a Service ClusterIP.
+type natConn struct {
+	proto          uint8
+	local, service netip.AddrPort
+}
+
+// FlowNAT sets Backend on the flows of local clients to a Service ClusterIP
+// (both directions: the replies come back from the ClusterIP). One lookup
+// per UDP flow and interval, and per TCP connection: a TCP connection keeps
+// the backend it got while it has flows in consecutive intervals (the NAT of
+// an established connection does not change); a SYN in the interval means a
+// new connection on the same addresses, which is looked up again. Not safe
+// for concurrent use.
+type FlowNAT struct {
+	IsService func(netip.Addr) bool
+	Backend   BackendFunc
+	// TCP connections to ClusterIPs of the last batch with their backends,
+	// and the map the next one fills.
+	known, next map[natConn]netip.AddrPort
+}
+
+// Annotate sets Backend on the batch's flows to Services.
+func (n *FlowNAT) Annotate(b *Batch) {
+	if n == nil || n.IsService == nil || n.Backend == nil {
+		return
+	}
+	prev, next := n.known, n.next
+	if next == nil {
+		next = make(map[natConn]netip.AddrPort)
+	}
+	clear(next)
+	for i := range b.Flows {
+		f := &b.Flows[i]
+		if !f.HasPorts() || f.Dialed.IsValid() || !n.IsService(f.Peer().Addr()) {
+			continue
+		}
+		k := natConn{f.Protocol, f.Local(), f.Peer()}
+		backend, done := next[k]
+		if !done {
+			if f.Protocol == ProtoTCP && f.TCPFlags&tcpSYN == 0 {
+				backend, done = prev[k]
+			}
+			if !done || !backend.IsValid() {
+				backend, _ = n.Backend(f.Protocol, k.local, k.service)
+			}
+			next[k] = backend
+		}
+		f.Backend = backend
+	}
+	// Only this batch's TCP connections stay known: one that had no flow
+	// for an interval is looked up again.
+	for k := range next {
+		if k.proto != ProtoTCP {
+			delete(next, k)
+		}
+	}
+	n.known, n.next = next, prev
+}
+
+// Joiner completes each batch: the local endpoint of every flow, and, when
+// flow logs are wanted (PerFlow), the connection each TCP flow belongs to,
+// the Service a rewritten UDP flow's socket sent to, and the backend the
+// node's NAT chose for flows to a Service. Not safe for concurrent use.
+type Joiner struct {
+	Endpoints *Endpoints
+	// PerFlow enables the joins only flow log records carry.
+	PerFlow bool
+	// Backs reports whether backend is an endpoint of the Service at
+	// service; nil: no UDP Service attribution.
+	Backs func(service, backend netip.Addr) bool
+	NAT   *FlowNAT // nil: no NAT backends
+}
+
+// Join completes b.
+func (j *Joiner) Join(b *Batch) {
+	j.Endpoints.Resolve(b)
+	if !j.PerFlow {
+		return
+	}
+	NewConnIndex(b.Live, b.Closed).Annotate(b)
+	NewDialedIndex(b.UDPDialed).Annotate(b, j.Backs)
+	j.NAT.Annotate(b)
+}

@@ -1,0 +1,93 @@
+package ebpfnetreceiver
+
+import (
+	"context"
+	"regexp"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ebpfnet/ebpfnet/internal/flow"
+	"github.com/ebpfnet/ebpfnet/internal/kernel"
+)
+
+// datapath is what the pipeline needs of the kernel side (*kernel.Datapath
+// with its interface watch); tests use fakes. Every read returns model
+// values.
+type datapath interface {
+	Drain(dst []flow.Flow) ([]flow.Flow, error)
+	Counters() (flow.Counters, error)
+	MaxFlows() uint32
+	// DetachAll stops counting; flows counted so far can still be drained.
+	DetachAll() error
+	// AttachTCP attaches the TCP connection programs (host-wide).
+	AttachTCP() error
+	// ReadConns delivers closed connections until ctx is done.
+	ReadConns(ctx context.Context, fn func(*flow.Conn)) error
+	// LiveConns appends the connections open now.
+	LiveConns(dst []flow.LiveConn) ([]flow.LiveConn, error)
+	// UDPDialed appends the UDP destinations local sockets sent to within
+	// maxIdle (before any socket-level load balancer).
+	UDPDialed(dst []flow.UDPDialed, maxIdle time.Duration) ([]flow.UDPDialed, error)
+	Close() error
+}
+
+// loadFunc loads and attaches the kernel side. Errors of single interfaces
+// after start go to onError.
+type loadFunc func(cfg *Config, logger *zap.Logger, onError func(error)) (datapath, error)
+
+// kernelDatapath is the real datapath plus its interface watch.
+type kernelDatapath struct {
+	*kernel.Datapath
+	stopWatch context.CancelFunc
+}
+
+func (k *kernelDatapath) DetachAll() error {
+	k.stopWatch()
+	return k.Datapath.DetachAll()
+}
+
+func (k *kernelDatapath) Close() error {
+	k.stopWatch()
+	return k.Datapath.Close()
+}
+
+func loadDatapath(cfg *Config, logger *zap.Logger, onError func(error)) (datapath, error) {
+	d, err := kernel.Load(kernel.Options{MaxFlows: cfg.MaxFlows, MaxConns: cfg.MaxConnections, RingSize: cfg.RingBufferSize,
+		CgroupPath: cfg.CgroupPath})
+	if err != nil {
+		return nil, err
+	}
+	mode, fallback := d.SetMode(kernel.AttachMode(cfg.AttachMode))
+	if mode == "" {
+		d.Close()
+		return nil, fallback
+	}
+	if fallback != nil {
+		logger.Warn("attach mode fallback", zap.Error(fallback))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := d.WatchInterfaces(ctx, selector(cfg), onError); err != nil {
+		cancel()
+		d.Close()
+		return nil, err
+	}
+	logger.Info("ebpfnet attached", zap.String("mode", string(mode)), zap.Int("interfaces", len(d.Attached())))
+	return &kernelDatapath{Datapath: d, stopWatch: cancel}, nil
+}
+
+// selector compiles the interface selection; Config.Validate checked the
+// expressions.
+func selector(cfg *Config) kernel.Selector {
+	compile := func(re string) *regexp.Regexp {
+		if re == "" {
+			return nil
+		}
+		return regexp.MustCompile(re)
+	}
+	return kernel.Selector{
+		Include: compile(cfg.Interfaces.Include),
+		Exclude: compile(cfg.Interfaces.Exclude),
+		Uplink:  compile(cfg.Interfaces.Uplink),
+	}
+}
