@@ -46,17 +46,28 @@ run: build
 unit:
 	$(GO) test $(GOTEST_FLAGS) ./...
 
-test: deps check-generate
-	$(GO) vet ./...
+test: deps check-generate lint
 	$(GO) test $(GOTEST_FLAGS) -timeout 30m ./...
 
 bench:
 	@scripts/deps.sh bench
 	scripts/bench.sh
 
-lint:
+BPF_SOURCES := $(wildcard bpf/*.c bpf/*.h bpf/bench/*.c bpf/bench/*.h)
+BPF_HEADERS := $(wildcard bpf/*.h)
+
+# Go: vet (also with the bench tag) and gofmt. C: clang-format (bpf/.clang-format)
+# and every header compiled alone, so each includes what it uses.
+lint: deps
 	$(GO) vet ./...
-	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v _bpfel.go))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet -tags bench ./bench/
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v _bpfel.go))" || { gofmt -l $$(git ls-files '*.go' | grep -v _bpfel.go); exit 1; }
+	clang-format --dry-run --Werror $(BPF_SOURCES)
+	@for h in $(BPF_HEADERS); do \
+		printf '#include "%s"\n' "$$(basename $$h)" | clang -target bpf -O2 -Wall -Werror -Wno-unused-function -mcpu=v3 \
+			-Ibpf -fsyntax-only -x c - || { echo "$$h does not compile alone: it must include what it uses" >&2; exit 1; }; \
+	done
+	@echo "lint: Go and C clean; every BPF header compiles alone"
 
 clean:
 	rm -rf dist

@@ -1,16 +1,31 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Entry file: only SEC() shims. Logic lives in the feature headers.
+/* Entry file: only SEC() shims; the logic lives in the feature headers.
+ *
+ * The algorithm:
+ * - Packets (flow.h, parse.h): a TC program on each side of every selected
+ *   interface (pod veths, uplinks) parses each packet and adds it to its
+ *   flow, keyed by 5-tuple, interface, direction and observer, in the active
+ *   one of two per-CPU flow tables, through a per-CPU slot per program that
+ *   takes consecutive packets of one flow without a hash lookup. User space
+ *   switches tables every interval, waits for an RCU grace period and drains
+ *   the idle one. A packet that is not a flow is counted by reason.
+ * - Connections (tcp.h): inet_sock_set_state and sockops keep a state per
+ *   TCP socket (by cookie) from its first state change to close, when one
+ *   event with tcp_sock's counters goes to the conn_events ring; resets and
+ *   retransmits add to the state as they happen.
+ * - Services (svc.h): the cgroup connect/sendmsg hooks record what a client
+ *   dialed before any socket-level load balancer rewrote it.
  * Every TC program returns TCX_NEXT (== TC_ACT_UNSPEC for clsact): it
  * observes and never changes the verdict of other programs. */
 #include "include/vmlinux.h"
 #include <bpf/bpf_helpers.h>
-#include <bpf/bpf_endian.h>
 #include <bpf/bpf_tracing.h>
-#include <bpf/bpf_core_read.h>
 
 #include "types.h"
 #include "maps.h"
+#include "common.h"
 #include "flow.h"
+#include "svc.h"
 #include "tcp.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";

@@ -1,338 +1,21 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Packet parsing and in-kernel flow aggregation for the TC (tcx or clsact)
- * programs. Every packet ends in exactly one place: a flow, or one of the
- * `counters` with the reason it is not in a flow. */
+/* In-kernel flow aggregation for the TC (tcx or clsact) programs: every
+ * packet ends in exactly one place, a flow (through this CPU's slot of its
+ * program, or the flow table's per-CPU hash), or one of the `counters` with
+ * the reason it is not in a flow; and the uplink de-duplication, which skips
+ * packets a pod endpoint already counted. */
 #ifndef EBPFNET_FLOW_H
 #define EBPFNET_FLOW_H
 
-#include "maps.h"
-
-#define ETH_P_IP 0x0800
-#define ETH_P_IPV6 0x86DD
-#define ETH_P_8021Q 0x8100
-#define ETH_P_8021AD 0x88A8
-
-#define AF_INET 2
-#define AF_INET6 10
-#define EEXIST 17
-
-#define IPPROTO_HOPOPTS 0
-#define IPPROTO_ROUTING 43
-#define IPPROTO_FRAGMENT 44
-#define IPPROTO_AH 51
-#define IPPROTO_ICMPV6 58
-#define IPPROTO_DSTOPTS 60
-
-#define MAX_VLAN_DEPTH 2 /* 802.1ad outer + 802.1Q inner */
-#define MAX_IPV6_EXT 6	 /* extension headers walked before giving up */
-#define PULL_LEN 256	 /* bytes made linear when headers are not */
-
-/* Returned by parse_packet when the packet is a flow; any other value is the
- * enum counter_reason that explains why it is not. */
-#define PARSE_OK COUNTER_MAX
-
-/* Branch hints for the per-packet path: clang lays out the expected way
- * (a well-formed IPv4 or IPv6 packet, IPv4 first, of the flow in its slot)
- * as the straight line and moves the rest (bad packets, pulls, misses) out
- * of it. Measured side by side with the build without them (make bench,
- * "Build variants", each repetition in both orders), the difference is a
- * few ns/run either way: with the short way for common packets, one run had
- * them 3-4 ns slower under UDP 64 B and 9 ns faster on TCP 1 stream's
- * ingress, another 1-2 ns faster under UDP. Within the host's noise; kept. */
-#ifndef EBPFNET_NO_BRANCH_HINTS
-#define likely(x) __builtin_expect(!!(x), 1)
-#define unlikely(x) __builtin_expect(!!(x), 0)
-#else
-#define likely(x) (x)
-#define unlikely(x) (x)
-#endif
-
-struct vlan_tag {
-	__be16 tci;
-	__be16 encapsulated_proto;
-};
-
-struct ipv6_ext {
-	__u8 nexthdr;
-	__u8 hdrlen;
-};
-
-struct ipv6_frag {
-	__u8 nexthdr;
-	__u8 reserved;
-	__be16 frag_off;
-	__be32 identification;
-};
-
-static __always_inline void count_reasons(__u32 reason, __u64 packets, __u64 bytes)
-{
-	struct counter_value *c = bpf_map_lookup_elem(&counters, &reason);
-
-	/* Per-CPU slot: no other CPU writes it, so no atomics are needed. */
-	if (c) {
-		c->packets += packets;
-		c->bytes += bytes;
-	}
-}
-
-static __always_inline void count_reason(__u32 reason, __u32 len)
-{
-	count_reasons(reason, 1, len);
-}
-
-/* A header does not fit in the linear data: either the packet really is
- * shorter (truncated), or the rest lives in paged fragments. */
-static __always_inline int short_reason(struct __sk_buff *skb, void *data, void *data_end)
-{
-	return (__u64)(data_end - data) < skb->len ? COUNTER_NONLINEAR : COUNTER_TRUNCATED;
-}
-
-static __always_inline void map_ipv4(__u8 *dst, __be32 addr)
-{
-	__builtin_memset(dst, 0, 10);
-	dst[10] = 0xff;
-	dst[11] = 0xff;
-	__builtin_memcpy(dst + 12, &addr, 4);
-}
-
-/* Parses L4 ports (or ICMP type/code) and TCP flags at pos. */
-static __always_inline int parse_l4(struct __sk_buff *skb, void *data, void *pos, void *end,
-				    struct flow_key *key, __u32 *tcp_flags)
-{
-	if (key->protocol == IPPROTO_TCP) {
-		struct tcphdr *th = pos;
-
-		if (unlikely((void *)(th + 1) > end))
-			return short_reason(skb, data, end);
-		if (unlikely(th->doff < 5))
-			return COUNTER_MALFORMED;
-		key->src_port = bpf_ntohs(th->source);
-		key->dst_port = bpf_ntohs(th->dest);
-		*tcp_flags = ((__u8 *)th)[13];
-	} else if (key->protocol == IPPROTO_UDP) {
-		struct udphdr *uh = pos;
-
-		if (unlikely((void *)(uh + 1) > end))
-			return short_reason(skb, data, end);
-		key->src_port = bpf_ntohs(uh->source);
-		key->dst_port = bpf_ntohs(uh->dest);
-	} else if (key->protocol == IPPROTO_ICMP || key->protocol == IPPROTO_ICMPV6) {
-		__u8 *icmp = pos;
-
-		/* type, code, checksum */
-		if ((void *)(icmp + 4) > end)
-			return short_reason(skb, data, end);
-		key->src_port = icmp[0];
-		key->dst_port = icmp[1];
-	}
-	return PARSE_OK;
-}
-
-static __always_inline int parse_ipv4(struct __sk_buff *skb, void *data, void *pos, void *end,
-				      struct flow_key *key, __u32 *tcp_flags)
-{
-	struct iphdr *ip = pos;
-	__u32 hdr_len, tot_len;
-
-	if (unlikely((void *)(ip + 1) > end))
-		return short_reason(skb, data, end);
-	if (unlikely(ip->version != 4 || ip->ihl < 5))
-		return COUNTER_MALFORMED;
-	hdr_len = ip->ihl * 4;
-	tot_len = bpf_ntohs(ip->tot_len);
-	if (unlikely(tot_len < hdr_len))
-		return COUNTER_MALFORMED;
-	/* The datagram must fit in what the skb holds after the L2 header.
-	 * (GSO super-packets carry their full length in tot_len too.) */
-	if (unlikely(tot_len > skb->len - (pos - data)))
-		return COUNTER_TRUNCATED;
-	if (unlikely(pos + hdr_len > end))
-		return short_reason(skb, data, end);
-
-	key->family = 4;
-	key->protocol = ip->protocol;
-	map_ipv4(key->src_addr, ip->saddr);
-	map_ipv4(key->dst_addr, ip->daddr);
-	/* A non-first fragment has no L4 header: keying it on ports read from
-	 * its payload would put it in a wrong flow. */
-	if (unlikely(bpf_ntohs(ip->frag_off) & 0x1fff))
-		return COUNTER_FRAGMENT;
-	return parse_l4(skb, data, pos + hdr_len, end, key, tcp_flags);
-}
-
-static __always_inline int parse_ipv6(struct __sk_buff *skb, void *data, void *pos, void *end,
-				      struct flow_key *key, __u32 *tcp_flags)
-{
-	struct ipv6hdr *ip6 = pos;
-	__u32 payload_len;
-	__u8 nexthdr;
-
-	if ((void *)(ip6 + 1) > end)
-		return short_reason(skb, data, end);
-	if (ip6->version != 6)
-		return COUNTER_MALFORMED;
-	payload_len = bpf_ntohs(ip6->payload_len);
-	/* payload_len 0 is a jumbogram / BIG TCP packet: length unknown here. */
-	if (payload_len && payload_len + sizeof(*ip6) > skb->len - (pos - data))
-		return COUNTER_TRUNCATED;
-
-	key->family = 6;
-	__builtin_memcpy(key->src_addr, &ip6->saddr, 16);
-	__builtin_memcpy(key->dst_addr, &ip6->daddr, 16);
-	nexthdr = ip6->nexthdr;
-	pos = ip6 + 1;
-
-#pragma unroll
-	for (int i = 0; i < MAX_IPV6_EXT; i++) {
-		if (nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING ||
-		    nexthdr == IPPROTO_DSTOPTS || nexthdr == IPPROTO_AH) {
-			struct ipv6_ext *ext = pos;
-			__u32 len;
-
-			if ((void *)(ext + 1) > end)
-				return short_reason(skb, data, end);
-			/* RFC 8200: length in 8-octet units, not counting the
-			 * first 8; AH (RFC 4302) counts 4-octet units minus 2. */
-			if (nexthdr == IPPROTO_AH)
-				len = ((__u32)ext->hdrlen + 2) * 4;
-			else
-				len = ((__u32)ext->hdrlen + 1) * 8;
-			nexthdr = ext->nexthdr;
-			if (pos + len > end)
-				return short_reason(skb, data, end);
-			pos += len;
-		} else if (nexthdr == IPPROTO_FRAGMENT) {
-			struct ipv6_frag *frag = pos;
-
-			if ((void *)(frag + 1) > end)
-				return short_reason(skb, data, end);
-			if (bpf_ntohs(frag->frag_off) & 0xfff8) {
-				key->protocol = frag->nexthdr;
-				return COUNTER_FRAGMENT;
-			}
-			nexthdr = frag->nexthdr;
-			pos = frag + 1;
-		} else {
-			break;
-		}
-	}
-	if (nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING || nexthdr == IPPROTO_DSTOPTS ||
-	    nexthdr == IPPROTO_AH || nexthdr == IPPROTO_FRAGMENT)
-		return COUNTER_EXT_HDR_LIMIT;
-	key->protocol = nexthdr;
-	return parse_l4(skb, data, pos, end, key, tcp_flags);
-}
-
-/* Parses Ethernet, up to two VLAN tags, IPv4/IPv6 and the L4 header into key
- * and tcp_flags. Returns PARSE_OK or the counter_reason of the packet. */
-static __always_inline int parse_packet(struct __sk_buff *skb, struct flow_key *key, __u32 *tcp_flags)
-{
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	void *pos;
-	__be16 proto;
-
-	if (unlikely((void *)(eth + 1) > end))
-		return short_reason(skb, data, end);
-	proto = eth->h_proto;
-	pos = eth + 1;
-
-#pragma unroll
-	for (int i = 0; i < MAX_VLAN_DEPTH; i++) {
-		struct vlan_tag *tag = pos;
-
-		if (likely(proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD)))
-			break;
-		if ((void *)(tag + 1) > end)
-			return short_reason(skb, data, end);
-		proto = tag->encapsulated_proto;
-		pos = tag + 1;
-	}
-	if (likely(proto == bpf_htons(ETH_P_IP)))
-		return parse_ipv4(skb, data, pos, end, key, tcp_flags);
-	if (proto == bpf_htons(ETH_P_IPV6))
-		return parse_ipv6(skb, data, pos, end, key, tcp_flags);
-	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD))
-		return COUNTER_MALFORMED; /* more tags than any real network stacks */
-	return COUNTER_NON_IP;
-}
-
-/* Parses, and makes the headers linear once if they were not. */
-static __always_inline int parse_skb(struct __sk_buff *skb, struct flow_key *key, __u32 *tcp_flags)
-{
-	int ret = parse_packet(skb, key, tcp_flags);
-
-	if (likely(ret != COUNTER_NONLINEAR))
-		return ret;
-	/* Pulling copies at most PULL_LEN bytes into the linear area; it does
-	 * not change the packet. Only done when the headers need it. */
-	if (bpf_skb_pull_data(skb, skb->len < PULL_LEN ? skb->len : PULL_LEN))
-		return COUNTER_NONLINEAR;
-	__builtin_memset(key, 0, sizeof(*key));
-	*tcp_flags = 0;
-	return parse_packet(skb, key, tcp_flags);
-}
-
-/* The packet most flows are made of: untagged Ethernet, IPv4 without
- * options, not a non-first fragment, TCP or UDP with its header in the
- * linear data. Read by parse_common straight into registers, it skips the
- * flow key on a packet of the flow in its slot (slot_holds). */
-struct common_pkt {
-	__u32 saddr;	 /* network order: word 3 of an IPv4 key */
-	__u32 daddr;	 /* word 7 */
-	__u32 ports;	 /* src_port | dst_port << 16, host order: word 8 (bpfel) */
-	__u32 tcp_flags; /* as parse_l4 */
-	__u8 protocol;
-};
-
-/* Reads a common packet into p: 1 when the packet is one, with what
- * parse_packet would put in the key; 0 for any other packet, including
- * those parse_packet counts as malformed or truncated, which take the full
- * parser. */
-static __always_inline int parse_common(struct __sk_buff *skb, struct common_pkt *p)
-{
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	struct iphdr *ip = (void *)(eth + 1);
-	struct udphdr *uh = (void *)(ip + 1);
-	__u32 tot_len;
-
-	if (unlikely((void *)(uh + 1) > end))
-		return 0;
-	/* Version 4 with a 20-byte header. */
-	if (unlikely(eth->h_proto != bpf_htons(ETH_P_IP) || *(__u8 *)ip != 0x45))
-		return 0;
-	tot_len = bpf_ntohs(ip->tot_len);
-	if (unlikely(tot_len < sizeof(*ip) || tot_len > skb->len - sizeof(*eth)))
-		return 0;
-	if (unlikely(ip->frag_off & bpf_htons(0x1fff)))
-		return 0;
-	p->protocol = ip->protocol;
-	if (p->protocol == IPPROTO_TCP) {
-		struct tcphdr *th = (void *)uh;
-
-		if (unlikely((void *)(th + 1) > end || th->doff < 5))
-			return 0;
-		p->tcp_flags = ((__u8 *)th)[13];
-	} else if (likely(p->protocol == IPPROTO_UDP)) {
-		p->tcp_flags = 0;
-	} else {
-		return 0;
-	}
-	p->saddr = ip->saddr;
-	p->daddr = ip->daddr;
-	/* The TCP and UDP ports are at the same offsets. */
-	p->ports = (__u32)bpf_ntohs(uh->source) | (__u32)bpf_ntohs(uh->dest) << 16;
-	return 1;
-}
+#include "common.h"
+#include "parse.h"
+#include "svc.h"
 
 /* Adds packets (bytes, the OR of their TCP flags, the times of the first and
  * the last) to st, this CPU's copy of a flow's counters: no other CPU writes
  * it. */
-static __always_inline void add_counts(struct flow_counts *st, __u64 bytes, __u64 packets, __u32 tcp_flags,
-				       __u32 first, __u32 last)
+static __always_inline void add_counts(struct flow_counts *st, __u64 bytes, __u64 packets, __u32 tcp_flags, __u32 first,
+				       __u32 last)
 {
 	/* No packets yet when another CPU created the flow: this copy starts now. */
 	if (!st->packets)
@@ -358,10 +41,9 @@ static __always_inline int account_in(void *table, struct flow_key *key, __u32 l
 	__u32 now;
 	long err;
 
-	/* The tick (4 ms at HZ=250) is all a flow record needs. jiffies is one
-	 * inlined load; bpf_ktime_get_coarse_ns() is a helper call, ~8 ns more
-	 * per packet under load, and the precise clock ~250 ns on a VM's
-	 * kvm-clock (docs/BENCHMARKS.md). */
+	/* The tick is all a flow record needs. jiffies is one inlined load;
+	 * bpf_ktime_get_coarse_ns() is a helper call and the precise clock
+	 * costs more still (docs/BENCHMARKS.md, "Design measurements"). */
 	now = bpf_jiffies64();
 	st = bpf_map_lookup_elem(table, key);
 	if (st) {
@@ -438,8 +120,8 @@ static __always_inline int account_miss(void *table, struct flow_cache_slot *s, 
 
 /* account_in behind this CPU's slot s of table: a packet of the slot's flow
  * is added to the slot, any other as account_miss. Returns as account_in. */
-static __always_inline int account_cached(void *table, struct flow_cache_slot *s, struct flow_key *key,
-					  __u32 len, __u32 tcp_flags)
+static __always_inline int account_cached(void *table, struct flow_cache_slot *s, struct flow_key *key, __u32 len,
+					  __u32 tcp_flags)
 {
 	if (likely(same_flow(&s->key, key))) {
 		add_to_flow(&s->delta, len, tcp_flags, bpf_jiffies64());
@@ -491,8 +173,8 @@ static __always_inline int slot_holds(const struct flow_cache_slot *s, const str
 
 /* The flow key of common packet p, as parse_packet and handle_packet make
  * it. */
-static __always_inline void common_key(struct flow_key *key, const struct common_pkt *p, __u32 ifindex,
-				       __u8 direction, __u8 observer)
+static __always_inline void common_key(struct flow_key *key, const struct common_pkt *p, __u32 ifindex, __u8 direction,
+				       __u8 observer)
 {
 	map_ipv4(key->src_addr, p->saddr);
 	map_ipv4(key->dst_addr, p->daddr);
@@ -511,8 +193,7 @@ static __always_inline void common_key(struct flow_key *key, const struct common
  * inlines the hash lookups. direction and observer are also in key: passed
  * as each program's constants, they fold into the slot index at compile
  * time instead of being loaded from the key. */
-static __always_inline int account(struct flow_key *key, __u32 len, __u32 tcp_flags, __u8 direction,
-				   __u8 observer)
+static __always_inline int account(struct flow_key *key, __u32 len, __u32 tcp_flags, __u8 direction, __u8 observer)
 {
 	__u32 table = active_table;
 	struct flow_cache_slot *s = cache_slot(table, direction, observer, flow_way(key));
@@ -522,32 +203,6 @@ static __always_inline int account(struct flow_key *key, __u32 len, __u32 tcp_fl
 	if (table)
 		return account_cached(&flows_b, s, key, len, tcp_flags) == 1;
 	return account_cached(&flows_a, s, key, len, tcp_flags) == 1;
-}
-
-/* A UDP flow a local socket started sending: if that socket connect()ed
- * before it had a port (udp_sock_dialed), the packet's source port is its
- * port now, and the destination it dialed goes to udp_dialed, as the
- * sendmsg/connect programs record bound sockets. Once per flow and
- * interval, which also keeps the entry from going idle while it sends. */
-static __attribute__((noinline)) int note_udp_sender(struct __sk_buff *skb, __u16 src_port)
-{
-	__u64 cookie = bpf_get_socket_cookie(skb), now;
-	struct udp_dialed_key k = {};
-	struct dialed *d;
-
-	if (!cookie)
-		return 0;
-	d = bpf_map_lookup_elem(&udp_sock_dialed, &cookie);
-	if (!d)
-		return 0;
-	__builtin_memcpy(k.addr, d->addr, sizeof(k.addr));
-	k.port = d->port;
-	k.family = d->family;
-	k.local_port = src_port;
-	now = bpf_ktime_get_coarse_ns();
-	if (bpf_map_update_elem(&udp_dialed, &k, &now, BPF_ANY))
-		count_reason(COUNTER_DIALED_FULL, 0);
-	return 0;
 }
 
 /* Counts one packet as seen by `observer` in `direction`. A common packet

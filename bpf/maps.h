@@ -2,6 +2,9 @@
 #ifndef EBPFNET_MAPS_H
 #define EBPFNET_MAPS_H
 
+#include "include/vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
 #include "types.h"
 
 /* flows_a, flows_b — the two flow tables user space alternates between.
@@ -12,7 +15,8 @@
  * max_entries: set by user space before load (config `max_flows`).
  * Inserted by the TC programs (BPF_NOEXIST); deleted only by user space,
  * which drains the table that is *not* active with BatchLookupAndDelete.
- * Preallocated: an insert costs ~0.4 us here against ~1.4 us without. */
+ * Preallocated: an insert is cheaper than with BPF_F_NO_PREALLOC
+ * (docs/BENCHMARKS.md, "Design measurements"). */
 struct flow_table {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__type(key, struct flow_key);
@@ -35,10 +39,10 @@ volatile __u32 active_table;
  * barrier. A slot lookup is inlined by the verifier and touches this CPU's
  * memory only; the hash lookup it saves is the largest step of the program
  * under TCP load (docs/BENCHMARKS.md, where the per-run cost goes). */
-#define FLOW_CACHE_WAY_BITS 4
-#define FLOW_CACHE_WAYS (1 << FLOW_CACHE_WAY_BITS)
+#define FLOW_CACHE_WAY_BITS    4
+#define FLOW_CACHE_WAYS	       (1 << FLOW_CACHE_WAY_BITS)
 #define FLOW_CACHE_TABLE_SLOTS (4 * FLOW_CACHE_WAYS)
-#define FLOW_CACHE_ENTRIES (2 * FLOW_CACHE_TABLE_SLOTS)
+#define FLOW_CACHE_ENTRIES     (2 * FLOW_CACHE_TABLE_SLOTS)
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, FLOW_CACHE_ENTRIES);
@@ -109,10 +113,9 @@ struct {
  * socket cookie, recorded by the cgroup/connect4 and connect6 programs and
  * deleted at the socket's close. LRU: a connect() that fails before
  * SYN_SENT (no route) never reaches our close, and its entry must not stay
- * forever. The update dominates the program's cost on this machine: per
- * connect ~1.3 us with this LRU hash, ~1.4 us with a preallocated hash,
- * ~1.8 us with socket local storage, 0.15 us without any (make bench,
- * connection churn at 5,000/s). A failed update is counted
+ * forever. The update dominates the program's cost; the LRU hash was the
+ * cheapest of the maps tried (preallocated hash, socket local storage:
+ * docs/BENCHMARKS.md, "Design measurements"). A failed update is counted
  * (COUNTER_DIALED_FULL). max_entries set by user space (`max_connections`). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

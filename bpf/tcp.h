@@ -5,30 +5,32 @@
 #ifndef EBPFNET_TCP_H
 #define EBPFNET_TCP_H
 
-#include "maps.h"
+#include "common.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
 
 #define ECONNREFUSED 111
-#define ETIMEDOUT 110
+#define ETIMEDOUT    110
 #define EHOSTUNREACH 113
-#define ENETUNREACH 101
+#define ENETUNREACH  101
 
 /* Reads the socket's addresses. A macro: the same fields exist in
  * struct conn_state and struct conn_event. CO-RE: __sk_common is read
  * through BTF (vmlinux.h has preserve_access_index), so the offsets follow
  * the running kernel. */
-#define READ_CONN_ADDRS(sk, e)                                                                  \
-	do {                                                                                    \
-		(e)->local_port = (sk)->__sk_common.skc_num;                                    \
-		(e)->remote_port = bpf_ntohs((sk)->__sk_common.skc_dport);                      \
-		if ((sk)->__sk_common.skc_family == AF_INET) {                                  \
-			(e)->family = 4;                                                        \
-			map_ipv4((e)->local_addr, (sk)->__sk_common.skc_rcv_saddr);             \
-			map_ipv4((e)->remote_addr, (sk)->__sk_common.skc_daddr);                \
-		} else {                                                                        \
-			(e)->family = 6;                                                        \
+#define READ_CONN_ADDRS(sk, e)                                                                      \
+	do {                                                                                        \
+		(e)->local_port = (sk)->__sk_common.skc_num;                                        \
+		(e)->remote_port = bpf_ntohs((sk)->__sk_common.skc_dport);                          \
+		if ((sk)->__sk_common.skc_family == AF_INET) {                                      \
+			(e)->family = 4;                                                            \
+			map_ipv4((e)->local_addr, (sk)->__sk_common.skc_rcv_saddr);                 \
+			map_ipv4((e)->remote_addr, (sk)->__sk_common.skc_daddr);                    \
+		} else {                                                                            \
+			(e)->family = 6;                                                            \
 			__builtin_memcpy((e)->local_addr, &(sk)->__sk_common.skc_v6_rcv_saddr, 16); \
 			__builtin_memcpy((e)->remote_addr, &(sk)->__sk_common.skc_v6_daddr, 16);    \
-		}                                                                               \
+		}                                                                                   \
 	} while (0)
 
 static __always_inline __u8 failed_connect_result(int err)
@@ -64,8 +66,7 @@ static __always_inline void conn_start(const struct sock *sk, __u64 cookie, __u8
 
 /* fill: only when nothing recorded the establishment yet (sockops, after
  * the tracepoint, or instead of it when the kernel skipped the tracepoint). */
-static __always_inline void conn_established(const struct sock *sk, __u64 cookie, int oldstate, __u64 now,
-					     bool fill)
+static __always_inline void conn_established(const struct sock *sk, __u64 cookie, int oldstate, __u64 now, bool fill)
 {
 	struct conn_state *st = bpf_map_lookup_elem(&conns, &cookie);
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
@@ -93,23 +94,12 @@ static __always_inline void conn_established(const struct sock *sk, __u64 cookie
 	}
 }
 
-static __always_inline void conn_close(const struct sock *sk, __u64 cookie, int oldstate, __u64 now)
+/* Fills a closing connection's event from its state: times, identity, the
+ * dialed address, the addresses (those recorded at ESTABLISHED: an active
+ * closer's socket gave its port to the TIME_WAIT socket before CLOSE). */
+static __always_inline void event_from_state(struct conn_event *e, const struct conn_state *st, const struct sock *sk,
+					     __u64 cookie, int oldstate, __u64 now)
 {
-	struct conn_state *st = bpf_map_lookup_elem(&conns, &cookie);
-	struct tcp_sock *tp;
-	struct conn_event *e;
-
-	if (!st) {
-		bpf_map_delete_elem(&dialed, &cookie);
-		return; /* opened before we attached, or state map was full */
-	}
-	e = bpf_ringbuf_reserve(&conn_events, sizeof(*e), 0);
-	if (!e) {
-		count_reason(COUNTER_CONN_EVENTS_FULL, 0);
-		bpf_map_delete_elem(&conns, &cookie);
-		bpf_map_delete_elem(&dialed, &cookie);
-		return;
-	}
 	__builtin_memset(e, 0, sizeof(*e));
 	e->cookie = cookie;
 	e->start_ns = st->start_ns;
@@ -154,50 +144,87 @@ static __always_inline void conn_close(const struct sock *sk, __u64 cookie, int 
 	} else {
 		READ_CONN_ADDRS(sk, e);
 	}
+}
 
-	tp = bpf_skc_to_tcp_sock((void *)sk);
-	if (tp) {
-		/* bytes_acked and bytes_received count sequence space (RFC 4898):
-		 * the SYN and the FIN take one each. Report payload bytes. */
-		__u64 acked = tp->bytes_acked, rcvd = tp->bytes_received;
-		/* Our FIN was queued only if the socket went through a state
-		 * after sending it (close() sets SEND_SHUTDOWN also when it
-		 * aborts with a RST); it is acknowledged when snd_una reached
-		 * write_seq, which counts it. */
-		bool fin_sent = oldstate == TCP_FIN_WAIT1 || oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING ||
-				oldstate == TCP_LAST_ACK || oldstate == TCP_TIME_WAIT;
+/* Adds the counters tcp_sock keeps (read through BTF at close) to the
+ * event: payload bytes each way, segments, retransmits, RTT. */
+static __always_inline void event_counters(struct conn_event *e, const struct conn_state *st, const struct sock *sk,
+					   int oldstate)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
 
-		if (st->established_ns && acked)
-			acked--; /* our SYN or SYN-ACK */
-		if (fin_sent && tp->snd_una == tp->write_seq && acked)
-			acked--; /* our FIN, acknowledged */
-		/* The peer's FIN: SOCK_DONE is set when it arrives (tcp_fin), while
-		 * RCV_SHUTDOWN is also set by close(); an active closer reaches
-		 * CLOSE from FIN_WAIT2 before the peer's FIN when the kernel hands
-		 * the connection to a timewait socket early. */
-		if ((sk->__sk_common.skc_flags & (1UL << SOCK_DONE)) && rcvd)
-			rcvd--;
-		e->bytes_acked = acked;
-		e->bytes_received = rcvd;
-		e->segs_in = tp->segs_in;
-		e->segs_out = tp->segs_out;
-		e->total_retrans = tp->total_retrans;
-		/* Retransmissions no traced one followed join the last burst. */
-		if (st->bursts && tp->total_retrans > st->burst_retrans)
-			e->burst_count[(st->bursts - 1) & (MAX_BURSTS - 1)] += tp->total_retrans - st->burst_retrans;
-		e->srtt_us = tp->srtt_us >> 3;
-		e->min_rtt_us = tp->rtt_min.s[0].v;
-		/* A connect that never got its SYN acked: snd_una is still the ISN. */
-		if (!st->established_ns && st->role == ROLE_CLIENT)
-			e->client_isn = tp->snd_una;
-	}
+	if (!tp)
+		return;
+	/* bytes_acked and bytes_received count sequence space (RFC 4898):
+	 * the SYN and the FIN take one each. Report payload bytes. */
+	__u64 acked = tp->bytes_acked, rcvd = tp->bytes_received;
+	/* Our FIN was queued only if the socket went through a state
+	 * after sending it (close() sets SEND_SHUTDOWN also when it
+	 * aborts with a RST); it is acknowledged when snd_una reached
+	 * write_seq, which counts it. */
+	bool fin_sent = oldstate == TCP_FIN_WAIT1 || oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING ||
+			oldstate == TCP_LAST_ACK || oldstate == TCP_TIME_WAIT;
+
+	if (st->established_ns && acked)
+		acked--; /* our SYN or SYN-ACK */
+	if (fin_sent && tp->snd_una == tp->write_seq && acked)
+		acked--; /* our FIN, acknowledged */
+	/* The peer's FIN: SOCK_DONE is set when it arrives (tcp_fin), while
+	 * RCV_SHUTDOWN is also set by close(); an active closer reaches
+	 * CLOSE from FIN_WAIT2 before the peer's FIN when the kernel hands
+	 * the connection to a timewait socket early. */
+	if ((sk->__sk_common.skc_flags & (1UL << SOCK_DONE)) && rcvd)
+		rcvd--;
+	e->bytes_acked = acked;
+	e->bytes_received = rcvd;
+	e->segs_in = tp->segs_in;
+	e->segs_out = tp->segs_out;
+	e->total_retrans = tp->total_retrans;
+	/* Retransmissions no traced one followed join the last burst. */
+	if (st->bursts && tp->total_retrans > st->burst_retrans)
+		e->burst_count[(st->bursts - 1) & (MAX_BURSTS - 1)] += tp->total_retrans - st->burst_retrans;
+	e->srtt_us = tp->srtt_us >> 3;
+	e->min_rtt_us = tp->rtt_min.s[0].v;
+	/* A connect that never got its SYN acked: snd_una is still the ISN. */
+	if (!st->established_ns && st->role == ROLE_CLIENT)
+		e->client_isn = tp->snd_una;
+}
+
+/* How the connection ended. */
+static __always_inline __u8 event_result(const struct conn_event *e, const struct conn_state *st)
+{
 	if (!st->established_ns)
-		e->result = st->role == ROLE_CLIENT ? failed_connect_result(e->sk_err) : RESULT_NOT_ESTABLISHED;
-	else if (st->resets_received || e->resets_sent)
-		e->result = RESULT_RESET;
+		return st->role == ROLE_CLIENT ? failed_connect_result(e->sk_err) : RESULT_NOT_ESTABLISHED;
+	if (st->resets_received || e->resets_sent)
+		return RESULT_RESET;
+	return RESULT_CLOSED;
+}
+
+/* A tracked socket reached CLOSE: one event to the ring, then its state
+ * and dialed address are forgotten. A full ring is counted. */
+static __always_inline void conn_close(const struct sock *sk, __u64 cookie, int oldstate, __u64 now)
+{
+	struct conn_state *st = bpf_map_lookup_elem(&conns, &cookie);
+	struct conn_event *e;
+
+	if (!st) {
+		bpf_map_delete_elem(&dialed, &cookie);
+		return; /* opened before we attached, or state map was full */
+	}
+	e = bpf_ringbuf_reserve(&conn_events, sizeof(*e), 0);
+	if (!e) {
+		count_reason(COUNTER_CONN_EVENTS_FULL, 0);
+		bpf_map_delete_elem(&conns, &cookie);
+		bpf_map_delete_elem(&dialed, &cookie);
+		return;
+	}
+	event_from_state(e, st, sk, cookie, oldstate, now);
+	event_counters(e, st, sk, oldstate);
+	e->result = event_result(e, st);
 	bpf_map_delete_elem(&dialed, &cookie);
-	bpf_ringbuf_submit(e, bpf_ringbuf_query(&conn_events, BPF_RB_AVAIL_DATA) >= ring_wakeup_bytes ?
-				      BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(e, bpf_ringbuf_query(&conn_events, BPF_RB_AVAIL_DATA) >= ring_wakeup_bytes
+				      ? BPF_RB_FORCE_WAKEUP
+				      : BPF_RB_NO_WAKEUP);
 	bpf_map_delete_elem(&conns, &cookie);
 }
 
@@ -327,84 +354,6 @@ static __always_inline int handle_receive_reset(const struct sock *sk)
 	if (st && st->resets_received < 255)
 		st->resets_received++;
 	return 0;
-}
-
-/* The dialed address of a sock_addr hook (the address the application
- * passed), IPv4 mapped into addr. */
-static __always_inline void dialed_addr(struct bpf_sock_addr *ctx, bool v6, __u8 addr[16], __u8 *family)
-{
-	if (v6) {
-		__u32 *a = (__u32 *)addr;
-
-		a[0] = ctx->user_ip6[0];
-		a[1] = ctx->user_ip6[1];
-		a[2] = ctx->user_ip6[2];
-		a[3] = ctx->user_ip6[3];
-		*family = 6;
-	} else {
-		map_ipv4(addr, ctx->user_ip4);
-		*family = 4;
-	}
-}
-
-/* A UDP socket sending to (or connecting to) the hook's address: remember
- * the destination with the socket's local port, without changing it. A
- * socket not bound yet (connect() before any send: the kernel picks the port
- * after this hook) is remembered by its cookie instead (udp_sock_dialed):
- * the TC programs add its port when its first packet leaves. The entry is
- * written only when new: a busy sender refreshes its time in place. */
-static __always_inline int handle_udp_dialed(struct bpf_sock_addr *ctx, bool v6)
-{
-	struct udp_dialed_key k = {};
-	struct bpf_sock *sk = ctx->sk;
-	__u64 now, *last;
-
-	if (ctx->protocol != IPPROTO_UDP || !sk)
-		return 1;
-	dialed_addr(ctx, v6, k.addr, &k.family);
-	k.local_port = (__u16)sk->src_port;
-	if (!k.local_port) {
-		struct dialed d = {.port = bpf_ntohs((__u16)ctx->user_port), .family = k.family};
-		__u64 cookie = bpf_get_socket_cookie(ctx);
-
-		__builtin_memcpy(d.addr, k.addr, sizeof(d.addr));
-		if (bpf_map_update_elem(&udp_sock_dialed, &cookie, &d, BPF_ANY))
-			count_reason(COUNTER_DIALED_FULL, 0);
-		return 1;
-	}
-	k.port = bpf_ntohs((__u16)ctx->user_port);
-	now = bpf_ktime_get_coarse_ns();
-	last = bpf_map_lookup_elem(&udp_dialed, &k);
-	if (last) {
-		if (*last != now)
-			*last = now;
-		return 1;
-	}
-	if (bpf_map_update_elem(&udp_dialed, &k, &now, BPF_ANY))
-		count_reason(COUNTER_DIALED_FULL, 0);
-	return 1;
-}
-
-/* cgroup/connect4 and connect6: remember what the application dialed, per
- * socket, without changing it (return 1: proceed). Runs before the socket
- * exists in TCP terms (before SYN_SENT), in the caller's context. Must run
- * before a socket-level load balancer that rewrites the address (cgroup
- * programs run in attach order): the receiver attaches these first. */
-static __always_inline int handle_connect(struct bpf_sock_addr *ctx, bool v6)
-{
-	struct dialed d = {};
-	__u64 cookie;
-
-	if (ctx->type == SOCK_DGRAM)
-		return handle_udp_dialed(ctx, v6);
-	if (ctx->type != SOCK_STREAM)
-		return 1;
-	cookie = bpf_get_socket_cookie(ctx);
-	dialed_addr(ctx, v6, d.addr, &d.family);
-	d.port = bpf_ntohs((__u16)ctx->user_port);
-	if (bpf_map_update_elem(&dialed, &cookie, &d, BPF_ANY))
-		count_reason(COUNTER_DIALED_FULL, 0);
-	return 1;
 }
 
 /* A retransmission by a tracked socket: grows the current burst, or starts

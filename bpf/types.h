@@ -4,6 +4,8 @@
 #ifndef EBPFNET_TYPES_H
 #define EBPFNET_TYPES_H
 
+#include "include/vmlinux.h"
+
 /* Direction of a packet from the point of view of the local endpoint that
  * owns the flow: the pod behind an endpoint interface, or the node itself on
  * an uplink. */
@@ -39,11 +41,11 @@ struct flow_key {
  * a (jiffies, coarse ns) pair it samples at each drain (clock_sample); a
  * flow's times are less than one drain interval old, far from a wrap. */
 struct flow_counts {
-	__u64 bytes;	     /* sum of skb->len: L2 frame bytes, as `ip -s link` counts them */
-	__u64 packets;	     /* packets (one per skb handed to the interface) */
-	__u32 first_seen;    /* jiffies of the first packet (low 32 bits) */
-	__u32 last_seen;     /* jiffies of the latest packet (low 32 bits) */
-	__u32 tcp_flags;     /* OR of the TCP flags (FIN=0x01 ... CWR=0x80) of all packets */
+	__u64 bytes;	  /* sum of skb->len: L2 frame bytes, as `ip -s link` counts them */
+	__u64 packets;	  /* packets (one per skb handed to the interface) */
+	__u32 first_seen; /* jiffies of the first packet (low 32 bits) */
+	__u32 last_seen;  /* jiffies of the latest packet (low 32 bits) */
+	__u32 tcp_flags;  /* OR of the TCP flags (FIN=0x01 ... CWR=0x80) of all packets */
 	__u32 _pad;
 };
 
@@ -64,17 +66,17 @@ struct flow_cache_slot {
 /* Packets that did not land in a flow, or that the programs chose not to
  * count again, by reason. Index of the `counters` per-CPU array. */
 enum counter_reason {
-	COUNTER_NON_IP = 0,	     /* not IPv4/IPv6 (ARP, LLDP, ...): not a flow */
-	COUNTER_TRUNCATED = 1,	     /* shorter than the headers it announces */
-	COUNTER_MALFORMED = 2,	     /* invalid header field (IHL < 5, TCP doff < 5, ...) */
-	COUNTER_FRAGMENT = 3,	     /* non-first IP fragment: no L4 header to key on */
-	COUNTER_MAP_FULL = 4,	     /* the flow map had no room for a new flow */
-	COUNTER_DEDUP_UPLINK = 5,    /* uplink packet already counted at a pod endpoint */
-	COUNTER_EXT_HDR_LIMIT = 6,   /* IPv6 extension header chain longer than we walk */
-	COUNTER_NONLINEAR = 7,	     /* headers beyond the linear skb data even after a pull */
-	COUNTER_CONN_STATE_FULL = 8, /* conn_state had no room: that connection is not reported */
-	COUNTER_CONN_EVENTS_FULL = 9, /* conn_events ringbuf full: a closed connection was lost */
-	COUNTER_DIALED_FULL = 11,    /* the dialed map had no room: that connection has no dialed address */
+	COUNTER_NON_IP = 0,		  /* not IPv4/IPv6 (ARP, LLDP, ...): not a flow */
+	COUNTER_TRUNCATED = 1,		  /* shorter than the headers it announces */
+	COUNTER_MALFORMED = 2,		  /* invalid header field (IHL < 5, TCP doff < 5, ...) */
+	COUNTER_FRAGMENT = 3,		  /* non-first IP fragment: no L4 header to key on */
+	COUNTER_MAP_FULL = 4,		  /* the flow map had no room for a new flow */
+	COUNTER_DEDUP_UPLINK = 5,	  /* uplink packet already counted at a pod endpoint */
+	COUNTER_EXT_HDR_LIMIT = 6,	  /* IPv6 extension header chain longer than we walk */
+	COUNTER_NONLINEAR = 7,		  /* headers beyond the linear skb data even after a pull */
+	COUNTER_CONN_STATE_FULL = 8,	  /* conn_state had no room: that connection is not reported */
+	COUNTER_CONN_EVENTS_FULL = 9,	  /* conn_events ringbuf full: a closed connection was lost */
+	COUNTER_DIALED_FULL = 11,	  /* the dialed map had no room: that connection has no dialed address */
 	COUNTER_STATE_CHANGE_MISSED = 10, /* never set by a program: user space fills it from the
 					   * TCP programs' recursion_misses (a state change the
 					   * kernel did not run our program for) */
@@ -106,7 +108,7 @@ enum conn_result {
 
 /* Per-socket state from the first state change to close.
  * Lives in conn_state keyed by socket cookie. */
-#define MAX_BURSTS 4
+#define MAX_BURSTS	     4
 #define RETRANS_BURST_GAP_NS 1000000000ULL /* 1 s */
 
 struct conn_state {
@@ -133,7 +135,7 @@ struct conn_state {
 	__u64 bytes_acked;    /* sequence space acked (SYN included) */
 	__u64 bytes_received; /* sequence space received */
 	__u32 total_retrans;
-	__u32 netns;	      /* inode of the socket's network namespace */
+	__u32 netns; /* inode of the socket's network namespace */
 	/* Retransmit bursts (tcp_retransmit_skb): a retransmission more than
 	 * RETRANS_BURST_GAP_NS after the previous one starts a new burst; past
 	 * MAX_BURSTS the last one grows. */
@@ -157,31 +159,31 @@ struct conn_event {
 	__u64 bytes_received; /* bytes received */
 	__u32 segs_in;
 	__u32 segs_out;
-	__u32 total_retrans;  /* segments retransmitted */
-	__u32 srtt_us;	      /* smoothed RTT (tcp_sock srtt_us >> 3) */
-	__u32 min_rtt_us;     /* minimum RTT seen */
+	__u32 total_retrans; /* segments retransmitted */
+	__u32 srtt_us;	     /* smoothed RTT (tcp_sock srtt_us >> 3) */
+	__u32 min_rtt_us;    /* minimum RTT seen */
 	__u32 client_isn;
 	__u32 server_isn;
 	__u32 pid;
-	__s32 sk_err;	      /* socket error at close (failed connects) */
-	__u32 netns;	      /* inode of the socket's network namespace */
+	__s32 sk_err; /* socket error at close (failed connects) */
+	__u32 netns;  /* inode of the socket's network namespace */
 	__u8 local_addr[16];
 	__u8 remote_addr[16];
-	__u16 local_port;     /* host order */
-	__u16 remote_port;    /* host order */
-	__u8 family;	      /* 4 or 6 */
-	__u8 role;	      /* enum conn_role */
-	__u8 result;	      /* enum conn_result */
+	__u16 local_port;  /* host order */
+	__u16 remote_port; /* host order */
+	__u8 family;	   /* 4 or 6 */
+	__u8 role;	   /* enum conn_role */
+	__u8 result;	   /* enum conn_result */
 	__u8 resets_received;
 	char comm[16];
 	/* The address the application passed to connect() (cgroup/connect4/6),
 	 * before any socket-level load balancer rewrote it; dialed_family 0:
 	 * not recorded (the connection predates the receiver, or not a client). */
 	__u8 dialed_addr[16];
-	__u16 dialed_port;    /* host order */
-	__u8 dialed_family;   /* 4 or 6 */
+	__u16 dialed_port;  /* host order */
+	__u8 dialed_family; /* 4 or 6 */
 	__u8 resets_sent;
-	__u32 bursts;	      /* retransmit bursts recorded (at most MAX_BURSTS) */
+	__u32 bursts; /* retransmit bursts recorded (at most MAX_BURSTS) */
 	__u64 burst_start_ns[MAX_BURSTS];
 	__u32 burst_count[MAX_BURSTS];
 };
@@ -199,10 +201,10 @@ struct dialed {
  * the socket's local port: user space joins it to the UDP flows of that port
  * whose peer is a backend of the dialed Service (map udp_dialed). */
 struct udp_dialed_key {
-	__u8 addr[16];	   /* IPv4: mapped */
-	__u16 port;	   /* host order */
-	__u16 local_port;  /* host order */
-	__u8 family;	   /* 4 or 6 */
+	__u8 addr[16];	  /* IPv4: mapped */
+	__u16 port;	  /* host order */
+	__u16 local_port; /* host order */
+	__u8 family;	  /* 4 or 6 */
 	__u8 _pad[3];
 };
 

@@ -14,6 +14,7 @@ check go golang-go
 check ip iproute2
 if [ "$want" != build ]; then
   check clang clang
+  check clang-format clang-format   # make lint: bpf/.clang-format
   check llvm-strip llvm
   [ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
   check bpftool bpftool

@@ -102,7 +102,11 @@ int account_coarse(struct __sk_buff *skb)
 		return TCX_NEXT;
 	}
 	struct coarse_counts init = {
-		.bytes = len, .packets = 1, .first_seen_ns = now, .last_seen_ns = now, .tcp_flags = flags,
+		.bytes = len,
+		.packets = 1,
+		.first_seen_ns = now,
+		.last_seen_ns = now,
+		.tcp_flags = flags,
 	};
 	if (bpf_map_update_elem(&breakdown_coarse, &key, &init, BPF_NOEXIST))
 		count_reason(COUNTER_MAP_FULL, len);

@@ -34,18 +34,18 @@
 char __license[] SEC("license") = "Dual BSD/GPL";
 
 #define STUDY_ENTRIES (1 << 20)
-#define ARRAY_SLOTS (1 << 16)
+#define ARRAY_SLOTS   (1 << 16)
 
 volatile __u32 spread_flows;
 __u32 seq;
 
 /* One map per structure under study, all with the receiver's value. */
 #define STUDY_MAP(name, map_type, entries, key_type) \
-	struct { \
-		__uint(type, map_type); \
-		__uint(max_entries, entries); \
-		__type(key, key_type); \
-		__type(value, struct flow_counts); \
+	struct {                                     \
+		__uint(type, map_type);              \
+		__uint(max_entries, entries);        \
+		__type(key, key_type);               \
+		__type(value, struct flow_counts);   \
 	} name SEC(".maps")
 
 STUDY_MAP(study_percpu_array, BPF_MAP_TYPE_PERCPU_ARRAY, ARRAY_SLOTS, __u32);
@@ -148,15 +148,15 @@ int array(struct __sk_buff *skb)
 }
 
 /* The receiver's per-packet path (account_in) on a per-CPU map. */
-#define PERCPU_PROGRAM(name, map) \
-	SEC("tc") \
-	int name(struct __sk_buff *skb) \
-	{ \
-		struct flow_key key = {}; \
-		__u32 flags = 0; \
-		if (study_parse(skb, &key, &flags) == 0) \
+#define PERCPU_PROGRAM(name, map)                                \
+	SEC("tc")                                                \
+	int name(struct __sk_buff *skb)                          \
+	{                                                        \
+		struct flow_key key = {};                        \
+		__u32 flags = 0;                                 \
+		if (study_parse(skb, &key, &flags) == 0)         \
 			account_in(&map, &key, skb->len, flags); \
-		return TCX_NEXT; \
+		return TCX_NEXT;                                 \
 	}
 
 PERCPU_PROGRAM(percpu_hash, study_percpu_hash)
@@ -179,7 +179,11 @@ int hash(struct __sk_buff *skb)
 		return TCX_NEXT;
 	}
 	struct flow_counts init = {
-		.bytes = skb->len, .packets = 1, .first_seen = now, .last_seen = now, .tcp_flags = flags,
+		.bytes = skb->len,
+		.packets = 1,
+		.first_seen = now,
+		.last_seen = now,
+		.tcp_flags = flags,
 	};
 	if (bpf_map_update_elem(&study_hash, &key, &init, BPF_NOEXIST))
 		count_reason(COUNTER_MAP_FULL, skb->len);

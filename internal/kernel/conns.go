@@ -48,7 +48,8 @@ func DecodeConnEvent(raw []byte, e *ConnEvent) error {
 	// programs are built for bpfel; so is every host that runs them), and
 	// ConnEvent is its bpf2go mirror without pointers, its layout checked
 	// against the BTF in tests: copy the bytes (binary.Decode through
-	// reflection took ~2.6 us per event in a CPU profile of make bench).
+	// reflection was a hot spot of the churn bench's CPU profile:
+	// docs/BENCHMARKS.md, "Design measurements").
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(e)), ConnEventSize), raw[:ConnEventSize])
 	return nil
 }

@@ -34,7 +34,8 @@ func (s ProgramStats) Sub(o ProgramStats) ProgramStats {
 
 // EnableStats turns on the kernel's BPF run-time statistics until the
 // returned closer is closed (the same as kernel.bpf_stats_enabled=1; the
-// kernel's own measurement adds ~20-30 ns per run while enabled).
+// kernel's own measurement adds to every run while enabled:
+// docs/BENCHMARKS.md, "Design measurements").
 func EnableStats() (io.Closer, error) {
 	c, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 	if err != nil {
