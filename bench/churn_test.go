@@ -187,7 +187,7 @@ func churnRun(t *testing.T, node *testnet.Node, p1, p2 *testnet.Pod, rate, secs 
 	// receiver's datapath was loaded: its last value is the loss.
 	var lost atomic.Int64
 	mc, err := consumer.NewMetrics(func(_ context.Context, md pmetric.Metrics) error {
-		if v, ok := sumOf(md, convert.MetricConnsUnreported); ok {
+		if v, ok := sumOf(md, "ebpfnet.connections.unreported"); ok {
 			lost.Store(v)
 		}
 		return nil

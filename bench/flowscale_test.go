@@ -24,6 +24,7 @@ import (
 	"github.com/ebpfnet/ebpfnet/internal/flow"
 	"github.com/ebpfnet/ebpfnet/internal/kernel"
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
+	"github.com/ebpfnet/ebpfnet/receiver/ebpfnetreceiver"
 )
 
 // udpFrame builds an Ethernet/IPv4/UDP frame with an 18-byte payload.
@@ -152,6 +153,8 @@ func TestBenchFlowScale(t *testing.T) {
 			flow.NewEndpoints().Resolve(&batch)
 			mark(2)
 			opts := convert.DefaultOptions()
+			opts.Schema, err = ebpfnetreceiver.Schema()
+			require.NoError(t, err)
 			opts.NodeName = "bench"
 			md := convert.NewMetrics(opts, time.Now()).Convert(&batch)
 			mark(3)

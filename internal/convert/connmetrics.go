@@ -13,23 +13,10 @@ import (
 	"github.com/ebpfnet/ebpfnet/internal/flow"
 )
 
-// Connection metric names and attributes.
+// Connection metric attributes.
 const (
-	MetricConnsOpened  = "ebpfnet.tcp.connections.opened"
-	MetricConnsClosed  = "ebpfnet.tcp.connections.closed"
-	MetricRetransmits  = "ebpfnet.tcp.retransmits"
-	MetricResets       = "ebpfnet.tcp.resets.received"
-	MetricResetsSent   = "ebpfnet.tcp.resets.sent"
-	MetricConnDuration = "ebpfnet.tcp.connection.duration"
-	MetricRTT          = "ebpfnet.tcp.rtt"
 	AttrTCPRole        = "ebpfnet.tcp.role"
 	AttrTCPCloseReason = AttrTCPResult
-)
-
-// Explicit bucket bounds, in seconds.
-var (
-	DurationBounds = []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600}
-	RTTBounds      = []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}
 )
 
 const (
@@ -142,9 +129,9 @@ func (c *ConnMetrics) Add(now time.Time, live []flow.LiveConn, closed []flow.Con
 		if cn.ResetsReceived > 0 {
 			c.get(connKey{metric: cmResets, local: local, role: cn.Role, peer: peer}, now, nil).value += uint64(cn.ResetsReceived)
 		}
-		c.observe(connKey{metric: cmDuration, local: local, role: cn.Role, peer: peer}, now, DurationBounds, cn.End.Sub(cn.Start).Seconds(), cn)
+		c.observe(connKey{metric: cmDuration, local: local, role: cn.Role, peer: peer}, now, c.opts.Schema[ConnDuration].Bounds, cn.End.Sub(cn.Start).Seconds(), cn)
 		if cn.SRTT > 0 {
-			c.observe(connKey{metric: cmRTT, local: local, role: cn.Role, peer: peer}, now, RTTBounds, cn.SRTT.Seconds(), cn)
+			c.observe(connKey{metric: cmRTT, local: local, role: cn.Role, peer: peer}, now, c.opts.Schema[ConnRTT].Bounds, cn.SRTT.Seconds(), cn)
 		}
 	}
 	// Forget open connections we have not seen for long (their close was
@@ -221,7 +208,7 @@ func (c *ConnMetrics) AppendTo(md pmetric.Metrics, now time.Time) {
 		m, ok := r.metrics[k.metric]
 		if !ok {
 			m = r.sm.Metrics().AppendEmpty()
-			initConnMetric(m, k.metric)
+			initConnMetric(m, k.metric, c.opts.Schema)
 			r.metrics[k.metric] = m
 		}
 		var attrs pcommon.Map
@@ -232,9 +219,9 @@ func (c *ConnMetrics) AppendTo(md pmetric.Metrics, now time.Time) {
 			dp.SetTimestamp(ts)
 			dp.SetCount(s.value)
 			dp.SetSum(s.sum)
-			bounds := DurationBounds
+			bounds := c.opts.Schema[ConnDuration].Bounds
 			if k.metric == cmRTT {
-				bounds = RTTBounds
+				bounds = c.opts.Schema[ConnRTT].Bounds
 			}
 			dp.ExplicitBounds().FromRaw(bounds)
 			dp.BucketCounts().FromRaw(s.buckets)
@@ -267,35 +254,17 @@ func (c *ConnMetrics) AppendTo(md pmetric.Metrics, now time.Time) {
 	c.prev = now
 }
 
-func initConnMetric(m pmetric.Metric, metric uint8) {
-	sum := func(name, desc, unit string) {
-		m.SetName(name)
-		m.SetDescription(desc)
-		m.SetUnit(unit)
-		s := m.SetEmptySum()
-		s.SetIsMonotonic(true)
-		s.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
-	}
-	hist := func(name, desc string) {
-		m.SetName(name)
-		m.SetDescription(desc)
-		m.SetUnit("s")
+// connMetricIDs maps the connection series' metrics to the schema's.
+var connMetricIDs = [...]Metric{cmOpened: ConnsOpened, cmClosed: ConnsClosed, cmRetrans: Retransmits,
+	cmResets: ResetsReceived, cmResetsSent: ResetsSent, cmDuration: ConnDuration, cmRTT: ConnRTT}
+
+func initConnMetric(m pmetric.Metric, metric uint8, schema *Schema) {
+	schema.define(m, connMetricIDs[metric])
+	if metric == cmDuration || metric == cmRTT {
 		m.SetEmptyHistogram().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+		return
 	}
-	switch metric {
-	case cmOpened:
-		sum(MetricConnsOpened, "TCP connections established.", "{connection}")
-	case cmClosed:
-		sum(MetricConnsClosed, "TCP connections ended, by how (closed, reset, or the failure of a connect: refused, timed_out, unreachable).", "{connection}")
-	case cmRetrans:
-		sum(MetricRetransmits, "TCP segments retransmitted.", "{segment}")
-	case cmResets:
-		sum(MetricResets, "TCP resets received on established connections.", "{reset}")
-	case cmResetsSent:
-		sum(MetricResetsSent, "TCP resets sent by tracked connections (aborts).", "{reset}")
-	case cmDuration:
-		hist(MetricConnDuration, "Duration of TCP connections, from connect (client) or handshake completion (server) to close.")
-	case cmRTT:
-		hist(MetricRTT, "Smoothed round-trip time of TCP connections at close.")
-	}
+	s := m.SetEmptySum()
+	s.SetIsMonotonic(true)
+	s.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
 }

@@ -39,6 +39,7 @@ func ap(a netip.Addr, p uint16) netip.AddrPort { return netip.AddrPortFrom(a, p)
 
 func testOptions() Options {
 	o := DefaultOptions()
+	o.Schema = &testSchema
 	o.NodeName = "node-a"
 	o.ScopeName = "github.com/ebpfnet/ebpfnet/receiver/ebpfnetreceiver"
 	o.ScopeVersion = "test"

@@ -28,6 +28,8 @@ type MetricOptions struct {
 
 // Options configure the converters.
 type Options struct {
+	// Schema defines the metrics (from metadata.yaml).
+	Schema *Schema
 	// Peers adds the peer's Kubernetes identity (nil: off).
 	Peers        PeerResolver
 	NodeName     string
@@ -252,13 +254,9 @@ func (c *Metrics) emit(set map[seriesKey]*series, b *flow.Batch) pmetric.Metrics
 		if m == (pmetric.Metric{}) {
 			m = rm.scope.Metrics().AppendEmpty()
 			if k.metric == metricIO {
-				m.SetName(MetricFlowIO)
-				m.SetDescription("Bytes of the flows of the local endpoint (L2 frame bytes, as the interface counters count them).")
-				m.SetUnit("By")
+				c.opts.Schema.define(m, FlowIO)
 			} else {
-				m.SetName(MetricFlowPackets)
-				m.SetDescription("Packets of the flows of the local endpoint.")
-				m.SetUnit("{packet}")
+				c.opts.Schema.define(m, FlowPackets)
 			}
 			sum := m.SetEmptySum()
 			sum.SetIsMonotonic(true)
@@ -383,11 +381,9 @@ func (c *Metrics) emitSelf(sm pmetric.ScopeMetrics, b *flow.Batch, ts pcommon.Ti
 	if c.opts.Temporality == Delta {
 		start = pcommon.NewTimestampFromTime(c.prev)
 	}
-	reasons := func(name, desc, unit string, from, to int, withReason bool) {
+	reasons := func(id Metric, from, to int, withReason bool) {
 		m := sm.Metrics().AppendEmpty()
-		m.SetName(name)
-		m.SetDescription(desc)
-		m.SetUnit(unit)
+		c.opts.Schema.define(m, id)
 		sum := m.SetEmptySum()
 		sum.SetIsMonotonic(true)
 		sum.SetAggregationTemporality(temporality)
@@ -409,34 +405,30 @@ func (c *Metrics) emitSelf(sm pmetric.ScopeMetrics, b *flow.Batch, ts pcommon.Ti
 		}
 	}
 	if c.opts.Uncounted {
-		reasons(MetricUncounted, "Packets seen by the receiver's programs that are not part of any flow, by reason.", "{packet}", 0, int(flow.ReasonConnStateFull), true)
+		reasons(Uncounted, 0, int(flow.ReasonConnStateFull), true)
 	}
 	if c.opts.ConnsUnreported {
-		reasons(MetricConnsUnreported, "TCP connections the kernel side could not report, by reason.", "{connection}", int(flow.ReasonConnStateFull), flow.NumReasons, true)
+		reasons(ConnsUnreported, int(flow.ReasonConnStateFull), flow.NumReasons, true)
 	}
 	if c.opts.StateChangesMissed {
-		reasons(MetricStateChangesMissed, "TCP state changes the kernel skipped the tracepoint program for because it was already running on that CPU; recovered through sockops for sockets created after the receiver started.", "{state_change}", int(flow.ReasonStateChangeMissed), int(flow.ReasonStateChangeMissed)+1, false)
+		reasons(StateChangesMissed, int(flow.ReasonStateChangeMissed), int(flow.ReasonStateChangeMissed)+1, false)
 	}
-	gauge := func(name, desc string, v int64) {
+	gauge := func(id Metric, v int64) {
 		m := sm.Metrics().AppendEmpty()
-		m.SetName(name)
-		m.SetDescription(desc)
-		m.SetUnit("{flow}")
+		c.opts.Schema.define(m, id)
 		dp := m.SetEmptyGauge().DataPoints().AppendEmpty()
 		dp.SetTimestamp(ts)
 		dp.SetIntValue(v)
 	}
 	if c.opts.TableFlows {
-		gauge(MetricTableFlows, "Flows drained from the kernel flow table in the last interval.", int64(len(b.Flows)))
+		gauge(TableFlows, int64(len(b.Flows)))
 	}
 	if c.opts.TableCapacity {
-		gauge(MetricTableCapacity, "Capacity of the kernel flow table.", int64(b.TableCapacity))
+		gauge(TableCapacity, int64(b.TableCapacity))
 	}
 	if c.opts.SeriesEvicted && c.opts.Temporality == Cumulative {
 		m := sm.Metrics().AppendEmpty()
-		m.SetName(MetricSeriesEvicted)
-		m.SetDescription("Metric series dropped from the receiver's cumulative state.")
-		m.SetUnit("{series}")
+		c.opts.Schema.define(m, SeriesEvicted)
 		sum := m.SetEmptySum()
 		sum.SetIsMonotonic(true)
 		sum.SetAggregationTemporality(temporality)

@@ -3,6 +3,8 @@ package convert
 import (
 	"strconv"
 
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
 	"github.com/ebpfnet/ebpfnet/internal/flow"
 )
 
@@ -37,20 +39,51 @@ const (
 	AttrICMPCode           = "ebpfnet.icmp.code"
 )
 
-// Metric names.
+// EventFlow is the event name of flow log records.
+const EventFlow = "ebpfnet.flow"
+
+// Metric identifies a metric the converters emit. Its name, description,
+// unit and bucket bounds come from the Schema: the receiver builds it from
+// the code mdatagen generates from metadata.yaml, so there is no second copy
+// of them here.
+type Metric int
+
 const (
-	MetricFlowIO          = "ebpfnet.flow.io"
-	MetricFlowPackets     = "ebpfnet.flow.packets"
-	MetricUncounted       = "ebpfnet.packets.uncounted"
-	MetricTableFlows      = "ebpfnet.flow_table.flows"
-	MetricTableCapacity   = "ebpfnet.flow_table.capacity"
-	MetricSeriesEvicted   = "ebpfnet.series.evicted"
-	MetricConnsUnreported = "ebpfnet.connections.unreported"
-	// MetricStateChangesMissed counts tracepoint runs the kernel skipped
-	// (recursion_misses of the TCP programs).
-	MetricStateChangesMissed = "ebpfnet.tcp.state_changes.missed"
-	EventFlow                = "ebpfnet.flow"
+	FlowIO Metric = iota
+	FlowPackets
+	ConnsOpened
+	ConnsClosed
+	Retransmits
+	ResetsReceived
+	ResetsSent
+	ConnDuration // histogram
+	ConnRTT      // histogram
+	Uncounted
+	ConnsUnreported
+	StateChangesMissed
+	TableFlows
+	TableCapacity
+	SeriesEvicted
+	NumMetrics
 )
+
+// MetricDef is what the schema says of a metric.
+type MetricDef struct {
+	Name, Description, Unit string
+	// Bounds are the explicit bucket bounds of a histogram.
+	Bounds []float64
+}
+
+// Schema defines every Metric.
+type Schema [NumMetrics]MetricDef
+
+// define names an empty metric as the schema defines it.
+func (s *Schema) define(m pmetric.Metric, id Metric) {
+	d := &s[id]
+	m.SetName(d.Name)
+	m.SetDescription(d.Description)
+	m.SetUnit(d.Unit)
+}
 
 // FlowAttrs selects the attributes of a flow metric's data points.
 type FlowAttrs uint16

@@ -104,8 +104,13 @@ func (p *pipeline) Start(context.Context, component.Host) (err error) {
 	if err := p.dp.AttachTCP(); err != nil {
 		return fmt.Errorf("ebpfnet: TCP connection tracking: %w", err)
 	}
+	schema, err := Schema()
+	if err != nil {
+		return fmt.Errorf("ebpfnet: %w", err)
+	}
 	p.joins = newJoins(p.cfg, peers, p.consumers().logs != nil, logger)
 	opts := convertOptions(p.cfg, p.set, p.joins.peerResolver())
+	opts.Schema = schema
 	p.conv = convert.NewConverter(opts, time.Now())
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel

@@ -34,13 +34,21 @@ func (ms *EbpfnetConnectionsUnreportedMetricConfig) Unmarshal(parser *confmap.Co
 type EbpfnetFlowIoMetricAttributeKey string
 
 const (
-	EbpfnetFlowIoMetricAttributeKeyNetworkIoDirection   EbpfnetFlowIoMetricAttributeKey = "network.io.direction"
-	EbpfnetFlowIoMetricAttributeKeyNetworkTransport     EbpfnetFlowIoMetricAttributeKey = "network.transport"
-	EbpfnetFlowIoMetricAttributeKeyNetworkType          EbpfnetFlowIoMetricAttributeKey = "network.type"
-	EbpfnetFlowIoMetricAttributeKeyNetworkPeerAddress   EbpfnetFlowIoMetricAttributeKey = "network.peer.address"
-	EbpfnetFlowIoMetricAttributeKeyNetworkPeerPort      EbpfnetFlowIoMetricAttributeKey = "network.peer.port"
-	EbpfnetFlowIoMetricAttributeKeyNetworkLocalPort     EbpfnetFlowIoMetricAttributeKey = "network.local.port"
-	EbpfnetFlowIoMetricAttributeKeyNetworkInterfaceName EbpfnetFlowIoMetricAttributeKey = "network.interface.name"
+	EbpfnetFlowIoMetricAttributeKeyNetworkIoDirection        EbpfnetFlowIoMetricAttributeKey = "network.io.direction"
+	EbpfnetFlowIoMetricAttributeKeyNetworkTransport          EbpfnetFlowIoMetricAttributeKey = "network.transport"
+	EbpfnetFlowIoMetricAttributeKeyNetworkType               EbpfnetFlowIoMetricAttributeKey = "network.type"
+	EbpfnetFlowIoMetricAttributeKeyNetworkPeerAddress        EbpfnetFlowIoMetricAttributeKey = "network.peer.address"
+	EbpfnetFlowIoMetricAttributeKeyPeerK8sKind               EbpfnetFlowIoMetricAttributeKey = "peer.k8s.kind"
+	EbpfnetFlowIoMetricAttributeKeyPeerK8sPodName            EbpfnetFlowIoMetricAttributeKey = "peer.k8s.pod.name"
+	EbpfnetFlowIoMetricAttributeKeyPeerK8sNamespaceName      EbpfnetFlowIoMetricAttributeKey = "peer.k8s.namespace.name"
+	EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadKind       EbpfnetFlowIoMetricAttributeKey = "peer.k8s.workload.kind"
+	EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadName       EbpfnetFlowIoMetricAttributeKey = "peer.k8s.workload.name"
+	EbpfnetFlowIoMetricAttributeKeyPeerK8sServiceName        EbpfnetFlowIoMetricAttributeKey = "peer.k8s.service.name"
+	EbpfnetFlowIoMetricAttributeKeyPeerK8sNodeName           EbpfnetFlowIoMetricAttributeKey = "peer.k8s.node.name"
+	EbpfnetFlowIoMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetFlowIoMetricAttributeKey = "peer.cloud.availability_zone"
+	EbpfnetFlowIoMetricAttributeKeyNetworkPeerPort           EbpfnetFlowIoMetricAttributeKey = "network.peer.port"
+	EbpfnetFlowIoMetricAttributeKeyNetworkLocalPort          EbpfnetFlowIoMetricAttributeKey = "network.local.port"
+	EbpfnetFlowIoMetricAttributeKeyNetworkInterfaceName      EbpfnetFlowIoMetricAttributeKey = "network.interface.name"
 )
 
 // EbpfnetFlowIoMetricConfig provides config for the ebpfnet.flow.io metric.
@@ -69,9 +77,9 @@ func (ms *EbpfnetFlowIoMetricConfig) Unmarshal(parser *confmap.Conf) error {
 func (ms *EbpfnetFlowIoMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case EbpfnetFlowIoMetricAttributeKeyNetworkIoDirection, EbpfnetFlowIoMetricAttributeKeyNetworkTransport, EbpfnetFlowIoMetricAttributeKeyNetworkType, EbpfnetFlowIoMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowIoMetricAttributeKeyNetworkPeerPort, EbpfnetFlowIoMetricAttributeKeyNetworkLocalPort, EbpfnetFlowIoMetricAttributeKeyNetworkInterfaceName:
+		case EbpfnetFlowIoMetricAttributeKeyNetworkIoDirection, EbpfnetFlowIoMetricAttributeKeyNetworkTransport, EbpfnetFlowIoMetricAttributeKeyNetworkType, EbpfnetFlowIoMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowIoMetricAttributeKeyPeerK8sKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sPodName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowIoMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowIoMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetFlowIoMetricAttributeKeyNetworkPeerPort, EbpfnetFlowIoMetricAttributeKeyNetworkLocalPort, EbpfnetFlowIoMetricAttributeKeyNetworkInterfaceName:
 		default:
-			return fmt.Errorf("metric ebpfnet.flow.io doesn't have an attribute %v, valid attributes: [network.io.direction, network.transport, network.type, network.peer.address, network.peer.port, network.local.port, network.interface.name]", val)
+			return fmt.Errorf("metric ebpfnet.flow.io doesn't have an attribute %v, valid attributes: [network.io.direction, network.transport, network.type, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, network.peer.port, network.local.port, network.interface.name]", val)
 		}
 	}
 	if !slices.Contains(ms.EnabledAttributes, EbpfnetFlowIoMetricAttributeKeyNetworkIoDirection) {
@@ -91,13 +99,21 @@ func (ms *EbpfnetFlowIoMetricConfig) Validate() error {
 type EbpfnetFlowPacketsMetricAttributeKey string
 
 const (
-	EbpfnetFlowPacketsMetricAttributeKeyNetworkIoDirection   EbpfnetFlowPacketsMetricAttributeKey = "network.io.direction"
-	EbpfnetFlowPacketsMetricAttributeKeyNetworkTransport     EbpfnetFlowPacketsMetricAttributeKey = "network.transport"
-	EbpfnetFlowPacketsMetricAttributeKeyNetworkType          EbpfnetFlowPacketsMetricAttributeKey = "network.type"
-	EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerAddress   EbpfnetFlowPacketsMetricAttributeKey = "network.peer.address"
-	EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerPort      EbpfnetFlowPacketsMetricAttributeKey = "network.peer.port"
-	EbpfnetFlowPacketsMetricAttributeKeyNetworkLocalPort     EbpfnetFlowPacketsMetricAttributeKey = "network.local.port"
-	EbpfnetFlowPacketsMetricAttributeKeyNetworkInterfaceName EbpfnetFlowPacketsMetricAttributeKey = "network.interface.name"
+	EbpfnetFlowPacketsMetricAttributeKeyNetworkIoDirection        EbpfnetFlowPacketsMetricAttributeKey = "network.io.direction"
+	EbpfnetFlowPacketsMetricAttributeKeyNetworkTransport          EbpfnetFlowPacketsMetricAttributeKey = "network.transport"
+	EbpfnetFlowPacketsMetricAttributeKeyNetworkType               EbpfnetFlowPacketsMetricAttributeKey = "network.type"
+	EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerAddress        EbpfnetFlowPacketsMetricAttributeKey = "network.peer.address"
+	EbpfnetFlowPacketsMetricAttributeKeyPeerK8sKind               EbpfnetFlowPacketsMetricAttributeKey = "peer.k8s.kind"
+	EbpfnetFlowPacketsMetricAttributeKeyPeerK8sPodName            EbpfnetFlowPacketsMetricAttributeKey = "peer.k8s.pod.name"
+	EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNamespaceName      EbpfnetFlowPacketsMetricAttributeKey = "peer.k8s.namespace.name"
+	EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadKind       EbpfnetFlowPacketsMetricAttributeKey = "peer.k8s.workload.kind"
+	EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadName       EbpfnetFlowPacketsMetricAttributeKey = "peer.k8s.workload.name"
+	EbpfnetFlowPacketsMetricAttributeKeyPeerK8sServiceName        EbpfnetFlowPacketsMetricAttributeKey = "peer.k8s.service.name"
+	EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNodeName           EbpfnetFlowPacketsMetricAttributeKey = "peer.k8s.node.name"
+	EbpfnetFlowPacketsMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetFlowPacketsMetricAttributeKey = "peer.cloud.availability_zone"
+	EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerPort           EbpfnetFlowPacketsMetricAttributeKey = "network.peer.port"
+	EbpfnetFlowPacketsMetricAttributeKeyNetworkLocalPort          EbpfnetFlowPacketsMetricAttributeKey = "network.local.port"
+	EbpfnetFlowPacketsMetricAttributeKeyNetworkInterfaceName      EbpfnetFlowPacketsMetricAttributeKey = "network.interface.name"
 )
 
 // EbpfnetFlowPacketsMetricConfig provides config for the ebpfnet.flow.packets metric.
@@ -126,9 +142,9 @@ func (ms *EbpfnetFlowPacketsMetricConfig) Unmarshal(parser *confmap.Conf) error 
 func (ms *EbpfnetFlowPacketsMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case EbpfnetFlowPacketsMetricAttributeKeyNetworkIoDirection, EbpfnetFlowPacketsMetricAttributeKeyNetworkTransport, EbpfnetFlowPacketsMetricAttributeKeyNetworkType, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerPort, EbpfnetFlowPacketsMetricAttributeKeyNetworkLocalPort, EbpfnetFlowPacketsMetricAttributeKeyNetworkInterfaceName:
+		case EbpfnetFlowPacketsMetricAttributeKeyNetworkIoDirection, EbpfnetFlowPacketsMetricAttributeKeyNetworkTransport, EbpfnetFlowPacketsMetricAttributeKeyNetworkType, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sPodName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowPacketsMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerPort, EbpfnetFlowPacketsMetricAttributeKeyNetworkLocalPort, EbpfnetFlowPacketsMetricAttributeKeyNetworkInterfaceName:
 		default:
-			return fmt.Errorf("metric ebpfnet.flow.packets doesn't have an attribute %v, valid attributes: [network.io.direction, network.transport, network.type, network.peer.address, network.peer.port, network.local.port, network.interface.name]", val)
+			return fmt.Errorf("metric ebpfnet.flow.packets doesn't have an attribute %v, valid attributes: [network.io.direction, network.transport, network.type, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, network.peer.port, network.local.port, network.interface.name]", val)
 		}
 	}
 	if !slices.Contains(ms.EnabledAttributes, EbpfnetFlowPacketsMetricAttributeKeyNetworkIoDirection) {
@@ -224,6 +240,310 @@ func (ms *EbpfnetSeriesEvictedMetricConfig) Unmarshal(parser *confmap.Conf) erro
 	return nil
 }
 
+// EbpfnetTCPConnectionsClosedMetricAttributeKey specifies the key of an attribute for the ebpfnet.tcp.connections.closed metric.
+type EbpfnetTCPConnectionsClosedMetricAttributeKey string
+
+const (
+	EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPRole            EbpfnetTCPConnectionsClosedMetricAttributeKey = "ebpfnet.tcp.role"
+	EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPCloseReason     EbpfnetTCPConnectionsClosedMetricAttributeKey = "ebpfnet.tcp.close_reason"
+	EbpfnetTCPConnectionsClosedMetricAttributeKeyNetworkPeerAddress        EbpfnetTCPConnectionsClosedMetricAttributeKey = "network.peer.address"
+	EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sKind               EbpfnetTCPConnectionsClosedMetricAttributeKey = "peer.k8s.kind"
+	EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sPodName            EbpfnetTCPConnectionsClosedMetricAttributeKey = "peer.k8s.pod.name"
+	EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNamespaceName      EbpfnetTCPConnectionsClosedMetricAttributeKey = "peer.k8s.namespace.name"
+	EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadKind       EbpfnetTCPConnectionsClosedMetricAttributeKey = "peer.k8s.workload.kind"
+	EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadName       EbpfnetTCPConnectionsClosedMetricAttributeKey = "peer.k8s.workload.name"
+	EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sServiceName        EbpfnetTCPConnectionsClosedMetricAttributeKey = "peer.k8s.service.name"
+	EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNodeName           EbpfnetTCPConnectionsClosedMetricAttributeKey = "peer.k8s.node.name"
+	EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetTCPConnectionsClosedMetricAttributeKey = "peer.cloud.availability_zone"
+)
+
+// EbpfnetTCPConnectionsClosedMetricConfig provides config for the ebpfnet.tcp.connections.closed metric.
+type EbpfnetTCPConnectionsClosedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                          `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []EbpfnetTCPConnectionsClosedMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *EbpfnetTCPConnectionsClosedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *EbpfnetTCPConnectionsClosedMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPCloseReason, EbpfnetTCPConnectionsClosedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerCloudAvailabilityZone:
+		default:
+			return fmt.Errorf("metric ebpfnet.tcp.connections.closed doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, ebpfnet.tcp.close_reason, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone]", val)
+		}
+	}
+	if !slices.Contains(ms.EnabledAttributes, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPRole) {
+		return fmt.Errorf("ebpfnet.tcp.role is a required attribute for ebpfnet.tcp.connections.closed metric and must be included")
+	}
+	if !slices.Contains(ms.EnabledAttributes, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPCloseReason) {
+		return fmt.Errorf("ebpfnet.tcp.close_reason is a required attribute for ebpfnet.tcp.connections.closed metric and must be included")
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// EbpfnetTCPConnectionsOpenedMetricAttributeKey specifies the key of an attribute for the ebpfnet.tcp.connections.opened metric.
+type EbpfnetTCPConnectionsOpenedMetricAttributeKey string
+
+const (
+	EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetTCPRole            EbpfnetTCPConnectionsOpenedMetricAttributeKey = "ebpfnet.tcp.role"
+	EbpfnetTCPConnectionsOpenedMetricAttributeKeyNetworkPeerAddress        EbpfnetTCPConnectionsOpenedMetricAttributeKey = "network.peer.address"
+	EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sKind               EbpfnetTCPConnectionsOpenedMetricAttributeKey = "peer.k8s.kind"
+	EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sPodName            EbpfnetTCPConnectionsOpenedMetricAttributeKey = "peer.k8s.pod.name"
+	EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNamespaceName      EbpfnetTCPConnectionsOpenedMetricAttributeKey = "peer.k8s.namespace.name"
+	EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadKind       EbpfnetTCPConnectionsOpenedMetricAttributeKey = "peer.k8s.workload.kind"
+	EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadName       EbpfnetTCPConnectionsOpenedMetricAttributeKey = "peer.k8s.workload.name"
+	EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sServiceName        EbpfnetTCPConnectionsOpenedMetricAttributeKey = "peer.k8s.service.name"
+	EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNodeName           EbpfnetTCPConnectionsOpenedMetricAttributeKey = "peer.k8s.node.name"
+	EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetTCPConnectionsOpenedMetricAttributeKey = "peer.cloud.availability_zone"
+)
+
+// EbpfnetTCPConnectionsOpenedMetricConfig provides config for the ebpfnet.tcp.connections.opened metric.
+type EbpfnetTCPConnectionsOpenedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                          `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []EbpfnetTCPConnectionsOpenedMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *EbpfnetTCPConnectionsOpenedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *EbpfnetTCPConnectionsOpenedMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsOpenedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerCloudAvailabilityZone:
+		default:
+			return fmt.Errorf("metric ebpfnet.tcp.connections.opened doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone]", val)
+		}
+	}
+	if !slices.Contains(ms.EnabledAttributes, EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetTCPRole) {
+		return fmt.Errorf("ebpfnet.tcp.role is a required attribute for ebpfnet.tcp.connections.opened metric and must be included")
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// EbpfnetTCPResetsReceivedMetricAttributeKey specifies the key of an attribute for the ebpfnet.tcp.resets.received metric.
+type EbpfnetTCPResetsReceivedMetricAttributeKey string
+
+const (
+	EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetTCPRole            EbpfnetTCPResetsReceivedMetricAttributeKey = "ebpfnet.tcp.role"
+	EbpfnetTCPResetsReceivedMetricAttributeKeyNetworkPeerAddress        EbpfnetTCPResetsReceivedMetricAttributeKey = "network.peer.address"
+	EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sKind               EbpfnetTCPResetsReceivedMetricAttributeKey = "peer.k8s.kind"
+	EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sPodName            EbpfnetTCPResetsReceivedMetricAttributeKey = "peer.k8s.pod.name"
+	EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNamespaceName      EbpfnetTCPResetsReceivedMetricAttributeKey = "peer.k8s.namespace.name"
+	EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadKind       EbpfnetTCPResetsReceivedMetricAttributeKey = "peer.k8s.workload.kind"
+	EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadName       EbpfnetTCPResetsReceivedMetricAttributeKey = "peer.k8s.workload.name"
+	EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sServiceName        EbpfnetTCPResetsReceivedMetricAttributeKey = "peer.k8s.service.name"
+	EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNodeName           EbpfnetTCPResetsReceivedMetricAttributeKey = "peer.k8s.node.name"
+	EbpfnetTCPResetsReceivedMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetTCPResetsReceivedMetricAttributeKey = "peer.cloud.availability_zone"
+)
+
+// EbpfnetTCPResetsReceivedMetricConfig provides config for the ebpfnet.tcp.resets.received metric.
+type EbpfnetTCPResetsReceivedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                       `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []EbpfnetTCPResetsReceivedMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *EbpfnetTCPResetsReceivedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *EbpfnetTCPResetsReceivedMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsReceivedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerCloudAvailabilityZone:
+		default:
+			return fmt.Errorf("metric ebpfnet.tcp.resets.received doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone]", val)
+		}
+	}
+	if !slices.Contains(ms.EnabledAttributes, EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetTCPRole) {
+		return fmt.Errorf("ebpfnet.tcp.role is a required attribute for ebpfnet.tcp.resets.received metric and must be included")
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// EbpfnetTCPResetsSentMetricAttributeKey specifies the key of an attribute for the ebpfnet.tcp.resets.sent metric.
+type EbpfnetTCPResetsSentMetricAttributeKey string
+
+const (
+	EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole            EbpfnetTCPResetsSentMetricAttributeKey = "ebpfnet.tcp.role"
+	EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress        EbpfnetTCPResetsSentMetricAttributeKey = "network.peer.address"
+	EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sKind               EbpfnetTCPResetsSentMetricAttributeKey = "peer.k8s.kind"
+	EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sPodName            EbpfnetTCPResetsSentMetricAttributeKey = "peer.k8s.pod.name"
+	EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNamespaceName      EbpfnetTCPResetsSentMetricAttributeKey = "peer.k8s.namespace.name"
+	EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadKind       EbpfnetTCPResetsSentMetricAttributeKey = "peer.k8s.workload.kind"
+	EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadName       EbpfnetTCPResetsSentMetricAttributeKey = "peer.k8s.workload.name"
+	EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sServiceName        EbpfnetTCPResetsSentMetricAttributeKey = "peer.k8s.service.name"
+	EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName           EbpfnetTCPResetsSentMetricAttributeKey = "peer.k8s.node.name"
+	EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetTCPResetsSentMetricAttributeKey = "peer.cloud.availability_zone"
+)
+
+// EbpfnetTCPResetsSentMetricConfig provides config for the ebpfnet.tcp.resets.sent metric.
+type EbpfnetTCPResetsSentMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                   `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []EbpfnetTCPResetsSentMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *EbpfnetTCPResetsSentMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *EbpfnetTCPResetsSentMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone:
+		default:
+			return fmt.Errorf("metric ebpfnet.tcp.resets.sent doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone]", val)
+		}
+	}
+	if !slices.Contains(ms.EnabledAttributes, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole) {
+		return fmt.Errorf("ebpfnet.tcp.role is a required attribute for ebpfnet.tcp.resets.sent metric and must be included")
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// EbpfnetTCPRetransmitsMetricAttributeKey specifies the key of an attribute for the ebpfnet.tcp.retransmits metric.
+type EbpfnetTCPRetransmitsMetricAttributeKey string
+
+const (
+	EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetTCPRole            EbpfnetTCPRetransmitsMetricAttributeKey = "ebpfnet.tcp.role"
+	EbpfnetTCPRetransmitsMetricAttributeKeyNetworkPeerAddress        EbpfnetTCPRetransmitsMetricAttributeKey = "network.peer.address"
+	EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sKind               EbpfnetTCPRetransmitsMetricAttributeKey = "peer.k8s.kind"
+	EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sPodName            EbpfnetTCPRetransmitsMetricAttributeKey = "peer.k8s.pod.name"
+	EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNamespaceName      EbpfnetTCPRetransmitsMetricAttributeKey = "peer.k8s.namespace.name"
+	EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadKind       EbpfnetTCPRetransmitsMetricAttributeKey = "peer.k8s.workload.kind"
+	EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadName       EbpfnetTCPRetransmitsMetricAttributeKey = "peer.k8s.workload.name"
+	EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sServiceName        EbpfnetTCPRetransmitsMetricAttributeKey = "peer.k8s.service.name"
+	EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNodeName           EbpfnetTCPRetransmitsMetricAttributeKey = "peer.k8s.node.name"
+	EbpfnetTCPRetransmitsMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetTCPRetransmitsMetricAttributeKey = "peer.cloud.availability_zone"
+)
+
+// EbpfnetTCPRetransmitsMetricConfig provides config for the ebpfnet.tcp.retransmits metric.
+type EbpfnetTCPRetransmitsMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                    `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []EbpfnetTCPRetransmitsMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *EbpfnetTCPRetransmitsMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *EbpfnetTCPRetransmitsMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPRetransmitsMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sPodName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerCloudAvailabilityZone:
+		default:
+			return fmt.Errorf("metric ebpfnet.tcp.retransmits doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone]", val)
+		}
+	}
+	if !slices.Contains(ms.EnabledAttributes, EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetTCPRole) {
+		return fmt.Errorf("ebpfnet.tcp.role is a required attribute for ebpfnet.tcp.retransmits metric and must be included")
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
 // EbpfnetTCPStateChangesMissedMetricConfig provides config for the ebpfnet.tcp.state_changes.missed metric.
 type EbpfnetTCPStateChangesMissedMetricConfig struct {
 	Enabled          bool `mapstructure:"enabled"`
@@ -253,6 +573,11 @@ type MetricsConfig struct {
 	EbpfnetFlowTableFlows        EbpfnetFlowTableFlowsMetricConfig        `mapstructure:"ebpfnet.flow_table.flows"`
 	EbpfnetPacketsUncounted      EbpfnetPacketsUncountedMetricConfig      `mapstructure:"ebpfnet.packets.uncounted"`
 	EbpfnetSeriesEvicted         EbpfnetSeriesEvictedMetricConfig         `mapstructure:"ebpfnet.series.evicted"`
+	EbpfnetTCPConnectionsClosed  EbpfnetTCPConnectionsClosedMetricConfig  `mapstructure:"ebpfnet.tcp.connections.closed"`
+	EbpfnetTCPConnectionsOpened  EbpfnetTCPConnectionsOpenedMetricConfig  `mapstructure:"ebpfnet.tcp.connections.opened"`
+	EbpfnetTCPResetsReceived     EbpfnetTCPResetsReceivedMetricConfig     `mapstructure:"ebpfnet.tcp.resets.received"`
+	EbpfnetTCPResetsSent         EbpfnetTCPResetsSentMetricConfig         `mapstructure:"ebpfnet.tcp.resets.sent"`
+	EbpfnetTCPRetransmits        EbpfnetTCPRetransmitsMetricConfig        `mapstructure:"ebpfnet.tcp.retransmits"`
 	EbpfnetTCPStateChangesMissed EbpfnetTCPStateChangesMissedMetricConfig `mapstructure:"ebpfnet.tcp.state_changes.missed"`
 }
 
@@ -264,12 +589,12 @@ func DefaultMetricsConfig() MetricsConfig {
 		EbpfnetFlowIo: EbpfnetFlowIoMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []EbpfnetFlowIoMetricAttributeKey{EbpfnetFlowIoMetricAttributeKeyNetworkIoDirection, EbpfnetFlowIoMetricAttributeKeyNetworkTransport, EbpfnetFlowIoMetricAttributeKeyNetworkType, EbpfnetFlowIoMetricAttributeKeyNetworkPeerAddress},
+			EnabledAttributes:   []EbpfnetFlowIoMetricAttributeKey{EbpfnetFlowIoMetricAttributeKeyNetworkIoDirection, EbpfnetFlowIoMetricAttributeKeyNetworkTransport, EbpfnetFlowIoMetricAttributeKeyNetworkType, EbpfnetFlowIoMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowIoMetricAttributeKeyPeerK8sKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sPodName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowIoMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowIoMetricAttributeKeyPeerCloudAvailabilityZone},
 		},
 		EbpfnetFlowPackets: EbpfnetFlowPacketsMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []EbpfnetFlowPacketsMetricAttributeKey{EbpfnetFlowPacketsMetricAttributeKeyNetworkIoDirection, EbpfnetFlowPacketsMetricAttributeKeyNetworkTransport, EbpfnetFlowPacketsMetricAttributeKeyNetworkType, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerAddress},
+			EnabledAttributes:   []EbpfnetFlowPacketsMetricAttributeKey{EbpfnetFlowPacketsMetricAttributeKeyNetworkIoDirection, EbpfnetFlowPacketsMetricAttributeKeyNetworkTransport, EbpfnetFlowPacketsMetricAttributeKeyNetworkType, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sPodName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowPacketsMetricAttributeKeyPeerCloudAvailabilityZone},
 		},
 		EbpfnetFlowTableCapacity: EbpfnetFlowTableCapacityMetricConfig{
 			Enabled: true,
@@ -282,6 +607,31 @@ func DefaultMetricsConfig() MetricsConfig {
 		},
 		EbpfnetSeriesEvicted: EbpfnetSeriesEvictedMetricConfig{
 			Enabled: true,
+		},
+		EbpfnetTCPConnectionsClosed: EbpfnetTCPConnectionsClosedMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []EbpfnetTCPConnectionsClosedMetricAttributeKey{EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPCloseReason, EbpfnetTCPConnectionsClosedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerCloudAvailabilityZone},
+		},
+		EbpfnetTCPConnectionsOpened: EbpfnetTCPConnectionsOpenedMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []EbpfnetTCPConnectionsOpenedMetricAttributeKey{EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsOpenedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerCloudAvailabilityZone},
+		},
+		EbpfnetTCPResetsReceived: EbpfnetTCPResetsReceivedMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []EbpfnetTCPResetsReceivedMetricAttributeKey{EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsReceivedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerCloudAvailabilityZone},
+		},
+		EbpfnetTCPResetsSent: EbpfnetTCPResetsSentMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []EbpfnetTCPResetsSentMetricAttributeKey{EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone},
+		},
+		EbpfnetTCPRetransmits: EbpfnetTCPRetransmitsMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []EbpfnetTCPRetransmitsMetricAttributeKey{EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPRetransmitsMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sPodName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerCloudAvailabilityZone},
 		},
 		EbpfnetTCPStateChangesMissed: EbpfnetTCPStateChangesMissedMetricConfig{
 			Enabled: true,

@@ -32,12 +32,12 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EbpfnetFlowIo: EbpfnetFlowIoMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []EbpfnetFlowIoMetricAttributeKey{EbpfnetFlowIoMetricAttributeKeyNetworkIoDirection, EbpfnetFlowIoMetricAttributeKeyNetworkTransport, EbpfnetFlowIoMetricAttributeKeyNetworkType, EbpfnetFlowIoMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowIoMetricAttributeKeyNetworkPeerPort, EbpfnetFlowIoMetricAttributeKeyNetworkLocalPort, EbpfnetFlowIoMetricAttributeKeyNetworkInterfaceName},
+						EnabledAttributes:   []EbpfnetFlowIoMetricAttributeKey{EbpfnetFlowIoMetricAttributeKeyNetworkIoDirection, EbpfnetFlowIoMetricAttributeKeyNetworkTransport, EbpfnetFlowIoMetricAttributeKeyNetworkType, EbpfnetFlowIoMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowIoMetricAttributeKeyPeerK8sKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sPodName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowIoMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowIoMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetFlowIoMetricAttributeKeyNetworkPeerPort, EbpfnetFlowIoMetricAttributeKeyNetworkLocalPort, EbpfnetFlowIoMetricAttributeKeyNetworkInterfaceName},
 					},
 					EbpfnetFlowPackets: EbpfnetFlowPacketsMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []EbpfnetFlowPacketsMetricAttributeKey{EbpfnetFlowPacketsMetricAttributeKeyNetworkIoDirection, EbpfnetFlowPacketsMetricAttributeKeyNetworkTransport, EbpfnetFlowPacketsMetricAttributeKeyNetworkType, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerPort, EbpfnetFlowPacketsMetricAttributeKeyNetworkLocalPort, EbpfnetFlowPacketsMetricAttributeKeyNetworkInterfaceName},
+						EnabledAttributes:   []EbpfnetFlowPacketsMetricAttributeKey{EbpfnetFlowPacketsMetricAttributeKeyNetworkIoDirection, EbpfnetFlowPacketsMetricAttributeKeyNetworkTransport, EbpfnetFlowPacketsMetricAttributeKeyNetworkType, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sPodName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowPacketsMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerPort, EbpfnetFlowPacketsMetricAttributeKeyNetworkLocalPort, EbpfnetFlowPacketsMetricAttributeKeyNetworkInterfaceName},
 					},
 					EbpfnetFlowTableCapacity: EbpfnetFlowTableCapacityMetricConfig{
 						Enabled: true,
@@ -50,6 +50,31 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					},
 					EbpfnetSeriesEvicted: EbpfnetSeriesEvictedMetricConfig{
 						Enabled: true,
+					},
+					EbpfnetTCPConnectionsClosed: EbpfnetTCPConnectionsClosedMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []EbpfnetTCPConnectionsClosedMetricAttributeKey{EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPCloseReason, EbpfnetTCPConnectionsClosedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerCloudAvailabilityZone},
+					},
+					EbpfnetTCPConnectionsOpened: EbpfnetTCPConnectionsOpenedMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []EbpfnetTCPConnectionsOpenedMetricAttributeKey{EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsOpenedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerCloudAvailabilityZone},
+					},
+					EbpfnetTCPResetsReceived: EbpfnetTCPResetsReceivedMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []EbpfnetTCPResetsReceivedMetricAttributeKey{EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsReceivedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerCloudAvailabilityZone},
+					},
+					EbpfnetTCPResetsSent: EbpfnetTCPResetsSentMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []EbpfnetTCPResetsSentMetricAttributeKey{EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone},
+					},
+					EbpfnetTCPRetransmits: EbpfnetTCPRetransmitsMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []EbpfnetTCPRetransmitsMetricAttributeKey{EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPRetransmitsMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sPodName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerCloudAvailabilityZone},
 					},
 					EbpfnetTCPStateChangesMissed: EbpfnetTCPStateChangesMissedMetricConfig{
 						Enabled: true,
@@ -73,12 +98,12 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EbpfnetFlowIo: EbpfnetFlowIoMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []EbpfnetFlowIoMetricAttributeKey{EbpfnetFlowIoMetricAttributeKeyNetworkIoDirection, EbpfnetFlowIoMetricAttributeKeyNetworkTransport, EbpfnetFlowIoMetricAttributeKeyNetworkType, EbpfnetFlowIoMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowIoMetricAttributeKeyNetworkPeerPort, EbpfnetFlowIoMetricAttributeKeyNetworkLocalPort, EbpfnetFlowIoMetricAttributeKeyNetworkInterfaceName},
+						EnabledAttributes:   []EbpfnetFlowIoMetricAttributeKey{EbpfnetFlowIoMetricAttributeKeyNetworkIoDirection, EbpfnetFlowIoMetricAttributeKeyNetworkTransport, EbpfnetFlowIoMetricAttributeKeyNetworkType, EbpfnetFlowIoMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowIoMetricAttributeKeyPeerK8sKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sPodName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowIoMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowIoMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetFlowIoMetricAttributeKeyNetworkPeerPort, EbpfnetFlowIoMetricAttributeKeyNetworkLocalPort, EbpfnetFlowIoMetricAttributeKeyNetworkInterfaceName},
 					},
 					EbpfnetFlowPackets: EbpfnetFlowPacketsMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []EbpfnetFlowPacketsMetricAttributeKey{EbpfnetFlowPacketsMetricAttributeKeyNetworkIoDirection, EbpfnetFlowPacketsMetricAttributeKeyNetworkTransport, EbpfnetFlowPacketsMetricAttributeKeyNetworkType, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerPort, EbpfnetFlowPacketsMetricAttributeKeyNetworkLocalPort, EbpfnetFlowPacketsMetricAttributeKeyNetworkInterfaceName},
+						EnabledAttributes:   []EbpfnetFlowPacketsMetricAttributeKey{EbpfnetFlowPacketsMetricAttributeKeyNetworkIoDirection, EbpfnetFlowPacketsMetricAttributeKeyNetworkTransport, EbpfnetFlowPacketsMetricAttributeKeyNetworkType, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sPodName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowPacketsMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerPort, EbpfnetFlowPacketsMetricAttributeKeyNetworkLocalPort, EbpfnetFlowPacketsMetricAttributeKeyNetworkInterfaceName},
 					},
 					EbpfnetFlowTableCapacity: EbpfnetFlowTableCapacityMetricConfig{
 						Enabled: false,
@@ -91,6 +116,31 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					},
 					EbpfnetSeriesEvicted: EbpfnetSeriesEvictedMetricConfig{
 						Enabled: false,
+					},
+					EbpfnetTCPConnectionsClosed: EbpfnetTCPConnectionsClosedMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []EbpfnetTCPConnectionsClosedMetricAttributeKey{EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPCloseReason, EbpfnetTCPConnectionsClosedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerCloudAvailabilityZone},
+					},
+					EbpfnetTCPConnectionsOpened: EbpfnetTCPConnectionsOpenedMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []EbpfnetTCPConnectionsOpenedMetricAttributeKey{EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsOpenedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerCloudAvailabilityZone},
+					},
+					EbpfnetTCPResetsReceived: EbpfnetTCPResetsReceivedMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []EbpfnetTCPResetsReceivedMetricAttributeKey{EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsReceivedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerCloudAvailabilityZone},
+					},
+					EbpfnetTCPResetsSent: EbpfnetTCPResetsSentMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []EbpfnetTCPResetsSentMetricAttributeKey{EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone},
+					},
+					EbpfnetTCPRetransmits: EbpfnetTCPRetransmitsMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []EbpfnetTCPRetransmitsMetricAttributeKey{EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPRetransmitsMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sPodName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerCloudAvailabilityZone},
 					},
 					EbpfnetTCPStateChangesMissed: EbpfnetTCPStateChangesMissedMetricConfig{
 						Enabled: false,
@@ -108,7 +158,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EbpfnetConnectionsUnreportedMetricConfig{}, EbpfnetFlowIoMetricConfig{}, EbpfnetFlowPacketsMetricConfig{}, EbpfnetFlowTableCapacityMetricConfig{}, EbpfnetFlowTableFlowsMetricConfig{}, EbpfnetPacketsUncountedMetricConfig{}, EbpfnetSeriesEvictedMetricConfig{}, EbpfnetTCPStateChangesMissedMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EbpfnetConnectionsUnreportedMetricConfig{}, EbpfnetFlowIoMetricConfig{}, EbpfnetFlowPacketsMetricConfig{}, EbpfnetFlowTableCapacityMetricConfig{}, EbpfnetFlowTableFlowsMetricConfig{}, EbpfnetPacketsUncountedMetricConfig{}, EbpfnetSeriesEvictedMetricConfig{}, EbpfnetTCPConnectionsClosedMetricConfig{}, EbpfnetTCPConnectionsOpenedMetricConfig{}, EbpfnetTCPResetsReceivedMetricConfig{}, EbpfnetTCPResetsSentMetricConfig{}, EbpfnetTCPRetransmitsMetricConfig{}, EbpfnetTCPStateChangesMissedMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}
@@ -119,7 +169,7 @@ func TestEbpfnetFlowIoMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []EbpfnetFlowIoMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric ebpfnet.flow.io doesn't have an attribute invalid, valid attributes: [network.io.direction, network.transport, network.type, network.peer.address, network.peer.port, network.local.port, network.interface.name]")
+	require.ErrorContains(t, cfg.Validate(), "metric ebpfnet.flow.io doesn't have an attribute invalid, valid attributes: [network.io.direction, network.transport, network.type, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, network.peer.port, network.local.port, network.interface.name]")
 
 	cfg = DefaultMetricsConfig().EbpfnetFlowIo
 	cfg.AggregationStrategy = "invalid"
@@ -131,9 +181,69 @@ func TestEbpfnetFlowPacketsMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []EbpfnetFlowPacketsMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric ebpfnet.flow.packets doesn't have an attribute invalid, valid attributes: [network.io.direction, network.transport, network.type, network.peer.address, network.peer.port, network.local.port, network.interface.name]")
+	require.ErrorContains(t, cfg.Validate(), "metric ebpfnet.flow.packets doesn't have an attribute invalid, valid attributes: [network.io.direction, network.transport, network.type, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, network.peer.port, network.local.port, network.interface.name]")
 
 	cfg = DefaultMetricsConfig().EbpfnetFlowPackets
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestEbpfnetTCPConnectionsClosedMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().EbpfnetTCPConnectionsClosed
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []EbpfnetTCPConnectionsClosedMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric ebpfnet.tcp.connections.closed doesn't have an attribute invalid, valid attributes: [ebpfnet.tcp.role, ebpfnet.tcp.close_reason, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone]")
+
+	cfg = DefaultMetricsConfig().EbpfnetTCPConnectionsClosed
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestEbpfnetTCPConnectionsOpenedMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().EbpfnetTCPConnectionsOpened
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []EbpfnetTCPConnectionsOpenedMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric ebpfnet.tcp.connections.opened doesn't have an attribute invalid, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone]")
+
+	cfg = DefaultMetricsConfig().EbpfnetTCPConnectionsOpened
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestEbpfnetTCPResetsReceivedMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().EbpfnetTCPResetsReceived
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []EbpfnetTCPResetsReceivedMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric ebpfnet.tcp.resets.received doesn't have an attribute invalid, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone]")
+
+	cfg = DefaultMetricsConfig().EbpfnetTCPResetsReceived
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestEbpfnetTCPResetsSentMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().EbpfnetTCPResetsSent
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []EbpfnetTCPResetsSentMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric ebpfnet.tcp.resets.sent doesn't have an attribute invalid, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone]")
+
+	cfg = DefaultMetricsConfig().EbpfnetTCPResetsSent
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestEbpfnetTCPRetransmitsMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().EbpfnetTCPRetransmits
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []EbpfnetTCPRetransmitsMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric ebpfnet.tcp.retransmits doesn't have an attribute invalid, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone]")
+
+	cfg = DefaultMetricsConfig().EbpfnetTCPRetransmits
 	cfg.AggregationStrategy = "invalid"
 	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }

@@ -18,7 +18,7 @@ type eventEbpfnetFlow struct {
 	config EventConfig         // event config provided by user.
 }
 
-func (e *eventEbpfnetFlow) recordEvent(ctx context.Context, timestamp pcommon.Timestamp, networkIoDirectionAttributeValue string, networkTransportAttributeValue string, networkTypeAttributeValue string, networkInterfaceNameAttributeValue string) {
+func (e *eventEbpfnetFlow) recordEvent(ctx context.Context, timestamp pcommon.Timestamp, networkIoDirectionAttributeValue string, networkTransportAttributeValue string, networkTypeAttributeValue string, networkInterfaceNameAttributeValue string, sourceAddressAttributeValue string, sourcePortAttributeValue int64, destinationAddressAttributeValue string, destinationPortAttributeValue int64, ebpfnetIcmpTypeAttributeValue int64, ebpfnetIcmpCodeAttributeValue int64, ebpfnetFlowBytesAttributeValue int64, ebpfnetFlowPacketsAttributeValue int64, ebpfnetFlowStartAttributeValue int64, ebpfnetTCPFlagsAttributeValue int64, ebpfnetTCPRttAttributeValue float64, serverAddressAttributeValue string, serverPortAttributeValue int64, networkPeerAddressAttributeValue string, networkPeerPortAttributeValue int64, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, peerK8sServiceNamespaceAttributeValue string) {
 	if !e.config.Enabled {
 		return
 	}
@@ -34,6 +34,30 @@ func (e *eventEbpfnetFlow) recordEvent(ctx context.Context, timestamp pcommon.Ti
 	dp.Attributes().PutStr("network.transport", networkTransportAttributeValue)
 	dp.Attributes().PutStr("network.type", networkTypeAttributeValue)
 	dp.Attributes().PutStr("network.interface.name", networkInterfaceNameAttributeValue)
+	dp.Attributes().PutStr("source.address", sourceAddressAttributeValue)
+	dp.Attributes().PutInt("source.port", sourcePortAttributeValue)
+	dp.Attributes().PutStr("destination.address", destinationAddressAttributeValue)
+	dp.Attributes().PutInt("destination.port", destinationPortAttributeValue)
+	dp.Attributes().PutInt("ebpfnet.icmp.type", ebpfnetIcmpTypeAttributeValue)
+	dp.Attributes().PutInt("ebpfnet.icmp.code", ebpfnetIcmpCodeAttributeValue)
+	dp.Attributes().PutInt("ebpfnet.flow.bytes", ebpfnetFlowBytesAttributeValue)
+	dp.Attributes().PutInt("ebpfnet.flow.packets", ebpfnetFlowPacketsAttributeValue)
+	dp.Attributes().PutInt("ebpfnet.flow.start", ebpfnetFlowStartAttributeValue)
+	dp.Attributes().PutInt("ebpfnet.tcp.flags", ebpfnetTCPFlagsAttributeValue)
+	dp.Attributes().PutDouble("ebpfnet.tcp.rtt", ebpfnetTCPRttAttributeValue)
+	dp.Attributes().PutStr("server.address", serverAddressAttributeValue)
+	dp.Attributes().PutInt("server.port", serverPortAttributeValue)
+	dp.Attributes().PutStr("network.peer.address", networkPeerAddressAttributeValue)
+	dp.Attributes().PutInt("network.peer.port", networkPeerPortAttributeValue)
+	dp.Attributes().PutStr("peer.k8s.kind", peerK8sKindAttributeValue)
+	dp.Attributes().PutStr("peer.k8s.pod.name", peerK8sPodNameAttributeValue)
+	dp.Attributes().PutStr("peer.k8s.namespace.name", peerK8sNamespaceNameAttributeValue)
+	dp.Attributes().PutStr("peer.k8s.workload.kind", peerK8sWorkloadKindAttributeValue)
+	dp.Attributes().PutStr("peer.k8s.workload.name", peerK8sWorkloadNameAttributeValue)
+	dp.Attributes().PutStr("peer.k8s.service.name", peerK8sServiceNameAttributeValue)
+	dp.Attributes().PutStr("peer.k8s.node.name", peerK8sNodeNameAttributeValue)
+	dp.Attributes().PutStr("peer.cloud.availability_zone", peerCloudAvailabilityZoneAttributeValue)
+	dp.Attributes().PutStr("peer.k8s.service.namespace", peerK8sServiceNamespaceAttributeValue)
 
 }
 
@@ -185,6 +209,6 @@ func (lb *LogsBuilder) Emit(options ...ResourceLogsOption) plog.Logs {
 }
 
 // RecordEbpfnetFlowEvent adds a log record of ebpfnet.flow event.
-func (lb *LogsBuilder) RecordEbpfnetFlowEvent(ctx context.Context, timestamp pcommon.Timestamp, networkIoDirectionAttributeValue AttributeNetworkIoDirection, networkTransportAttributeValue string, networkTypeAttributeValue AttributeNetworkType, networkInterfaceNameAttributeValue string) {
-	lb.eventEbpfnetFlow.recordEvent(ctx, timestamp, networkIoDirectionAttributeValue.String(), networkTransportAttributeValue, networkTypeAttributeValue.String(), networkInterfaceNameAttributeValue)
+func (lb *LogsBuilder) RecordEbpfnetFlowEvent(ctx context.Context, timestamp pcommon.Timestamp, networkIoDirectionAttributeValue AttributeNetworkIoDirection, networkTransportAttributeValue string, networkTypeAttributeValue AttributeNetworkType, networkInterfaceNameAttributeValue string, sourceAddressAttributeValue string, sourcePortAttributeValue int64, destinationAddressAttributeValue string, destinationPortAttributeValue int64, ebpfnetIcmpTypeAttributeValue int64, ebpfnetIcmpCodeAttributeValue int64, ebpfnetFlowBytesAttributeValue int64, ebpfnetFlowPacketsAttributeValue int64, ebpfnetFlowStartAttributeValue int64, ebpfnetTCPFlagsAttributeValue int64, ebpfnetTCPRttAttributeValue float64, serverAddressAttributeValue string, serverPortAttributeValue int64, networkPeerAddressAttributeValue string, networkPeerPortAttributeValue int64, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, peerK8sServiceNamespaceAttributeValue string) {
+	lb.eventEbpfnetFlow.recordEvent(ctx, timestamp, networkIoDirectionAttributeValue.String(), networkTransportAttributeValue, networkTypeAttributeValue.String(), networkInterfaceNameAttributeValue, sourceAddressAttributeValue, sourcePortAttributeValue, destinationAddressAttributeValue, destinationPortAttributeValue, ebpfnetIcmpTypeAttributeValue, ebpfnetIcmpCodeAttributeValue, ebpfnetFlowBytesAttributeValue, ebpfnetFlowPacketsAttributeValue, ebpfnetFlowStartAttributeValue, ebpfnetTCPFlagsAttributeValue, ebpfnetTCPRttAttributeValue, serverAddressAttributeValue, serverPortAttributeValue, networkPeerAddressAttributeValue, networkPeerPortAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, peerK8sServiceNamespaceAttributeValue)
 }

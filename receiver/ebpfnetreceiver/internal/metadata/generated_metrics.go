@@ -20,6 +20,78 @@ const (
 	AggregationStrategyMax = "max"
 )
 
+// AttributeEbpfnetTCPCloseReason specifies the value ebpfnet.tcp.close_reason attribute.
+type AttributeEbpfnetTCPCloseReason int
+
+const (
+	_ AttributeEbpfnetTCPCloseReason = iota
+	AttributeEbpfnetTCPCloseReasonClosed
+	AttributeEbpfnetTCPCloseReasonRefused
+	AttributeEbpfnetTCPCloseReasonTimedOut
+	AttributeEbpfnetTCPCloseReasonUnreachable
+	AttributeEbpfnetTCPCloseReasonFailed
+	AttributeEbpfnetTCPCloseReasonReset
+	AttributeEbpfnetTCPCloseReasonNotEstablished
+)
+
+// String returns the string representation of the AttributeEbpfnetTCPCloseReason.
+func (av AttributeEbpfnetTCPCloseReason) String() string {
+	switch av {
+	case AttributeEbpfnetTCPCloseReasonClosed:
+		return "closed"
+	case AttributeEbpfnetTCPCloseReasonRefused:
+		return "refused"
+	case AttributeEbpfnetTCPCloseReasonTimedOut:
+		return "timed_out"
+	case AttributeEbpfnetTCPCloseReasonUnreachable:
+		return "unreachable"
+	case AttributeEbpfnetTCPCloseReasonFailed:
+		return "failed"
+	case AttributeEbpfnetTCPCloseReasonReset:
+		return "reset"
+	case AttributeEbpfnetTCPCloseReasonNotEstablished:
+		return "not_established"
+	}
+	return ""
+}
+
+// MapAttributeEbpfnetTCPCloseReason is a helper map of string to AttributeEbpfnetTCPCloseReason attribute value.
+var MapAttributeEbpfnetTCPCloseReason = map[string]AttributeEbpfnetTCPCloseReason{
+	"closed":          AttributeEbpfnetTCPCloseReasonClosed,
+	"refused":         AttributeEbpfnetTCPCloseReasonRefused,
+	"timed_out":       AttributeEbpfnetTCPCloseReasonTimedOut,
+	"unreachable":     AttributeEbpfnetTCPCloseReasonUnreachable,
+	"failed":          AttributeEbpfnetTCPCloseReasonFailed,
+	"reset":           AttributeEbpfnetTCPCloseReasonReset,
+	"not_established": AttributeEbpfnetTCPCloseReasonNotEstablished,
+}
+
+// AttributeEbpfnetTCPRole specifies the value ebpfnet.tcp.role attribute.
+type AttributeEbpfnetTCPRole int
+
+const (
+	_ AttributeEbpfnetTCPRole = iota
+	AttributeEbpfnetTCPRoleClient
+	AttributeEbpfnetTCPRoleServer
+)
+
+// String returns the string representation of the AttributeEbpfnetTCPRole.
+func (av AttributeEbpfnetTCPRole) String() string {
+	switch av {
+	case AttributeEbpfnetTCPRoleClient:
+		return "client"
+	case AttributeEbpfnetTCPRoleServer:
+		return "server"
+	}
+	return ""
+}
+
+// MapAttributeEbpfnetTCPRole is a helper map of string to AttributeEbpfnetTCPRole attribute value.
+var MapAttributeEbpfnetTCPRole = map[string]AttributeEbpfnetTCPRole{
+	"client": AttributeEbpfnetTCPRoleClient,
+	"server": AttributeEbpfnetTCPRoleServer,
+}
+
 // AttributeNetworkIoDirection specifies the value network.io.direction attribute.
 type AttributeNetworkIoDirection int
 
@@ -70,6 +142,36 @@ func (av AttributeNetworkType) String() string {
 var MapAttributeNetworkType = map[string]AttributeNetworkType{
 	"ipv4": AttributeNetworkTypeIpv4,
 	"ipv6": AttributeNetworkTypeIpv6,
+}
+
+// AttributePeerK8sKind specifies the value peer.k8s.kind attribute.
+type AttributePeerK8sKind int
+
+const (
+	_ AttributePeerK8sKind = iota
+	AttributePeerK8sKindPod
+	AttributePeerK8sKindService
+	AttributePeerK8sKindNode
+)
+
+// String returns the string representation of the AttributePeerK8sKind.
+func (av AttributePeerK8sKind) String() string {
+	switch av {
+	case AttributePeerK8sKindPod:
+		return "pod"
+	case AttributePeerK8sKindService:
+		return "service"
+	case AttributePeerK8sKindNode:
+		return "node"
+	}
+	return ""
+}
+
+// MapAttributePeerK8sKind is a helper map of string to AttributePeerK8sKind attribute value.
+var MapAttributePeerK8sKind = map[string]AttributePeerK8sKind{
+	"pod":     AttributePeerK8sKindPod,
+	"service": AttributePeerK8sKindService,
+	"node":    AttributePeerK8sKindNode,
 }
 
 // AttributeReason specifies the value reason attribute.
@@ -141,11 +243,11 @@ var MetricsInfo = metricsInfo{
 	},
 	EbpfnetFlowIo: metricInfo{
 		Name:       "ebpfnet.flow.io",
-		Attributes: []string{"network.io.direction", "network.transport", "network.type", "network.peer.address", "network.peer.port", "network.local.port", "network.interface.name"},
+		Attributes: []string{"network.io.direction", "network.transport", "network.type", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone", "network.peer.port", "network.local.port", "network.interface.name"},
 	},
 	EbpfnetFlowPackets: metricInfo{
 		Name:       "ebpfnet.flow.packets",
-		Attributes: []string{"network.io.direction", "network.transport", "network.type", "network.peer.address", "network.peer.port", "network.local.port", "network.interface.name"},
+		Attributes: []string{"network.io.direction", "network.transport", "network.type", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone", "network.peer.port", "network.local.port", "network.interface.name"},
 	},
 	EbpfnetFlowTableCapacity: metricInfo{
 		Name: "ebpfnet.flow_table.capacity",
@@ -160,6 +262,26 @@ var MetricsInfo = metricsInfo{
 	EbpfnetSeriesEvicted: metricInfo{
 		Name: "ebpfnet.series.evicted",
 	},
+	EbpfnetTCPConnectionsClosed: metricInfo{
+		Name:       "ebpfnet.tcp.connections.closed",
+		Attributes: []string{"ebpfnet.tcp.role", "ebpfnet.tcp.close_reason", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone"},
+	},
+	EbpfnetTCPConnectionsOpened: metricInfo{
+		Name:       "ebpfnet.tcp.connections.opened",
+		Attributes: []string{"ebpfnet.tcp.role", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone"},
+	},
+	EbpfnetTCPResetsReceived: metricInfo{
+		Name:       "ebpfnet.tcp.resets.received",
+		Attributes: []string{"ebpfnet.tcp.role", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone"},
+	},
+	EbpfnetTCPResetsSent: metricInfo{
+		Name:       "ebpfnet.tcp.resets.sent",
+		Attributes: []string{"ebpfnet.tcp.role", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone"},
+	},
+	EbpfnetTCPRetransmits: metricInfo{
+		Name:       "ebpfnet.tcp.retransmits",
+		Attributes: []string{"ebpfnet.tcp.role", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone"},
+	},
 	EbpfnetTCPStateChangesMissed: metricInfo{
 		Name: "ebpfnet.tcp.state_changes.missed",
 	},
@@ -173,6 +295,11 @@ type metricsInfo struct {
 	EbpfnetFlowTableFlows        metricInfo
 	EbpfnetPacketsUncounted      metricInfo
 	EbpfnetSeriesEvicted         metricInfo
+	EbpfnetTCPConnectionsClosed  metricInfo
+	EbpfnetTCPConnectionsOpened  metricInfo
+	EbpfnetTCPResetsReceived     metricInfo
+	EbpfnetTCPResetsSent         metricInfo
+	EbpfnetTCPRetransmits        metricInfo
 	EbpfnetTCPStateChangesMissed metricInfo
 }
 
@@ -254,7 +381,7 @@ func (m *metricEbpfnetFlowIo) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricEbpfnetFlowIo) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, networkIoDirectionAttributeValue string, networkTransportAttributeValue string, networkTypeAttributeValue string, networkPeerAddressAttributeValue string, networkPeerPortAttributeValue int64, networkLocalPortAttributeValue int64, networkInterfaceNameAttributeValue string) {
+func (m *metricEbpfnetFlowIo) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, networkIoDirectionAttributeValue string, networkTransportAttributeValue string, networkTypeAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, networkPeerPortAttributeValue int64, networkLocalPortAttributeValue int64, networkInterfaceNameAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -273,6 +400,30 @@ func (m *metricEbpfnetFlowIo) recordDataPoint(start pcommon.Timestamp, ts pcommo
 	}
 	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowIoMetricAttributeKeyNetworkPeerAddress) {
 		dp.Attributes().PutStr("network.peer.address", networkPeerAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowIoMetricAttributeKeyPeerK8sKind) {
+		dp.Attributes().PutStr("peer.k8s.kind", peerK8sKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowIoMetricAttributeKeyPeerK8sPodName) {
+		dp.Attributes().PutStr("peer.k8s.pod.name", peerK8sPodNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowIoMetricAttributeKeyPeerK8sNamespaceName) {
+		dp.Attributes().PutStr("peer.k8s.namespace.name", peerK8sNamespaceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadKind) {
+		dp.Attributes().PutStr("peer.k8s.workload.kind", peerK8sWorkloadKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadName) {
+		dp.Attributes().PutStr("peer.k8s.workload.name", peerK8sWorkloadNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowIoMetricAttributeKeyPeerK8sServiceName) {
+		dp.Attributes().PutStr("peer.k8s.service.name", peerK8sServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowIoMetricAttributeKeyPeerK8sNodeName) {
+		dp.Attributes().PutStr("peer.k8s.node.name", peerK8sNodeNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowIoMetricAttributeKeyPeerCloudAvailabilityZone) {
+		dp.Attributes().PutStr("peer.cloud.availability_zone", peerCloudAvailabilityZoneAttributeValue)
 	}
 	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowIoMetricAttributeKeyNetworkPeerPort) {
 		dp.Attributes().PutInt("network.peer.port", networkPeerPortAttributeValue)
@@ -363,7 +514,7 @@ func (m *metricEbpfnetFlowPackets) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricEbpfnetFlowPackets) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, networkIoDirectionAttributeValue string, networkTransportAttributeValue string, networkTypeAttributeValue string, networkPeerAddressAttributeValue string, networkPeerPortAttributeValue int64, networkLocalPortAttributeValue int64, networkInterfaceNameAttributeValue string) {
+func (m *metricEbpfnetFlowPackets) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, networkIoDirectionAttributeValue string, networkTransportAttributeValue string, networkTypeAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, networkPeerPortAttributeValue int64, networkLocalPortAttributeValue int64, networkInterfaceNameAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -382,6 +533,30 @@ func (m *metricEbpfnetFlowPackets) recordDataPoint(start pcommon.Timestamp, ts p
 	}
 	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerAddress) {
 		dp.Attributes().PutStr("network.peer.address", networkPeerAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sKind) {
+		dp.Attributes().PutStr("peer.k8s.kind", peerK8sKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sPodName) {
+		dp.Attributes().PutStr("peer.k8s.pod.name", peerK8sPodNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNamespaceName) {
+		dp.Attributes().PutStr("peer.k8s.namespace.name", peerK8sNamespaceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadKind) {
+		dp.Attributes().PutStr("peer.k8s.workload.kind", peerK8sWorkloadKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadName) {
+		dp.Attributes().PutStr("peer.k8s.workload.name", peerK8sWorkloadNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sServiceName) {
+		dp.Attributes().PutStr("peer.k8s.service.name", peerK8sServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNodeName) {
+		dp.Attributes().PutStr("peer.k8s.node.name", peerK8sNodeNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowPacketsMetricAttributeKeyPeerCloudAvailabilityZone) {
+		dp.Attributes().PutStr("peer.cloud.availability_zone", peerCloudAvailabilityZoneAttributeValue)
 	}
 	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerPort) {
 		dp.Attributes().PutInt("network.peer.port", networkPeerPortAttributeValue)
@@ -659,6 +834,599 @@ func newMetricEbpfnetSeriesEvicted(cfg EbpfnetSeriesEvictedMetricConfig) metricE
 	return m
 }
 
+type metricEbpfnetTCPConnectionsClosed struct {
+	data          pmetric.Metric                          // data buffer for generated metric.
+	config        EbpfnetTCPConnectionsClosedMetricConfig // metric config provided by user.
+	capacity      int                                     // max observed number of data points added to the metric.
+	aggDataPoints []int64                                 // slice containing number of aggregated datapoints at each index
+}
+
+// init fills ebpfnet.tcp.connections.closed metric with initial data.
+func (m *metricEbpfnetTCPConnectionsClosed) init() {
+	m.data.SetName("ebpfnet.tcp.connections.closed")
+	m.data.SetDescription("TCP connections ended, by how (closed, reset, or the failure of a connect: refused, timed_out, unreachable, failed; not_established for a server socket whose handshake never completed).")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricEbpfnetTCPConnectionsClosed) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue string, ebpfnetTCPCloseReasonAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPRole) {
+		dp.Attributes().PutStr("ebpfnet.tcp.role", ebpfnetTCPRoleAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPCloseReason) {
+		dp.Attributes().PutStr("ebpfnet.tcp.close_reason", ebpfnetTCPCloseReasonAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsClosedMetricAttributeKeyNetworkPeerAddress) {
+		dp.Attributes().PutStr("network.peer.address", networkPeerAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sKind) {
+		dp.Attributes().PutStr("peer.k8s.kind", peerK8sKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sPodName) {
+		dp.Attributes().PutStr("peer.k8s.pod.name", peerK8sPodNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNamespaceName) {
+		dp.Attributes().PutStr("peer.k8s.namespace.name", peerK8sNamespaceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadKind) {
+		dp.Attributes().PutStr("peer.k8s.workload.kind", peerK8sWorkloadKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadName) {
+		dp.Attributes().PutStr("peer.k8s.workload.name", peerK8sWorkloadNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sServiceName) {
+		dp.Attributes().PutStr("peer.k8s.service.name", peerK8sServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNodeName) {
+		dp.Attributes().PutStr("peer.k8s.node.name", peerK8sNodeNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerCloudAvailabilityZone) {
+		dp.Attributes().PutStr("peer.cloud.availability_zone", peerCloudAvailabilityZoneAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEbpfnetTCPConnectionsClosed) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEbpfnetTCPConnectionsClosed) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEbpfnetTCPConnectionsClosed(cfg EbpfnetTCPConnectionsClosedMetricConfig) metricEbpfnetTCPConnectionsClosed {
+	m := metricEbpfnetTCPConnectionsClosed{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricEbpfnetTCPConnectionsOpened struct {
+	data          pmetric.Metric                          // data buffer for generated metric.
+	config        EbpfnetTCPConnectionsOpenedMetricConfig // metric config provided by user.
+	capacity      int                                     // max observed number of data points added to the metric.
+	aggDataPoints []int64                                 // slice containing number of aggregated datapoints at each index
+}
+
+// init fills ebpfnet.tcp.connections.opened metric with initial data.
+func (m *metricEbpfnetTCPConnectionsOpened) init() {
+	m.data.SetName("ebpfnet.tcp.connections.opened")
+	m.data.SetDescription("TCP connections established, by the local endpoint (the resource) and the peer, counted when first seen open or at close.")
+	m.data.SetUnit("{connection}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricEbpfnetTCPConnectionsOpened) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetTCPRole) {
+		dp.Attributes().PutStr("ebpfnet.tcp.role", ebpfnetTCPRoleAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsOpenedMetricAttributeKeyNetworkPeerAddress) {
+		dp.Attributes().PutStr("network.peer.address", networkPeerAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sKind) {
+		dp.Attributes().PutStr("peer.k8s.kind", peerK8sKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sPodName) {
+		dp.Attributes().PutStr("peer.k8s.pod.name", peerK8sPodNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNamespaceName) {
+		dp.Attributes().PutStr("peer.k8s.namespace.name", peerK8sNamespaceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadKind) {
+		dp.Attributes().PutStr("peer.k8s.workload.kind", peerK8sWorkloadKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadName) {
+		dp.Attributes().PutStr("peer.k8s.workload.name", peerK8sWorkloadNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sServiceName) {
+		dp.Attributes().PutStr("peer.k8s.service.name", peerK8sServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNodeName) {
+		dp.Attributes().PutStr("peer.k8s.node.name", peerK8sNodeNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerCloudAvailabilityZone) {
+		dp.Attributes().PutStr("peer.cloud.availability_zone", peerCloudAvailabilityZoneAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEbpfnetTCPConnectionsOpened) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEbpfnetTCPConnectionsOpened) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEbpfnetTCPConnectionsOpened(cfg EbpfnetTCPConnectionsOpenedMetricConfig) metricEbpfnetTCPConnectionsOpened {
+	m := metricEbpfnetTCPConnectionsOpened{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricEbpfnetTCPResetsReceived struct {
+	data          pmetric.Metric                       // data buffer for generated metric.
+	config        EbpfnetTCPResetsReceivedMetricConfig // metric config provided by user.
+	capacity      int                                  // max observed number of data points added to the metric.
+	aggDataPoints []int64                              // slice containing number of aggregated datapoints at each index
+}
+
+// init fills ebpfnet.tcp.resets.received metric with initial data.
+func (m *metricEbpfnetTCPResetsReceived) init() {
+	m.data.SetName("ebpfnet.tcp.resets.received")
+	m.data.SetDescription("TCP resets received by tracked connections.")
+	m.data.SetUnit("{reset}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricEbpfnetTCPResetsReceived) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetTCPRole) {
+		dp.Attributes().PutStr("ebpfnet.tcp.role", ebpfnetTCPRoleAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsReceivedMetricAttributeKeyNetworkPeerAddress) {
+		dp.Attributes().PutStr("network.peer.address", networkPeerAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sKind) {
+		dp.Attributes().PutStr("peer.k8s.kind", peerK8sKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sPodName) {
+		dp.Attributes().PutStr("peer.k8s.pod.name", peerK8sPodNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNamespaceName) {
+		dp.Attributes().PutStr("peer.k8s.namespace.name", peerK8sNamespaceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadKind) {
+		dp.Attributes().PutStr("peer.k8s.workload.kind", peerK8sWorkloadKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadName) {
+		dp.Attributes().PutStr("peer.k8s.workload.name", peerK8sWorkloadNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sServiceName) {
+		dp.Attributes().PutStr("peer.k8s.service.name", peerK8sServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNodeName) {
+		dp.Attributes().PutStr("peer.k8s.node.name", peerK8sNodeNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerCloudAvailabilityZone) {
+		dp.Attributes().PutStr("peer.cloud.availability_zone", peerCloudAvailabilityZoneAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEbpfnetTCPResetsReceived) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEbpfnetTCPResetsReceived) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEbpfnetTCPResetsReceived(cfg EbpfnetTCPResetsReceivedMetricConfig) metricEbpfnetTCPResetsReceived {
+	m := metricEbpfnetTCPResetsReceived{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricEbpfnetTCPResetsSent struct {
+	data          pmetric.Metric                   // data buffer for generated metric.
+	config        EbpfnetTCPResetsSentMetricConfig // metric config provided by user.
+	capacity      int                              // max observed number of data points added to the metric.
+	aggDataPoints []int64                          // slice containing number of aggregated datapoints at each index
+}
+
+// init fills ebpfnet.tcp.resets.sent metric with initial data.
+func (m *metricEbpfnetTCPResetsSent) init() {
+	m.data.SetName("ebpfnet.tcp.resets.sent")
+	m.data.SetDescription("TCP resets sent by tracked connections (aborts, and segments the stack answered with a reset).")
+	m.data.SetUnit("{reset}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricEbpfnetTCPResetsSent) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole) {
+		dp.Attributes().PutStr("ebpfnet.tcp.role", ebpfnetTCPRoleAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress) {
+		dp.Attributes().PutStr("network.peer.address", networkPeerAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sKind) {
+		dp.Attributes().PutStr("peer.k8s.kind", peerK8sKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sPodName) {
+		dp.Attributes().PutStr("peer.k8s.pod.name", peerK8sPodNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNamespaceName) {
+		dp.Attributes().PutStr("peer.k8s.namespace.name", peerK8sNamespaceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadKind) {
+		dp.Attributes().PutStr("peer.k8s.workload.kind", peerK8sWorkloadKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadName) {
+		dp.Attributes().PutStr("peer.k8s.workload.name", peerK8sWorkloadNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sServiceName) {
+		dp.Attributes().PutStr("peer.k8s.service.name", peerK8sServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName) {
+		dp.Attributes().PutStr("peer.k8s.node.name", peerK8sNodeNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone) {
+		dp.Attributes().PutStr("peer.cloud.availability_zone", peerCloudAvailabilityZoneAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEbpfnetTCPResetsSent) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEbpfnetTCPResetsSent) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEbpfnetTCPResetsSent(cfg EbpfnetTCPResetsSentMetricConfig) metricEbpfnetTCPResetsSent {
+	m := metricEbpfnetTCPResetsSent{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricEbpfnetTCPRetransmits struct {
+	data          pmetric.Metric                    // data buffer for generated metric.
+	config        EbpfnetTCPRetransmitsMetricConfig // metric config provided by user.
+	capacity      int                               // max observed number of data points added to the metric.
+	aggDataPoints []int64                           // slice containing number of aggregated datapoints at each index
+}
+
+// init fills ebpfnet.tcp.retransmits metric with initial data.
+func (m *metricEbpfnetTCPRetransmits) init() {
+	m.data.SetName("ebpfnet.tcp.retransmits")
+	m.data.SetDescription("TCP segments retransmitted (tcp_sock total_retrans), counted every interval for open connections and at close.")
+	m.data.SetUnit("{segment}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricEbpfnetTCPRetransmits) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetTCPRole) {
+		dp.Attributes().PutStr("ebpfnet.tcp.role", ebpfnetTCPRoleAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPRetransmitsMetricAttributeKeyNetworkPeerAddress) {
+		dp.Attributes().PutStr("network.peer.address", networkPeerAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sKind) {
+		dp.Attributes().PutStr("peer.k8s.kind", peerK8sKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sPodName) {
+		dp.Attributes().PutStr("peer.k8s.pod.name", peerK8sPodNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNamespaceName) {
+		dp.Attributes().PutStr("peer.k8s.namespace.name", peerK8sNamespaceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadKind) {
+		dp.Attributes().PutStr("peer.k8s.workload.kind", peerK8sWorkloadKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadName) {
+		dp.Attributes().PutStr("peer.k8s.workload.name", peerK8sWorkloadNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sServiceName) {
+		dp.Attributes().PutStr("peer.k8s.service.name", peerK8sServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNodeName) {
+		dp.Attributes().PutStr("peer.k8s.node.name", peerK8sNodeNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPRetransmitsMetricAttributeKeyPeerCloudAvailabilityZone) {
+		dp.Attributes().PutStr("peer.cloud.availability_zone", peerCloudAvailabilityZoneAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEbpfnetTCPRetransmits) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEbpfnetTCPRetransmits) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEbpfnetTCPRetransmits(cfg EbpfnetTCPRetransmitsMetricConfig) metricEbpfnetTCPRetransmits {
+	m := metricEbpfnetTCPRetransmits{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricEbpfnetTCPStateChangesMissed struct {
 	data     pmetric.Metric                           // data buffer for generated metric.
 	config   EbpfnetTCPStateChangesMissedMetricConfig // metric config provided by user.
@@ -728,6 +1496,11 @@ type MetricsBuilder struct {
 	metricEbpfnetFlowTableFlows        metricEbpfnetFlowTableFlows
 	metricEbpfnetPacketsUncounted      metricEbpfnetPacketsUncounted
 	metricEbpfnetSeriesEvicted         metricEbpfnetSeriesEvicted
+	metricEbpfnetTCPConnectionsClosed  metricEbpfnetTCPConnectionsClosed
+	metricEbpfnetTCPConnectionsOpened  metricEbpfnetTCPConnectionsOpened
+	metricEbpfnetTCPResetsReceived     metricEbpfnetTCPResetsReceived
+	metricEbpfnetTCPResetsSent         metricEbpfnetTCPResetsSent
+	metricEbpfnetTCPRetransmits        metricEbpfnetTCPRetransmits
 	metricEbpfnetTCPStateChangesMissed metricEbpfnetTCPStateChangesMissed
 }
 
@@ -761,6 +1534,11 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricEbpfnetFlowTableFlows:        newMetricEbpfnetFlowTableFlows(mbc.Metrics.EbpfnetFlowTableFlows),
 		metricEbpfnetPacketsUncounted:      newMetricEbpfnetPacketsUncounted(mbc.Metrics.EbpfnetPacketsUncounted),
 		metricEbpfnetSeriesEvicted:         newMetricEbpfnetSeriesEvicted(mbc.Metrics.EbpfnetSeriesEvicted),
+		metricEbpfnetTCPConnectionsClosed:  newMetricEbpfnetTCPConnectionsClosed(mbc.Metrics.EbpfnetTCPConnectionsClosed),
+		metricEbpfnetTCPConnectionsOpened:  newMetricEbpfnetTCPConnectionsOpened(mbc.Metrics.EbpfnetTCPConnectionsOpened),
+		metricEbpfnetTCPResetsReceived:     newMetricEbpfnetTCPResetsReceived(mbc.Metrics.EbpfnetTCPResetsReceived),
+		metricEbpfnetTCPResetsSent:         newMetricEbpfnetTCPResetsSent(mbc.Metrics.EbpfnetTCPResetsSent),
+		metricEbpfnetTCPRetransmits:        newMetricEbpfnetTCPRetransmits(mbc.Metrics.EbpfnetTCPRetransmits),
 		metricEbpfnetTCPStateChangesMissed: newMetricEbpfnetTCPStateChangesMissed(mbc.Metrics.EbpfnetTCPStateChangesMissed),
 		resourceAttributeIncludeFilter:     make(map[string]filter.Filter),
 		resourceAttributeExcludeFilter:     make(map[string]filter.Filter),
@@ -866,6 +1644,11 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricEbpfnetFlowTableFlows.emit(ils.Metrics())
 	mb.metricEbpfnetPacketsUncounted.emit(ils.Metrics())
 	mb.metricEbpfnetSeriesEvicted.emit(ils.Metrics())
+	mb.metricEbpfnetTCPConnectionsClosed.emit(ils.Metrics())
+	mb.metricEbpfnetTCPConnectionsOpened.emit(ils.Metrics())
+	mb.metricEbpfnetTCPResetsReceived.emit(ils.Metrics())
+	mb.metricEbpfnetTCPResetsSent.emit(ils.Metrics())
+	mb.metricEbpfnetTCPRetransmits.emit(ils.Metrics())
 	mb.metricEbpfnetTCPStateChangesMissed.emit(ils.Metrics())
 
 	for _, op := range options {
@@ -904,13 +1687,13 @@ func (mb *MetricsBuilder) RecordEbpfnetConnectionsUnreportedDataPoint(ts pcommon
 }
 
 // RecordEbpfnetFlowIoDataPoint adds a data point to ebpfnet.flow.io metric.
-func (mb *MetricsBuilder) RecordEbpfnetFlowIoDataPoint(ts pcommon.Timestamp, val int64, networkIoDirectionAttributeValue AttributeNetworkIoDirection, networkTransportAttributeValue string, networkTypeAttributeValue AttributeNetworkType, networkPeerAddressAttributeValue string, networkPeerPortAttributeValue int64, networkLocalPortAttributeValue int64, networkInterfaceNameAttributeValue string) {
-	mb.metricEbpfnetFlowIo.recordDataPoint(mb.startTime, ts, val, networkIoDirectionAttributeValue.String(), networkTransportAttributeValue, networkTypeAttributeValue.String(), networkPeerAddressAttributeValue, networkPeerPortAttributeValue, networkLocalPortAttributeValue, networkInterfaceNameAttributeValue)
+func (mb *MetricsBuilder) RecordEbpfnetFlowIoDataPoint(ts pcommon.Timestamp, val int64, networkIoDirectionAttributeValue AttributeNetworkIoDirection, networkTransportAttributeValue string, networkTypeAttributeValue AttributeNetworkType, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, networkPeerPortAttributeValue int64, networkLocalPortAttributeValue int64, networkInterfaceNameAttributeValue string) {
+	mb.metricEbpfnetFlowIo.recordDataPoint(mb.startTime, ts, val, networkIoDirectionAttributeValue.String(), networkTransportAttributeValue, networkTypeAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, networkPeerPortAttributeValue, networkLocalPortAttributeValue, networkInterfaceNameAttributeValue)
 }
 
 // RecordEbpfnetFlowPacketsDataPoint adds a data point to ebpfnet.flow.packets metric.
-func (mb *MetricsBuilder) RecordEbpfnetFlowPacketsDataPoint(ts pcommon.Timestamp, val int64, networkIoDirectionAttributeValue AttributeNetworkIoDirection, networkTransportAttributeValue string, networkTypeAttributeValue AttributeNetworkType, networkPeerAddressAttributeValue string, networkPeerPortAttributeValue int64, networkLocalPortAttributeValue int64, networkInterfaceNameAttributeValue string) {
-	mb.metricEbpfnetFlowPackets.recordDataPoint(mb.startTime, ts, val, networkIoDirectionAttributeValue.String(), networkTransportAttributeValue, networkTypeAttributeValue.String(), networkPeerAddressAttributeValue, networkPeerPortAttributeValue, networkLocalPortAttributeValue, networkInterfaceNameAttributeValue)
+func (mb *MetricsBuilder) RecordEbpfnetFlowPacketsDataPoint(ts pcommon.Timestamp, val int64, networkIoDirectionAttributeValue AttributeNetworkIoDirection, networkTransportAttributeValue string, networkTypeAttributeValue AttributeNetworkType, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, networkPeerPortAttributeValue int64, networkLocalPortAttributeValue int64, networkInterfaceNameAttributeValue string) {
+	mb.metricEbpfnetFlowPackets.recordDataPoint(mb.startTime, ts, val, networkIoDirectionAttributeValue.String(), networkTransportAttributeValue, networkTypeAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, networkPeerPortAttributeValue, networkLocalPortAttributeValue, networkInterfaceNameAttributeValue)
 }
 
 // RecordEbpfnetFlowTableCapacityDataPoint adds a data point to ebpfnet.flow_table.capacity metric.
@@ -931,6 +1714,31 @@ func (mb *MetricsBuilder) RecordEbpfnetPacketsUncountedDataPoint(ts pcommon.Time
 // RecordEbpfnetSeriesEvictedDataPoint adds a data point to ebpfnet.series.evicted metric.
 func (mb *MetricsBuilder) RecordEbpfnetSeriesEvictedDataPoint(ts pcommon.Timestamp, val int64) {
 	mb.metricEbpfnetSeriesEvicted.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordEbpfnetTCPConnectionsClosedDataPoint adds a data point to ebpfnet.tcp.connections.closed metric.
+func (mb *MetricsBuilder) RecordEbpfnetTCPConnectionsClosedDataPoint(ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue AttributeEbpfnetTCPRole, ebpfnetTCPCloseReasonAttributeValue AttributeEbpfnetTCPCloseReason, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string) {
+	mb.metricEbpfnetTCPConnectionsClosed.recordDataPoint(mb.startTime, ts, val, ebpfnetTCPRoleAttributeValue.String(), ebpfnetTCPCloseReasonAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue)
+}
+
+// RecordEbpfnetTCPConnectionsOpenedDataPoint adds a data point to ebpfnet.tcp.connections.opened metric.
+func (mb *MetricsBuilder) RecordEbpfnetTCPConnectionsOpenedDataPoint(ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue AttributeEbpfnetTCPRole, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string) {
+	mb.metricEbpfnetTCPConnectionsOpened.recordDataPoint(mb.startTime, ts, val, ebpfnetTCPRoleAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue)
+}
+
+// RecordEbpfnetTCPResetsReceivedDataPoint adds a data point to ebpfnet.tcp.resets.received metric.
+func (mb *MetricsBuilder) RecordEbpfnetTCPResetsReceivedDataPoint(ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue AttributeEbpfnetTCPRole, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string) {
+	mb.metricEbpfnetTCPResetsReceived.recordDataPoint(mb.startTime, ts, val, ebpfnetTCPRoleAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue)
+}
+
+// RecordEbpfnetTCPResetsSentDataPoint adds a data point to ebpfnet.tcp.resets.sent metric.
+func (mb *MetricsBuilder) RecordEbpfnetTCPResetsSentDataPoint(ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue AttributeEbpfnetTCPRole, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string) {
+	mb.metricEbpfnetTCPResetsSent.recordDataPoint(mb.startTime, ts, val, ebpfnetTCPRoleAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue)
+}
+
+// RecordEbpfnetTCPRetransmitsDataPoint adds a data point to ebpfnet.tcp.retransmits metric.
+func (mb *MetricsBuilder) RecordEbpfnetTCPRetransmitsDataPoint(ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue AttributeEbpfnetTCPRole, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string) {
+	mb.metricEbpfnetTCPRetransmits.recordDataPoint(mb.startTime, ts, val, ebpfnetTCPRoleAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue)
 }
 
 // RecordEbpfnetTCPStateChangesMissedDataPoint adds a data point to ebpfnet.tcp.state_changes.missed metric.

@@ -1,0 +1,222 @@
+package ebpfnetreceiver
+
+import (
+	"net/netip"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+	"sigs.k8s.io/yaml"
+
+	"github.com/ebpfnet/ebpfnet/internal/convert"
+	"github.com/ebpfnet/ebpfnet/internal/flow"
+	"github.com/ebpfnet/ebpfnet/internal/k8s"
+	"github.com/ebpfnet/ebpfnet/receiver/ebpfnetreceiver/internal/metadata"
+)
+
+// declared is metadata.yaml (and histograms.yaml), read as plain YAML: the
+// contract the converters' output is held to, independently of the code
+// generated from it.
+type declared struct {
+	ResourceAttributes map[string]struct{} `json:"resource_attributes"`
+	Attributes         map[string]struct {
+		Enum []string `json:"enum"`
+	} `json:"attributes"`
+	Metrics    map[string]declaredMetric `json:"metrics"`
+	Histograms map[string]declaredMetric `json:"histograms"`
+	Events     map[string]struct {
+		Attributes []string `json:"attributes"`
+	} `json:"events"`
+}
+
+type declaredMetric struct {
+	Description string `json:"description"`
+	Unit        string `json:"unit"`
+	Sum         *struct {
+		Monotonic   bool   `json:"monotonic"`
+		Temporality string `json:"aggregation_temporality"`
+	} `json:"sum"`
+	Gauge      *struct{} `json:"gauge"`
+	Histogram  *struct{} `json:"histogram"`
+	Attributes []string  `json:"attributes"`
+}
+
+func readDeclared(t *testing.T) declared {
+	var d declared
+	for _, f := range []string{"metadata.yaml", "histograms.yaml"} {
+		raw, err := os.ReadFile(f)
+		require.NoError(t, err)
+		require.NoError(t, yaml.Unmarshal(raw, &d))
+	}
+	for n, m := range d.Histograms {
+		d.Metrics[n] = m
+	}
+	return d
+}
+
+// everyPeer resolves every address: 10.96.* as a Service, others as a pod.
+type everyPeer struct{}
+
+func (everyPeer) Lookup(a netip.Addr) (k8s.Peer, bool) {
+	if a.Is4() && a.As4()[1] == 96 {
+		return k8s.Peer{Kind: k8s.KindService, Name: "web", Namespace: "shop"}, true
+	}
+	return k8s.Peer{Kind: k8s.KindPod, Name: "web-1", Namespace: "shop", WorkloadKind: "Deployment", WorkloadName: "web",
+		ServiceName: "web", NodeName: "node-b", Zone: "zone-b"}, true
+}
+
+// everyMetricBatch has flows of every kind, open and closed connections of
+// both roles ending every way, and every loss counter set.
+func everyMetricBatch(at time.Time) *flow.Batch {
+	pod, peer := netip.MustParseAddr("10.244.0.5"), netip.MustParseAddr("10.244.1.7")
+	svc := netip.MustParseAddrPort("10.96.0.10:80")
+	ap := netip.AddrPortFrom
+	b := &flow.Batch{Time: at, TableCapacity: 1024}
+	b.Flows = []flow.Flow{
+		{Src: ap(pod, 40000), Dst: ap(peer, 80), Protocol: flow.ProtoTCP, Direction: flow.Transmit, Interface: "veth1", Bytes: 100, Packets: 2, TCPFlags: 0x12},
+		{Src: ap(pod, 40001), Dst: svc, Protocol: flow.ProtoUDP, Direction: flow.Transmit, Interface: "veth1", Bytes: 60, Packets: 1, Backend: ap(peer, 53)},
+		{Src: ap(peer, 8), Dst: ap(pod, 0), Protocol: flow.ProtoICMP, Direction: flow.Receive, Interface: "veth1", Bytes: 98, Packets: 1},
+		{Src: ap(netip.MustParseAddr("192.0.2.1"), 22), Dst: ap(netip.MustParseAddr("192.0.2.9"), 5000), Protocol: flow.ProtoTCP, Direction: flow.Receive, OnNode: true, Interface: "eth0", Bytes: 40, Packets: 1},
+	}
+	for i := range b.Flows {
+		b.Flows[i].Ifindex, b.Flows[i].Start, b.Flows[i].End = 7, at.Add(-time.Second), at
+		if !b.Flows[i].OnNode {
+			b.Flows[i].Endpoint = pod
+		}
+	}
+	b.Flows[0].Conn = flow.ConnRef{TraceID: [16]byte{1}, SpanID: [8]byte{2}, SRTT: time.Millisecond}
+	b.Live = []flow.LiveConn{{Cookie: 1, Role: flow.Client, Local: ap(pod, 40000), Remote: ap(peer, 80), Established: true, Retransmits: 2}}
+	conn := func(cookie uint64, role flow.Role, result flow.Result) flow.Conn {
+		c := flow.Conn{Cookie: cookie, Role: role, Result: result, Local: ap(pod, 40000+uint16(cookie)), Remote: ap(peer, 80),
+			Start: at.Add(-time.Second), End: at, SRTT: time.Millisecond, Retransmits: 3}
+		if result == flow.Closed || result == flow.Reset {
+			c.Established = at.Add(-time.Second)
+		}
+		return c
+	}
+	b.Closed = []flow.Conn{conn(1, flow.Client, flow.Closed), conn(2, flow.Server, flow.Reset), conn(3, flow.Client, flow.Refused)}
+	b.Closed[1].ResetsReceived, b.Closed[1].ResetsSent = 1, 1
+	for r := range b.Counters {
+		b.Counters[r] = flow.Count{Packets: uint64(r) + 1, Bytes: 64}
+	}
+	return b
+}
+
+// TestOutputMatchesMetadata runs the converters as the receiver configures
+// them, every attribute enabled, on a batch that exercises every metric and
+// flow record attribute, and fails on anything metadata.yaml does not
+// declare as emitted, or declares otherwise (description, unit, type,
+// temporality, attribute set, enum value), and on a declared metric that is
+// not emitted.
+func TestOutputMatchesMetadata(t *testing.T) {
+	d := readDeclared(t)
+	cfg := createDefaultConfig().(*Config)
+	for _, m := range []*[]metadata.EbpfnetFlowIoMetricAttributeKey{&cfg.Metrics.EbpfnetFlowIo.EnabledAttributes} {
+		*m = nil
+		for _, a := range metadata.MetricsInfo.EbpfnetFlowIo.Attributes {
+			*m = append(*m, metadata.EbpfnetFlowIoMetricAttributeKey(a))
+		}
+	}
+	opts := convertOptions(cfg, receivertest.NewNopSettings(metadata.Type), everyPeer{})
+	schema, err := Schema()
+	require.NoError(t, err)
+	opts.Schema = schema
+	conv := newTestConverter(opts)
+	b := everyMetricBatch(time.Unix(1000, 0))
+	md := conv.Metrics(b)
+
+	emitted := map[string]bool{}
+	rms := md.ResourceMetrics()
+	for i := 0; i < rms.Len(); i++ {
+		requireDeclaredResource(t, d, rms.At(i).Resource().Attributes())
+		ms := rms.At(i).ScopeMetrics().At(0).Metrics()
+		for j := 0; j < ms.Len(); j++ {
+			m := ms.At(j)
+			emitted[m.Name()] = true
+			want, ok := d.Metrics[m.Name()]
+			require.True(t, ok, "metric %s is emitted but not declared", m.Name())
+			require.Equal(t, want.Description, m.Description(), m.Name())
+			require.Equal(t, want.Unit, m.Unit(), m.Name())
+			forPoints(t, m, want, func(attrs pcommon.Map) {
+				for k, v := range attrs.All() {
+					require.Contains(t, want.Attributes, k, "%s: attribute %s not declared for it", m.Name(), k)
+					requireEnumValue(t, d, k, v.AsString())
+				}
+			})
+		}
+	}
+	for name := range d.Metrics {
+		require.True(t, emitted[name], "metric %s is declared but the batch did not make it emitted", name)
+	}
+
+	ld := conv.Logs(b)
+	events := d.Events["ebpfnet.flow"].Attributes
+	require.NotZero(t, ld.LogRecordCount())
+	for i := 0; i < ld.ResourceLogs().Len(); i++ {
+		rl := ld.ResourceLogs().At(i)
+		requireDeclaredResource(t, d, rl.Resource().Attributes())
+		lrs := rl.ScopeLogs().At(0).LogRecords()
+		for j := 0; j < lrs.Len(); j++ {
+			require.Contains(t, d.Events, lrs.At(j).EventName())
+			for k, v := range lrs.At(j).Attributes().All() {
+				require.Contains(t, events, k, "flow record attribute %s not declared for the event", k)
+				requireEnumValue(t, d, k, v.AsString())
+			}
+		}
+	}
+	td := conv.Traces(b.Closed)
+	for i := 0; i < td.ResourceSpans().Len(); i++ {
+		requireDeclaredResource(t, d, td.ResourceSpans().At(i).Resource().Attributes())
+	}
+}
+
+func requireDeclaredResource(t *testing.T, d declared, attrs pcommon.Map) {
+	for k := range attrs.All() {
+		require.Contains(t, d.ResourceAttributes, k, "resource attribute %s not declared", k)
+	}
+}
+
+func requireEnumValue(t *testing.T, d declared, key, value string) {
+	a, ok := d.Attributes[key]
+	require.True(t, ok, "attribute %s not declared", key)
+	if len(a.Enum) > 0 {
+		require.True(t, slices.Contains(a.Enum, value), "%s=%q is not among its declared values %v", key, value, a.Enum)
+	}
+}
+
+// forPoints checks the metric's type against its declaration and calls fn
+// with each data point's attributes.
+func forPoints(t *testing.T, m pmetric.Metric, want declaredMetric, fn func(pcommon.Map)) {
+	switch m.Type() {
+	case pmetric.MetricTypeSum:
+		require.NotNil(t, want.Sum, "%s is a sum", m.Name())
+		require.Equal(t, want.Sum.Monotonic, m.Sum().IsMonotonic(), m.Name())
+		require.Equal(t, want.Sum.Temporality, map[pmetric.AggregationTemporality]string{
+			pmetric.AggregationTemporalityCumulative: "cumulative", pmetric.AggregationTemporalityDelta: "delta",
+		}[m.Sum().AggregationTemporality()], m.Name())
+		for i := 0; i < m.Sum().DataPoints().Len(); i++ {
+			fn(m.Sum().DataPoints().At(i).Attributes())
+		}
+	case pmetric.MetricTypeGauge:
+		require.NotNil(t, want.Gauge, "%s is a gauge", m.Name())
+		for i := 0; i < m.Gauge().DataPoints().Len(); i++ {
+			fn(m.Gauge().DataPoints().At(i).Attributes())
+		}
+	case pmetric.MetricTypeHistogram:
+		require.NotNil(t, want.Histogram, "%s is a histogram", m.Name())
+		for i := 0; i < m.Histogram().DataPoints().Len(); i++ {
+			fn(m.Histogram().DataPoints().At(i).Attributes())
+		}
+	default:
+		t.Fatalf("%s: unexpected type %s", m.Name(), m.Type())
+	}
+}
+
+func newTestConverter(opts convert.Options) *convert.Converter {
+	return convert.NewConverter(opts, time.Unix(990, 0))
+}
