@@ -156,7 +156,7 @@ func TestBenchFlowScale(t *testing.T) {
 			opts.Schema, err = ebpfnetreceiver.Schema()
 			require.NoError(t, err)
 			opts.NodeName = "bench"
-			md := convert.NewMetrics(opts, time.Now()).Convert(&batch)
+			md := convert.NewConverter(opts, time.Now()).Metrics(&batch)
 			mark(3)
 			ld := convert.Logs(opts, &batch)
 			mark(4)

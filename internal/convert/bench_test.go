@@ -28,11 +28,11 @@ func BenchmarkConvertMetrics(b *testing.B) {
 	for _, n := range []int{1000, 100000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			batch := benchBatch(n)
-			c := NewMetrics(testOptions(), t0)
+			c := NewConverter(testOptions(), t0)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				c.Convert(batch)
+				c.Metrics(batch)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/flow")
 		})

@@ -103,12 +103,12 @@ func peerAttrs(dir, transport, peer string) map[string]any {
 // cumulative values grow across batches; a series keeps the start time of
 // the interval it first appeared in.
 func TestCumulativeSumsAndStartTimes(t *testing.T) {
-	c := NewMetrics(testOptions(), t0)
+	c := NewConverter(testOptions(), t0)
 	b1 := &flow.Batch{Time: t0.Add(10 * time.Second), Flows: []flow.Flow{
 		podFlow(ap(pod, 40000), ap(peer, 80), flow.ProtoTCP, flow.Transmit, 1000, 10, t0),
 		podFlow(ap(pod, 40001), ap(peer, 80), flow.ProtoTCP, flow.Transmit, 500, 5, t0),
 	}}
-	md := c.Convert(b1)
+	md := c.Metrics(b1)
 	v, dp := sumValue(t, md, MetricFlowIO, pod.String(), peerAttrs("transmit", "tcp", peer.String()))
 	require.Equal(t, int64(1500), v, "two ephemeral ports, one peer-level series")
 	require.Equal(t, pcommon.NewTimestampFromTime(t0), dp.StartTimestamp())
@@ -118,7 +118,7 @@ func TestCumulativeSumsAndStartTimes(t *testing.T) {
 		podFlow(ap(pod, 40000), ap(peer, 80), flow.ProtoTCP, flow.Transmit, 250, 2, t0.Add(12*time.Second)),
 		podFlow(ap(peer, 80), ap(pod, 40000), flow.ProtoTCP, flow.Receive, 4000, 4, t0.Add(12*time.Second)),
 	}}
-	md = c.Convert(b2)
+	md = c.Metrics(b2)
 	v, dp = sumValue(t, md, MetricFlowIO, pod.String(), peerAttrs("transmit", "tcp", peer.String()))
 	require.Equal(t, int64(1750), v)
 	require.Equal(t, pcommon.NewTimestampFromTime(t0), dp.StartTimestamp(), "cumulative start does not move")
@@ -147,18 +147,18 @@ func findMetric(md pmetric.Metrics, name string) pmetric.Metric {
 func TestIdleSeriesEvictedAndRestarted(t *testing.T) {
 	o := testOptions()
 	o.SeriesIdleTimeout = 30 * time.Second
-	c := NewMetrics(o, t0)
+	c := NewConverter(o, t0)
 	f := podFlow(ap(pod, 1), ap(peer, 53), flow.ProtoUDP, flow.Transmit, 100, 1, t0)
-	c.Convert(&flow.Batch{Time: t0.Add(10 * time.Second), Flows: []flow.Flow{f}})
+	c.Metrics(&flow.Batch{Time: t0.Add(10 * time.Second), Flows: []flow.Flow{f}})
 	require.Equal(t, 2, c.SeriesCount()) // io + packets
-	c.Convert(&flow.Batch{Time: t0.Add(20 * time.Second)})
+	c.Metrics(&flow.Batch{Time: t0.Add(20 * time.Second)})
 	require.Equal(t, 2, c.SeriesCount(), "10 s idle is within the timeout")
-	md := c.Convert(&flow.Batch{Time: t0.Add(50 * time.Second)})
+	md := c.Metrics(&flow.Batch{Time: t0.Add(50 * time.Second)})
 	require.Equal(t, 0, c.SeriesCount())
 	v, _ := sumValue(t, md, MetricSeriesEvicted, "", map[string]any{})
 	require.Equal(t, int64(2), v)
 
-	md = c.Convert(&flow.Batch{Time: t0.Add(60 * time.Second), Flows: []flow.Flow{f}})
+	md = c.Metrics(&flow.Batch{Time: t0.Add(60 * time.Second), Flows: []flow.Flow{f}})
 	v, dp := sumValue(t, md, MetricFlowIO, pod.String(), peerAttrs("transmit", "udp", peer.String()))
 	require.Equal(t, int64(100), v)
 	require.Equal(t, pcommon.NewTimestampFromTime(t0.Add(50*time.Second)), dp.StartTimestamp())
@@ -168,15 +168,15 @@ func TestIdleSeriesEvictedAndRestarted(t *testing.T) {
 func TestMaxSeriesBound(t *testing.T) {
 	o := testOptions()
 	o.MaxSeries = 4
-	o.FlowPackets.Enabled = false
-	c := NewMetrics(o, t0)
+	o.Metrics[FlowPackets].Enabled = false
+	c := NewConverter(o, t0)
 	for i := 0; i < 10; i++ {
 		p := netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)})
-		c.Convert(&flow.Batch{Time: t0.Add(time.Duration(i+1) * time.Second), Flows: []flow.Flow{
+		c.Metrics(&flow.Batch{Time: t0.Add(time.Duration(i+1) * time.Second), Flows: []flow.Flow{
 			podFlow(ap(pod, 1), ap(p, 53), flow.ProtoUDP, flow.Transmit, 1, 1, t0)}})
 		require.LessOrEqual(t, c.SeriesCount(), 4)
 	}
-	md := c.Convert(&flow.Batch{Time: t0.Add(time.Minute)})
+	md := c.Metrics(&flow.Batch{Time: t0.Add(time.Minute)})
 	v, _ := sumValue(t, md, MetricSeriesEvicted, "", map[string]any{})
 	require.Equal(t, int64(6), v)
 	// The survivors are the four most recent peers.
@@ -191,29 +191,29 @@ func TestMaxSeriesBound(t *testing.T) {
 func TestDeltaTemporality(t *testing.T) {
 	o := testOptions()
 	o.Temporality = Delta
-	c := NewMetrics(o, t0)
+	c := NewConverter(o, t0)
 	f := podFlow(ap(pod, 1), ap(peer, 53), flow.ProtoUDP, flow.Transmit, 100, 1, t0)
 	counters := flow.Counters{}
 	counters[flow.ReasonMapFull].Packets = 3
-	c.Convert(&flow.Batch{Time: t0.Add(10 * time.Second), Flows: []flow.Flow{f}, Counters: counters})
+	c.Metrics(&flow.Batch{Time: t0.Add(10 * time.Second), Flows: []flow.Flow{f}, Counters: counters})
 	counters[flow.ReasonMapFull].Packets = 5
-	md := c.Convert(&flow.Batch{Time: t0.Add(20 * time.Second), Flows: []flow.Flow{f}, Counters: counters})
+	md := c.Metrics(&flow.Batch{Time: t0.Add(20 * time.Second), Flows: []flow.Flow{f}, Counters: counters})
 	v, dp := sumValue(t, md, MetricFlowIO, pod.String(), peerAttrs("transmit", "udp", peer.String()))
 	require.Equal(t, int64(100), v)
 	require.Equal(t, pcommon.NewTimestampFromTime(t0.Add(10*time.Second)), dp.StartTimestamp())
 	require.Equal(t, pmetric.AggregationTemporalityDelta, findMetric(md, MetricFlowIO).Sum().AggregationTemporality())
 	v, _ = sumValue(t, md, MetricUncounted, "", map[string]any{AttrReason: "map_full"})
 	require.Equal(t, int64(2), v)
-	md = c.Convert(&flow.Batch{Time: t0.Add(30 * time.Second), Counters: counters})
+	md = c.Metrics(&flow.Batch{Time: t0.Add(30 * time.Second), Counters: counters})
 	require.Empty(t, findMetric(md, MetricFlowIO).Name(), "no flows, no flow data points")
 }
 
 // TestOptInPortsAndInterface splits series by ports only when asked.
 func TestOptInPortsAndInterface(t *testing.T) {
 	o := testOptions()
-	o.FlowIO.Attrs |= WithPeerPort | WithInterface
-	c := NewMetrics(o, t0)
-	md := c.Convert(&flow.Batch{Time: t0.Add(time.Second), Flows: []flow.Flow{
+	o.Metrics[FlowIO].Attrs |= WithPeerPort | WithInterface
+	c := NewConverter(o, t0)
+	md := c.Metrics(&flow.Batch{Time: t0.Add(time.Second), Flows: []flow.Flow{
 		podFlow(ap(pod, 40000), ap(peer, 80), flow.ProtoTCP, flow.Transmit, 10, 1, t0),
 		podFlow(ap(pod, 40001), ap(peer, 80), flow.ProtoTCP, flow.Transmit, 20, 1, t0),
 		podFlow(ap(pod, 40002), ap(peer, 443), flow.ProtoTCP, flow.Transmit, 40, 1, t0),
@@ -256,7 +256,7 @@ func goldenBatch() *flow.Batch {
 }
 
 func TestMetricsGolden(t *testing.T) {
-	md := NewMetrics(testOptions(), t0).Convert(goldenBatch())
+	md := NewConverter(testOptions(), t0).Metrics(goldenBatch())
 	path := filepath.Join("testdata", "metrics.yaml")
 	if *update {
 		require.NoError(t, golden.WriteMetricsToFile(path, md, golden.SkipMetricTimestampNormalization()))

@@ -45,7 +45,7 @@ func Logs(opts Options, b *flow.Batch) plog.Logs {
 		putFlowRecord(lr, f, observed, addrs)
 		a := lr.Attributes()
 		served := f.Served()
-		putPeer(a, opts.Peers, served.Addr())
+		putPeer(a, opts.Peers, served.Addr(), WithPeerK8s)
 		if svc := f.Service(); svc.IsValid() {
 			// As on a client span: server.* is the Service the client
 			// addressed; network.peer.* and the peer attributes are what
@@ -60,15 +60,6 @@ func Logs(opts Options, b *flow.Batch) plog.Logs {
 		}
 	}
 	return ld
-}
-
-// resourceAddr is the resource key of a flow (logs and metrics): its pod's address, or the
-// invalid address for the node.
-func resourceAddr(f *flow.Flow) netip.Addr {
-	if f.OnNode {
-		return netip.Addr{}
-	}
-	return f.Endpoint
 }
 
 // addrStrings memoizes netip.Addr.String within one conversion.

@@ -32,8 +32,8 @@ type PeerResolver interface {
 	Lookup(netip.Addr) (k8s.Peer, bool)
 }
 
-// putPeer adds the peer attributes of addr, if it resolves.
-func putPeer(m pcommon.Map, r PeerResolver, addr netip.Addr) {
+// putPeer adds the selected peer attributes of addr, if it resolves.
+func putPeer(m pcommon.Map, r PeerResolver, addr netip.Addr, attrs Attrs) {
 	if r == nil || !addr.IsValid() {
 		return
 	}
@@ -41,12 +41,12 @@ func putPeer(m pcommon.Map, r PeerResolver, addr netip.Addr) {
 	if !ok {
 		return
 	}
-	m.PutStr(AttrPeerKind, p.Kind.String())
 	put := func(k, v string) {
-		if v != "" {
+		if v != "" && attrs&AttrsByName[k] != 0 {
 			m.PutStr(k, v)
 		}
 	}
+	put(AttrPeerKind, p.Kind.String())
 	switch p.Kind {
 	case k8s.KindPod:
 		put(AttrPeerPodName, p.Name)

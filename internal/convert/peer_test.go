@@ -46,7 +46,7 @@ func TestPeerAttributesOnEverySignal(t *testing.T) {
 		podFlow(ap(pod, 40000), ap(peer, 5432), flow.ProtoTCP, flow.Transmit, 100, 1, t0),
 		podFlow(ap(ext, 443), ap(pod, 40001), flow.ProtoTCP, flow.Receive, 100, 1, t0),
 	}}
-	md := NewMetrics(opts, t0).Convert(b)
+	md := NewConverter(opts, t0).Metrics(b)
 	seen := 0
 	forMetric(md, MetricFlowIO, func(m pmetric.Metric) {
 		pts := m.Sum().DataPoints()
@@ -131,10 +131,7 @@ func TestPeerAttributesOnEverySignal(t *testing.T) {
 		hasValues(t, a, map[string]any{AttrServerAddress: svcIP.String(), AttrServerPort: int64(80), AttrPeerAddr: peer.String(), AttrPeerPortAttr: int64(5432)})
 	}
 
-	cm := NewConnMetrics(opts, t0)
-	cm.Add(t0.Add(10*time.Second), nil, []flow.Conn{c})
-	md = NewMetrics(opts, t0).Convert(&flow.Batch{Time: t0.Add(10 * time.Second)})
-	cm.AppendTo(md, t0.Add(10*time.Second))
+	md = NewConverter(opts, t0).Metrics(&flow.Batch{Time: t0.Add(10 * time.Second), Closed: []flow.Conn{c}})
 	found := false
 	forMetric(md, MetricConnsOpened, func(m pmetric.Metric) {
 		check("connection metric", m.Sum().DataPoints().At(0).Attributes(), wantSvc)

@@ -85,49 +85,6 @@ func (s *Schema) define(m pmetric.Metric, id Metric) {
 	m.SetUnit(d.Unit)
 }
 
-// FlowAttrs selects the attributes of a flow metric's data points.
-type FlowAttrs uint16
-
-const (
-	WithDirection FlowAttrs = 1 << iota
-	WithTransport
-	WithNetworkType
-	WithPeerAddress
-	WithPeerPort
-	WithLocalPort
-	WithInterface
-)
-
-// DefaultFlowAttrs is peer level: no ports, no interface.
-const DefaultFlowAttrs = WithDirection | WithTransport | WithNetworkType | WithPeerAddress
-
-// FlowAttrsByName maps attribute names to their FlowAttrs bit.
-var FlowAttrsByName = map[string]FlowAttrs{
-	AttrDirection: WithDirection, AttrTransport: WithTransport, AttrNetworkType: WithNetworkType,
-	AttrPeerAddress: WithPeerAddress, AttrPeerPort: WithPeerPort, AttrLocalPort: WithLocalPort,
-	AttrInterface: WithInterface,
-}
-
-// reasonNames are the `reason` values of ebpfnet.packets.uncounted, indexed
-// by flow.Reason.
-var reasonNames = [flow.NumReasons]string{
-	flow.ReasonNonIP:             "non_ip",
-	flow.ReasonTruncated:         "truncated",
-	flow.ReasonMalformed:         "malformed",
-	flow.ReasonFragment:          "fragment",
-	flow.ReasonMapFull:           "map_full",
-	flow.ReasonDedupUplink:       "dedup_uplink",
-	flow.ReasonExtHdrLimit:       "ext_hdr_limit",
-	flow.ReasonNonlinear:         "nonlinear",
-	flow.ReasonConnStateFull:     "conn_state_full",
-	flow.ReasonConnEventsFull:    "conn_events_full",
-	flow.ReasonStateChangeMissed: "state_change_missed",
-	flow.ReasonDialedFull:        "dialed_full",
-}
-
-// ReasonName is the attribute value of a counter reason.
-func ReasonName(r flow.Reason) string { return reasonNames[r] }
-
 // Transport names network.transport: semconv values for tcp and udp, IANA
 // keywords for ICMP, the protocol number otherwise.
 func Transport(proto uint8) string {

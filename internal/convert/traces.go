@@ -64,7 +64,7 @@ func Traces(opts Options, conns []flow.Conn) ptrace.Traces {
 		}
 		s := ss.Spans().AppendEmpty()
 		putConnSpan(s, c)
-		putPeer(s.Attributes(), opts.Peers, c.Peer().Addr().Unmap())
+		putPeer(s.Attributes(), opts.Peers, c.Peer().Addr().Unmap(), WithPeerK8s)
 		if svc := c.Service(); svc.IsValid() {
 			putDialedService(s.Attributes(), opts.Peers, svc.Addr().Unmap())
 		}

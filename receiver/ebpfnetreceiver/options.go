@@ -21,39 +21,50 @@ func nodeName(cfg *Config) string {
 	return n
 }
 
-func flowAttrs[K ~string](keys []K) convert.FlowAttrs {
-	var a convert.FlowAttrs
+// metric is a metric's config: enabled, and the attributes selected.
+func metric[K ~string](enabled bool, keys []K) convert.MetricOptions {
+	o := convert.MetricOptions{Enabled: enabled}
 	for _, k := range keys {
-		a |= convert.FlowAttrsByName[string(k)]
+		o.Attrs |= convert.AttrsByName[string(k)]
 	}
-	return a
+	return o
 }
 
 func convertOptions(cfg *Config, set receiver.Settings, peers convert.PeerResolver) convert.Options {
 	m := cfg.Metrics
-	opts := convert.Options{
-		Peers:        peers,
-		NodeName:     nodeName(cfg),
-		ScopeName:    metadata.ScopeName,
-		ScopeVersion: set.BuildInfo.Version,
-		Resource: convert.ResourceOptions{
-			K8sNodeName: cfg.ResourceAttributes.K8sNodeName.Enabled,
-			K8sPodIP:    cfg.ResourceAttributes.K8sPodIP.Enabled,
-			K8sPodUID:   cfg.ResourceAttributes.K8sPodUID.Enabled,
-			ContainerID: cfg.ResourceAttributes.ContainerID.Enabled,
-		},
-		FlowIO:             convert.MetricOptions{Enabled: m.EbpfnetFlowIo.Enabled, Attrs: flowAttrs(m.EbpfnetFlowIo.EnabledAttributes)},
-		FlowPackets:        convert.MetricOptions{Enabled: m.EbpfnetFlowPackets.Enabled, Attrs: flowAttrs(m.EbpfnetFlowPackets.EnabledAttributes)},
-		Uncounted:          m.EbpfnetPacketsUncounted.Enabled,
-		ConnsUnreported:    m.EbpfnetConnectionsUnreported.Enabled,
-		StateChangesMissed: m.EbpfnetTCPStateChangesMissed.Enabled,
-		TableFlows:         m.EbpfnetFlowTableFlows.Enabled,
-		TableCapacity:      m.EbpfnetFlowTableCapacity.Enabled,
-		SeriesEvicted:      m.EbpfnetSeriesEvicted.Enabled,
-		FlowEvents:         cfg.Events.EbpfnetFlow.Enabled,
-		SeriesIdleTimeout:  cfg.SeriesIdleTimeout,
-		MaxSeries:          cfg.MaxSeries,
+	opts := convert.DefaultOptions()
+	opts.Peers = peers
+	opts.NodeName = nodeName(cfg)
+	opts.ScopeName = metadata.ScopeName
+	opts.ScopeVersion = set.BuildInfo.Version
+	opts.Resource = convert.ResourceOptions{
+		K8sNodeName: cfg.ResourceAttributes.K8sNodeName.Enabled,
+		K8sPodIP:    cfg.ResourceAttributes.K8sPodIP.Enabled,
+		K8sPodUID:   cfg.ResourceAttributes.K8sPodUID.Enabled,
+		ContainerID: cfg.ResourceAttributes.ContainerID.Enabled,
 	}
+	// The histograms have no generated config (histograms.yaml): their
+	// defaults stand.
+	for id, o := range map[convert.Metric]convert.MetricOptions{
+		convert.FlowIO:             metric(m.EbpfnetFlowIo.Enabled, m.EbpfnetFlowIo.EnabledAttributes),
+		convert.FlowPackets:        metric(m.EbpfnetFlowPackets.Enabled, m.EbpfnetFlowPackets.EnabledAttributes),
+		convert.ConnsOpened:        metric(m.EbpfnetTCPConnectionsOpened.Enabled, m.EbpfnetTCPConnectionsOpened.EnabledAttributes),
+		convert.ConnsClosed:        metric(m.EbpfnetTCPConnectionsClosed.Enabled, m.EbpfnetTCPConnectionsClosed.EnabledAttributes),
+		convert.Retransmits:        metric(m.EbpfnetTCPRetransmits.Enabled, m.EbpfnetTCPRetransmits.EnabledAttributes),
+		convert.ResetsReceived:     metric(m.EbpfnetTCPResetsReceived.Enabled, m.EbpfnetTCPResetsReceived.EnabledAttributes),
+		convert.ResetsSent:         metric(m.EbpfnetTCPResetsSent.Enabled, m.EbpfnetTCPResetsSent.EnabledAttributes),
+		convert.Uncounted:          metric[string](m.EbpfnetPacketsUncounted.Enabled, nil),
+		convert.ConnsUnreported:    metric[string](m.EbpfnetConnectionsUnreported.Enabled, nil),
+		convert.StateChangesMissed: metric[string](m.EbpfnetTCPStateChangesMissed.Enabled, nil),
+		convert.TableFlows:         metric[string](m.EbpfnetFlowTableFlows.Enabled, nil),
+		convert.TableCapacity:      metric[string](m.EbpfnetFlowTableCapacity.Enabled, nil),
+		convert.SeriesEvicted:      metric[string](m.EbpfnetSeriesEvicted.Enabled, nil),
+	} {
+		opts.Metrics[id] = o
+	}
+	opts.FlowEvents = cfg.Events.EbpfnetFlow.Enabled
+	opts.SeriesIdleTimeout = cfg.SeriesIdleTimeout
+	opts.MaxSeries = cfg.MaxSeries
 	if cfg.Temporality == "delta" {
 		opts.Temporality = convert.Delta
 	}

@@ -1,0 +1,214 @@
+package convert
+
+import (
+	"net/netip"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+
+	"github.com/ebpfnet/ebpfnet/internal/flow"
+)
+
+// kind is how a metric is emitted.
+type kind uint8
+
+const (
+	kindSum kind = iota // monotonic
+	kindGauge
+	kindHistogram
+)
+
+var metricKinds = [NumMetrics]kind{ConnDuration: kindHistogram, ConnRTT: kindHistogram,
+	TableFlows: kindGauge, TableCapacity: kindGauge}
+
+// counterMetrics says what each kernel counter is reported as: a metric
+// and, where the metric has one, its reason attribute's value.
+var counterMetrics = [flow.NumReasons]struct {
+	metric Metric
+	reason string
+}{
+	flow.ReasonNonIP:             {Uncounted, "non_ip"},
+	flow.ReasonTruncated:         {Uncounted, "truncated"},
+	flow.ReasonMalformed:         {Uncounted, "malformed"},
+	flow.ReasonFragment:          {Uncounted, "fragment"},
+	flow.ReasonMapFull:           {Uncounted, "map_full"},
+	flow.ReasonDedupUplink:       {Uncounted, "dedup_uplink"},
+	flow.ReasonExtHdrLimit:       {Uncounted, "ext_hdr_limit"},
+	flow.ReasonNonlinear:         {Uncounted, "nonlinear"},
+	flow.ReasonConnStateFull:     {ConnsUnreported, "conn_state_full"},
+	flow.ReasonConnEventsFull:    {ConnsUnreported, "conn_events_full"},
+	flow.ReasonStateChangeMissed: {StateChangesMissed, ""},
+	flow.ReasonDialedFull:        {ConnsUnreported, "dialed_full"},
+}
+
+// resourceMetrics is one local endpoint's ResourceMetrics being filled.
+type resourceMetrics struct {
+	scope   pmetric.ScopeMetrics
+	metrics [NumMetrics]pmetric.Metric
+}
+
+func (r *resourceMetrics) metric(c *Converter, id Metric) pmetric.Metric {
+	if m := r.metrics[id]; m != (pmetric.Metric{}) {
+		return m
+	}
+	m := r.scope.Metrics().AppendEmpty()
+	c.opts.Schema.define(m, id)
+	temporality := pmetric.AggregationTemporalityCumulative
+	if c.opts.Temporality == Delta {
+		temporality = pmetric.AggregationTemporalityDelta
+	}
+	switch metricKinds[id] {
+	case kindSum:
+		s := m.SetEmptySum()
+		s.SetIsMonotonic(true)
+		s.SetAggregationTemporality(temporality)
+	case kindGauge:
+		m.SetEmptyGauge()
+	case kindHistogram:
+		m.SetEmptyHistogram().SetAggregationTemporality(temporality)
+	}
+	r.metrics[id] = m
+	return m
+}
+
+// emit writes every series, one ResourceMetrics per local endpoint (the
+// node first), and the receiver's own metrics on the node's.
+func (c *Converter) emit(b *flow.Batch) pmetric.Metrics {
+	md := pmetric.NewMetrics()
+	ts := pcommon.NewTimestampFromTime(b.Time)
+	node := c.newResource(md, netip.Addr{})
+	resources := map[netip.Addr]*resourceMetrics{{}: node}
+	for _, k := range c.store.sorted() {
+		rm := resources[k.local]
+		if rm == nil {
+			rm = c.newResource(md, k.local)
+			resources[k.local] = rm
+		}
+		c.putPoint(rm.metric(c, k.metric), &k, c.store.series[k], ts)
+	}
+	c.emitSelf(node, b, ts)
+	// Drop the node resource when it carries nothing.
+	md.ResourceMetrics().RemoveIf(func(rm pmetric.ResourceMetrics) bool {
+		return rm.ScopeMetrics().At(0).Metrics().Len() == 0
+	})
+	return md
+}
+
+// putPoint appends series s of key k to metric m.
+func (c *Converter) putPoint(m pmetric.Metric, k *seriesKey, s *series, ts pcommon.Timestamp) {
+	start := pcommon.NewTimestampFromTime(s.start)
+	var attrs pcommon.Map
+	switch metricKinds[k.metric] {
+	case kindHistogram:
+		dp := m.Histogram().DataPoints().AppendEmpty()
+		dp.SetStartTimestamp(start)
+		dp.SetTimestamp(ts)
+		dp.SetCount(s.value)
+		dp.SetSum(s.hist.sum)
+		dp.ExplicitBounds().FromRaw(c.opts.Schema[k.metric].Bounds)
+		dp.BucketCounts().FromRaw(s.hist.buckets)
+		if h := s.hist; h.exTrace != [16]byte{} {
+			ex := dp.Exemplars().AppendEmpty()
+			ex.SetDoubleValue(h.exValue)
+			ex.SetTimestamp(pcommon.NewTimestampFromTime(h.exTime))
+			ex.SetTraceID(h.exTrace)
+			ex.SetSpanID(h.exSpan)
+		}
+		attrs = dp.Attributes()
+	default:
+		dp := m.Sum().DataPoints().AppendEmpty()
+		dp.SetStartTimestamp(start)
+		dp.SetTimestamp(ts)
+		dp.SetIntValue(int64(s.value))
+		attrs = dp.Attributes()
+	}
+	c.putSeriesAttrs(attrs, k)
+}
+
+// putSeriesAttrs writes the attributes a series key holds.
+func (c *Converter) putSeriesAttrs(m pcommon.Map, k *seriesKey) {
+	attrs := c.opts.Metrics[k.metric].Attrs
+	if k.metric != FlowIO && k.metric != FlowPackets {
+		m.PutStr(AttrTCPRole, k.role.String())
+		if k.metric == ConnsClosed {
+			m.PutStr(AttrTCPCloseReason, k.result.String())
+		}
+		if attrs&WithPeerAddress != 0 {
+			m.PutStr(AttrPeerAddress, k.peer.String())
+			putPeer(m, c.opts.Peers, k.peer, attrs)
+		}
+		return
+	}
+	if attrs&WithDirection != 0 {
+		m.PutStr(AttrDirection, k.direction.String())
+	}
+	if attrs&WithTransport != 0 {
+		m.PutStr(AttrTransport, Transport(k.proto))
+	}
+	if attrs&WithNetworkType != 0 {
+		m.PutStr(AttrNetworkType, map[bool]string{false: "ipv4", true: "ipv6"}[k.v6])
+	}
+	if attrs&WithPeerAddress != 0 {
+		m.PutStr(AttrPeerAddress, k.peer.String())
+		putPeer(m, c.opts.Peers, k.peer, attrs)
+	}
+	if k.ports && attrs&WithPeerPort != 0 {
+		m.PutInt(AttrPeerPort, int64(k.peerPort))
+	}
+	if k.ports && attrs&WithLocalPort != 0 {
+		m.PutInt(AttrLocalPort, int64(k.localPort))
+	}
+	if attrs&WithInterface != 0 && k.iface != "" {
+		m.PutStr(AttrInterface, k.iface)
+	}
+}
+
+func (c *Converter) newResource(md pmetric.Metrics, local netip.Addr) *resourceMetrics {
+	rm := md.ResourceMetrics().AppendEmpty()
+	putResource(rm.Resource().Attributes(), c.opts, local)
+	sm := rm.ScopeMetrics().AppendEmpty()
+	sm.Scope().SetName(c.opts.ScopeName)
+	sm.Scope().SetVersion(c.opts.ScopeVersion)
+	return &resourceMetrics{scope: sm}
+}
+
+// emitSelf adds the receiver's own metrics to the node resource: the
+// kernel's loss counters (cumulative since the kernel began counting, or
+// this interval's part), the table's fill and the evicted series.
+func (c *Converter) emitSelf(node *resourceMetrics, b *flow.Batch, ts pcommon.Timestamp) {
+	start := pcommon.NewTimestampFromTime(c.start)
+	if c.opts.Temporality == Delta {
+		start = pcommon.NewTimestampFromTime(c.store.prev)
+	}
+	sum := func(id Metric, v uint64, reason string) {
+		if !c.opts.Metrics[id].Enabled {
+			return
+		}
+		dp := node.metric(c, id).Sum().DataPoints().AppendEmpty()
+		dp.SetStartTimestamp(start)
+		dp.SetTimestamp(ts)
+		dp.SetIntValue(int64(v))
+		if reason != "" {
+			dp.Attributes().PutStr(AttrReason, reason)
+		}
+	}
+	for r, cm := range counterMetrics {
+		v := b.Counters[r].Packets
+		if c.opts.Temporality == Delta {
+			v -= c.prevCounts[r].Packets
+		}
+		sum(cm.metric, v, cm.reason)
+	}
+	gauge := func(id Metric, v int64) {
+		if c.opts.Metrics[id].Enabled {
+			dp := node.metric(c, id).Gauge().DataPoints().AppendEmpty()
+			dp.SetTimestamp(ts)
+			dp.SetIntValue(v)
+		}
+	}
+	gauge(TableFlows, int64(len(b.Flows)))
+	gauge(TableCapacity, int64(b.TableCapacity))
+	if c.opts.Temporality == Cumulative {
+		sum(SeriesEvicted, c.store.evicted, "")
+	}
+}
