@@ -99,7 +99,12 @@ func putConnSpan(s ptrace.Span, c *flow.Conn) {
 		s.Status().SetCode(ptrace.StatusCodeError)
 		s.Status().SetMessage(c.Result.String())
 	}
-	a := s.Attributes()
+	putConnAttrs(s.Attributes(), c, client, server)
+	putConnEvents(s, c)
+}
+
+// putConnAttrs writes a connection span's attributes.
+func putConnAttrs(a pcommon.Map, c *flow.Conn, client, server netip.AddrPort) {
 	a.EnsureCapacity(20)
 	a.PutStr(AttrTransport, "tcp")
 	if c.Local.Addr().Is4() {
@@ -133,6 +138,11 @@ func putConnSpan(s ptrace.Span, c *flow.Conn) {
 		a.PutInt(AttrProcessPID, int64(c.PID))
 		a.PutStr(AttrProcessName, c.Comm)
 	}
+}
+
+// putConnEvents adds the span events: established, resets, retransmit
+// bursts.
+func putConnEvents(s ptrace.Span, c *flow.Conn) {
 	if !c.Established.IsZero() {
 		e := s.Events().AppendEmpty()
 		e.SetName("established")

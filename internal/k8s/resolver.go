@@ -16,14 +16,11 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
-	appsv1 "k8s.io/api/apps/v1"
-	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -344,129 +341,3 @@ func controllerOf(refs []metav1.OwnerReference) *metav1.OwnerReference {
 	}
 	return nil
 }
-
-// ipIndex lists the addresses an object answers for: a pod's IPs unless it
-// is terminated (its IP may already belong to a new pod) or on the host
-// network (its IP is the node's), a Service's ClusterIPs, an EndpointSlice's
-// ready-or-serving addresses, a node's addresses.
-func ipIndex(obj any) ([]string, error) {
-	var out []string
-	add := func(s string) {
-		if a, err := netip.ParseAddr(s); err == nil {
-			out = append(out, a.Unmap().String())
-		}
-	}
-	switch o := obj.(type) {
-	case *corev1.Pod:
-		if o.Spec.HostNetwork || o.Status.Phase == corev1.PodSucceeded || o.Status.Phase == corev1.PodFailed {
-			return nil, nil
-		}
-		for _, ip := range o.Status.PodIPs {
-			add(ip.IP)
-		}
-		if len(o.Status.PodIPs) == 0 && o.Status.PodIP != "" {
-			add(o.Status.PodIP)
-		}
-	case *corev1.Service:
-		for _, ip := range o.Spec.ClusterIPs {
-			if ip != corev1.ClusterIPNone {
-				add(ip)
-			}
-		}
-	case *discoveryv1.EndpointSlice:
-		for _, ep := range o.Endpoints {
-			for _, a := range ep.Addresses {
-				add(a)
-			}
-		}
-	case *corev1.Node:
-		for _, a := range o.Status.Addresses {
-			if a.Type == corev1.NodeInternalIP || a.Type == corev1.NodeExternalIP {
-				add(a.Address)
-			}
-		}
-	}
-	slices.Sort(out)
-	return slices.Compact(out), nil
-}
-
-// strip keeps only what lookups use (informers.WithTransform): names,
-// owners, labels where needed, addresses. Runs before an object enters a
-// cache, on every add and update.
-func strip(obj any) (any, error) {
-	meta := func(m *metav1.ObjectMeta, keepLabels ...string) metav1.ObjectMeta {
-		out := metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID,
-			ResourceVersion: m.ResourceVersion, CreationTimestamp: m.CreationTimestamp, OwnerReferences: m.OwnerReferences}
-		for _, k := range keepLabels {
-			if v, ok := m.Labels[k]; ok {
-				if out.Labels == nil {
-					out.Labels = map[string]string{}
-				}
-				out.Labels[k] = v
-			}
-		}
-		return out
-	}
-	switch o := obj.(type) {
-	case *corev1.Pod:
-		return &corev1.Pod{ObjectMeta: meta(&o.ObjectMeta),
-			Spec:   corev1.PodSpec{NodeName: o.Spec.NodeName, HostNetwork: o.Spec.HostNetwork},
-			Status: corev1.PodStatus{Phase: o.Status.Phase, PodIP: o.Status.PodIP, PodIPs: o.Status.PodIPs}}, nil
-	case *corev1.Service:
-		return &corev1.Service{ObjectMeta: meta(&o.ObjectMeta),
-			Spec: corev1.ServiceSpec{ClusterIP: o.Spec.ClusterIP, ClusterIPs: o.Spec.ClusterIPs, Ports: o.Spec.Ports, Type: o.Spec.Type}}, nil
-	case *discoveryv1.EndpointSlice:
-		eps := make([]discoveryv1.Endpoint, len(o.Endpoints))
-		for i, ep := range o.Endpoints {
-			eps[i] = discoveryv1.Endpoint{Addresses: ep.Addresses, TargetRef: ep.TargetRef, NodeName: ep.NodeName}
-		}
-		return &discoveryv1.EndpointSlice{ObjectMeta: meta(&o.ObjectMeta, discoveryv1.LabelServiceName),
-			AddressType: o.AddressType, Endpoints: eps, Ports: o.Ports}, nil
-	case *corev1.Node:
-		return &corev1.Node{ObjectMeta: meta(&o.ObjectMeta, zoneLabel),
-			Status: corev1.NodeStatus{Addresses: o.Status.Addresses}}, nil
-	case *appsv1.ReplicaSet: // only the owner chain is used
-		return &appsv1.ReplicaSet{ObjectMeta: meta(&o.ObjectMeta)}, nil
-	case *batchv1.Job:
-		return &batchv1.Job{ObjectMeta: meta(&o.ObjectMeta)}, nil
-	}
-	return obj, nil
-}
-
-// Memo remembers the lookups of one collection interval: a batch has many
-// flows, connections and series per peer address, and a Resolver lookup
-// costs microseconds (index reads and owner chain) while a memo hit is a
-// map read. Not safe for concurrent use: one per collecting goroutine,
-// Reset at the start of every interval so changes show within one interval.
-type Memo struct {
-	r    *Resolver
-	seen map[netip.Addr]memoEntry
-}
-
-type memoEntry struct {
-	peer Peer
-	ok   bool
-}
-
-// NewMemo wraps r.
-func NewMemo(r *Resolver) *Memo { return &Memo{r: r, seen: make(map[netip.Addr]memoEntry)} }
-
-// Lookup is Resolver.Lookup, remembered until Reset.
-func (m *Memo) Lookup(ip netip.Addr) (Peer, bool) {
-	if e, ok := m.seen[ip]; ok {
-		return e.peer, e.ok
-	}
-	p, ok := m.r.Lookup(ip)
-	m.seen[ip] = memoEntry{p, ok}
-	return p, ok
-}
-
-// Backs is Resolver.Backs with the Service's lookup memoized: many flows
-// of an interval check the same dialed address.
-func (m *Memo) Backs(service, backend netip.Addr) bool {
-	svc, ok := m.Lookup(service)
-	return ok && m.r.backs(svc, backend)
-}
-
-// Reset forgets the remembered lookups.
-func (m *Memo) Reset() { clear(m.seen) }

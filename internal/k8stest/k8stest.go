@@ -129,14 +129,9 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// Start runs etcd and kube-apiserver until the test ends.
-func Start(t testing.TB) *Cluster {
-	t.Helper()
-	etcdBin := RequireEtcd(t)
-	bin := APIServerBinary(t)
-	dir := t.TempDir()
-	c := &Cluster{t: t, dir: dir, bin: bin}
-
+// startEtcd runs etcd until the test ends and returns its client URL.
+func (c *Cluster) startEtcd(etcdBin string) string {
+	t, dir := c.t, c.dir
 	etcdPort, peerPort := freePort(t), freePort(t)
 	etcdURL := "http://127.0.0.1:" + strconv.Itoa(etcdPort)
 	c.etcd = exec.Command(etcdBin, "--data-dir", filepath.Join(dir, "etcd"),
@@ -150,6 +145,36 @@ func Start(t testing.TB) *Cluster {
 		t.Fatalf("start etcd: %v", err)
 	}
 	t.Cleanup(func() { stop(c.etcd) })
+	return etcdURL
+}
+
+// connect makes the cluster's client and the kubeconfig file.
+func (c *Cluster) connect() {
+	t, dir := c.t, c.dir
+
+	c.Config = &rest.Config{Host: c.URL, BearerToken: Token, TLSClientConfig: rest.TLSClientConfig{Insecure: true},
+		QPS: 500, Burst: 1000}
+	c.Client = kubernetes.NewForConfigOrDie(c.Config)
+	c.Kubeconfig = filepath.Join(dir, "kubeconfig")
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: c.URL, InsecureSkipTLSVerify: true}
+	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{Token: Token}
+	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "admin"}
+	kc.CurrentContext = "test"
+	if err := clientcmd.WriteToFile(*kc, c.Kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Start runs etcd and kube-apiserver until the test ends.
+func Start(t testing.TB) *Cluster {
+	t.Helper()
+	etcdBin := RequireEtcd(t)
+	bin := APIServerBinary(t)
+	dir := t.TempDir()
+	c := &Cluster{t: t, dir: dir, bin: bin}
+
+	etcdURL := c.startEtcd(etcdBin)
 
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -181,18 +206,7 @@ func Start(t testing.TB) *Cluster {
 	c.StartAPIServer()
 	t.Cleanup(c.StopAPIServer)
 
-	c.Config = &rest.Config{Host: c.URL, BearerToken: Token, TLSClientConfig: rest.TLSClientConfig{Insecure: true},
-		QPS: 500, Burst: 1000}
-	c.Client = kubernetes.NewForConfigOrDie(c.Config)
-	c.Kubeconfig = filepath.Join(dir, "kubeconfig")
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: c.URL, InsecureSkipTLSVerify: true}
-	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{Token: Token}
-	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "admin"}
-	kc.CurrentContext = "test"
-	if err := clientcmd.WriteToFile(*kc, c.Kubeconfig); err != nil {
-		t.Fatal(err)
-	}
+	c.connect()
 	return c
 }
 

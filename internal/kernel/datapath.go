@@ -53,7 +53,7 @@ type Datapath struct {
 
 // Load checks privileges, loads the BPF objects into the kernel and returns
 // the Datapath. Nothing is attached yet.
-func Load(opts Options) (*Datapath, error) {
+func Load(opts Options) (_ *Datapath, err error) {
 	if opts.MaxFlows == 0 {
 		return nil, errors.New("max flows must be positive")
 	}
@@ -86,13 +86,17 @@ func Load(opts Options) (*Datapath, error) {
 	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
 		return nil, explainLoadError(err)
 	}
+	defer func() {
+		if err != nil {
+			_ = d.objs.Close()
+		}
+	}()
 	d.retransmit = d.objs.TcpRetransmitSkbV1
 	if withErr {
 		d.retransmit = d.objs.TcpRetransmitSkb
 	}
 	d.tables.maps = [2]*ebpf.Map{d.objs.FlowsA, d.objs.FlowsB} // active_table starts at 0: flows_a
 	if err := d.sampleClock(); err != nil {
-		_ = d.objs.Close()
 		return nil, err
 	}
 	return d, nil

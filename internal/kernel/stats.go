@@ -48,11 +48,13 @@ func EnableStats() (io.Closer, error) {
 func (d *Datapath) ProgramStats() (map[string]ProgramStats, error) {
 	out := make(map[string]ProgramStats)
 	for name, p := range map[string]*ebpf.Program{
-		"endpoint_ingress": d.objs.EndpointIngress, "endpoint_egress": d.objs.EndpointEgress,
-		"uplink_ingress": d.objs.UplinkIngress, "uplink_egress": d.objs.UplinkEgress,
-		"inet_sock_set_state": d.objs.InetSockSetState, "tcp_receive_reset": d.objs.TcpReceiveReset, "tcp_send_reset": d.objs.TcpSendReset, "tcp_retransmit_skb": d.retransmit,
-		"tcp_sockops": d.objs.TcpSockops, "record_connect4": d.objs.RecordConnect4, "record_connect6": d.objs.RecordConnect6,
-		"record_sendmsg4": d.objs.RecordSendmsg4, "record_sendmsg6": d.objs.RecordSendmsg6,
+		ebpfnetProgEndpointIngress: d.objs.EndpointIngress, ebpfnetProgEndpointEgress: d.objs.EndpointEgress,
+		ebpfnetProgUplinkIngress: d.objs.UplinkIngress, ebpfnetProgUplinkEgress: d.objs.UplinkEgress,
+		ebpfnetProgInetSockSetState: d.objs.InetSockSetState, ebpfnetProgTcpReceiveReset: d.objs.TcpReceiveReset,
+		ebpfnetProgTcpSendReset: d.objs.TcpSendReset, ebpfnetProgTcpRetransmitSkb: d.retransmit, // whichever layout this kernel has
+		ebpfnetProgTcpSockops: d.objs.TcpSockops, ebpfnetProgRecordConnect4: d.objs.RecordConnect4,
+		ebpfnetProgRecordConnect6: d.objs.RecordConnect6, ebpfnetProgRecordSendmsg4: d.objs.RecordSendmsg4,
+		ebpfnetProgRecordSendmsg6: d.objs.RecordSendmsg6,
 	} {
 		s, err := p.Stats()
 		if err != nil {
