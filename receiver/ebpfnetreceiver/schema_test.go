@@ -220,3 +220,62 @@ func forPoints(t *testing.T, m pmetric.Metric, want declaredMetric, fn func(pcom
 func newTestConverter(opts convert.Options) *convert.Converter {
 	return convert.NewConverter(opts, time.Unix(990, 0))
 }
+
+// declaredSpans is spans.yaml.
+type declaredSpans struct {
+	Spans struct {
+		Attributes []string `json:"attributes"`
+		Events     map[string]struct {
+			Attributes []string `json:"attributes"`
+		} `json:"events"`
+	} `json:"spans"`
+	Attrs map[string]struct {
+		Enum []string `json:"enum"`
+	} `json:"attributes"`
+}
+
+// TestSpansMatchDeclaration: every span, span attribute and span event the
+// converters emit, on connections that end every way, is declared in
+// spans.yaml (attributes there or in metadata.yaml).
+func TestSpansMatchDeclaration(t *testing.T) {
+	d := readDeclared(t)
+	raw, err := os.ReadFile("spans.yaml")
+	require.NoError(t, err)
+	var s declaredSpans
+	require.NoError(t, yaml.Unmarshal(raw, &s))
+	var names struct {
+		Spans map[string]any `json:"spans"`
+	}
+	require.NoError(t, yaml.Unmarshal(raw, &names))
+	for k, v := range s.Attrs {
+		d.Attributes[k] = v
+	}
+	opts := convertOptions(createDefaultConfig().(*Config), receivertest.NewNopSettings(metadata.Type), everyPeer{})
+	schema, err := Schema()
+	require.NoError(t, err)
+	opts.Schema = schema
+	b := everyMetricBatch(time.Unix(1000, 0))
+	b.Closed[0].PID, b.Closed[0].Comm, b.Closed[0].MinRTT = 7, "curl", time.Microsecond
+	b.Closed[0].RetransmitBursts = []flow.RetransmitBurst{{Start: time.Unix(999, 0), Count: 3}}
+	b.Closed[2].SockErr = 111
+	td := newTestConverter(opts).Traces(b.Closed)
+	require.Equal(t, len(b.Closed), td.SpanCount())
+	for i := 0; i < td.ResourceSpans().Len(); i++ {
+		ss := td.ResourceSpans().At(i).ScopeSpans().At(0).Spans()
+		for j := 0; j < ss.Len(); j++ {
+			sp := ss.At(j)
+			require.Contains(t, names.Spans, sp.Name())
+			for k, v := range sp.Attributes().All() {
+				require.Contains(t, s.Spans.Attributes, k, "span attribute %s not declared in spans.yaml", k)
+				requireEnumValue(t, d, k, v.AsString())
+			}
+			for e := 0; e < sp.Events().Len(); e++ {
+				ev, ok := s.Spans.Events[sp.Events().At(e).Name()]
+				require.True(t, ok, "span event %q not declared", sp.Events().At(e).Name())
+				for k := range sp.Events().At(e).Attributes().All() {
+					require.Contains(t, ev.Attributes, k)
+				}
+			}
+		}
+	}
+}
