@@ -12,3 +12,4 @@
 package ebpfnetreceiver
 
 //go:generate go tool -modfile=../../internal/tools/go.mod mdatagen metadata.yaml
+//go:generate go run ./internal/docgen
