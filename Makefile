@@ -8,7 +8,7 @@ GOTEST_FLAGS ?= -count=1
 # Tests load programs into the running kernel: they run as root.
 export CGO_ENABLED := 0
 
-.PHONY: all deps generate check-generate build run test unit bench lint clean vmlinux
+.PHONY: all deps generate check-generate build run test unit bench lint clean vmlinux image image-push
 
 all: build
 
@@ -36,6 +36,22 @@ $(COLLECTOR): builder-config.yaml go.mod go.sum $(shell find receiver internal b
 	scripts/build-collector.sh
 
 build: $(COLLECTOR)
+
+# The collector's OCI image, built without a container daemon
+# (internal/image, go-containerregistry). The archive loads with
+# `docker load -i`, `ctr -n k8s.io images import` or `kind load image-archive`;
+# image-push sends it to REGISTRY (credentials from ~/.docker/config.json).
+VERSION := $(shell sed -n 's/^  version: *//p' builder-config.yaml)
+IMAGE ?= ebpfnet/otelcol-ebpfnet:$(VERSION)
+IMAGE_ARCHIVE ?= dist/otelcol-ebpfnet-$(VERSION).tar
+IMAGE_FLAGS = -binary $(COLLECTOR) -version $(VERSION) -revision "$$(git rev-parse HEAD 2>/dev/null)"
+image: build
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null) $(GO) run ./internal/image/cmd/ebpfnet-image $(IMAGE_FLAGS) -ref $(IMAGE) -out $(IMAGE_ARCHIVE)
+
+image-push: build
+	@test -n "$(REGISTRY)" || { echo "usage: make image-push REGISTRY=registry.example.com/team [INSECURE=1]" >&2; exit 1; }
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null) $(GO) run ./internal/image/cmd/ebpfnet-image $(IMAGE_FLAGS) \
+		-push $(REGISTRY)/otelcol-ebpfnet:$(VERSION) $(if $(INSECURE),-insecure)
 
 # Runs the collector with the local example config (no Kubernetes): flows of
 # this machine are printed by the debug exporter every interval.
