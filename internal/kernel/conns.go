@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 	"unsafe"
@@ -13,6 +14,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/internal/flow"
 )
@@ -96,10 +98,7 @@ func (d *Datapath) attachTracepointsLocked() error {
 // created afterwards in any cgroup, with callbacks no softirq can make the
 // kernel skip (see handle_sockops in bpf/tcp.h).
 func (d *Datapath) attachSockopsLocked() error {
-	root, err := d.conns.cgroup, error(nil)
-	if root == "" {
-		root, err = Cgroup2Root()
-	}
+	root, err := Cgroup2Dir(d.conns.cgroup)
 	if err != nil {
 		return d.failTCP(fmt.Errorf("sockops needs the cgroup2 hierarchy: %w", err))
 	}
@@ -132,6 +131,23 @@ func (d *Datapath) failTCP(err error) error {
 	}
 	d.conns.links = nil
 	return err
+}
+
+// Cgroup2Dir returns the cgroup2 directory to attach to: path itself when
+// it is a cgroup2 mount or directory; else its unified/ child when that is
+// (the host's /sys/fs/cgroup mounted into a container, on a cgroup v1 hybrid
+// host); else an error naming path. An empty path is Cgroup2Root.
+func Cgroup2Dir(path string) (string, error) {
+	if path == "" {
+		return Cgroup2Root()
+	}
+	for _, p := range []string{path, filepath.Join(path, "unified")} {
+		var st unix.Statfs_t
+		if err := unix.Statfs(p, &st); err == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("cgroup_path %s is not a cgroup2 hierarchy, nor is %s/unified (mount the host's cgroup2 mount there)", path, path)
 }
 
 // Cgroup2Root returns the mount point of the cgroup2 hierarchy, read from

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"github.com/ebpfnet/ebpfnet/internal/flow"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -79,4 +80,22 @@ func TestCgroup2FromMountinfo(t *testing.T) {
 	require.Equal(t, "/sys/fs/cgroup", got)
 	_, err = cgroup2FromMountinfo("35 33 0:30 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu")
 	require.Error(t, err)
+}
+
+// TestCgroup2Dir: a cgroup2 mount is taken as is; the host's cgroup root of
+// a hybrid machine (a v1 tmpfs with the cgroup2 mount at unified/) resolves
+// to that; anything else is an error naming the path.
+func TestCgroup2Dir(t *testing.T) {
+	root, err := Cgroup2Root()
+	require.NoError(t, err, "the receiver needs a cgroup2 mount")
+	got, err := Cgroup2Dir(root)
+	require.NoError(t, err)
+	require.Equal(t, root, got)
+	if filepath.Base(root) == "unified" {
+		got, err = Cgroup2Dir(filepath.Dir(root))
+		require.NoError(t, err)
+		require.Equal(t, root, got, "the hybrid layout's cgroup2 mount under the v1 root")
+	}
+	_, err = Cgroup2Dir(t.TempDir())
+	require.ErrorContains(t, err, "is not a cgroup2 hierarchy")
 }

@@ -77,13 +77,11 @@ func natWarning(logger *zap.Logger) func(error) {
 	}
 }
 
-// cgroups maps socket cgroups to pods: below cgroup_path, else the cgroup2
-// mount's root; nil when there is no cgroup2 hierarchy.
+// cgroups maps socket cgroups to pods: below cgroup_path's cgroup2
+// hierarchy (kernel.Cgroup2Dir), else the cgroup2 mount's root; nil when
+// there is none (AttachTCP has failed Start then).
 func cgroups(cfg *Config) *k8s.Cgroups {
-	if root := cfg.CgroupPath; root != "" {
-		return k8s.NewCgroups(root)
-	}
-	if root, err := kernel.Cgroup2Root(); err == nil {
+	if root, err := kernel.Cgroup2Dir(cfg.CgroupPath); err == nil {
 		return k8s.NewCgroups(root)
 	}
 	return nil
