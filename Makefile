@@ -21,9 +21,12 @@ generate: deps
 	$(GO) generate ./internal/kernel/... ./receiver/...
 
 # Proves that the committed generated files are what `make generate` makes.
+GENERATED := internal/kernel/ebpfnet_bpfel.go internal/kernel/ebpfnet_bpfel.o receiver/ebpfnetreceiver/internal/metadata \
+	receiver/ebpfnetreceiver/documentation.md receiver/ebpfnetreceiver/generated_component_test.go \
+	receiver/ebpfnetreceiver/generated_package_test.go
 check-generate: generate
-	@if ! git diff --quiet -- internal/kernel receiver; then \
-		git --no-pager diff --stat -- internal/kernel receiver; \
+	@if ! git diff --quiet -- $(GENERATED); then \
+		git --no-pager diff --stat -- $(GENERATED); \
 		echo "generated files differ from the committed ones: run make generate and commit" >&2; exit 1; fi
 	@echo "generated files are byte-identical to the committed ones"
 
