@@ -27,6 +27,11 @@ if [ "$want" != build ]; then
   check setpriv util-linux
   check etcd etcd-server   # the Kubernetes tests run a real kube-apiserver on etcd
   check kubectl kubectl    # kubectl apply --dry-run=server of examples/kubernetes
+  # The test node (internal/k8stest/node.go): containerd + runc + the CNI plugins.
+  check containerd containerd
+  check runc runc
+  [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+  [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)   # the image's CA bundle
 fi
 if [ "$want" = bench ]; then
   check ethtool ethtool    # the map-type study turns GRO on for its veth

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -30,7 +31,7 @@ const (
 	ConfigPath  = "/conf/config.yaml"
 )
 
-// Spec is what goes into the image.
+// Spec is the collector's image.
 type Spec struct {
 	Binary   string // the collector, statically linked
 	CACerts  string // a PEM bundle of CA certificates
@@ -43,15 +44,59 @@ type Spec struct {
 	Created time.Time
 }
 
-// Build makes the image.
+// Build makes the collector's image.
 func Build(s Spec) (v1.Image, error) {
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		b, err := rootfs(s)
-		if err != nil {
-			return nil, err
-		}
-		return io.NopCloser(bytes.NewReader(b)), nil
+	bin, err := os.ReadFile(s.Binary)
+	if err != nil {
+		return nil, fmt.Errorf("collector binary: %w", err)
+	}
+	ca, err := os.ReadFile(s.CACerts)
+	if err != nil {
+		return nil, fmt.Errorf("CA certificates: %w", err)
+	}
+	return BuildFiles(Files{
+		Files:      []File{{Path: CACertsPath, Mode: 0o644, Data: ca}, {Path: BinaryPath, Mode: 0o755, Data: bin}},
+		Dirs:       []string{"/conf", "/tmp"},
+		Entrypoint: []string{BinaryPath}, Cmd: []string{"--config=" + ConfigPath},
+		Arch: s.Arch, Created: s.Created,
+		Labels: map[string]string{
+			"org.opencontainers.image.title":       "otelcol-ebpfnet",
+			"org.opencontainers.image.description": "OpenTelemetry Collector with the ebpfnet eBPF network receiver",
+			"org.opencontainers.image.source":      s.Source,
+			"org.opencontainers.image.version":     s.Version,
+			"org.opencontainers.image.revision":    s.Revision,
+			"org.opencontainers.image.created":     s.Created.UTC().Format(time.RFC3339),
+			"org.opencontainers.image.licenses":    "Apache-2.0",
+		},
 	})
+}
+
+// File is a regular file of an image.
+type File struct {
+	Path string // absolute
+	Mode int64
+	Data []byte
+}
+
+// Files is a one-layer image: its files (their parent directories are
+// made), extra directories, and its config.
+type Files struct {
+	Files      []File
+	Dirs       []string // absolute; /tmp is world-writable (sticky)
+	Entrypoint []string
+	Cmd        []string
+	Labels     map[string]string
+	Arch       string
+	Created    time.Time
+}
+
+// BuildFiles makes an image of one layer.
+func BuildFiles(f Files) (v1.Image, error) {
+	data, err := f.rootfs()
+	if err != nil {
+		return nil, err
+	}
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
 	if err != nil {
 		return nil, fmt.Errorf("image layer: %w", err)
 	}
@@ -64,52 +109,47 @@ func Build(s Spec) (v1.Image, error) {
 		return nil, err
 	}
 	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture, cf.Created = "linux", s.Arch, v1.Time{Time: s.Created}
-	cf.Config.Entrypoint = []string{BinaryPath}
-	cf.Config.Cmd = []string{"--config=" + ConfigPath}
-	cf.Config.Labels = map[string]string{
-		"org.opencontainers.image.title":       "otelcol-ebpfnet",
-		"org.opencontainers.image.description": "OpenTelemetry Collector with the ebpfnet eBPF network receiver",
-		"org.opencontainers.image.source":      s.Source,
-		"org.opencontainers.image.version":     s.Version,
-		"org.opencontainers.image.revision":    s.Revision,
-		"org.opencontainers.image.created":     s.Created.UTC().Format(time.RFC3339),
-		"org.opencontainers.image.licenses":    "Apache-2.0",
-	}
+	cf.OS, cf.Architecture, cf.Created = "linux", f.Arch, v1.Time{Time: f.Created}
+	cf.Config.Entrypoint, cf.Config.Cmd, cf.Config.Labels = f.Entrypoint, f.Cmd, f.Labels
 	return mutate.ConfigFile(img, cf)
 }
 
-// rootfs is the layer: the collector and the CA bundle, owned by root, with
-// their parent directories.
-func rootfs(s Spec) ([]byte, error) {
-	bin, err := os.ReadFile(s.Binary)
-	if err != nil {
-		return nil, fmt.Errorf("collector binary: %w", err)
-	}
-	ca, err := os.ReadFile(s.CACerts)
-	if err != nil {
-		return nil, fmt.Errorf("CA certificates: %w", err)
-	}
+// rootfs is the layer's tar: every directory once, before what it holds,
+// owned by root, stamped with Created.
+func (f Files) rootfs() ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	for _, e := range []struct {
-		name string
-		mode int64
-		data []byte
-	}{
-		{"etc/", 0o755, nil}, {"etc/ssl/", 0o755, nil}, {"etc/ssl/certs/", 0o755, nil},
-		{CACertsPath[1:], 0o644, ca}, {"conf/", 0o755, nil}, {"tmp/", 0o1777, nil},
-		{BinaryPath[1:], 0o755, bin},
-	} {
-		h := &tar.Header{Name: e.name, Mode: e.mode, ModTime: s.Created, Size: int64(len(e.data)), Typeflag: tar.TypeReg,
-			Format: tar.FormatPAX}
-		if e.data == nil {
-			h.Typeflag = tar.TypeDir
+	seen := map[string]bool{}
+	var dir func(string) error
+	dir = func(d string) error {
+		if d == "/" || d == "." || seen[d] {
+			return nil
 		}
+		if err := dir(path.Dir(d)); err != nil {
+			return err
+		}
+		seen[d] = true
+		mode := int64(0o755)
+		if d == "/tmp" {
+			mode = 0o1777
+		}
+		return tw.WriteHeader(&tar.Header{Name: d[1:] + "/", Mode: mode, ModTime: f.Created, Typeflag: tar.TypeDir, Format: tar.FormatPAX})
+	}
+	for _, d := range f.Dirs {
+		if err := dir(d); err != nil {
+			return nil, err
+		}
+	}
+	for _, e := range f.Files {
+		if err := dir(path.Dir(e.Path)); err != nil {
+			return nil, err
+		}
+		h := &tar.Header{Name: e.Path[1:], Mode: e.Mode, ModTime: f.Created, Size: int64(len(e.Data)), Typeflag: tar.TypeReg,
+			Format: tar.FormatPAX}
 		if err := tw.WriteHeader(h); err != nil {
 			return nil, err
 		}
-		if _, err := tw.Write(e.data); err != nil {
+		if _, err := tw.Write(e.Data); err != nil {
 			return nil, err
 		}
 	}

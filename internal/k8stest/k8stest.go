@@ -1,6 +1,7 @@
 // Package k8stest runs a real Kubernetes control plane for tests: Debian's
 // etcd and a kube-apiserver built from the Go module proxy (its own module
-// in ./kube-apiserver, built once and cached), both on loopback. Tests create
+// in ./kube, one binary of all the components, built once and cached), both
+// on loopback. Tests create
 // Nodes, Pods, Services and EndpointSlices through it; no kubelet or
 // controller runs, so the test sets what they would (pod IPs through the
 // status subresource, EndpointSlices).
@@ -16,11 +17,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -32,7 +35,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
-// KubeVersion is the kube-apiserver built for the tests.
+// KubeVersion is the Kubernetes built for the tests.
 const KubeVersion = "v1.36.3"
 
 // ServiceCIDR is the range the API server allocates ClusterIPs from.
@@ -43,31 +46,21 @@ const Token = "ebpfnet-test-admin-token"
 
 var buildMu sync.Mutex
 
-// APIServerBinary returns the cached kube-apiserver, building it first if
-// needed (~4 minutes the first time; cached in $EBPFNET_CACHE or
-// ~/.cache/ebpfnet).
-func APIServerBinary(t testing.TB) string {
+// KubeBinary returns the cached binary of the Kubernetes components
+// (./kube: `kube kube-apiserver ...`, `kube kubelet ...`), building it
+// first if needed (a few minutes the first time; cached in $EBPFNET_CACHE or
+// ~/.cache/ebpfnet). Test binaries of several packages run at once: one
+// builds, the others wait on the lock and then find the binary.
+func KubeBinary(t testing.TB) string {
 	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	dir := os.Getenv("EBPFNET_CACHE")
-	if dir == "" {
-		home, err := os.UserCacheDir()
-		if err != nil {
-			t.Fatalf("cache dir for kube-apiserver: %v", err)
-		}
-		dir = filepath.Join(home, "ebpfnet")
-	}
-	bin := filepath.Join(dir, "kube-apiserver-"+KubeVersion)
+	dir := CacheDir(t)
+	bin := filepath.Join(dir, "kube-"+KubeVersion)
 	if _, err := os.Stat(bin); err == nil {
 		return bin
 	}
-	// Test binaries of several packages run at once: one builds, the
-	// others wait on the lock and then find the binary.
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	lock, err := os.OpenFile(filepath.Join(dir, "kube-apiserver.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	lock, err := os.OpenFile(filepath.Join(dir, "kube.lock"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,18 +73,41 @@ func APIServerBinary(t testing.TB) string {
 		return bin
 	}
 	_, self, _, _ := runtime.Caller(0)
-	src := filepath.Join(filepath.Dir(self), "kube-apiserver")
-	t.Logf("building kube-apiserver %s into %s (first run only, a few minutes)", KubeVersion, bin)
+	t.Logf("building the Kubernetes %s components into %s (first run only, a few minutes)", KubeVersion, bin)
 	tmp := fmt.Sprintf("%s.%d.tmp", bin, os.Getpid())
-	cmd := exec.Command("go", "build", "-o", tmp, ".")
-	cmd.Dir = src
+	// A release build stamps its version; without it the components say
+	// v0.0.0-master, which the kubelet's version checks reject.
+	v := "k8s.io/component-base/version"
+	minor := strings.Split(KubeVersion, ".")[1]
+	ldflags := fmt.Sprintf("-s -w -X %[1]s.gitVersion=%[2]s -X %[1]s.gitMajor=1 -X %[1]s.gitMinor=%[3]s -X %[1]s.gitTreeState=clean",
+		v, KubeVersion, minor)
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", tmp, ".")
+	cmd.Dir = filepath.Join(filepath.Dir(self), "kube")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build kube-apiserver: %v\n%s", err, out)
+		t.Fatalf("build the Kubernetes components: %v\n%s", err, out)
 	}
 	if err := os.Rename(tmp, bin); err != nil {
 		t.Fatal(err)
 	}
 	return bin
+}
+
+// CacheDir is where the tests keep what they build: $EBPFNET_CACHE, else
+// ~/.cache/ebpfnet.
+func CacheDir(t testing.TB) string {
+	dir := os.Getenv("EBPFNET_CACHE")
+	if dir == "" {
+		home, err := os.UserCacheDir()
+		if err != nil {
+			t.Fatalf("cache dir: %v", err)
+		}
+		dir = filepath.Join(home, "ebpfnet")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // RequireEtcd returns etcd's path, or fails the test: `make test` installs
@@ -166,55 +182,85 @@ func (c *Cluster) connect() {
 	}
 }
 
-// Start runs etcd and kube-apiserver until the test ends.
-func Start(t testing.TB) *Cluster {
+// Options change how Start runs the control plane.
+type Options struct {
+	// Address is where kube-apiserver listens and what it advertises (the
+	// endpoint of the kubernetes Service): loopback by default; a test
+	// interface's address for a node whose pods reach it.
+	Address netip.Addr
+	// ServiceAccounts enables the ServiceAccount admission plugin (pods
+	// get tokens): with a controller manager that creates the accounts.
+	ServiceAccounts bool
+}
+
+// Start runs etcd and kube-apiserver on loopback until the test ends.
+func Start(t testing.TB) *Cluster { return StartWith(t, Options{}) }
+
+// StartWith runs etcd and kube-apiserver until the test ends.
+func StartWith(t testing.TB, o Options) *Cluster {
 	t.Helper()
 	etcdBin := RequireEtcd(t)
-	bin := APIServerBinary(t)
+	bin := KubeBinary(t)
 	dir := t.TempDir()
 	c := &Cluster{t: t, dir: dir, bin: bin}
-
 	etcdURL := c.startEtcd(etcdBin)
-
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
+	c.writeKeys()
+	if !o.Address.IsValid() {
+		o.Address = netip.MustParseAddr("127.0.0.1")
 	}
-	keyFile := filepath.Join(dir, "sa.key")
-	writeFile(t, keyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}))
-	tokens := filepath.Join(dir, "tokens.csv")
-	writeFile(t, tokens, []byte(Token+",admin,admin,system:masters\n"))
-
 	port := freePort(t)
-	c.URL = "https://127.0.0.1:" + strconv.Itoa(port)
+	c.URL = "https://" + netip.AddrPortFrom(o.Address, uint16(port)).String()
 	c.apiArgs = []string{
 		"--etcd-servers=" + etcdURL,
-		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+		"--bind-address=" + o.Address.String(), "--advertise-address=" + o.Address.String(),
 		"--secure-port=" + strconv.Itoa(port),
 		"--cert-dir=" + filepath.Join(dir, "certs"),
-		"--token-auth-file=" + tokens,
-		"--authorization-mode=RBAC",
+		"--token-auth-file=" + c.TokenFile(),
+		"--authorization-mode=Node,RBAC",
 		"--service-cluster-ip-range=" + ServiceCIDR,
 		"--service-account-issuer=https://kubernetes.default.svc",
-		"--service-account-key-file=" + keyFile,
-		"--service-account-signing-key-file=" + keyFile,
-		// No controller manager creates the default ServiceAccount.
-		"--disable-admission-plugins=ServiceAccount",
+		"--service-account-key-file=" + c.ServiceAccountKey(),
+		"--service-account-signing-key-file=" + c.ServiceAccountKey(),
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
+		// The test node's name resolves nowhere: reach its kubelet by address.
+		"--kubelet-preferred-address-types=InternalIP",
+	}
+	if !o.ServiceAccounts {
+		// No controller manager creates the default ServiceAccount.
+		c.apiArgs = append(c.apiArgs, "--disable-admission-plugins=ServiceAccount")
 	}
 	c.StartAPIServer()
 	t.Cleanup(c.StopAPIServer)
-
 	c.connect()
 	return c
 }
+
+// writeKeys writes the service-account signing key and the admin token.
+func (c *Cluster) writeKeys() {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	writeFile(c.t, c.ServiceAccountKey(), pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}))
+	writeFile(c.t, c.TokenFile(), []byte(Token+",admin,admin,system:masters\n"))
+}
+
+// ServiceAccountKey is the file of the key that signs service-account tokens.
+func (c *Cluster) ServiceAccountKey() string { return filepath.Join(c.dir, "sa.key") }
+
+// TokenFile is the API server's static token file.
+func (c *Cluster) TokenFile() string { return filepath.Join(c.dir, "tokens.csv") }
+
+// CertDir holds the API server's self-signed certificate (apiserver.crt:
+// the certificate and the CA that signed it).
+func (c *Cluster) CertDir() string { return filepath.Join(c.dir, "certs") }
 
 // StartAPIServer (re)starts kube-apiserver with the same flags and waits
 // until it is ready.
 func (c *Cluster) StartAPIServer() {
 	c.t.Helper()
-	c.apiserver = exec.Command(c.bin, c.apiArgs...)
+	c.apiserver = exec.Command(c.bin, append([]string{"kube-apiserver"}, c.apiArgs...)...)
 	f := logFile(c.t, c.dir, "kube-apiserver.log")
 	c.apiserver.Stdout, c.apiserver.Stderr = f, f
 	if err := c.apiserver.Start(); err != nil {
