@@ -16,7 +16,7 @@ import (
 )
 
 // TestKubernetesExamples: examples/kubernetes is accepted by a real API
-// server (kubectl apply --dry-run=server), and its RBAC is enough for the
+// server (kubectl apply -k --dry-run=server), and its RBAC is enough for the
 // resolver's informers and no more than read-only.
 func TestKubernetesExamples(t *testing.T) {
 	c := k8stest.Start(t)
@@ -27,7 +27,7 @@ func TestKubernetesExamples(t *testing.T) {
 	// rest validated by the server without being persisted.
 	_, err := c.Kubectl(ctx, "apply", "-f", filepath.Join(dir, "00-namespace.yaml"), "-f", filepath.Join(dir, "10-rbac.yaml"))
 	require.NoError(t, err)
-	out, err := c.Kubectl(ctx, "apply", "--dry-run=server", "-f", dir)
+	out, err := c.Kubectl(ctx, "apply", "--dry-run=server", "-k", dir)
 	require.NoError(t, err)
 	for _, obj := range []string{"daemonset.apps/ebpfnet-agent", "configmap/ebpfnet-agent", "deployment.apps/otel-gateway",
 		"deployment.apps/otel-sampler", "service/otel-gateway", "service/otel-sampler"} {

@@ -49,4 +49,10 @@ func TestExampleConfigsValidate(t *testing.T) {
 	require.True(t, sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem)
 	require.Equal(t, []corev1.Capability{"ALL"}, sc.Capabilities.Drop)
 	require.ElementsMatch(t, []corev1.Capability{"BPF", "PERFMON", "NET_ADMIN"}, sc.Capabilities.Add)
+	pod := ds.Spec.Template.Spec
+	require.Equal(t, corev1.SeccompProfileTypeRuntimeDefault, pod.SecurityContext.SeccompProfile.Type, "the runtime's default seccomp profile")
+	require.Nil(t, sc.SeccompProfile, "no container-level override (Unconfined)")
+	c := pod.Containers[0]
+	require.NotNil(t, c.ReadinessProbe, "readiness from the health_check extension")
+	require.NotNil(t, c.LivenessProbe)
 }

@@ -1,0 +1,199 @@
+package ebpfnetreceiver
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/ebpfnet/ebpfnet/internal/image"
+	"github.com/ebpfnet/ebpfnet/internal/k8stest"
+	"github.com/ebpfnet/ebpfnet/internal/testnet"
+)
+
+// agentImage is the ocb collector's image, as `make image` builds it, under
+// the name the test's kustomize overlay sets.
+const agentImage = "docker.io/ebpfnet/otelcol-ebpfnet:e2e"
+
+func agentArchive(t *testing.T) string {
+	img, err := image.Build(image.Spec{Binary: buildCollector(t), CACerts: "/etc/ssl/certs/ca-certificates.crt",
+		Version: "e2e", Arch: runtime.GOARCH, Created: time.Unix(0, 0).UTC()})
+	require.NoError(t, err)
+	path := filepath.Join(k8stest.CacheDir(t), "images", "otelcol-ebpfnet-e2e.tar")
+	require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+	require.NoError(t, image.WriteArchive(path, agentImage, img))
+	return path
+}
+
+// agentOverlay is a kustomize overlay of examples/kubernetes as a user
+// would write it: the image from `images:`, the exporter pointed at sink
+// (the gateway's upstream images cannot be pulled here, so it goes), a 2 s
+// interval.
+func agentOverlay(t *testing.T, sink string) string {
+	examples, err := filepath.Abs(filepath.Join("..", "..", "examples", "kubernetes"))
+	require.NoError(t, err)
+	var cm corev1.ConfigMap
+	raw, err := os.ReadFile(filepath.Join(examples, "20-agent-config.yaml"))
+	require.NoError(t, err)
+	require.NoError(t, yaml.Unmarshal(raw, &cm))
+	conf := cm.Data["config.yaml"]
+	for old, repl := range map[string]string{"endpoint: otel-gateway.ebpfnet.svc:4317": "endpoint: " + sink, "interval: 10s": "interval: 2s"} {
+		require.Contains(t, conf, old)
+		conf = strings.ReplaceAll(conf, old, repl)
+	}
+	dir := t.TempDir()
+	rel, err := filepath.Rel(dir, examples)
+	require.NoError(t, err)
+	value, _ := json.Marshal(conf)
+	del := func(kind, name string) string {
+		return fmt.Sprintf("  - patch: |-\n      $patch: delete\n      apiVersion: v1\n      kind: %s\n      metadata: {name: %s, namespace: ebpfnet}\n", kind, name)
+	}
+	k := "resources: [" + rel + "]\n" +
+		"images:\n  - {name: ebpfnet/otelcol-ebpfnet, newName: docker.io/ebpfnet/otelcol-ebpfnet, newTag: e2e}\n" +
+		"patches:\n" +
+		"  - target: {kind: ConfigMap, name: ebpfnet-agent}\n    patch: '[{\"op\": \"replace\", \"path\": \"/data/config.yaml\", \"value\": " +
+		strings.ReplaceAll(string(value), "'", "''") + "}]'\n" +
+		strings.ReplaceAll(del("Deployment", "otel-gateway"), "apiVersion: v1", "apiVersion: apps/v1") +
+		strings.ReplaceAll(del("Deployment", "otel-sampler"), "apiVersion: v1", "apiVersion: apps/v1") +
+		del("Service", "otel-gateway") + del("Service", "otel-sampler") + del("ConfigMap", "otel-gateway")
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644))
+	return dir
+}
+
+// TestAgentOnRealNode applies examples/kubernetes (through an overlay) to a
+// real single-node cluster (kubelet, containerd, runc, the bridge CNI,
+// kube-proxy) and checks what a platform engineer would: the agent Running
+// and Ready under the manifest's security context as the runtime applied
+// it, and the real pods' identity on what it exports.
+func TestAgentOnRealNode(t *testing.T) {
+	testnet.RequireRoot(t)
+	n := k8stest.StartNode(t, k8stest.ProgramImage(t, "internal/k8stest/pause", k8stest.PauseImage))
+	n.Import(t, k8stest.ProgramImage(t, "internal/k8stest/testapp", k8stest.TestAppImage))
+	n.Import(t, agentArchive(t))
+	sink := startOTLPSink(t, k8stest.NodeAddr.String())
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	out, err := n.Kubectl(ctx, "apply", "-k", agentOverlay(t, sink.Addr))
+	require.NoError(t, err, out)
+	agent := n.WaitReady(ctx, t, "ebpfnet", "app.kubernetes.io/name=ebpfnet-agent", 1)[0]
+	requireUnprivileged(t, n, &agent)
+
+	svc := n.RunTestApp(ctx, t, "shop", 2)
+	client := n.RunTestClient(ctx, t, "shop", "client", svc.Spec.ClusterIP, 1000)
+	pod, err := n.Client.CoreV1().Pods("shop").Get(ctx, client, metav1.GetOptions{})
+	require.NoError(t, err)
+	containerID := strings.TrimPrefix(pod.Status.ContainerStatuses[0].ContainerID, "containerd://")
+
+	// A client span of the real pod, enriched by k8s_attributes, with the
+	// UID and container the API server reports for it.
+	var span ptrace.Span
+	var res pcommon.Map
+	ok := assert.Eventually(t, func() bool {
+		for _, td := range sink.Traces() {
+			if s, r, found := findSpan(td, func(res pcommon.Map, s ptrace.Span) bool {
+				return s.Kind() == ptrace.SpanKindClient && str(res, "k8s.pod.name") == client
+			}); found {
+				span, res = s, r
+				return true
+			}
+		}
+		return false
+	}, 2*time.Minute, time.Second)
+	n.Alive(t)
+	require.True(t, ok, "a client span of pod %s; received: %s\nagent log: %s", client, describeSpans(sink.Traces()),
+		n.PodLog(ctx, t, "ebpfnet", agent.Name))
+	require.Equal(t, string(pod.UID), str(res, "k8s.pod.uid"))
+	require.Equal(t, containerID, str(res, "container.id"))
+	require.Equal(t, "shop", str(res, "k8s.namespace.name"))
+	require.Equal(t, "client", str(res, "k8s.deployment.name"))
+	require.Equal(t, svc.Spec.ClusterIP, str(span.Attributes(), "server.address"))
+}
+
+// describeSpans lists the resources and names of what arrived (a failure's
+// evidence).
+func describeSpans(tds []ptrace.Traces) string {
+	var b strings.Builder
+	n := 0
+	for _, td := range tds {
+		for i := 0; i < td.ResourceSpans().Len(); i++ {
+			rs := td.ResourceSpans().At(i)
+			for j := 0; j < rs.ScopeSpans().Len(); j++ {
+				ss := rs.ScopeSpans().At(j).Spans()
+				for k := 0; k < ss.Len() && n < 20; k++ {
+					fmt.Fprintf(&b, "\n  %s %v %v", ss.At(k).Name(), rs.Resource().Attributes().AsRaw(), ss.At(k).Attributes().AsRaw())
+					n++
+				}
+			}
+		}
+	}
+	return fmt.Sprintf("%d batches%s", len(tds), b.String())
+}
+
+// requireUnprivileged checks the agent's security context in the API and in
+// the OCI spec containerd gave runc: not privileged, the runtime's default
+// seccomp profile, exactly CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, a
+// read-only root filesystem.
+func requireUnprivileged(t *testing.T, n *k8stest.Node, agent *corev1.Pod) {
+	sc := agent.Spec.Containers[0].SecurityContext
+	require.False(t, sc.Privileged != nil && *sc.Privileged)
+	require.Equal(t, corev1.SeccompProfileTypeRuntimeDefault, agent.Spec.SecurityContext.SeccompProfile.Type)
+	id := strings.TrimPrefix(agent.Status.ContainerStatuses[0].ContainerID, "containerd://")
+	info, err := n.Ctr("containers", "info", id)
+	require.NoError(t, err, info)
+	var c struct {
+		Spec struct {
+			Process struct {
+				Capabilities struct {
+					Bounding, Effective, Permitted []string
+				}
+			}
+			Root struct {
+				Readonly bool
+			}
+			Linux struct {
+				Seccomp *struct {
+					DefaultAction string
+					Syscalls      []any
+				}
+			}
+		}
+	}
+	require.NoError(t, json.Unmarshal([]byte(info), &c))
+	caps := []string{"CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON"}
+	require.ElementsMatch(t, caps, c.Spec.Process.Capabilities.Bounding)
+	require.ElementsMatch(t, caps, c.Spec.Process.Capabilities.Effective)
+	require.True(t, c.Spec.Root.Readonly, "read-only root filesystem")
+	require.NotNil(t, c.Spec.Linux.Seccomp, "a seccomp profile")
+	require.Equal(t, "SCMP_ACT_ERRNO", c.Spec.Linux.Seccomp.DefaultAction, "the runtime's default profile denies what it does not list")
+	require.NotEmpty(t, c.Spec.Linux.Seccomp.Syscalls)
+}
+
+// findSpan returns the first span of td that match accepts, with its
+// resource's attributes.
+func findSpan(td ptrace.Traces, match func(res pcommon.Map, s ptrace.Span) bool) (ptrace.Span, pcommon.Map, bool) {
+	for i := 0; i < td.ResourceSpans().Len(); i++ {
+		rs := td.ResourceSpans().At(i)
+		for j := 0; j < rs.ScopeSpans().Len(); j++ {
+			ss := rs.ScopeSpans().At(j).Spans()
+			for k := 0; k < ss.Len(); k++ {
+				if match(rs.Resource().Attributes(), ss.At(k)) {
+					return ss.At(k), rs.Resource().Attributes(), true
+				}
+			}
+		}
+	}
+	return ptrace.Span{}, pcommon.Map{}, false
+}
