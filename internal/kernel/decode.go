@@ -13,14 +13,12 @@ import (
 // destinations. Addresses are 16 bytes in network order with IPv4 mapped
 // into IPv6 (bpf/types.h), times CLOCK_MONOTONIC ns.
 
-// addr decodes an address of a kernel record: family 4 comes back as IPv4;
-// an IPv6 socket's v4-mapped address stays as the socket has it.
-func addr(b [16]byte, family uint8) netip.Addr {
-	a := netip.AddrFrom16(b)
-	if family == 4 {
-		return a.Unmap()
-	}
-	return a
+// addr decodes an address of a kernel record as IPv4 when it is one: family
+// 4, or an IPv6 socket's v4-mapped address (a dual-stack listener, such as
+// Go's net.Listen("tcp", ":8080"), talks IPv4 on the wire as ::ffff:a.b.c.d;
+// kept mapped, its spans named no pod and joined no flow).
+func addr(b [16]byte, _ uint8) netip.Addr {
+	return netip.AddrFrom16(b).Unmap()
 }
 
 // wallClock converts CLOCK_MONOTONIC ns to wall time; 0 stays the zero time.
@@ -72,7 +70,7 @@ func decodeConn(e *ConnEvent, w wallClock, hostNetns uint32) flow.Conn {
 		c.RetransmitBursts = append(c.RetransmitBursts, flow.RetransmitBurst{Start: w.time(e.BurstStartNs[i]), Count: e.BurstCount[i]})
 	}
 	if e.DialedFamily != 0 {
-		c.Dialed = netip.AddrPortFrom(addr(e.DialedAddr, e.DialedFamily).Unmap(), e.DialedPort) // as a Service address
+		c.Dialed = netip.AddrPortFrom(addr(e.DialedAddr, e.DialedFamily), e.DialedPort)
 	}
 	c.TraceID, c.SpanID, c.ParentSpanID = flow.ConnIDs(&c)
 	return c
@@ -105,5 +103,5 @@ func decodeLive(cookie uint64, st *ConnState, hostNetns uint32) flow.LiveConn {
 
 // decodeUDPDialed makes the model's UDP destination of a udp_dialed key.
 func decodeUDPDialed(k *UDPDialedKey) flow.UDPDialed {
-	return flow.UDPDialed{LocalPort: k.LocalPort, Dialed: netip.AddrPortFrom(addr(k.Addr, k.Family).Unmap(), k.Port)}
+	return flow.UDPDialed{LocalPort: k.LocalPort, Dialed: netip.AddrPortFrom(addr(k.Addr, k.Family), k.Port)}
 }
