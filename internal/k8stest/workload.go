@@ -25,7 +25,7 @@ func (n *Node) RunTestApp(ctx context.Context, t testing.TB, ns string, replicas
 	_, err := n.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 	require.NoError(t, err)
 	labels := map[string]string{"app.kubernetes.io/name": "web"}
-	n.deploy(ctx, t, ns, "web", replicas, labels, []string{"server"})
+	n.deploy(ctx, t, ns, "web", replicas, labels, []string{"server"}, map[string]string{WebServiceAnnotation: WebServiceName})
 	svc, err := n.Client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "web"},
 		Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{
@@ -45,18 +45,26 @@ func (n *Node) RunTestClient(ctx context.Context, t testing.TB, ns, name, cluste
 	t.Helper()
 	labels := map[string]string{"app.kubernetes.io/name": name}
 	n.deploy(ctx, t, ns, name, 1, labels, []string{"client", net.JoinHostPort(clusterIP, "80"), net.JoinHostPort(clusterIP, "53"),
-		strconv.Itoa(size)})
+		strconv.Itoa(size)}, nil)
 	return n.WaitReady(ctx, t, ns, "app.kubernetes.io/name="+name, 1)[0].Name
 }
 
-func (n *Node) deploy(ctx context.Context, t testing.TB, ns, name string, replicas int32, labels map[string]string, args []string) {
+// The web pods' service.name, set by the annotation the OpenTelemetry
+// Kubernetes conventions read first (before the app.kubernetes.io labels).
+const (
+	WebServiceAnnotation = "resource.opentelemetry.io/service.name"
+	WebServiceName       = "web-api"
+)
+
+func (n *Node) deploy(ctx context.Context, t testing.TB, ns, name string, replicas int32, labels map[string]string, args []string,
+	annotations map[string]string) {
 	_, err := n.Client.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: &replicas,
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: annotations},
 				Spec: corev1.PodSpec{Containers: []corev1.Container{{
 					Name: name, Image: TestAppImage, Args: args, ImagePullPolicy: corev1.PullNever,
 				}}, TerminationGracePeriodSeconds: new(int64)},

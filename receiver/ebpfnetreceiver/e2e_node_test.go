@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -120,6 +121,89 @@ func TestAgentOnRealNode(t *testing.T) {
 	require.Equal(t, "shop", str(res, "k8s.namespace.name"))
 	require.Equal(t, "client", str(res, "k8s.deployment.name"))
 	require.Equal(t, svc.Spec.ClusterIP, str(span.Attributes(), "server.address"))
+	// service.name / service.namespace as the OpenTelemetry Kubernetes
+	// conventions derive them: the client's from its app.kubernetes.io/name
+	// label; the web pods' from their annotation, which wins over the label.
+	require.Equal(t, "client", str(res, "service.name"))
+	require.Equal(t, "shop", str(res, "service.namespace"))
+	webs, err := n.Client.CoreV1().Pods("shop").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=web"})
+	require.NoError(t, err)
+	requireConnectionsStitched(t, sink, client, svc.Spec.ClusterIP, webs.Items)
+}
+
+// requireConnectionsStitched: every request connection of the client pod
+// to the Service has its client and server span in one trace (the server's
+// parent is the client's span), the client span names the Service and the
+// backend pod the real kube-proxy's DNAT chose, as the node's conntrack says
+// for the connections it still remembers, and the server span's resource is
+// that pod, named as its annotation says.
+func requireConnectionsStitched(t *testing.T, sink *otlpSink, client, clusterIP string, webs []corev1.Pod) {
+	backends := map[string]string{} // pod IP -> name
+	for _, p := range webs {
+		backends[p.Status.PodIP] = p.Name
+	}
+	time.Sleep(5 * time.Second) // two intervals: the server spans of the last client spans
+	clients, servers := map[pcommon.TraceID]ptrace.Span{}, map[pcommon.TraceID]pcommon.Map{}
+	serverSpans := map[pcommon.TraceID]ptrace.Span{}
+	for _, td := range sink.Traces() {
+		findSpan(td, func(res pcommon.Map, s ptrace.Span) bool {
+			switch {
+			case s.Kind() == ptrace.SpanKindClient && str(res, "k8s.pod.name") == client && str(s.Attributes(), "ebpfnet.tcp.close_reason") == "closed":
+				clients[s.TraceID()] = s
+			case s.Kind() == ptrace.SpanKindServer && backends[str(res, "k8s.pod.ip")] != "":
+				servers[s.TraceID()], serverSpans[s.TraceID()] = res, s
+			}
+			return false
+		})
+	}
+	require.GreaterOrEqual(t, len(clients), 5, "request connections of %s", client)
+	cutoff := time.Now().Add(-4 * time.Second)
+	checked, conntracked := 0, 0
+	for trace, c := range clients {
+		if c.EndTimestamp().AsTime().After(cutoff) {
+			continue // its server span may be in the next interval
+		}
+		a := c.Attributes()
+		backend := str(a, "network.peer.address")
+		require.Contains(t, backends, backend, "the client span's peer is a backend pod")
+		require.Equal(t, backends[backend], str(a, "peer.k8s.pod.name"))
+		require.Equal(t, "web", str(a, "peer.k8s.service.name"))
+		require.Equal(t, clusterIP, str(a, "server.address"))
+		if ct, ok := conntrackBackend(t, clusterIP, a.AsRaw()["client.port"]); ok {
+			require.Equal(t, ct, backend, "the backend kube-proxy's DNAT chose, as conntrack says")
+			conntracked++
+		}
+		res, ok := servers[trace]
+		require.True(t, ok, "the server span of connection %v in the same trace (%d client, %d server spans; all: %s)",
+			a.AsRaw(), len(clients), len(servers), describeSpans(sink.Traces()))
+		require.Equal(t, c.SpanID(), serverSpans[trace].ParentSpanID(), "the server span's parent is the client span")
+		require.Equal(t, backends[backend], str(res, "k8s.pod.name"), "the server span is on the backend pod")
+		require.Equal(t, k8stest.WebServiceName, str(res, "service.name"), "the annotation wins over the label")
+		checked++
+	}
+	require.GreaterOrEqual(t, checked, 3)
+	require.NotZero(t, conntracked, "conntrack still knew some of the connections")
+}
+
+// conntrackBackend asks the node's conntrack (the conntrack tool, not our
+// code) where the TCP connection from port to clusterIP:80 went.
+func conntrackBackend(t *testing.T, clusterIP string, port any) (string, bool) {
+	out, err := exec.Command("conntrack", "-L", "-p", "tcp", "--dst", clusterIP, "--dport", "80",
+		"--sport", fmt.Sprint(port)).Output()
+	if err != nil {
+		return "", false
+	}
+	// tcp 6 117 TIME_WAIT src=C dst=SVC sport=P dport=80 src=BACKEND dst=C sport=8080 dport=P ...
+	f := strings.Fields(string(out))
+	n := 0
+	for _, w := range f {
+		if strings.HasPrefix(w, "src=") {
+			if n++; n == 2 {
+				return strings.TrimPrefix(w, "src="), true
+			}
+		}
+	}
+	return "", false
 }
 
 // describeSpans lists the resources and names of what arrived (a failure's
