@@ -8,7 +8,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -129,6 +131,31 @@ func TestAgentOnRealNode(t *testing.T) {
 	webs, err := n.Client.CoreV1().Pods("shop").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=web"})
 	require.NoError(t, err)
 	requireConnectionsStitched(t, sink, client, svc.Spec.ClusterIP, webs.Items)
+
+	// The kubelet restarts a killed agent; a rolling update replaces it.
+	// Neither leaves anything of the old instance loaded or attached.
+	requireReplacedCleanly(ctx, t, n, sink, "SIGKILL", func() { killContainer(t, n, agent.Status.ContainerStatuses[0].ContainerID) })
+	requireReplacedCleanly(ctx, t, n, sink, "rolling update", func() {
+		out, err := n.Kubectl(ctx, "-n", "ebpfnet", "rollout", "restart", "daemonset/ebpfnet-agent")
+		require.NoError(t, err, out)
+	})
+}
+
+// killContainer sends SIGKILL to a container's process, found through
+// containerd (ctr task ls).
+func killContainer(t *testing.T, n *k8stest.Node, id string) {
+	id = strings.TrimPrefix(id, "containerd://")
+	out, err := n.Ctr("task", "ls")
+	require.NoError(t, err, out)
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == id {
+			pid, err := strconv.Atoi(f[1])
+			require.NoError(t, err)
+			require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+			return
+		}
+	}
+	t.Fatalf("no task of container %s: %s", id, out)
 }
 
 // requireConnectionsStitched: every request connection of the client pod
@@ -280,4 +307,64 @@ func findSpan(td ptrace.Traces, match func(res pcommon.Map, s ptrace.Span) bool)
 		}
 	}
 	return ptrace.Span{}, pcommon.Map{}, false
+}
+
+// agentPrograms are the kernel IDs of the agent's loaded BPF programs
+// (bpftool: the kernel's view, not ours), by the names our object gives
+// them.
+func agentPrograms(t *testing.T) map[int]string {
+	out, err := exec.Command("bpftool", "-j", "prog", "show").Output()
+	require.NoError(t, err)
+	var progs []struct {
+		ID   int    `json:"id"`
+		Name string `json:"name"`
+	}
+	require.NoError(t, json.Unmarshal(out, &progs))
+	ours := map[string]bool{"endpoint_ingress": true, "endpoint_egress": true, "uplink_ingress": true, "uplink_egress": true,
+		"inet_sock_set_state": true, "tcp_sockops": true, "record_connect4": true}
+	ids := map[int]string{}
+	for _, p := range progs {
+		if ours[p.Name] {
+			ids[p.ID] = p.Name
+		}
+	}
+	return ids
+}
+
+// requireReplacedCleanly: after restart (which ends the running agent), a
+// new agent is Ready, none of the old instance's programs is loaded (so none
+// is attached), the new one's are, and it reports within two intervals of
+// being Ready.
+func requireReplacedCleanly(ctx context.Context, t *testing.T, n *k8stest.Node, sink *otlpSink, what string, restart func()) {
+	old := agentPrograms(t)
+	require.NotEmpty(t, old, "the running agent's programs")
+	restart()
+	var ready corev1.Pod
+	require.Eventually(t, func() bool {
+		pods, err := n.Client.CoreV1().Pods("ebpfnet").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=ebpfnet-agent"})
+		if err != nil || len(pods.Items) != 1 {
+			return false
+		}
+		p := pods.Items[0]
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue && p.DeletionTimestamp == nil &&
+				len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].State.Running != nil &&
+				p.Status.ContainerStatuses[0].State.Running.StartedAt.Time.After(time.Now().Add(-time.Minute)) {
+				ready = p
+				return true
+			}
+		}
+		return false
+	}, 2*time.Minute, 200*time.Millisecond, "%s: a new agent Ready", what)
+	readyAt, batches := time.Now(), len(sink.Metrics()) // the old agent is gone: what comes now is the new one's
+	// Two intervals (2 s each), and a second for the batch processor and the export.
+	require.Eventually(t, func() bool { return len(sink.Metrics()) > batches }, 2*2*time.Second+time.Second, 100*time.Millisecond,
+		"%s: the new agent reports within two intervals of being Ready", what)
+	t.Logf("%s: new agent %s Ready, first export %v later", what, ready.Name, time.Since(readyAt).Round(100*time.Millisecond))
+	now := agentPrograms(t)
+	for id, name := range old {
+		_, still := now[id]
+		require.False(t, still, "%s: the old instance's %s (id %d) is still loaded", what, name, id)
+	}
+	require.NotEmpty(t, now, "%s: the new instance's programs", what)
 }
