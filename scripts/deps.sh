@@ -30,6 +30,7 @@ if [ "$want" != build ]; then
   # The test node (internal/k8stest/node.go): containerd + runc + the CNI plugins.
   check containerd containerd
   check runc runc
+  check tcpdump tcpdump     # counts the non-IP frames on the test node's pod veths
   [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
   [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)   # the image's CA bundle
 fi
