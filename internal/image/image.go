@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // Paths in the image.
@@ -100,7 +101,9 @@ func BuildFiles(f Files) (v1.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image layer: %w", err)
 	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
+	// OCI media types (go-containerregistry's default is Docker's schema 2).
+	base := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	img, err := mutate.Append(base, mutate.Addendum{Layer: layer, MediaType: types.OCILayer})
 	if err != nil {
 		return nil, fmt.Errorf("image: %w", err)
 	}

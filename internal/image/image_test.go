@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/stretchr/testify/require"
 )
 
@@ -47,6 +48,9 @@ func TestArchiveRoundTrip(t *testing.T) {
 	require.Equal(t, "linux", cf.OS)
 	require.Equal(t, "amd64", cf.Architecture)
 	require.Equal(t, "1.2.3", cf.Config.Labels["org.opencontainers.image.version"])
+	mt, err := img.MediaType()
+	require.NoError(t, err)
+	require.Equal(t, types.OCIManifestSchema1, mt, "an OCI image")
 	require.Equal(t, "abc123", cf.Config.Labels["org.opencontainers.image.revision"])
 	files := map[string]*tar.Header{}
 	rd := mutate.Extract(back)

@@ -430,16 +430,17 @@ type nonIPCapture struct {
 
 func captureNonIP(t *testing.T, iface, dir string) *nonIPCapture {
 	c := &nonIPCapture{out: &strings.Builder{}}
-	c.cmd = exec.Command("tcpdump", "-i", iface, "-Q", dir, "-p", "-n", "-e", "-l", "not ip and not ip6")
+	c.cmd = exec.Command("tcpdump", "-i", iface, "-Q", dir, "-p", "-n", "-e", "-l", "-tt", "not ip and not ip6")
 	c.cmd.Stdout = c.out
 	require.NoError(t, c.cmd.Start())
 	t.Cleanup(func() { _ = c.cmd.Process.Kill() })
 	return c
 }
 
-// stop ends the capture and counts its frames (tcpdump -e prints each
-// frame's L2 length, what the interface counters count).
-func (c *nonIPCapture) stop(t *testing.T) {
+// stop ends the capture and counts its frames between from and to
+// (tcpdump -tt prints each frame's time, -e its L2 length: what the
+// interface counters count).
+func (c *nonIPCapture) stop(t *testing.T, from, to time.Time) {
 	_ = c.cmd.Process.Signal(syscall.SIGINT)
 	_ = c.cmd.Wait()
 	for _, line := range strings.Split(c.out.String(), "\n") {
@@ -447,11 +448,16 @@ func (c *nonIPCapture) stop(t *testing.T) {
 		if i < 0 {
 			continue
 		}
+		var sec float64
 		var l int64
-		_, err := fmt.Sscanf(line[i+len(", length "):], "%d", &l)
+		_, err := fmt.Sscanf(line, "%f", &sec)
 		require.NoError(t, err, line)
-		c.packets++
-		c.bytes += l
+		_, err = fmt.Sscanf(line[i+len(", length "):], "%d", &l)
+		require.NoError(t, err, line)
+		if at := time.Unix(0, int64(sec*1e9)); at.After(from) && !at.After(to) {
+			c.packets++
+			c.bytes += l
+		}
 	}
 }
 
@@ -505,8 +511,14 @@ func requireFlowsMatchVeths(ctx context.Context, t *testing.T, n *k8stest.Node, 
 	}
 	type view struct {
 		ip, veth string
-		c0       testnet.LinkStats
 		in, out  *nonIPCapture
+	}
+	views0 := func(vs []*view) []podView {
+		out := make([]podView, len(vs))
+		for i, v := range vs {
+			out[i] = podView{v.ip, v.veth}
+		}
+		return out
 	}
 	// A new interface sends router solicitations and MLD reports in its
 	// first seconds, at times of its own: start when those are over.
@@ -526,33 +538,21 @@ func requireFlowsMatchVeths(ctx context.Context, t *testing.T, n *k8stest.Node, 
 		v.in, v.out = captureNonIP(t, v.veth, "in"), captureNonIP(t, v.veth, "out")
 		views = append(views, v)
 	}
-	// After the captures started: an interface that starts being captured
-	// sends a router solicitation (seen here), which must fall before the
-	// window like the rest of what was in flight.
+	// An interface that starts being captured sends a router solicitation
+	// (seen here): the window starts after it.
 	time.Sleep(500 * time.Millisecond)
-	testnet.WaitQuiet(t, veths...)
-	for _, v := range views {
-		v.c0 = testnet.Stats(t, v.veth)
-	}
-	t0 := time.Now()
-	base := map[string]map[string][2]int64{}
-	for _, v := range views {
-		require.Eventually(t, func() (ok bool) { base[v.ip], ok = flowTotals(sink, v.ip, t0); return ok }, 30*time.Second, 200*time.Millisecond)
-	}
+	c0, at0, base := flowEdge(t, sink, views0(views))
 	pause("resume")
 	time.Sleep(5 * time.Second)
 	pause("pause")
 	defer pause("resume")
-	testnet.WaitQuiet(t, veths...)
-	t1 := time.Now()
+	c1, at1, end := flowEdge(t, sink, views0(views))
 	for _, v := range views {
-		d := testnet.Stats(t, v.veth).Sub(v.c0)
-		v.in.stop(t)
-		v.out.stop(t)
-		var end map[string][2]int64
-		require.Eventually(t, func() (ok bool) { end, ok = flowTotals(sink, v.ip, t1); return ok }, 30*time.Second, 200*time.Millisecond)
-		tx := [2]int64{end["transmit"][0] - base[v.ip]["transmit"][0], end["transmit"][1] - base[v.ip]["transmit"][1]}
-		rx := [2]int64{end["receive"][0] - base[v.ip]["receive"][0], end["receive"][1] - base[v.ip]["receive"][1]}
+		d := c1[v.veth].Sub(c0[v.veth])
+		v.in.stop(t, at0, at1)
+		v.out.stop(t, at0, at1)
+		tx := [2]int64{end[v.ip]["transmit"][0] - base[v.ip]["transmit"][0], end[v.ip]["transmit"][1] - base[v.ip]["transmit"][1]}
+		rx := [2]int64{end[v.ip]["receive"][0] - base[v.ip]["receive"][0], end[v.ip]["receive"][1] - base[v.ip]["receive"][1]}
 		require.NotZero(t, d.RxPackets+d.TxPackets, v.veth)
 		// The host side of the veth receives what the pod transmits.
 		require.Equal(t, int64(d.RxBytes), tx[0]+v.in.bytes, "%s (%s) transmit bytes", v.ip, v.veth)
@@ -560,5 +560,38 @@ func requireFlowsMatchVeths(ctx context.Context, t *testing.T, n *k8stest.Node, 
 		require.Equal(t, int64(d.TxBytes), rx[0]+v.out.bytes, "%s (%s) receive bytes", v.ip, v.veth)
 		require.Equal(t, int64(d.TxPackets), rx[1]+v.out.packets, "%s (%s) receive packets", v.ip, v.veth)
 		t.Logf("%s %s: %d/%d packets transmitted/received in flows, %d/%d non-IP frames", v.ip, v.veth, tx[1], rx[1], v.in.packets, v.out.packets)
+	}
+}
+
+// podView is a pod's address and the host side of its veth.
+type podView struct{ ip, veth string }
+
+// flowEdge is one end of the window: the veths' counters, when they were
+// read, and each pod's flow totals of the first drain after that; taken only
+// when the counters did not move until that drain (else again), so that no
+// packet falls between the counters and the flows.
+func flowEdge(t *testing.T, sink *otlpSink, views []podView) (map[string]testnet.LinkStats, time.Time, map[string]map[string][2]int64) {
+	var veths []string
+	for _, v := range views {
+		veths = append(veths, v.veth)
+	}
+	read := func() map[string]testnet.LinkStats {
+		c := map[string]testnet.LinkStats{}
+		for _, v := range veths {
+			c[v] = testnet.Stats(t, v)
+		}
+		return c
+	}
+	for try := 0; ; try++ {
+		testnet.WaitQuiet(t, veths...)
+		c, at := read(), time.Now()
+		totals := map[string]map[string][2]int64{}
+		for _, v := range views {
+			require.Eventually(t, func() (ok bool) { totals[v.ip], ok = flowTotals(sink, v.ip, at); return ok }, 30*time.Second, 200*time.Millisecond)
+		}
+		if after := read(); fmt.Sprint(after) == fmt.Sprint(c) {
+			return c, at, totals
+		}
+		require.Less(t, try, 5, "the veths never stayed quiet until a drain")
 	}
 }
