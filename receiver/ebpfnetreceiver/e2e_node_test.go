@@ -154,21 +154,9 @@ func agentContainer(ctx context.Context, t *testing.T, n *k8stest.Node) string {
 	return pods.Items[0].Status.ContainerStatuses[0].ContainerID
 }
 
-// killContainer sends SIGKILL to a container's process, found through
-// containerd (ctr task ls).
+// killContainer sends SIGKILL to a container's process.
 func killContainer(t *testing.T, n *k8stest.Node, id string) {
-	id = strings.TrimPrefix(id, "containerd://")
-	out, err := n.Ctr("task", "ls")
-	require.NoError(t, err, out)
-	for _, line := range strings.Split(out, "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == id {
-			pid, err := strconv.Atoi(f[1])
-			require.NoError(t, err)
-			require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
-			return
-		}
-	}
-	t.Fatalf("no task of container %s: %s", id, out)
+	require.NoError(t, syscall.Kill(taskPID(t, n, id), syscall.SIGKILL))
 }
 
 // requireConnectionsStitched: every request connection of the client pod
