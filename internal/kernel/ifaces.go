@@ -105,3 +105,17 @@ func (d *Datapath) handleLink(l netlink.Link, deleted bool, sel Selector, onErro
 		onError(err)
 	}
 }
+
+// InterfaceNames lists this network namespace's interfaces (for messages
+// about the selection; nil when netlink cannot list them).
+func InterfaceNames() []string {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil
+	}
+	names := make([]string, 0, len(links))
+	for _, l := range links {
+		names = append(names, l.Attrs().Name)
+	}
+	return names
+}

@@ -5,18 +5,23 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/collector/confmap"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/ebpfnet/ebpfnet/receiver/ebpfnetreceiver/internal/metadata"
 )
 
 // Limits of max_flows: below the minimum a map is useless, above the
 // maximum two preallocated tables would take more than ~4 GiB of kernel memory.
+// The sizes are int64 in the config so that a value past 32 bits is an
+// error, not a wrapped small table.
 const (
 	minMaxFlows = 16
 	maxMaxFlows = 1 << 24
+	minInterval = 100 * time.Millisecond
 )
 
 // Config of the ebpfnet receiver.
@@ -28,17 +33,17 @@ type Config struct {
 	// MaxFlows is the capacity of the kernel flow table (there are two,
 	// alternating). A flow that finds it full is counted in
 	// ebpfnet.packets.uncounted{reason=map_full}. Default 131072.
-	MaxFlows uint32 `mapstructure:"max_flows"`
+	MaxFlows int64 `mapstructure:"max_flows"`
 
 	// MaxConnections is the capacity of the kernel's TCP connection state
 	// (connections open at once). A connection that finds it full is not
 	// reported and is counted in ebpfnet.connections.unreported. Default 65536.
-	MaxConnections uint32 `mapstructure:"max_connections"`
+	MaxConnections int64 `mapstructure:"max_connections"`
 
 	// RingBufferSize is the size in bytes of the ring buffer that carries
 	// closed connections to the collector: a power of two, at least 4096.
 	// A full ring is counted in ebpfnet.connections.unreported. Default 4 MiB.
-	RingBufferSize uint32 `mapstructure:"ring_buffer_size"`
+	RingBufferSize int64 `mapstructure:"ring_buffer_size"`
 
 	// Interfaces selects the interfaces to attach to.
 	Interfaces InterfacesConfig `mapstructure:"interfaces"`
@@ -46,19 +51,23 @@ type Config struct {
 	// AttachMode is auto (tcx where the kernel has it, else clsact), tcx or tc.
 	AttachMode string `mapstructure:"attach_mode"`
 
-	// NodeName is the k8s.node.name of every resource. Default: the
-	// K8S_NODE_NAME environment variable, else the host name.
+	// NodeName is the k8s.node.name of every resource: a Kubernetes node
+	// name (a DNS subdomain). Default: the K8S_NODE_NAME environment
+	// variable, else the host name.
 	NodeName string `mapstructure:"node_name"`
 
 	// Temporality of the flow sums: cumulative (default) or delta.
 	Temporality string `mapstructure:"temporality"`
 
 	// SeriesIdleTimeout drops a cumulative series not updated for this
-	// long (it restarts with a new start time if it comes back). Default 5m.
+	// long (it restarts with a new start time if it comes back). 0: never
+	// (series are then bounded by max_series alone). Default 5m.
 	SeriesIdleTimeout time.Duration `mapstructure:"series_idle_timeout"`
 
-	// MaxSeries bounds the cumulative series kept in memory; the least
-	// recently updated are dropped first. Default 100000.
+	// MaxSeries bounds the cumulative series kept in memory, flow and
+	// connection metrics together; the least recently updated are dropped
+	// first. 0: no bound (series are then bounded by series_idle_timeout
+	// alone). Default 100000.
 	MaxSeries int `mapstructure:"max_series"`
 
 	// CgroupPath is the cgroup2 directory whose sockets the sockops
@@ -104,6 +113,9 @@ func (c *Config) Validate() error {
 	var errs []error
 	if c.Interval <= 0 {
 		errs = append(errs, fmt.Errorf("interval must be positive, got %s", c.Interval))
+	} else if c.Interval < minInterval {
+		errs = append(errs, fmt.Errorf("interval must be at least %s (each drain waits for an RCU grace period and reads every table), got %s",
+			minInterval, c.Interval))
 	}
 	if c.MaxFlows < minMaxFlows || c.MaxFlows > maxMaxFlows {
 		errs = append(errs, fmt.Errorf("max_flows must be between %d and %d, got %d", minMaxFlows, maxMaxFlows, c.MaxFlows))
@@ -137,6 +149,11 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxSeries < 0 {
 		errs = append(errs, fmt.Errorf("max_series must not be negative, got %d", c.MaxSeries))
+	}
+	if c.NodeName != "" {
+		if msgs := validation.IsDNS1123Subdomain(c.NodeName); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("node_name %q is not a Kubernetes node name: %s", c.NodeName, strings.Join(msgs, "; ")))
+		}
 	}
 	if c.CgroupPath != "" && !filepath.IsAbs(c.CgroupPath) {
 		errs = append(errs, fmt.Errorf("cgroup_path must be an absolute path, got %q", c.CgroupPath))

@@ -55,6 +55,12 @@ func TestLoadConfig(t *testing.T) {
 		{name: "ring_not_power_of_two", wantErr: "ring_buffer_size must be a power of two between 4096 and 1073741824, got 5000"},
 		{name: "ring_too_small", wantErr: "ring_buffer_size must be a power of two between 4096 and 1073741824, got 2048"},
 		{name: "conns_too_small", wantErr: "max_connections must be between 16 and 16777216, got 1"},
+		// Values past 32 bits: errors with the value given, not small tables.
+		{name: "map_past_32_bits", wantErr: "max_flows must be between 16 and 16777216, got 4294967312"},
+		{name: "conns_past_32_bits", wantErr: "max_connections must be between 16 and 16777216, got 4294967312"},
+		{name: "ring_past_32_bits", wantErr: "ring_buffer_size must be a power of two between 4096 and 1073741824, got 4294971392"},
+		{name: "tiny_interval", wantErr: "interval must be at least 100ms"},
+		{name: "bad_node_name", wantErr: `node_name "Node_A" is not a Kubernetes node name`},
 		{name: "unknown_option", wantErr: "intervall"},
 		{name: "relative_cgroup_path", wantErr: `cgroup_path must be an absolute path, got "sys/fs/cgroup"`},
 		{name: "bad_auth_type", wantErr: `k8s.auth_type must be serviceAccount or kubeConfig, got "token"`},

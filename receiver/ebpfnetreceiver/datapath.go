@@ -53,8 +53,9 @@ func (k *kernelDatapath) Close() error {
 }
 
 func loadDatapath(cfg *Config, logger *zap.Logger, onError func(error)) (datapath, error) {
-	d, err := kernel.Load(kernel.Options{MaxFlows: cfg.MaxFlows, MaxConns: cfg.MaxConnections, RingSize: cfg.RingBufferSize,
-		CgroupPath: cfg.CgroupPath})
+	// Validate kept the sizes within 32 bits.
+	d, err := kernel.Load(kernel.Options{MaxFlows: uint32(cfg.MaxFlows), MaxConns: uint32(cfg.MaxConnections),
+		RingSize: uint32(cfg.RingBufferSize), CgroupPath: cfg.CgroupPath})
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +73,12 @@ func loadDatapath(cfg *Config, logger *zap.Logger, onError func(error)) (datapat
 		d.Close()
 		return nil, err
 	}
-	logger.Info("ebpfnet attached", zap.String("mode", string(mode)), zap.Int("interfaces", len(d.Attached())))
+	attached := d.Attached()
+	logger.Info("ebpfnet attached", zap.String("mode", string(mode)), zap.Int("interfaces", len(attached)))
+	if len(attached) == 0 {
+		logger.Warn("interfaces::include matches no interface of this node yet: flows are counted from interfaces that appear and match later",
+			zap.String("include", cfg.Interfaces.Include), zap.String("exclude", cfg.Interfaces.Exclude), zap.Strings("interfaces", kernel.InterfaceNames()))
+	}
 	return &kernelDatapath{Datapath: d, stopWatch: cancel}, nil
 }
 

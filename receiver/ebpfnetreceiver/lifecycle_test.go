@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/ebpfnet/ebpfnet/internal/flow"
 	"github.com/ebpfnet/ebpfnet/internal/kernel"
@@ -144,4 +145,22 @@ func TestStartErrorIsClear(t *testing.T) {
 	err := newShared(p).handle().Start(context.Background(), componenttest.NewNopHost())
 	require.ErrorIs(t, err, kernel.ErrPrivileges)
 	require.ErrorContains(t, err, "ebpfnet: ")
+}
+
+// TestIncludeMatchingNothingWarns: a selection that matches no interface
+// starts (pods' veths may come later) but says so, with what there is.
+func TestIncludeMatchingNothingWarns(t *testing.T) {
+	testnet.RequireRoot(t)
+	core, logs := observer.New(zap.WarnLevel)
+	set := receivertest.NewNopSettings(metadata.Type)
+	set.Logger = zap.New(core)
+	cfg := createDefaultConfig().(*Config)
+	cfg.Interfaces.Include = "^ebpfnet-matches-nothing$"
+	r, err := NewFactory().CreateMetrics(context.Background(), set, cfg, consumertest.NewNop())
+	require.NoError(t, err)
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	defer func() { require.NoError(t, r.Shutdown(context.Background())) }()
+	warned := logs.FilterMessageSnippet("matches no interface").All()
+	require.Len(t, warned, 1)
+	require.Contains(t, warned[0].ContextMap()["interfaces"], "lo", "the node's interfaces are listed")
 }
