@@ -285,8 +285,11 @@ static __always_inline void sockops_start(struct sock *sk, __u64 cookie, __u8 ro
 	if (bpf_map_lookup_elem(&conns, &cookie))
 		return; /* the usual case: the tracepoint recorded it */
 	st.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	if (bpf_map_update_elem(&conns, &cookie, &st, BPF_NOEXIST))
-		count_reason(COUNTER_CONN_STATE_FULL, 0);
+	/* Not counted when the map is full: the tracepoint counted this socket
+	 * already (COUNTER_CONN_STATE_FULL), or the kernel skipped it, which
+	 * state_changes.missed counts. Counting here too counted each lost
+	 * socket twice. */
+	bpf_map_update_elem(&conns, &cookie, &st, BPF_NOEXIST);
 }
 
 /* The tracepoint program is skipped when it is already running on that

@@ -290,3 +290,41 @@ func TestRetransmitLayoutFromBTF(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, major > 6 || (major == 6 && minor >= 17), withErr, "kernel %d.%d", major, minor)
 }
+
+// TestConnStateFullCountsEachSocketOnce: with a 16-entry connection map,
+// 40 connections held open (80 sockets) leave at least 64 sockets untracked,
+// each counted once in conn_state_full (the tracepoint and sockops both
+// failed to insert it, and both used to count it).
+func TestConnStateFullCountsEachSocketOnce(t *testing.T) {
+	testnet.RequireRoot(t)
+	d, err := Load(Options{MaxFlows: 64, MaxConns: 16})
+	require.NoError(t, err)
+	t.Cleanup(func() { d.Close() })
+	require.NoError(t, d.AttachTCP())
+	before, err := d.Counters()
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	const n = 40
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range n {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		require.NoError(t, err)
+		s, err := ln.Accept()
+		require.NoError(t, err)
+		conns = append(conns, c, s)
+	}
+	after, err := d.Counters()
+	require.NoError(t, err)
+	lost := after[flow.ReasonConnStateFull].Packets - before[flow.ReasonConnStateFull].Packets
+	require.GreaterOrEqual(t, lost, uint64(2*n-16), "at least the sockets past the map's 16 entries")
+	// Other sockets of the host may be lost meanwhile too, a few; counted
+	// twice, ours alone would be at least 2*(2*n-16) = 128.
+	require.LessOrEqual(t, lost, uint64(2*n+8), "each lost socket counted once")
+}
