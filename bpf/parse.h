@@ -183,12 +183,16 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct flow_key *
 		return short_reason(skb, data, end);
 	proto = eth->h_proto;
 	pos = eth + 1;
+	/* The kernel may carry the outermost tag in the skb's metadata instead
+	 * of the data (VLAN acceleration, e.g. a VLAN device on a veth): it
+	 * counts against the depth. */
+	__u32 in_data = skb->vlan_present ? MAX_VLAN_DEPTH - 1 : MAX_VLAN_DEPTH;
 
 #pragma unroll
 	for (int i = 0; i < MAX_VLAN_DEPTH; i++) {
 		struct vlan_tag *tag = pos;
 
-		if (likely(proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD)))
+		if (likely(proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD)) || i >= in_data)
 			break;
 		if ((void *)(tag + 1) > end)
 			return short_reason(skb, data, end);

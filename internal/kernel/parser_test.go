@@ -5,12 +5,15 @@ import (
 	"github.com/ebpfnet/ebpfnet/internal/flow"
 	"net"
 	"net/netip"
+	"os/exec"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
 )
@@ -360,4 +363,60 @@ func TestMapFullIsCounted(t *testing.T) {
 	require.Equal(t, uint64(len(pkts)), inFlows+counters[flow.ReasonMapFull].Packets, "every packet is in a flow or counted as map full")
 	require.NotZero(t, counters[flow.ReasonMapFull].Packets)
 	require.LessOrEqual(t, len(flows), 4)
+}
+
+// TestThreeVLANTagsOnARealInterface: a frame with three VLAN tags reaches
+// the host side of a veth with its outermost tag moved into the skb's
+// metadata (the stack untags the first tag before tc ingress): it is still
+// malformed, like three tags in the data, not a flow.
+func TestThreeVLANTagsOnARealInterface(t *testing.T) {
+	testnet.RequireRoot(t)
+	d := loadForTest(t, 64)
+	ns := &testnet.Netns{Name: "ebtvlan"}
+	_ = exec.Command("ip", "netns", "del", ns.Name).Run() // left by an interrupted run
+	testnet.Must(t, "ip", "netns", "add", ns.Name)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns.Name).Run() })
+	testnet.Must(t, "ip", "link", "add", "ebtvlan0", "type", "veth", "peer", "name", "eth0", "netns", ns.Name)
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", "ebtvlan0").Run() })
+	testnet.Must(t, "ip", "netns", "exec", ns.Name, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+	testnet.Must(t, "ip", "netns", "exec", ns.Name, "ip", "link", "set", "eth0", "up")
+	testnet.Must(t, "ip", "link", "set", "ebtvlan0", "up")
+	host, err := net.InterfaceByName("ebtvlan0")
+	require.NoError(t, err)
+	_, err = d.SetMode(AttachTCX)
+	require.NoError(t, err)
+	require.NoError(t, d.Attach(host.Index, "ebtvlan0", RoleEndpoint, 0))
+	frame := packet(t, eth(layers.EthernetTypeDot1Q), &layers.Dot1Q{VLANIdentifier: 10, Type: layers.EthernetTypeDot1Q},
+		&layers.Dot1Q{VLANIdentifier: 20, Type: layers.EthernetTypeDot1Q}, &layers.Dot1Q{VLANIdentifier: 30, Type: layers.EthernetTypeIPv4},
+		ip4(layers.IPProtocolUDP), udp(1, 9))
+	before, err := d.Counters()
+	require.NoError(t, err)
+	require.NoError(t, ns.Do(func() error {
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		eth0, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		sa := &unix.SockaddrLinklayer{Ifindex: eth0.Index, Halen: 6}
+		copy(sa.Addr[:], frame[:6])
+		for range 5 {
+			if err := unix.Sendto(fd, frame, 0, sa); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	time.Sleep(100 * time.Millisecond)
+	flows, err := d.drainEntries(nil)
+	require.NoError(t, err)
+	after, err := d.Counters()
+	require.NoError(t, err)
+	for _, f := range flows {
+		require.NotEqual(t, uint16(9), f.Key.DstPort, "a three-tag frame became a flow: %+v", f.Key)
+	}
+	require.Equal(t, uint64(5), after[flow.ReasonMalformed].Packets-before[flow.ReasonMalformed].Packets, "the five frames")
 }
