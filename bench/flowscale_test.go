@@ -18,7 +18,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
-	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/internal/convert"
 	"github.com/ebpfnet/ebpfnet/internal/flow"
@@ -113,27 +112,9 @@ func TestBenchFlowScale(t *testing.T) {
 		for rep := -1; rep < 3; rep++ {
 			// Inject: flows to 1,000 peers outside the pod subnet (routed
 			// through the bridge), distinct by ports.
-			require.NoError(t, pod.NS.Do(func() error {
-				fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
-				if err != nil {
-					return err
-				}
-				defer unix.Close(fd)
-				eth0, err := net.InterfaceByName("eth0")
-				if err != nil {
-					return err
-				}
-				sa := &unix.SockaddrLinklayer{Ifindex: eth0.Index, Halen: 6}
-				copy(sa.Addr[:], bridge.HardwareAddr)
-				frame := make([]byte, 0, 64)
-				for i := 0; i < n; i++ {
-					dst := netip.AddrFrom4([4]byte{10, 99, byte(i % 1000 / 250), byte(i%1000%250 + 1)})
-					frame = udpFrame(frame, srcMAC, bridge.HardwareAddr, pod.IPv4, dst, uint16(1024+i/1000), 9)
-					if err := unix.Sendto(fd, frame, 0, sa); err != nil {
-						return fmt.Errorf("frame %d: %w", i, err)
-					}
-				}
-				return nil
+			require.NoError(t, testnet.SendFrames(pod.NS, "eth0", bridge.HardwareAddr, n, func(i int, frame []byte) []byte {
+				dst := netip.AddrFrom4([4]byte{10, 99, byte(i % 1000 / 250), byte(i%1000%250 + 1)})
+				return udpFrame(frame, srcMAC, bridge.HardwareAddr, pod.IPv4, dst, uint16(1024+i/1000), 9)
 			}))
 			time.Sleep(200 * time.Millisecond)
 			runtime.GC()

@@ -146,7 +146,11 @@ func (c *Converter) putSeriesAttrs(m pcommon.Map, k *seriesKey) {
 		m.PutStr(AttrTransport, Transport(k.proto))
 	}
 	if attrs&WithNetworkType != 0 {
-		m.PutStr(AttrNetworkType, map[bool]string{false: "ipv4", true: "ipv6"}[k.v6])
+		if k.v6 {
+			m.PutStr(AttrNetworkType, "ipv6")
+		} else {
+			m.PutStr(AttrNetworkType, "ipv4")
+		}
 	}
 	if attrs&WithPeerAddress != 0 {
 		m.PutStr(AttrPeerAddress, k.peer.String())

@@ -13,7 +13,6 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
 )
@@ -391,25 +390,7 @@ func TestThreeVLANTagsOnARealInterface(t *testing.T) {
 		ip4(layers.IPProtocolUDP), udp(1, 9))
 	before, err := d.Counters()
 	require.NoError(t, err)
-	require.NoError(t, ns.Do(func() error {
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		eth0, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		sa := &unix.SockaddrLinklayer{Ifindex: eth0.Index, Halen: 6}
-		copy(sa.Addr[:], frame[:6])
-		for range 5 {
-			if err := unix.Sendto(fd, frame, 0, sa); err != nil {
-				return err
-			}
-		}
-		return nil
-	}))
+	require.NoError(t, testnet.SendFrames(ns, "eth0", net.HardwareAddr(frame[:6]), 5, func(int, []byte) []byte { return frame }))
 	time.Sleep(100 * time.Millisecond)
 	flows, err := d.drainEntries(nil)
 	require.NoError(t, err)

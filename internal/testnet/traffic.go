@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TCPTransfer sends n bytes over one TCP connection from client to
@@ -180,4 +182,31 @@ func Dial(ns *Netns, dst netip.AddrPort, n int, timeout time.Duration) (uint16, 
 	_ = conn.SetReadDeadline(time.Now().Add(timeout))
 	_, _ = io.Copy(io.Discard, conn)
 	return port, nil
+}
+
+// SendFrames sends n raw Ethernet frames out of iface in ns (an AF_PACKET
+// socket: below the namespace's own stack) to the MAC dst. next returns
+// frame i, given the previous frame's buffer to reuse.
+func SendFrames(ns *Netns, iface string, dst net.HardwareAddr, n int, next func(i int, buf []byte) []byte) error {
+	return ns.Do(func() error {
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		ifc, err := net.InterfaceByName(iface)
+		if err != nil {
+			return err
+		}
+		sa := &unix.SockaddrLinklayer{Ifindex: ifc.Index, Halen: 6}
+		copy(sa.Addr[:], dst)
+		var frame []byte
+		for i := range n {
+			frame = next(i, frame[:0])
+			if err := unix.Sendto(fd, frame, 0, sa); err != nil {
+				return fmt.Errorf("frame %d: %w", i, err)
+			}
+		}
+		return nil
+	})
 }
