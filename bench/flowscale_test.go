@@ -3,7 +3,6 @@
 package bench
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -25,32 +24,6 @@ import (
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
 	"github.com/ebpfnet/ebpfnet/receiver/ebpfnetreceiver"
 )
-
-// udpFrame builds an Ethernet/IPv4/UDP frame with an 18-byte payload.
-func udpFrame(buf []byte, srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, sport, dport uint16) []byte {
-	buf = buf[:0]
-	buf = append(buf, dstMAC...)
-	buf = append(buf, srcMAC...)
-	buf = append(buf, 0x08, 0x00)
-	ip := len(buf)
-	total := 20 + 8 + 18
-	buf = append(buf, 0x45, 0, byte(total>>8), byte(total), 0, 0, 0x40, 0, 64, 17, 0, 0)
-	s, d := src.As4(), dst.As4()
-	buf = append(buf, s[:]...)
-	buf = append(buf, d[:]...)
-	var sum uint32
-	for i := ip; i < ip+20; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(buf[i:]))
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	binary.BigEndian.PutUint16(buf[ip+10:], ^uint16(sum))
-	buf = binary.BigEndian.AppendUint16(buf, sport)
-	buf = binary.BigEndian.AppendUint16(buf, dport)
-	buf = append(buf, 0, 8+18, 0, 0) // length, no checksum
-	return append(buf, make([]byte, 18)...)
-}
 
 // TestBenchFlowScale: N distinct active flows (UDP frames injected on a
 // pod's interface with AF_PACKET, each a new (destination, ports) tuple)
@@ -114,7 +87,7 @@ func TestBenchFlowScale(t *testing.T) {
 			// through the bridge), distinct by ports.
 			require.NoError(t, testnet.SendFrames(pod.NS, "eth0", bridge.HardwareAddr, n, func(i int, frame []byte) []byte {
 				dst := netip.AddrFrom4([4]byte{10, 99, byte(i % 1000 / 250), byte(i%1000%250 + 1)})
-				return udpFrame(frame, srcMAC, bridge.HardwareAddr, pod.IPv4, dst, uint16(1024+i/1000), 9)
+				return testnet.UDPFrame(frame, srcMAC, bridge.HardwareAddr, pod.IPv4, dst, uint16(1024+i/1000), 9)
 			}))
 			time.Sleep(200 * time.Millisecond)
 			runtime.GC()

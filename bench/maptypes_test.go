@@ -57,7 +57,7 @@ func TestBenchMapTypes(t *testing.T) {
 	testnet.Must(t, "ip", "link", "set", pod.Veth, "nomaster")
 	testnet.Must(t, "ethtool", "-K", pod.Veth, "gro", "on")
 	dstMAC, _ := net.ParseMAC("02:00:00:00:00:99")
-	frame := udpFrame(nil, srcMAC, dstMAC, pod.IPv4, netip.MustParseAddr("10.99.0.1"), 40000, 9)
+	frame := testnet.UDPFrame(nil, srcMAC, dstMAC, pod.IPv4, netip.MustParseAddr("10.99.0.1"), 40000, 9)
 
 	ours, err := kernel.Load(kernel.Options{MaxFlows: 131072})
 	require.NoError(t, err)

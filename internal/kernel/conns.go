@@ -182,7 +182,8 @@ func cgroup2FromMountinfo(mountinfo string) (string, error) {
 const connReadPeriod = 100 * time.Millisecond
 
 // ReadConns delivers closed connections to fn, as the model's connections,
-// until ctx is done or the datapath is closed (a normal end, not an error).
+// until ctx is done (a normal end, not an error), and then the events still
+// in the ring: detach first, and a cancel loses nothing.
 // The connection passed to fn is not used after fn returns.
 func (d *Datapath) ReadConns(ctx context.Context, fn func(*flow.Conn)) error {
 	w, at := wallClock(WallClockOffset()), time.Now()
@@ -201,10 +202,11 @@ func (d *Datapath) readEvents(ctx context.Context, fn func(*ConnEvent)) error {
 	if err != nil {
 		return fmt.Errorf("open conn_events ringbuf: %w", err)
 	}
-	go func() {
-		<-ctx.Done()
-		rd.Close()
-	}()
+	defer rd.Close()
+	// A cancel flushes: the events still in the ring are read first (the
+	// caller detaches before it cancels, so nothing is lost at shutdown).
+	stop := context.AfterFunc(ctx, func() { _ = rd.Flush() })
+	defer stop()
 	var rec ringbuf.Record
 	var e ConnEvent
 	for {
@@ -215,8 +217,11 @@ func (d *Datapath) readEvents(ctx context.Context, fn func(*ConnEvent)) error {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue
 			}
-			if errors.Is(err, ringbuf.ErrClosed) {
+			if errors.Is(err, ringbuf.ErrFlushed) && ctx.Err() != nil {
 				return nil
+			}
+			if errors.Is(err, ringbuf.ErrFlushed) {
+				continue
 			}
 			return fmt.Errorf("read conn_events: %w", err)
 		}

@@ -1,6 +1,7 @@
 package testnet
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -209,4 +210,30 @@ func SendFrames(ns *Netns, iface string, dst net.HardwareAddr, n int, next func(
 		}
 		return nil
 	})
+}
+
+// UDPFrame builds, in buf, an Ethernet/IPv4/UDP frame with an 18-byte payload.
+func UDPFrame(buf []byte, srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, sport, dport uint16) []byte {
+	buf = buf[:0]
+	buf = append(buf, dstMAC...)
+	buf = append(buf, srcMAC...)
+	buf = append(buf, 0x08, 0x00)
+	ip := len(buf)
+	total := 20 + 8 + 18
+	buf = append(buf, 0x45, 0, byte(total>>8), byte(total), 0, 0, 0x40, 0, 64, 17, 0, 0)
+	s, d := src.As4(), dst.As4()
+	buf = append(buf, s[:]...)
+	buf = append(buf, d[:]...)
+	var sum uint32
+	for i := ip; i < ip+20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(buf[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(buf[ip+10:], ^uint16(sum))
+	buf = binary.BigEndian.AppendUint16(buf, sport)
+	buf = binary.BigEndian.AppendUint16(buf, dport)
+	buf = append(buf, 0, 8+18, 0, 0) // length, no checksum
+	return append(buf, make([]byte, 18)...)
 }

@@ -45,6 +45,16 @@ type Config struct {
 	// A full ring is counted in ebpfnet.connections.unreported. Default 4 MiB.
 	RingBufferSize int64 `mapstructure:"ring_buffer_size"`
 
+	// MaxRecordsPerCall bounds what one call to the next consumer carries:
+	// metric data points, flow log records or spans. An interval with more
+	// is handed over in several calls, so that no request exceeds what the
+	// next hop accepts (a stock OTLP receiver takes 4 MiB messages; a
+	// flow record is at most ~1.3 KB, a span ~1.6 KB, before processors
+	// add resource attributes). 0: one call per interval and signal.
+	// Default 1024. Set the batch processor's send_batch_max_size to no
+	// more than this, or it merges the calls into larger requests.
+	MaxRecordsPerCall int `mapstructure:"max_records_per_call"`
+
 	// Interfaces selects the interfaces to attach to.
 	Interfaces InterfacesConfig `mapstructure:"interfaces"`
 
@@ -117,15 +127,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("interval must be at least %s (each drain waits for an RCU grace period and reads every table), got %s",
 			minInterval, c.Interval))
 	}
-	if c.MaxFlows < minMaxFlows || c.MaxFlows > maxMaxFlows {
-		errs = append(errs, fmt.Errorf("max_flows must be between %d and %d, got %d", minMaxFlows, maxMaxFlows, c.MaxFlows))
-	}
-	if c.MaxConnections < minMaxFlows || c.MaxConnections > maxMaxFlows {
-		errs = append(errs, fmt.Errorf("max_connections must be between %d and %d, got %d", minMaxFlows, maxMaxFlows, c.MaxConnections))
-	}
-	if c.RingBufferSize < 4096 || c.RingBufferSize > 1<<30 || c.RingBufferSize&(c.RingBufferSize-1) != 0 {
-		errs = append(errs, fmt.Errorf("ring_buffer_size must be a power of two between 4096 and 1073741824, got %d", c.RingBufferSize))
-	}
+	errs = append(errs, c.validateSizes()...)
 	if c.Interfaces.Include == "" {
 		errs = append(errs, errors.New("interfaces::include must not be empty"))
 	}
@@ -167,6 +169,24 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("k8s.kubeconfig is set but k8s.auth_type is not kubeConfig"))
 	}
 	return errors.Join(errs...)
+}
+
+// validateSizes checks the sizes of the kernel side and of the requests.
+func (c *Config) validateSizes() []error {
+	var errs []error
+	if c.MaxFlows < minMaxFlows || c.MaxFlows > maxMaxFlows {
+		errs = append(errs, fmt.Errorf("max_flows must be between %d and %d, got %d", minMaxFlows, maxMaxFlows, c.MaxFlows))
+	}
+	if c.MaxConnections < minMaxFlows || c.MaxConnections > maxMaxFlows {
+		errs = append(errs, fmt.Errorf("max_connections must be between %d and %d, got %d", minMaxFlows, maxMaxFlows, c.MaxConnections))
+	}
+	if c.RingBufferSize < 4096 || c.RingBufferSize > 1<<30 || c.RingBufferSize&(c.RingBufferSize-1) != 0 {
+		errs = append(errs, fmt.Errorf("ring_buffer_size must be a power of two between 4096 and 1073741824, got %d", c.RingBufferSize))
+	}
+	if c.MaxRecordsPerCall < 0 {
+		errs = append(errs, fmt.Errorf("max_records_per_call must not be negative, got %d", c.MaxRecordsPerCall))
+	}
+	return errs
 }
 
 // K8sConfig configures the peer enrichment from the Kubernetes API.

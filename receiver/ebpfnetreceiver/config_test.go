@@ -62,6 +62,7 @@ func TestLoadConfig(t *testing.T) {
 		{name: "tiny_interval", wantErr: "interval must be at least 100ms"},
 		{name: "bad_node_name", wantErr: `node_name "Node_A" is not a Kubernetes node name`},
 		{name: "unknown_option", wantErr: "intervall"},
+		{name: "negative_records_per_call", wantErr: "max_records_per_call must not be negative, got -1"},
 		{name: "relative_cgroup_path", wantErr: `cgroup_path must be an absolute path, got "sys/fs/cgroup"`},
 		{name: "bad_auth_type", wantErr: `k8s.auth_type must be serviceAccount or kubeConfig, got "token"`},
 		{name: "kubeconfig_without_auth_type", wantErr: "k8s.kubeconfig is set but k8s.auth_type is not kubeConfig"},

@@ -26,10 +26,11 @@ func NewFactory() receiver.Factory {
 
 func createDefaultConfig() component.Config {
 	return &Config{
-		Interval:       10 * time.Second,
-		MaxFlows:       131072,
-		MaxConnections: kernel.DefaultMaxConns,
-		RingBufferSize: kernel.DefaultRingSize,
+		Interval:          10 * time.Second,
+		MaxFlows:          131072,
+		MaxConnections:    kernel.DefaultMaxConns,
+		RingBufferSize:    kernel.DefaultRingSize,
+		MaxRecordsPerCall: 1024,
 		Interfaces: InterfacesConfig{
 			Include: defaultInclude,
 			Exclude: defaultExclude,

@@ -111,7 +111,10 @@ func (j *joins) batch(b *flow.Batch) {
 	j.flows.Join(b)
 }
 
+// stop releases the flow joins' lookups and Kubernetes, after the final
+// drain (the connection joins are released by their reader).
 func (j *joins) stop() {
+	j.flows.close()
 	if j.peers != nil {
 		j.peers.Stop()
 	}

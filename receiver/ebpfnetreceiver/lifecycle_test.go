@@ -128,12 +128,53 @@ func TestPipelineSharedAndFlushedOnShutdown(t *testing.T) {
 	require.NoError(t, hl.Start(context.Background(), host))
 	require.Equal(t, 1, loads, "one datapath for both signals")
 	require.NoError(t, hm.Shutdown(context.Background()))
+	// The collector may now stop a shared exporter (the file exporter
+	// stops at its first Shutdown) before the logs handle's Shutdown: the
+	// logs must have been handed over already.
+	require.Equal(t, 1, ls.LogRecordCount(), "every signal's final data at the first Shutdown")
+	require.NotZero(t, ms.DataPointCount())
+	require.True(t, fake.detached)
 	require.False(t, fake.closed, "still used by the logs signal")
 	require.NoError(t, hl.Shutdown(context.Background()))
-	require.True(t, fake.detached)
 	require.True(t, fake.closed)
-	require.Equal(t, 1, ls.LogRecordCount())
-	require.NotZero(t, ms.DataPointCount())
+	require.Equal(t, 1, ls.LogRecordCount(), "nothing twice")
+}
+
+// TestRecordsPerCall: an interval of more records than
+// max_records_per_call reaches the consumer in calls of at most that many,
+// every record once.
+func TestRecordsPerCall(t *testing.T) {
+	cfg := createDefaultConfig().(*Config)
+	cfg.Interval = time.Hour
+	cfg.MaxRecordsPerCall = 1000
+	var flows []flow.Flow
+	for i := 0; i < 4500; i++ {
+		flows = append(flows, kflow([4]byte{10, 0, byte(i >> 8), byte(i)}, [4]byte{10, 1, 0, 2}, 40000, 80, uint64(i+1)))
+	}
+	fake := &fakeDatapath{batches: [][]flow.Flow{flows}}
+	p := newPipeline(cfg, receivertest.NewNopSettings(metadata.Type), func(*Config, *zap.Logger, func(error)) (datapath, error) {
+		return fake, nil
+	})
+	ls := new(consumertest.LogsSink)
+	p.setLogs(ls)
+	h := newShared(p).handle()
+	require.NoError(t, h.Start(context.Background(), componenttest.NewNopHost()))
+	require.NoError(t, h.Shutdown(context.Background()))
+	require.Len(t, ls.AllLogs(), 5)
+	bytes := map[int64]bool{}
+	for _, ld := range ls.AllLogs() {
+		require.LessOrEqual(t, ld.LogRecordCount(), 1000)
+		rls := ld.ResourceLogs()
+		for i := 0; i < rls.Len(); i++ {
+			recs := rls.At(i).ScopeLogs().At(0).LogRecords()
+			for j := 0; j < recs.Len(); j++ {
+				v, ok := recs.At(j).Attributes().Get("ebpfnet.flow.bytes")
+				require.True(t, ok)
+				bytes[v.Int()] = true
+			}
+		}
+	}
+	require.Len(t, bytes, 4500, "every flow once")
 }
 
 func TestStartErrorIsClear(t *testing.T) {

@@ -9,10 +9,14 @@ import (
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receiverhelper"
 	"go.uber.org/zap"
 
+	"github.com/ebpfnet/ebpfnet/internal/chunk"
 	"github.com/ebpfnet/ebpfnet/internal/convert"
 	"github.com/ebpfnet/ebpfnet/internal/flow"
 	"github.com/ebpfnet/ebpfnet/internal/kernel"
@@ -34,14 +38,19 @@ type pipeline struct {
 	next consumers
 
 	// Set by Start.
-	obs    *receiverhelper.ObsReport
-	dp     datapath
-	joins  *joins
-	conv   *convert.Converter
-	closed closedConns
-	batch  flow.Batch // the collection's buffers, reused
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	obs         *receiverhelper.ObsReport
+	dp          datapath
+	joins       *joins
+	conv        *convert.Converter
+	closed      closedConns
+	batch       flow.Batch // the collection's buffers, reused
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup // run
+	cancelConns context.CancelFunc
+	connsWG     sync.WaitGroup // readConns
+
+	finishOnce sync.Once // the first Shutdown's final collection
+	finishErr  error
 }
 
 // consumers are the signal pipelines that name the receiver (nil: none).
@@ -113,34 +122,68 @@ func (p *pipeline) Start(context.Context, component.Host) (err error) {
 	opts.Schema = schema
 	p.conv = convert.NewConverter(opts, time.Now())
 	ctx, cancel := context.WithCancel(context.Background())
-	p.cancel = cancel
-	p.wg.Add(2)
-	go p.readConns(ctx)
+	connsCtx, cancelConns := context.WithCancel(context.Background())
+	p.cancel, p.cancelConns = cancel, cancelConns
+	p.wg.Add(1)
+	p.connsWG.Add(1)
+	go p.readConns(connsCtx)
 	go p.run(ctx)
 	return nil
 }
 
-// Shutdown stops counting, emits what was counted since the last interval
-// and releases the kernel side.
-func (p *pipeline) Shutdown(ctx context.Context) error {
+// Shutdown of one signal's handle: the first stops counting and hands
+// every signal what was counted since the last interval (each signal's
+// consumers stop only after its own receiver handle, so all still run);
+// the last releases the kernel side.
+func (p *pipeline) Shutdown(ctx context.Context, last bool) error {
 	if p.cancel == nil {
 		return nil // never started
 	}
-	p.cancel()
-	done := make(chan struct{})
-	go func() { p.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return fmt.Errorf("ebpfnet: shutdown: %w", ctx.Err())
+	if err := p.finish(ctx); err != nil {
+		return err
+	}
+	if !last {
+		return nil
 	}
 	p.joins.stop()
 	return p.dp.Close()
 }
 
+// finish, once: stop the interval loop, detach (nothing is counted after
+// this), read the ring's last closed connections, then the final
+// collection.
+func (p *pipeline) finish(ctx context.Context) error {
+	p.finishOnce.Do(func() {
+		p.cancel()
+		if p.finishErr = wait(ctx, &p.wg); p.finishErr != nil {
+			return
+		}
+		if err := p.dp.DetachAll(); err != nil {
+			p.set.Logger.Warn("detach", zap.Error(err))
+		}
+		p.cancelConns()
+		if p.finishErr = wait(ctx, &p.connsWG); p.finishErr != nil {
+			return
+		}
+		p.collect()
+	})
+	return p.finishErr
+}
+
+func wait(ctx context.Context, wg *sync.WaitGroup) error {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("ebpfnet: shutdown: %w", ctx.Err())
+	}
+}
+
 // readConns collects closed connections, joined, until the pipeline stops.
 func (p *pipeline) readConns(ctx context.Context) {
-	defer p.wg.Done()
+	defer p.connsWG.Done()
 	defer p.joins.conns.close()
 	err := p.dp.ReadConns(ctx, func(c *flow.Conn) {
 		p.joins.conns.Join(c)
@@ -151,20 +194,15 @@ func (p *pipeline) readConns(ctx context.Context) {
 	}
 }
 
+// run collects every interval until the pipeline stops; the final drain
+// is finish's.
 func (p *pipeline) run(ctx context.Context) {
 	defer p.wg.Done()
-	defer p.joins.flows.close()
 	ticker := time.NewTicker(p.cfg.Interval)
 	defer ticker.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			// Stop counting, then emit everything counted since the last
-			// interval: no packet falls between the last drain and detach.
-			if err := p.dp.DetachAll(); err != nil {
-				p.set.Logger.Warn("detach", zap.Error(err))
-			}
-			p.collect()
 			return
 		case <-ticker.C:
 			p.collect()
@@ -179,11 +217,16 @@ func (p *pipeline) collect() {
 		return
 	}
 	p.joins.batch(&p.batch)
-	p.emit(&p.batch, next)
-	// Nothing keeps a reference into the closed connections after this
-	// collection (the converters copy what they keep): the buffer is
-	// reused, so a steady connection rate appends without growing a slice.
-	p.closed.recycle(p.batch.Closed)
+	out := p.convert(&p.batch, next)
+	if out.metrics != nil {
+		p.emitMetrics(next.metrics, *out.metrics)
+	}
+	if out.traces != nil {
+		p.emitTraces(next.traces, *out.traces)
+	}
+	if out.logs != nil {
+		p.emitLogs(next.logs, *out.logs)
+	}
 }
 
 // read fills b from the kernel side; false when the datapath is closed.
@@ -221,34 +264,72 @@ func (p *pipeline) read(b *flow.Batch, perFlow bool) bool {
 // socket's last send to it.
 const udpDialedIdle = 2 * time.Minute
 
-// emit converts the batch for each consumer and hands it over.
-func (p *pipeline) emit(b *flow.Batch, next consumers) {
-	ctx, logger := context.Background(), p.set.Logger
+// converted is one collection, per signal (nil: nothing to send).
+type converted struct {
+	metrics *pmetric.Metrics
+	logs    *plog.Logs
+	traces  *ptrace.Traces
+}
+
+// convert converts the batch for each consumer. Nothing keeps a reference
+// into the batch's closed connections after it (the converters copy what
+// they keep): the buffer is reused, so a steady connection rate appends
+// without growing a slice.
+func (p *pipeline) convert(b *flow.Batch, next consumers) converted {
+	var out converted
 	if next.metrics != nil {
-		md := p.conv.Metrics(b)
-		if n := md.DataPointCount(); n > 0 {
-			opCtx := p.obs.StartMetricsOp(ctx)
-			err := next.metrics.ConsumeMetrics(opCtx, md)
-			p.obs.EndMetricsOp(opCtx, transport, n, err)
-			logConsumeError(logger, "metrics", err)
+		if md := p.conv.Metrics(b); md.DataPointCount() > 0 {
+			out.metrics = &md
 		}
 	}
 	if next.traces != nil && len(b.Closed) > 0 {
 		td := p.conv.Traces(b.Closed)
-		opCtx := p.obs.StartTracesOp(ctx)
-		err := next.traces.ConsumeTraces(opCtx, td)
-		p.obs.EndTracesOp(opCtx, transport, td.SpanCount(), err)
-		logConsumeError(logger, "traces", err)
+		out.traces = &td
 	}
 	if next.logs != nil {
-		ld := p.conv.Logs(b)
-		if n := ld.LogRecordCount(); n > 0 {
-			opCtx := p.obs.StartLogsOp(ctx)
-			err := next.logs.ConsumeLogs(opCtx, ld)
-			p.obs.EndLogsOp(opCtx, transport, n, err)
-			logConsumeError(logger, "logs", err)
+		if ld := p.conv.Logs(b); ld.LogRecordCount() > 0 {
+			out.logs = &ld
 		}
 	}
+	p.closed.recycle(b.Closed)
+	return out
+}
+
+// The emits hand one signal's collection over in calls of at most
+// max_records_per_call records, each counted by the receiver's obsreport.
+// A failed call is counted as refused and does not stop the others.
+
+func (p *pipeline) emitMetrics(next consumer.Metrics, md pmetric.Metrics) {
+	ctx := context.Background()
+	_ = chunk.Metrics(md, p.cfg.MaxRecordsPerCall, func(md pmetric.Metrics) error {
+		opCtx := p.obs.StartMetricsOp(ctx)
+		err := next.ConsumeMetrics(opCtx, md)
+		p.obs.EndMetricsOp(opCtx, transport, md.DataPointCount(), err)
+		logConsumeError(p.set.Logger, "metrics", err)
+		return nil
+	})
+}
+
+func (p *pipeline) emitLogs(next consumer.Logs, ld plog.Logs) {
+	ctx := context.Background()
+	_ = chunk.Logs(ld, p.cfg.MaxRecordsPerCall, func(ld plog.Logs) error {
+		opCtx := p.obs.StartLogsOp(ctx)
+		err := next.ConsumeLogs(opCtx, ld)
+		p.obs.EndLogsOp(opCtx, transport, ld.LogRecordCount(), err)
+		logConsumeError(p.set.Logger, "logs", err)
+		return nil
+	})
+}
+
+func (p *pipeline) emitTraces(next consumer.Traces, td ptrace.Traces) {
+	ctx := context.Background()
+	_ = chunk.Traces(td, p.cfg.MaxRecordsPerCall, func(td ptrace.Traces) error {
+		opCtx := p.obs.StartTracesOp(ctx)
+		err := next.ConsumeTraces(opCtx, td)
+		p.obs.EndTracesOp(opCtx, transport, td.SpanCount(), err)
+		logConsumeError(p.set.Logger, "traces", err)
+		return nil
+	})
 }
 
 func logConsumeError(logger *zap.Logger, signal string, err error) {

@@ -9,7 +9,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"sigs.k8s.io/yaml"
 
@@ -278,4 +280,46 @@ func TestSpansMatchDeclaration(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestDefaultRecordsPerCallFit4MiB: a call of the default
+// max_records_per_call flow records or spans, at their largest (IPv6,
+// every attribute a record can carry, each of a pod of its own, every span
+// event), is at most half of what a stock OTLP receiver takes (4 MiB).
+func TestDefaultRecordsPerCallFit4MiB(t *testing.T) {
+	cfg := createDefaultConfig().(*Config)
+	opts := convertOptions(cfg, receivertest.NewNopSettings(metadata.Type), everyPeer{})
+	schema, err := Schema()
+	require.NoError(t, err)
+	opts.Schema = schema
+	at := time.Unix(1000, 0)
+	tmpl := everyMetricBatch(at)
+	b := &flow.Batch{Time: at, TableCapacity: 1024}
+	for i := 0; i < cfg.MaxRecordsPerCall; i++ {
+		f := tmpl.Flows[0]
+		pod := netip.AddrFrom16([16]byte{0xfd, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, byte(i >> 8), byte(i)})
+		f.Src, f.Dst, f.Endpoint = netip.AddrPortFrom(pod, 65535), netip.AddrPortFrom(pod.Prev(), 65535), pod
+		f.Interface, f.Backend = "veth0123456789a", netip.AddrPortFrom(pod.Next(), 65535)
+		b.Flows = append(b.Flows, f)
+		c := tmpl.Closed[1]
+		c.Local, c.Remote = f.Src, f.Dst
+		c.PID, c.Comm, c.SockErr = 1<<22, "executable-name", 111
+		for j := 0; j < 4; j++ {
+			c.RetransmitBursts = append(c.RetransmitBursts, flow.RetransmitBurst{Start: at, Count: 1 << 20})
+		}
+		b.Closed = append(b.Closed, c)
+	}
+	conv := newTestConverter(opts)
+	ld := conv.Logs(b)
+	require.Equal(t, cfg.MaxRecordsPerCall, ld.LogRecordCount())
+	logBytes := (&plog.ProtoMarshaler{}).LogsSize(ld)
+	td := conv.Traces(b.Closed)
+	require.Equal(t, cfg.MaxRecordsPerCall, td.SpanCount())
+	spanBytes := (&ptrace.ProtoMarshaler{}).TracesSize(td)
+	t.Logf("%d flow records: %d bytes (%d per record); %d spans: %d bytes (%d per span)", cfg.MaxRecordsPerCall,
+		logBytes, logBytes/cfg.MaxRecordsPerCall, cfg.MaxRecordsPerCall, spanBytes, spanBytes/cfg.MaxRecordsPerCall)
+	// Half of 4 MiB: the rest is for what processors add (k8s_attributes
+	// adds ~10 resource attributes, here to every record).
+	require.Less(t, logBytes, 2<<20, "flow records: under 2 MiB")
+	require.Less(t, spanBytes, 2<<20, "spans: under 2 MiB")
 }

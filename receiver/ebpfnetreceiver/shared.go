@@ -7,19 +7,29 @@ import (
 	"go.opentelemetry.io/collector/component"
 )
 
+// signalComponent is a component shared by signals. The collector shuts
+// the signals' pipelines down one at a time, each receiver before its own
+// consumers, in no order across signals, and a shared exporter (the file
+// exporter) stops at its first Shutdown: so every handle's Shutdown reaches
+// the component, the last with last set (no handle is left running).
+type signalComponent interface {
+	Start(ctx context.Context, host component.Host) error
+	Shutdown(ctx context.Context, last bool) error
+}
+
 // sharedComponents keeps one component per key (a receiver config), shared
 // by every signal pipeline that names the receiver: the collector calls
 // CreateMetrics, CreateLogs and CreateTraces separately for one component.
 // The pattern of contrib's internal/sharedcomponent (not importable), with
-// one difference: the component stops at the last handle's Shutdown, not the
-// first, so that a signal still running keeps receiving the final data. The
-// component knows nothing of the sharing.
-type sharedComponents[K comparable, C component.Component] struct {
+// one difference: every handle's Shutdown reaches the component, so that
+// it can hand every signal its final data at the first, before any
+// consumer stops, and release itself at the last.
+type sharedComponents[K comparable, C signalComponent] struct {
 	mu sync.Mutex
 	m  map[K]*shared[C]
 }
 
-func newSharedComponents[K comparable, C component.Component]() *sharedComponents[K, C] {
+func newSharedComponents[K comparable, C signalComponent]() *sharedComponents[K, C] {
 	return &sharedComponents[K, C]{m: make(map[K]*shared[C])}
 }
 
@@ -42,7 +52,7 @@ func (s *sharedComponents[K, C]) get(key K, create func() C) *shared[C] {
 }
 
 // shared is one component and the count of its handles.
-type shared[C component.Component] struct {
+type shared[C signalComponent] struct {
 	c       C
 	mu      sync.Mutex
 	handles int
@@ -50,7 +60,7 @@ type shared[C component.Component] struct {
 	remove  func()
 }
 
-func newShared[C component.Component](c C) *shared[C] { return &shared[C]{c: c} }
+func newShared[C signalComponent](c C) *shared[C] { return &shared[C]{c: c} }
 
 // handle returns a new signal's view of the component.
 func (s *shared[C]) handle() *sharedHandle[C] {
@@ -61,8 +71,8 @@ func (s *shared[C]) handle() *sharedHandle[C] {
 }
 
 // sharedHandle is one signal's view: the first Start starts the component,
-// the last Shutdown of a started handle stops it.
-type sharedHandle[C component.Component] struct {
+// each Shutdown of a started handle reaches it, the last with last set.
+type sharedHandle[C signalComponent] struct {
 	s       *shared[C]
 	once    sync.Once
 	started bool
@@ -90,14 +100,14 @@ func (h *sharedHandle[C]) Shutdown(ctx context.Context) error {
 		s.mu.Lock()
 		s.handles--
 		last := s.handles == 0
-		stop := false
+		running := 0
 		if h.started {
 			s.running--
-			stop = s.running == 0
+			running = s.running
 		}
 		s.mu.Unlock()
-		if stop {
-			err = s.c.Shutdown(ctx)
+		if h.started {
+			err = s.c.Shutdown(ctx, running == 0)
 		}
 		if last && s.remove != nil {
 			s.remove()
