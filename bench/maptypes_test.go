@@ -262,7 +262,7 @@ func TestBenchMapTypes(t *testing.T) {
 	}
 	med := func(v string, mode int) float64 { return testRun[v][mode].med }
 	nsRun := func(v string, mode int) float64 { return summarize(costs[v][mode]).med }
-	b.WriteString("\nWhat it shows, and why the receiver keeps a per-CPU hash (figures from the table above):\n\n")
+	b.WriteString("\nWhat it shows, and why the receiver's tables are shared hashes behind per-CPU slots (figures from the table above):\n\n")
 	fmt.Fprintf(&b, "- Arrays are the cheapest (%.0f%% / %.0f%% of native on the veth with 100k flows for per-CPU array / array, against\n", ratio("percpu_array", 1), ratio("array", 1))
 	fmt.Fprintf(&b, "  %.0f%% for the per-CPU hash), as published, but a slot is shared by every key that hashes to it: they count\n", ratio("percpu_hash", 1))
 	b.WriteString("  aggregates, not flows, and cannot give a flow's addresses back. Not an option for flow records.\n")
@@ -276,9 +276,11 @@ func TestBenchMapTypes(t *testing.T) {
 	fmt.Fprintf(&b, "  %.0f vs %.0f ns with one flow, %.0f vs %.0f ns with 100k flows (%s),\n", med("hash", 0), med("percpu_hash", 0), med("hash", 1), med("percpu_hash", 1), why)
 	fmt.Fprintf(&b, "  %.0f%% vs %.0f%% of native on the veth with 100k flows. When both CPUs update the same\n", ratio("hash", 1), ratio("percpu_hash", 1))
 	fmt.Fprintf(&b, "  flow at once: %.0f vs %.0f ns per run (the atomic adds bounce the cache line); a busy flow is spread over CPUs by\n", med("hash", 2), med("percpu_hash", 2))
-	b.WriteString("  RSS/RPS and by threads of one process sending on one socket. The per-CPU hash pays instead in the drain, which\n")
-	b.WriteString("  copies one value per possible CPU per flow (32 bytes each): small on this 2-CPU machine (flow scale section), but\n")
-	b.WriteString("  it grows with the node's CPU count, so the choice should be measured again on a large node.\n")
+	b.WriteString("  RSS/RPS and by threads of one process sending on one socket. The per-CPU hash pays instead in kernel memory and\n")
+	b.WriteString("  in the drain: 32 bytes per possible CPU per entry, 2 KiB on a 64-CPU node, where a shared entry is 144 bytes with\n")
+	b.WriteString("  its bucket on any node (README, \"Sizing\": the defaults' two per-CPU tables took ~570 MB on 64 CPUs). The receiver\n")
+	b.WriteString("  puts its per-CPU slots in front of a shared hash: a busy flow's packets on each CPU go to that CPU's slot, and\n")
+	b.WriteString("  only a packet that misses its slot pays the atomic adds.\n")
 	fmt.Fprintf(&b, "- The published hash programs call update(BPF_EXIST) on every packet, which for a shared hash allocates a new element\n")
 	fmt.Fprintf(&b, "  per packet: %.0f ns against %.0f for the lookup and add in place, which is most of why \"hash\" came last there.\n", med("hash_update", 0), med("hash", 0))
 	fmt.Fprintf(&b, "- A ring buffer record per packet is the most expensive (%.0f%% of native on the veth) and moves the aggregation to\n", ratio("ringbuf", 0))
@@ -294,7 +296,7 @@ func TestBenchMapTypes(t *testing.T) {
 	b.WriteString("  are cache misses. That, not the instructions, is what the per-packet cost of the receiver's program under load is\n")
 	b.WriteString("  made of (first section), and no map type avoids it while keying exact flows: only not looking the flow up does,\n")
 	b.WriteString("  as the receiver's slots below do for packets of a flow that holds one.\n")
-	b.WriteString("- \"ours\" is the receiver's program: the per-CPU hash behind per-CPU slots that hold a program's recent flows\n")
+	b.WriteString("- \"ours\" is the receiver's program: a shared hash behind per-CPU slots that hold a program's recent flows\n")
 	b.WriteString("  (a packet of a slot's flow is added to the slot without the hash lookup), read by the short way for common\n")
 	b.WriteString("  packets (addresses, ports and flags into registers, no key built unless the packet misses its slot), plus the\n")
 	fmt.Fprintf(&b, "  active-table flip. With one flow every packet finds its slot: %.0f vs %.0f ns/run for the per-CPU hash on the veth\n", nsRun("ours", 0), nsRun("percpu_hash", 0))

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* In-kernel flow aggregation for the TC (tcx or clsact) programs: every
  * packet ends in exactly one place, a flow (through this CPU's slot of its
- * program, or the flow table's per-CPU hash), or one of the `counters` with
+ * program, or the flow table's hash), or one of the `counters` with
  * the reason it is not in a flow; and the uplink de-duplication, which skips
  * packets a pod endpoint already counted. */
 #ifndef EBPFNET_FLOW_H
@@ -12,12 +12,10 @@
 #include "svc.h"
 
 /* Adds packets (bytes, the OR of their TCP flags, the times of the first and
- * the last) to st, this CPU's copy of a flow's counters: no other CPU writes
- * it. */
+ * the last) to st, a slot's counts: this CPU's own memory, plain adds. */
 static __always_inline void add_counts(struct flow_counts *st, __u64 bytes, __u64 packets, __u32 tcp_flags, __u32 first,
 				       __u32 last)
 {
-	/* No packets yet when another CPU created the flow: this copy starts now. */
 	if (!st->packets)
 		st->first_seen = first;
 	st->bytes += bytes;
@@ -26,10 +24,26 @@ static __always_inline void add_counts(struct flow_counts *st, __u64 bytes, __u6
 	st->tcp_flags |= tcp_flags;
 }
 
-/* Adds one packet seen at now to st. */
+/* Adds one packet seen at now to st, a slot's counts. */
 static __always_inline void add_to_flow(struct flow_counts *st, __u32 len, __u32 tcp_flags, __u32 now)
 {
 	add_counts(st, len, 1, tcp_flags, now, now);
+}
+
+/* Adds packets to st, a flow table entry, which every CPU may update at
+ * once: atomic adds (one entry for all CPUs: the tables' kernel memory does
+ * not grow with the CPU count, README "Sizing"). Its
+ * first_seen is the inserting packet's; a later time only moves last_seen
+ * forward (a lost race moves it less, by at most a tick); flags are ORed
+ * only when new ones come, so that most packets pay two atomic adds. */
+static __always_inline void add_shared(struct flow_counts *st, __u64 bytes, __u64 packets, __u32 tcp_flags, __u32 last)
+{
+	__sync_fetch_and_add(&st->bytes, bytes);
+	__sync_fetch_and_add(&st->packets, packets);
+	if ((__s32)(last - st->last_seen) > 0)
+		st->last_seen = last;
+	if ((st->tcp_flags & tcp_flags) != tcp_flags)
+		__sync_fetch_and_or(&st->tcp_flags, tcp_flags);
 }
 
 /* Adds the packet to its flow in table (flows_a or flows_b). Returns 1 when
@@ -47,7 +61,7 @@ static __always_inline int account_in(void *table, struct flow_key *key, __u32 l
 	now = bpf_jiffies64();
 	st = bpf_map_lookup_elem(table, key);
 	if (st) {
-		add_to_flow(st, len, tcp_flags, now);
+		add_shared(st, len, 1, tcp_flags, now);
 		return 0;
 	}
 
@@ -65,7 +79,7 @@ static __always_inline int account_in(void *table, struct flow_key *key, __u32 l
 		/* Another CPU inserted the same flow between our lookup and update. */
 		st = bpf_map_lookup_elem(table, key);
 		if (st) {
-			add_to_flow(st, len, tcp_flags, now);
+			add_shared(st, len, 1, tcp_flags, now);
 			return 0;
 		}
 	}
@@ -90,8 +104,7 @@ static __always_inline void flush_slot(void *table, struct flow_cache_slot *s)
 	struct flow_counts *st = bpf_map_lookup_elem(table, &s->key);
 
 	if (st) {
-		add_counts(st, s->delta.bytes, s->delta.packets, s->delta.tcp_flags, s->delta.first_seen,
-			   s->delta.last_seen);
+		add_shared(st, s->delta.bytes, s->delta.packets, s->delta.tcp_flags, s->delta.last_seen);
 	} else {
 		/* Not reached: the slot's flow was inserted in this table
 		 * and only a drain of the idle table deletes. */

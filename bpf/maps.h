@@ -8,17 +8,20 @@
 #include "types.h"
 
 /* flows_a, flows_b — the two flow tables user space alternates between.
- * key: struct flow_key; value: struct flow_counts, one per CPU: each CPU
- * updates its own copy in place with plain adds, so no cache line moves
- * between CPUs per packet (measured in docs/BENCHMARKS.md); user space merges
- * the copies when it drains.
+ * key: struct flow_key; value: struct flow_counts, one for all CPUs,
+ * updated with atomic adds (flow.h add_shared). Most packets do not reach
+ * it: they are added to their CPU's flow_cache slot, which only a packet of
+ * another flow flushes here. A per-CPU value (plain adds) was cheaper per
+ * packet on 2 CPUs but costs 32 bytes per possible CPU per entry, in kernel
+ * memory and in every drain: ~570 MB at the defaults on a 64-CPU node
+ * (README, "Sizing").
  * max_entries: set by user space before load (config `max_flows`).
  * Inserted by the TC programs (BPF_NOEXIST); deleted only by user space,
  * which drains the table that is *not* active with BatchLookupAndDelete.
  * Preallocated: an insert is cheaper than with BPF_F_NO_PREALLOC
  * (docs/BENCHMARKS.md, "Design measurements"). */
 struct flow_table {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct flow_key);
 	__type(value, struct flow_counts);
 	__uint(max_entries, 1);
@@ -55,14 +58,23 @@ struct {
  * only after an RCU grace period (maybe_wait_bpf_programs), i.e. after every
  * program that could still write to the previous table has finished, so
  * that table can be drained exactly: no increment lost, none landing in a
- * slot the kernel reuses. key: 0; value: either flow table. */
+ * slot the kernel reuses. key: 0; value: barrier_token, always (any update
+ * waits, and a one-entry inner map costs nothing: a flow table as the inner
+ * map made the load create, and charge, a third table as its template). */
+struct barrier_token {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} barrier_token SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__array(values, struct flow_table);
+	__array(values, struct barrier_token);
 } drain_barrier SEC(".maps") = {
-	.values = {[0] = &flows_a},
+	.values = {[0] = &barrier_token},
 };
 
 /* counters — packets not folded into a flow, by enum counter_reason.

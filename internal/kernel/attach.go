@@ -3,7 +3,6 @@ package kernel
 import (
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -24,8 +23,9 @@ const (
 	AttachTC AttachMode = "tc"
 )
 
-// tcFilterPrefix names our clsact filters so that a later start can remove
-// filters a killed process left behind (tcx links need no such cleanup).
+// tcFilterPrefix names our clsact filters (tcFilterName) so that a later
+// start can remove filters a killed process left behind (tcx links need no
+// such cleanup).
 const tcFilterPrefix = "ebpfnet_"
 
 // tcFilterPriority is the priority of our clsact filters.
@@ -37,6 +37,7 @@ const tcFilterPriority = 1
 // reported). Guarded by Datapath.mu.
 type attachments struct {
 	mode    AttachMode
+	owner   *tcOwner // tc mode: whose filters ours are
 	links   map[int]*attachment
 	masters map[int]int // bridge ifindex -> number of attached endpoint ports
 	names   map[int]string
@@ -108,8 +109,16 @@ func (d *Datapath) SetMode(mode AttachMode) (AttachMode, error) {
 		return "", fmt.Errorf("unknown attach mode %q", mode)
 	}
 	d.ifaces.mode = mode
-	if mode == AttachTC {
-		removeStaleFilters()
+	// Whatever the mode: a killed tc-mode agent's filters would count on.
+	if _, err := removeStaleFilters(); err != nil {
+		return "", err
+	}
+	if mode == AttachTC && d.ifaces.owner == nil {
+		owner, err := newTCOwner()
+		if err != nil {
+			return "", err
+		}
+		d.ifaces.owner = owner
 	}
 	return mode, fallback
 }
@@ -133,7 +142,7 @@ func (d *Datapath) Attach(ifindex int, name string, role Role, master int) error
 	a := &attachment{name: name, role: role}
 	var err error
 	if d.ifaces.mode == AttachTC {
-		err = a.attachTC(ifindex, ingress, egress)
+		err = a.attachTC(ifindex, d.ifaces.owner.handle, ingress, egress)
 	} else {
 		err = a.attachTCX(ifindex, ingress, egress)
 	}
@@ -250,7 +259,10 @@ func (a *attachment) attachTCX(ifindex int, ingress, egress *ebpf.Program) error
 	return nil
 }
 
-func (a *attachment) attachTC(ifindex int, ingress, egress *ebpf.Program) error {
+// attachTC adds our filters, with the owner's handle: at one priority,
+// each agent's own; every program returns TC_ACT_UNSPEC, so cls_bpf runs
+// the next agent's too.
+func (a *attachment) attachTC(ifindex int, handle uint32, ingress, egress *ebpf.Program) error {
 	qdisc := &netlink.GenericQdisc{
 		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
 		QdiscType:  "clsact",
@@ -265,10 +277,10 @@ func (a *attachment) attachTC(ifindex int, ingress, egress *ebpf.Program) error 
 	}{{ingress, netlink.HANDLE_MIN_INGRESS, "ingress"}, {egress, netlink.HANDLE_MIN_EGRESS, "egress"}} {
 		f := &netlink.BpfFilter{
 			FilterAttrs: netlink.FilterAttrs{
-				LinkIndex: ifindex, Parent: p.parent, Handle: 1,
+				LinkIndex: ifindex, Parent: p.parent, Handle: handle,
 				Protocol: unix.ETH_P_ALL, Priority: tcFilterPriority,
 			},
-			Fd: p.prog.FD(), Name: tcFilterPrefix + p.dir, DirectAction: true,
+			Fd: p.prog.FD(), Name: tcFilterName(p.dir, handle), DirectAction: true,
 		}
 		if err := netlink.FilterReplace(f); err != nil {
 			return fmt.Errorf("add %s filter: %w", p.dir, err)
@@ -291,26 +303,4 @@ func (a *attachment) close(ifindex int) error {
 	}
 	a.links, a.tc = nil, nil
 	return errors.Join(errs...)
-}
-
-// removeStaleFilters deletes clsact filters that a previous, killed instance
-// left behind. Only filters carrying our name prefix are touched.
-func removeStaleFilters() {
-	links, err := netlink.LinkList()
-	if err != nil {
-		return
-	}
-	for _, l := range links {
-		for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
-			filters, err := netlink.FilterList(l, parent)
-			if err != nil {
-				continue
-			}
-			for _, f := range filters {
-				if bf, ok := f.(*netlink.BpfFilter); ok && strings.HasPrefix(bf.Name, tcFilterPrefix) {
-					_ = netlink.FilterDel(bf)
-				}
-			}
-		}
-	}
 }

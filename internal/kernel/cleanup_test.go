@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
@@ -288,4 +289,79 @@ func TestMinimalCapabilities(t *testing.T) {
 		"grep", "CapEff", "/proc/self/status").CombinedOutput()
 	require.NoError(t, err, "%s", caps)
 	require.Contains(t, string(caps), "000000c000001000", "CapEff = CAP_NET_ADMIN | CAP_PERFMON | CAP_BPF")
+}
+
+// TestTCTwoAgents: two datapaths in tc mode on one interface (a surge
+// update without tcx) each count every packet with their own filters, the
+// second's start leaves the first's alone, and when one closes the other
+// keeps counting.
+func TestTCTwoAgents(t *testing.T) {
+	testnet.RequireRoot(t)
+	ifindex := dummy(t, "etwo0")
+	testnet.Must(t, "ip", "link", "set", "etwo0p", "up")
+	peer, err := net.InterfaceByName("etwo0p")
+	require.NoError(t, err)
+	a, b := loadForTest(t, 1024), loadForTest(t, 1024)
+	for _, d := range []*Datapath{a, b} {
+		_, err := d.SetMode(AttachTC)
+		require.NoError(t, err)
+		require.NoError(t, d.Attach(ifindex, "etwo0", RoleEndpoint, 0))
+	}
+	require.Equal(t, 4, ourFilters(t, ifindex), "each agent's two filters")
+	send := func(n int) {
+		src, dst := netip.MustParseAddr("10.77.0.1"), netip.MustParseAddr("10.77.0.2")
+		require.NoError(t, sendFramesHost(peer, n, func(i int, buf []byte) []byte {
+			return testnet.UDPFrame(buf, peer.HardwareAddr, peer.HardwareAddr, src, dst, uint16(2000+i), 9)
+		}))
+	}
+	packets := func(d *Datapath) uint64 {
+		flows, err := d.Drain(nil)
+		require.NoError(t, err)
+		var n uint64
+		for _, f := range flows {
+			if f.Dst.Addr() == netip.MustParseAddr("10.77.0.2") {
+				n += f.Packets
+			}
+		}
+		return n
+	}
+	send(50)
+	require.Equal(t, uint64(50), packets(a), "first agent")
+	require.Equal(t, uint64(50), packets(b), "second agent")
+	require.NoError(t, a.Close())
+	require.Equal(t, 2, ourFilters(t, ifindex), "the closed agent removed its own filters only")
+	send(30)
+	require.Equal(t, uint64(30), packets(b), "the survivor counts on")
+}
+
+// TestStaleTCFiltersRemovedByTCXStart: a killed tc-mode agent's filters
+// are removed by a later start in tcx mode too.
+func TestStaleTCFiltersRemovedByTCXStart(t *testing.T) {
+	testnet.RequireRoot(t)
+	ifindex := dummy(t, "ekill2")
+	startAndKill(t, "ekill2", AttachTC)
+	require.Equal(t, 2, ourFilters(t, ifindex), "clsact filters survive SIGKILL")
+	d := loadForTest(t, 64)
+	_, err := d.SetMode(AttachTCX)
+	require.NoError(t, err)
+	require.Zero(t, ourFilters(t, ifindex), "stale filters removed at a tcx start")
+}
+
+// sendFramesHost sends n raw frames out of iface in the test's namespace.
+func sendFramesHost(iface *net.Interface, n int, next func(int, []byte) []byte) error {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	sa := &unix.SockaddrLinklayer{Ifindex: iface.Index, Halen: 6}
+	copy(sa.Addr[:], iface.HardwareAddr)
+	var buf []byte
+	for i := 0; i < n; i++ {
+		buf = next(i, buf)
+		if err := unix.Sendto(fd, buf, 0, sa); err != nil {
+			return err
+		}
+	}
+	return nil
 }

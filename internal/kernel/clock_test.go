@@ -26,7 +26,7 @@ func TestJiffyClockConverts(t *testing.T) {
 	require.Equal(t, uint64(7e9+80_000*hz250), c.ns(uint32(start+80_000)))
 
 	// Merge over CPUs: earliest first, latest last (across the wrap), sums.
-	m := c.merge([]cpuCounts{
+	m := c.merge([]rawCounts{
 		{Bytes: 100, Packets: 1, FirstSeen: uint32(start + 80_000), LastSeen: uint32(start + 99_990), TcpFlags: 0x02},
 		{}, // a CPU that saw none of the flow
 		{Bytes: 50, Packets: 2, FirstSeen: uint32(start + 70_000), LastSeen: uint32(start + 80_001), TcpFlags: 0x10},

@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 )
 
 // ErrClosed is returned by a Datapath that was closed.
@@ -49,6 +50,7 @@ type Datapath struct {
 	tables     flowTables
 	ifaces     attachments
 	conns      connections
+	plan       Memory // the maps' kernel memory, planned before the load
 }
 
 // Load checks privileges, loads the BPF objects into the kernel and returns
@@ -65,25 +67,26 @@ func Load(opts Options) (_ *Datapath, err error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raise memlock rlimit for BPF maps: %w", err)
 	}
-	spec, err := loadEbpfnet()
-	if err != nil {
-		return nil, fmt.Errorf("parse embedded BPF object: %w", err)
-	}
-	if err := opts.size(spec); err != nil {
-		return nil, err
-	}
 	withErr, err := retransmitHasErr()
 	if err != nil {
 		return nil, err
 	}
-	keepRetransmit(spec, withErr)
 	ncpu, err := ebpf.PossibleCPU()
 	if err != nil {
 		return nil, fmt.Errorf("count possible CPUs: %w", err)
 	}
-	d := &Datapath{tables: newFlowTables(opts.MaxFlows, ncpu), ifaces: newAttachments(),
+	// What the maps will take, from the kernel's accounting of small ones:
+	// for the log, and for the error if the memory cgroup refuses them.
+	plan, err := PlanMemory(opts)
+	if err != nil {
+		return nil, fmt.Errorf("plan the maps' kernel memory: %w", err)
+	}
+	d := &Datapath{tables: newFlowTables(opts.MaxFlows, ncpu), ifaces: newAttachments(), plan: plan,
 		conns: connections{cgroup: opts.CgroupPath}, hostNetns: OwnNetns()}
-	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
+	if err := loadObjects(&d.objs, opts, withErr); err != nil {
+		if errors.Is(err, unix.ENOMEM) {
+			err = explainMemory(err, opts, plan)
+		}
 		return nil, explainLoadError(err)
 	}
 	defer func() {
@@ -102,6 +105,19 @@ func Load(opts Options) (_ *Datapath, err error) {
 	return d, nil
 }
 
+// loadObjects loads the BPF objects at opts' sizes into objs.
+func loadObjects(objs *ebpfnetObjects, opts Options, withErr bool) error {
+	spec, err := loadEbpfnet()
+	if err != nil {
+		return fmt.Errorf("parse embedded BPF object: %w", err)
+	}
+	if err := opts.size(spec); err != nil {
+		return err
+	}
+	keepRetransmit(spec, withErr)
+	return spec.LoadAndAssign(objs, nil)
+}
+
 func (o Options) withDefaults() Options {
 	if o.MaxConns == 0 {
 		o.MaxConns = DefaultMaxConns
@@ -117,7 +133,6 @@ func (o Options) size(spec *ebpf.CollectionSpec) error {
 	for _, name := range []string{ebpfnetMapFlowsA, ebpfnetMapFlowsB} {
 		spec.Maps[name].MaxEntries = o.MaxFlows
 	}
-	spec.Maps[ebpfnetMapDrainBarrier].InnerMap.MaxEntries = o.MaxFlows
 	for _, name := range []string{ebpfnetMapConns, ebpfnetMapDialed, ebpfnetMapUdpDialed, ebpfnetMapUdpSockDialed} {
 		spec.Maps[name].MaxEntries = o.MaxConns
 	}
@@ -188,7 +203,9 @@ func (d *Datapath) Close() error {
 		return nil
 	}
 	d.closed = true
-	return errors.Join(d.detachAllLocked(), d.objs.Close())
+	err := errors.Join(d.detachAllLocked(), d.objs.Close())
+	d.ifaces.owner.close() // after our filters are gone: they are not stale before
+	return err
 }
 
 // retransmitHasErr tells whether the kernel's tcp_retransmit_skb tracepoint

@@ -179,6 +179,7 @@ type ebpfnetUdpDialedKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	ebpfnetMapBarrierToken        = "barrier_token"
 	ebpfnetMapConnEvents          = "conn_events"
 	ebpfnetMapConns               = "conns"
 	ebpfnetMapCountedIfaces       = "counted_ifaces"
@@ -281,6 +282,7 @@ type ebpfnetProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ebpfnetMapSpecs struct {
+	BarrierToken  *ebpf.MapSpec `ebpf:"barrier_token"`
 	ConnEvents    *ebpf.MapSpec `ebpf:"conn_events"`
 	Conns         *ebpf.MapSpec `ebpf:"conns"`
 	CountedIfaces *ebpf.MapSpec `ebpf:"counted_ifaces"`
@@ -331,6 +333,7 @@ func (o *ebpfnetObjects) Close() error {
 //
 // It can be passed to loadEbpfnetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ebpfnetMaps struct {
+	BarrierToken  *ebpf.Map `ebpf:"barrier_token"`
 	ConnEvents    *ebpf.Map `ebpf:"conn_events"`
 	Conns         *ebpf.Map `ebpf:"conns"`
 	CountedIfaces *ebpf.Map `ebpf:"counted_ifaces"`
@@ -346,6 +349,7 @@ type ebpfnetMaps struct {
 
 func (m *ebpfnetMaps) Close() error {
 	return _EbpfnetClose(
+		m.BarrierToken,
 		m.ConnEvents,
 		m.Conns,
 		m.CountedIfaces,

@@ -143,7 +143,7 @@ func TestFlowCacheSlotWithoutFlow(t *testing.T) {
 	d := loadForTest(t, 8)
 	slots := make([]cacheSlot, d.tables.ncpu)
 	slots[0].Key = FlowKey{SrcPort: 7, DstPort: 9, Protocol: 17, Family: 4}
-	slots[0].Delta = cpuCounts{Bytes: 700, Packets: 5}
+	slots[0].Delta = rawCounts{Bytes: 700, Packets: 5}
 	require.NoError(t, d.objs.FlowCache.Put(uint32(d.tables.active)*d.objs.FlowCache.MaxEntries()/2, slots))
 	flows, err := d.drainEntries(nil)
 	require.NoError(t, err)

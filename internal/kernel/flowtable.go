@@ -21,10 +21,10 @@ type flowTables struct {
 	maxFlows  uint32
 	drains    int
 	keys      []FlowKey
-	vals      []cpuCounts           // drainBatch * ncpu: one value per CPU per key
+	vals      []rawCounts           // drainBatch: one value per key
 	slots     []cacheSlot           // ncpu: one flow_cache entry
 	zeroSlots []cacheSlot           // ncpu zero values
-	pending   map[FlowKey]cpuCounts // slot counts of the table being drained (takeSlots)
+	pending   map[FlowKey]rawCounts // slot counts of the table being drained (takeSlots)
 	entries   []entry               // Drain's buffer
 	clock     jiffyClock
 	ncpu      int
@@ -36,15 +36,15 @@ func newFlowTables(maxFlows uint32, ncpu int) flowTables {
 		maxFlows:  maxFlows,
 		ncpu:      ncpu,
 		keys:      make([]FlowKey, drainBatch),
-		vals:      make([]cpuCounts, drainBatch*ncpu),
+		vals:      make([]rawCounts, drainBatch),
 		slots:     make([]cacheSlot, ncpu),
 		zeroSlots: make([]cacheSlot, ncpu),
-		pending:   make(map[FlowKey]cpuCounts),
+		pending:   make(map[FlowKey]rawCounts),
 		batchOK:   true,
 	}
 }
 
-// entry is one drained flow table entry, its counters merged over CPUs.
+// entry is one drained flow table entry, with what the slots held for it.
 type entry struct {
 	Key    FlowKey
 	Counts FlowCounts
@@ -86,7 +86,7 @@ func (d *Datapath) drainLocked(dst []entry) ([]entry, error) {
 	// Replacing an ARRAY_OF_MAPS entry returns only after an RCU grace
 	// period, i.e. after every program that could still have read the old
 	// active_table has finished (kernel maybe_wait_bpf_programs).
-	if err := d.objs.DrainBarrier.Put(uint32(0), t.maps[next]); err != nil {
+	if err := d.objs.DrainBarrier.Put(uint32(0), d.objs.BarrierToken); err != nil {
 		return dst, fmt.Errorf("wait for programs using the previous flow table: %w", err)
 	}
 	idle, idleIndex := t.maps[t.active], t.active
@@ -147,8 +147,8 @@ func (d *Datapath) takeSlots(table int) error {
 }
 
 // withPending adds what the slots held for the flow key to vals, its
-// per-CPU counts from the table.
-func (d *flowTables) withPending(key *FlowKey, vals []cpuCounts) []cpuCounts {
+// counts from the table.
+func (d *flowTables) withPending(key *FlowKey, vals []rawCounts) []rawCounts {
 	if len(d.pending) == 0 {
 		return vals
 	}
@@ -164,7 +164,7 @@ func (d *flowTables) withPending(key *FlowKey, vals []cpuCounts) []cpuCounts {
 // it), a guard against losing them otherwise.
 func (d *flowTables) appendPending(dst []entry) []entry {
 	for key, p := range d.pending {
-		dst = append(dst, entry{Key: key, Counts: d.clock.merge([]cpuCounts{p})})
+		dst = append(dst, entry{Key: key, Counts: d.clock.merge([]rawCounts{p})})
 	}
 	clear(d.pending)
 	return dst
@@ -188,7 +188,7 @@ func (d *flowTables) drainBatch(m *ebpf.Map, dst []entry) ([]entry, error) {
 	for {
 		n, err := m.BatchLookupAndDelete(&cursor, d.keys, d.vals, nil)
 		for i := 0; i < n; i++ {
-			dst = append(dst, entry{Key: d.keys[i], Counts: d.clock.merge(d.withPending(&d.keys[i], d.vals[i*d.ncpu:(i+1)*d.ncpu]))})
+			dst = append(dst, entry{Key: d.keys[i], Counts: d.clock.merge(d.withPending(&d.keys[i], d.vals[i:i+1]))})
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return dst, nil
@@ -204,10 +204,10 @@ func (d *flowTables) drainBatch(m *ebpf.Map, dst []entry) ([]entry, error) {
 func (d *flowTables) drainIterate(m *ebpf.Map, dst []entry) ([]entry, error) {
 	start := len(dst)
 	var key FlowKey
-	perCPU := make([]cpuCounts, d.ncpu)
+	val := make([]rawCounts, 1)
 	it := m.Iterate()
-	for it.Next(&key, &perCPU) {
-		dst = append(dst, entry{Key: key, Counts: d.clock.merge(d.withPending(&key, perCPU))})
+	for it.Next(&key, &val[0]) {
+		dst = append(dst, entry{Key: key, Counts: d.clock.merge(d.withPending(&key, val))})
 	}
 	if err := it.Err(); err != nil {
 		return dst, fmt.Errorf("iterate flow table: %w", err)
@@ -222,7 +222,7 @@ func (d *flowTables) drainIterate(m *ebpf.Map, dst []entry) ([]entry, error) {
 
 // add adds delta to v, both counts of one flow; times compared by age
 // (before the latest pair), which a wrap of the 32 bits does not disturb.
-func (c *jiffyClock) add(v, delta *cpuCounts) {
+func (c *jiffyClock) add(v, delta *rawCounts) {
 	if v.Packets == 0 || c.age(delta.FirstSeen) > c.age(v.FirstSeen) {
 		v.FirstSeen = delta.FirstSeen
 	}
@@ -234,10 +234,10 @@ func (c *jiffyClock) add(v, delta *cpuCounts) {
 	v.TcpFlags |= delta.TcpFlags
 }
 
-// merge folds the per-CPU copies of one flow's counters, its times converted
-// to CLOCK_MONOTONIC.
-func (c *jiffyClock) merge(vals []cpuCounts) FlowCounts {
-	var sum cpuCounts
+// merge folds counts of one flow (the table's, the slots'), its times
+// converted to CLOCK_MONOTONIC.
+func (c *jiffyClock) merge(vals []rawCounts) FlowCounts {
+	var sum rawCounts
 	for i := range vals {
 		if vals[i].Packets > 0 {
 			c.add(&sum, &vals[i])

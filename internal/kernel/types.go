@@ -6,14 +6,16 @@ package kernel
 // FlowKey identifies one aggregated flow (see struct flow_key in bpf/types.h).
 type FlowKey = ebpfnetFlowKey
 
-// cpuCounts is one CPU's copy of a flow's counters in a flow table
-// (struct flow_counts), its times in jiffies.
-type cpuCounts = ebpfnetFlowCounts
+// rawCounts are a flow's counters as the kernel keeps them (struct
+// flow_counts: a flow table entry, or what a CPU's slot holds), its times in
+// jiffies.
+type rawCounts = ebpfnetFlowCounts
 
 // cacheSlot is one CPU's slot of flow_cache (struct flow_cache_slot).
 type cacheSlot = ebpfnetFlowCacheSlot
 
-// FlowCounts are the counters of one drained flow, merged over the CPUs.
+// FlowCounts are the counters of one drained flow, with what the CPUs'
+// slots held for it.
 type FlowCounts struct {
 	Bytes   uint64 // L2 frame bytes
 	Packets uint64

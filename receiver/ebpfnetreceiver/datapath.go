@@ -59,6 +59,7 @@ func loadDatapath(cfg *Config, logger *zap.Logger, onError func(error)) (datapat
 	if err != nil {
 		return nil, err
 	}
+	logMemory(logger, d)
 	mode, fallback := d.SetMode(kernel.AttachMode(cfg.AttachMode))
 	if mode == "" {
 		d.Close()
@@ -80,6 +81,21 @@ func loadDatapath(cfg *Config, logger *zap.Logger, onError func(error)) (datapat
 			zap.String("include", cfg.Interfaces.Include), zap.String("exclude", cfg.Interfaces.Exclude), zap.Strings("interfaces", kernel.InterfaceNames()))
 	}
 	return &kernelDatapath{Datapath: d, stopWatch: cancel}, nil
+}
+
+// logMemory logs the kernel memory of the maps (charged to the
+// collector's memory cgroup, outside the Go heap): the total and each map.
+func logMemory(logger *zap.Logger, d *kernel.Datapath) {
+	mem, err := d.Memory()
+	if err != nil {
+		logger.Warn("read the maps' kernel memory", zap.Error(err))
+		return
+	}
+	fields := []zap.Field{zap.Int("cpus", mem.CPUs), zap.Uint64("total_bytes", mem.Total())}
+	for _, m := range mem.Maps {
+		fields = append(fields, zap.Uint64(m.Name+"_bytes", m.Bytes))
+	}
+	logger.Info("ebpfnet kernel memory (BPF maps, charged to this container's memory limit)", fields...)
 }
 
 // selector compiles the interface selection; Config.Validate checked the

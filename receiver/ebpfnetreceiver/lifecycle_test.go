@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -204,4 +205,38 @@ func TestIncludeMatchingNothingWarns(t *testing.T) {
 	warned := logs.FilterMessageSnippet("matches no interface").All()
 	require.Len(t, warned, 1)
 	require.Contains(t, warned[0].ContextMap()["interfaces"], "lo", "the node's interfaces are listed")
+}
+
+// TestKernelMemoryLogged: Start logs the kernel memory of every map, the
+// flow tables at max_flows entries, and the total.
+func TestKernelMemoryLogged(t *testing.T) {
+	testnet.RequireRoot(t)
+	core, logs := observer.New(zap.InfoLevel)
+	set := receivertest.NewNopSettings(metadata.Type)
+	set.Logger = zap.New(core)
+	cfg := createDefaultConfig().(*Config)
+	cfg.Interfaces.Include, cfg.Interfaces.Exclude = "^lo$", ""
+	cfg.MaxFlows = 50000
+	r, err := NewFactory().CreateMetrics(context.Background(), set, cfg, consumertest.NewNop())
+	require.NoError(t, err)
+	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
+	defer func() { require.NoError(t, r.Shutdown(context.Background())) }()
+	logged := logs.FilterMessageSnippet("ebpfnet kernel memory").All()
+	require.Len(t, logged, 1)
+	f := logged[0].ContextMap()
+	var sum uint64
+	for k, v := range f {
+		if strings.HasSuffix(k, "_bytes") && k != "total_bytes" {
+			sum += v.(uint64)
+		}
+	}
+	require.Equal(t, f["total_bytes"], sum)
+	for _, m := range []string{"flows_a", "flows_b", "conns", "conn_events", "flow_cache"} {
+		require.NotZero(t, f[m+"_bytes"], m)
+	}
+	// 50,000 entries (65,536 buckets) of 40-byte keys and 32-byte values:
+	// more than the keys and values alone, less than twice as much.
+	flows := f["flows_a_bytes"].(uint64)
+	require.Greater(t, flows, uint64(50000*(40+32)))
+	require.Less(t, flows, uint64(2*65536*(40+32)))
 }

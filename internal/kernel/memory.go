@@ -1,0 +1,227 @@
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+
+	"github.com/cilium/ebpf"
+)
+
+// ErrMemory is returned by Load when the kernel cannot allocate the maps:
+// they are charged to the collector's memory cgroup (the pod's limit).
+var ErrMemory = errors.New("not enough memory for the BPF maps")
+
+// MapMemory is the kernel memory of one map, as the kernel charges it
+// (the memlock of its fdinfo, which is what the memory cgroup is charged).
+type MapMemory struct {
+	Name    string
+	Entries uint32
+	Bytes   uint64
+}
+
+// Memory is the kernel memory of a datapath's maps.
+type Memory struct {
+	CPUs int
+	Maps []MapMemory // largest first
+}
+
+// Total is the sum over the maps.
+func (m Memory) Total() uint64 {
+	var n uint64
+	for _, mm := range m.Maps {
+		n += mm.Bytes
+	}
+	return n
+}
+
+// Bytes of the named map (0: none).
+func (m Memory) Bytes(name string) uint64 {
+	for _, mm := range m.Maps {
+		if mm.Name == name {
+			return mm.Bytes
+		}
+	}
+	return 0
+}
+
+// Memory returns the kernel memory of every map, from the kernel's own
+// accounting.
+func (d *Datapath) Memory() (Memory, error) {
+	out := Memory{CPUs: d.tables.ncpu}
+	for name, m := range namedMaps(&d.objs.ebpfnetMaps) {
+		info, err := m.Info()
+		if err != nil {
+			return out, fmt.Errorf("map %s info: %w", name, err)
+		}
+		b, _ := info.Memlock()
+		out.Maps = append(out.Maps, MapMemory{Name: name, Entries: m.MaxEntries(), Bytes: b})
+	}
+	sortMaps(out.Maps)
+	return out, nil
+}
+
+// namedMaps lists bpf2go's maps by their names in the object (its tags).
+func namedMaps(maps *ebpfnetMaps) map[string]*ebpf.Map {
+	out := make(map[string]*ebpf.Map)
+	v, t := reflect.ValueOf(maps).Elem(), reflect.TypeOf(maps).Elem()
+	for i := range t.NumField() {
+		if m, ok := v.Field(i).Interface().(*ebpf.Map); ok && m != nil {
+			out[t.Field(i).Tag.Get("ebpf")] = m
+		}
+	}
+	return out
+}
+
+func sortMaps(m []MapMemory) {
+	sort.Slice(m, func(i, j int) bool {
+		if m[i].Bytes != m[j].Bytes {
+			return m[i].Bytes > m[j].Bytes
+		}
+		return m[i].Name < m[j].Name
+	})
+}
+
+// PlanMemory predicts the kernel memory of every map at opts' sizes, on
+// this kernel and CPU count, without allocating it: each map whose size
+// opts set is created at two small sizes, and the kernel's accounting of
+// those is extrapolated (it is linear in the entries, with a per-CPU part
+// for per-CPU maps); the other maps are created as they are.
+func PlanMemory(opts Options) (Memory, error) {
+	opts = opts.withDefaults()
+	spec, err := loadEbpfnet()
+	if err != nil {
+		return Memory{}, fmt.Errorf("parse embedded BPF object: %w", err)
+	}
+	if err := opts.size(spec); err != nil {
+		return Memory{}, err
+	}
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return Memory{}, fmt.Errorf("count possible CPUs: %w", err)
+	}
+	out := Memory{CPUs: ncpu}
+	for name, ms := range spec.Maps {
+		if strings.HasPrefix(name, ".") {
+			continue // .bss, .rodata: a page each
+		}
+		b, err := planMap(ms)
+		if err != nil {
+			return out, fmt.Errorf("map %s: %w", name, err)
+		}
+		out.Maps = append(out.Maps, MapMemory{Name: name, Entries: ms.MaxEntries, Bytes: b})
+	}
+	sortMaps(out.Maps)
+	return out, nil
+}
+
+// probeEntries are the sizes maps are created at to plan: powers of two,
+// as the hash maps' buckets and the ring's pages are, and one between.
+const probeEntries1, probeEntries2, probeEntriesMid = 4096, 8192, 6144
+
+// planMap extrapolates the kernel's accounting of a map at two sizes (a
+// hash map: three, as it has an element per entry and a bucket per entry
+// rounded up to a power of two).
+func planMap(ms *ebpf.MapSpec) (uint64, error) {
+	if ms.MaxEntries <= probeEntries2 {
+		return mapMemlock(ms, ms.MaxEntries)
+	}
+	a, err := mapMemlock(ms, probeEntries1)
+	if err != nil {
+		return 0, err
+	}
+	b, err := mapMemlock(ms, probeEntries2)
+	if err != nil {
+		return 0, err
+	}
+	n := float64(ms.MaxEntries)
+	if !isHash(ms.Type) {
+		per := float64(b-a) / (probeEntries2 - probeEntries1)
+		return a + uint64(per*(n-probeEntries1)), nil
+	}
+	c, err := mapMemlock(ms, probeEntriesMid)
+	if err != nil {
+		return 0, err
+	}
+	elem := float64(b-c) / (probeEntries2 - probeEntriesMid)
+	bucket := (float64(b-a) - elem*(probeEntries2-probeEntries1)) / (probeEntries2 - probeEntries1)
+	buckets := float64(roundPow2(ms.MaxEntries))
+	return a + uint64(elem*(n-probeEntries1)+bucket*(buckets-probeEntries1)), nil
+}
+
+func isHash(t ebpf.MapType) bool {
+	switch t {
+	case ebpf.Hash, ebpf.PerCPUHash, ebpf.LRUHash, ebpf.LRUCPUHash:
+		return true
+	}
+	return false
+}
+
+func roundPow2(n uint32) uint32 {
+	p := uint32(1)
+	for p < n {
+		p <<= 1
+	}
+	return p
+}
+
+// mapMemlock creates ms with n entries and returns what the kernel charges.
+func mapMemlock(ms *ebpf.MapSpec, n uint32) (uint64, error) {
+	s := ms.Copy()
+	s.MaxEntries = n
+	s.Contents = nil
+	s.Pinning = ebpf.PinNone
+	m, err := ebpf.NewMap(s)
+	if err != nil {
+		return 0, err
+	}
+	defer m.Close()
+	info, err := m.Info()
+	if err != nil {
+		return 0, err
+	}
+	b, ok := info.Memlock()
+	if !ok {
+		return 0, errors.New("the kernel reports no memlock for maps")
+	}
+	return b, nil
+}
+
+// explainMemory turns a map allocation failure into an error that says how
+// much the maps need (plan, made before the load), by setting, and, when
+// the memory cgroup's limit is readable, which max_flows fits in what it
+// has left.
+func explainMemory(err error, opts Options, plan Memory) error {
+	flows := plan.Bytes(ebpfnetMapFlowsA) + plan.Bytes(ebpfnetMapFlowsB)
+	conns := plan.Bytes(ebpfnetMapConns) + plan.Bytes(ebpfnetMapDialed) + plan.Bytes(ebpfnetMapUdpDialed) + plan.Bytes(ebpfnetMapUdpSockDialed)
+	msg := fmt.Sprintf("the BPF maps need %s of kernel memory on this %d-CPU node, charged to the collector's memory cgroup "+
+		"(the pod's limit): the two flow tables %s (max_flows %d), the connection maps %s (max_connections %d), the ring %s (ring_buffer_size)",
+		mib(plan.Total()), plan.CPUs, mib(flows), opts.MaxFlows, mib(conns), opts.MaxConns, mib(plan.Bytes(ebpfnetMapConnEvents)))
+	if limit, usage, ok := settledMemoryCgroup(); ok {
+		free := int64(limit) - int64(usage) - loadHeadroom
+		msg += fmt.Sprintf("; the cgroup's limit is %s, %s in use", mib(limit), mib(usage))
+		// A flow table entry's upper bound: its share of the table at the
+		// buckets' power of two.
+		perFlow := float64(flows) / float64(roundPow2(opts.MaxFlows))
+		fit := (float64(free) - float64(plan.Total()-flows)) / perFlow
+		switch {
+		case fit >= float64(opts.MaxFlows):
+			msg += ", room for the maps by this plan: something else took the memory meanwhile"
+		case fit >= 1024:
+			n := uint32(fit) / 1024 * 1024
+			msg += fmt.Sprintf(": max_flows %d would fit (lower it by %d)", n, opts.MaxFlows-n)
+		default:
+			msg += ": not even a small flow table fits: lower max_connections or ring_buffer_size"
+		}
+	}
+	return fmt.Errorf("%w: %s; or raise the memory limit (README, \"Sizing\"): %w", ErrMemory, msg, err)
+}
+
+// loadHeadroom is left free for the rest of a load by explainMemory's
+// suggestion: the programs and the verifier's state, and the Go heap of the
+// load (a load took ~15 MiB more than its maps in a memory cgroup here).
+const loadHeadroom = 32 << 20
+
+func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
