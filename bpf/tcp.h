@@ -165,8 +165,11 @@ static __always_inline void event_counters(struct conn_event *e, const struct co
 	bool fin_sent = oldstate == TCP_FIN_WAIT1 || oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING ||
 			oldstate == TCP_LAST_ACK || oldstate == TCP_TIME_WAIT;
 
-	if (st->established_ns && acked)
-		acked--; /* our SYN or SYN-ACK */
+	/* The client's SYN is acknowledged through tcp_ack (in
+	 * bytes_acked); the server's SYN-ACK is not: its child socket starts
+	 * with snd_una past it (tcp_create_openreq_child). */
+	if (st->established_ns && st->role == ROLE_CLIENT && acked)
+		acked--; /* our SYN */
 	if (fin_sent && tp->snd_una == tp->write_seq && acked)
 		acked--; /* our FIN, acknowledged */
 	/* The peer's FIN: SOCK_DONE is set when it arrives (tcp_fin), while

@@ -78,7 +78,7 @@ func TestConnRingFullIsCounted(t *testing.T) {
 // after the attach sockops must record start, establishment and close on
 // its own. With only sockops attached, connections (and a refused connect)
 // are reported with both roles, matching ISN pairs, ordered times and the
-// payload bytes.
+// payload bytes each side wrote.
 func TestSockopsAloneReportsConnections(t *testing.T) {
 	testnet.RequireRoot(t)
 	d, err := Load(Options{MaxFlows: 64})
@@ -92,7 +92,7 @@ func TestSockopsAloneReportsConnections(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	addr := netip.MustParseAddrPort(ln.Addr().String())
-	const n, payload = 20, 1000
+	const n, payload, reply = 20, 1000, 777
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -104,6 +104,7 @@ func TestSockopsAloneReportsConnections(t *testing.T) {
 				return
 			}
 			_, _ = io.ReadFull(c, buf)
+			_, _ = c.Write(make([]byte, reply))
 			c.Close()
 		}
 	}()
@@ -112,7 +113,8 @@ func TestSockopsAloneReportsConnections(t *testing.T) {
 		require.NoError(t, err)
 		_, err = c.Write(make([]byte, payload))
 		require.NoError(t, err)
-		_, _ = c.Read(make([]byte, 1)) // EOF: the server read everything and closed
+		got, _ := io.Copy(io.Discard, c) // to EOF: the server read everything, replied and closed
+		require.EqualValues(t, reply, got)
 		c.Close()
 	}
 	wg.Wait()
@@ -148,8 +150,12 @@ func TestSockopsAloneReportsConnections(t *testing.T) {
 	for isns, c := range clients {
 		s, ok := servers[isns]
 		require.True(t, ok, "client ISN pair %v has a server side", isns)
-		require.EqualValues(t, payload, c.BytesAcked)
-		require.EqualValues(t, payload, s.BytesReceived)
+		// What each application wrote, as the other side's socket and its
+		// own count it: the client's payload, the server's reply.
+		require.EqualValues(t, payload, c.BytesAcked, "client bytes sent")
+		require.EqualValues(t, payload, s.BytesReceived, "server bytes received")
+		require.EqualValues(t, reply, s.BytesAcked, "server bytes sent")
+		require.EqualValues(t, reply, c.BytesReceived, "client bytes received")
 		require.Equal(t, uint8(flow.Closed), c.Result)
 		for _, e := range []ConnEvent{c, s} {
 			require.NotZero(t, e.StartNs)
