@@ -54,7 +54,7 @@ func TestBenchFlowScale(t *testing.T) {
 	b.WriteString("## Flow scale (drain and conversion of N active flows)\n\n")
 	b.WriteString("Reproduce: `make bench` (or `go test -tags bench -run TestBenchFlowScale -v ./bench/`). N distinct UDP flows (one\n")
 	b.WriteString("frame each, injected with AF_PACKET in a pod and counted by the endpoint program on its veth), then: Drain (flip\n")
-	b.WriteString("tables, batch lookup-and-delete, per-CPU merge), model (endpoint resolution; the drain includes the decode into the model), metrics (peer-level\n")
+	b.WriteString("tables, batch lookup-and-delete, the slots' counts added), model (endpoint resolution; the drain includes the decode into the model), metrics (peer-level\n")
 	b.WriteString("cumulative sums, default attributes: N flows to 1,000 peers) and flow logs (one record per flow, only when a logs\n")
 	b.WriteString("pipeline uses the receiver). Times are this process's CPU (user+sys, including the garbage collector's) per flow,\n")
 	b.WriteString("median of 3 after one unmeasured repetition (stage columns: medians only); GC cycles = the Go collector's cycles\n")

@@ -32,6 +32,30 @@ func slope(xs, ys []float64) float64 {
 	return (n*sxy - sx*sy) / den
 }
 
+// mixedTraffic runs, for secs, from p1 to p2: a TCP stream at 200 Mbit/s, a
+// UDP stream at 20 Mbit/s and 500 new connections per second, all in other
+// processes.
+func mixedTraffic(t *testing.T, p1, p2 *testnet.Pod, secs int) {
+	// The load, in other processes.
+	run := func(ns *testnet.Netns, args ...string) *exec.Cmd {
+		cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name}, args...)...)
+		require.NoError(t, cmd.Start())
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd
+	}
+	run(p2.NS, "iperf3", "-s", "-p", "7400")
+	run(p2.NS, "iperf3", "-s", "-p", "7401")
+	time.Sleep(500 * time.Millisecond)
+	run(p1.NS, "iperf3", "-c", p2.IPv4.String(), "-p", "7400", "-t", strconv.Itoa(secs), "-b", "200M")
+	run(p1.NS, "iperf3", "-c", p2.IPv4.String(), "-p", "7401", "-t", strconv.Itoa(secs), "-u", "-b", "20M", "-l", "512")
+	churn := exec.Command("ip", "netns", "exec", p1.NS.Name, os.Args[0], "-test.run=^TestHelperChurn$", "-test.count=1")
+	churn.Env = append(os.Environ(), "CHURN_RATE=500", "CHURN_SECONDS="+strconv.Itoa(secs),
+		"CHURN_SERVER="+p2.IPv4.String()+":7402", "CHURN_SERVER_NS="+p2.NS.Name)
+	require.NoError(t, churn.Start())
+	t.Cleanup(func() { _ = churn.Process.Kill(); _ = churn.Wait() })
+
+}
+
 // TestBenchSteadyState: the receiver (all signals, default settings) under
 // 10 minutes of mixed traffic — a rate-limited TCP stream, a UDP stream and
 // 500 new connections per second, all in other processes — with RSS, Go
@@ -49,24 +73,7 @@ func TestBenchSteadyState(t *testing.T) {
 	_, stop := startReceiver(t, node, consumertest.NewNop(), consumertest.NewNop(), consumertest.NewNop())
 	defer stop()
 
-	// The load, in other processes.
-	run := func(ns *testnet.Netns, args ...string) *exec.Cmd {
-		cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name}, args...)...)
-		require.NoError(t, cmd.Start())
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		return cmd
-	}
-	run(p2.NS, "iperf3", "-s", "-p", "7400")
-	run(p2.NS, "iperf3", "-s", "-p", "7401")
-	time.Sleep(500 * time.Millisecond)
-	run(p1.NS, "iperf3", "-c", p2.IPv4.String(), "-p", "7400", "-t", strconv.Itoa(secs+30), "-b", "200M")
-	run(p1.NS, "iperf3", "-c", p2.IPv4.String(), "-p", "7401", "-t", strconv.Itoa(secs+30), "-u", "-b", "20M", "-l", "512")
-	churn := exec.Command("ip", "netns", "exec", p1.NS.Name, os.Args[0], "-test.run=^TestHelperChurn$", "-test.count=1")
-	churn.Env = append(os.Environ(), "CHURN_RATE=500", "CHURN_SECONDS="+strconv.Itoa(secs+30),
-		"CHURN_SERVER="+p2.IPv4.String()+":7402", "CHURN_SERVER_NS="+p2.NS.Name)
-	require.NoError(t, churn.Start())
-	t.Cleanup(func() { _ = churn.Process.Kill(); _ = churn.Wait() })
-
+	mixedTraffic(t, p1, p2, secs+30)
 	time.Sleep(30 * time.Second) // warm up: the first intervals fill the series state
 	type sample struct {
 		at                   time.Duration

@@ -82,15 +82,6 @@ static __always_inline int study_parse(struct __sk_buff *skb, struct flow_key *k
 	return 0;
 }
 
-/* A flow's counters shared by the CPUs: atomic adds. */
-static __always_inline void add_shared(struct flow_counts *st, __u32 len, __u32 flags, __u32 now)
-{
-	__sync_fetch_and_add(&st->bytes, len);
-	__sync_fetch_and_add(&st->packets, 1);
-	st->last_seen = now;
-	__sync_fetch_and_or(&st->tcp_flags, flags);
-}
-
 static __always_inline __u32 slot_of(const struct flow_key *key)
 {
 	const __u32 *w = (const __u32 *)key;
@@ -143,7 +134,7 @@ int array(struct __sk_buff *skb)
 	struct flow_counts *st = array_slot(skb, &study_array, &flags);
 
 	if (st)
-		add_shared(st, skb->len, flags, bpf_jiffies64());
+		add_shared(st, skb->len, 1, flags, bpf_jiffies64()); /* flow.h: the receiver's */
 	return TCX_NEXT;
 }
 
@@ -175,7 +166,7 @@ int hash(struct __sk_buff *skb)
 	now = bpf_jiffies64();
 	st = bpf_map_lookup_elem(&study_hash, &key);
 	if (st) {
-		add_shared(st, skb->len, flags, now);
+		add_shared(st, skb->len, 1, flags, now);
 		return TCX_NEXT;
 	}
 	struct flow_counts init = {

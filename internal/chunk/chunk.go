@@ -1,86 +1,19 @@
-// Package chunk cuts OTLP data into requests of at most a given number of
-// records (metric data points, log records, spans), so that no request
-// exceeds what the next hop accepts: a stock OTLP receiver takes 4 MiB
-// messages. Records are moved, not copied; each chunk carries a copy of its
-// records' resource, scope and (for metrics) metric description.
+// Package chunk cuts OTLP metrics into requests of at most a given number of
+// data points, so that no request exceeds what the next hop accepts: a
+// stock OTLP receiver takes 4 MiB messages. (Flow records and spans need no
+// cutting: the receiver converts them a request's worth at a time.) Points
+// are moved, not copied; each chunk carries a copy of its points' resource,
+// scope and metric description.
 package chunk
 
 import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
-	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
-	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
-// Logs hands ld to send in chunks of at most max log records (max ≤ 0:
-// one call). It stops at send's first error and returns it; ld is emptied.
-func Logs(ld plog.Logs, max int, send func(plog.Logs) error) error {
-	if max <= 0 || ld.LogRecordCount() <= max {
-		return send(ld)
-	}
-	c := cutter[plog.Logs]{max: max, fresh: plog.NewLogs, send: send}
-	rls := ld.ResourceLogs()
-	for i := 0; i < rls.Len(); i++ {
-		rl := rls.At(i)
-		for j := 0; j < rl.ScopeLogs().Len(); j++ {
-			sl := rl.ScopeLogs().At(j)
-			recs := sl.LogRecords()
-			var dst plog.LogRecordSlice
-			first := true
-			err := c.cut(recs.Len(), func(opened bool) {
-				if opened || first {
-					first = false
-					out := c.out.ResourceLogs().AppendEmpty()
-					rl.Resource().CopyTo(out.Resource())
-					out.SetSchemaUrl(rl.SchemaUrl())
-					s := out.ScopeLogs().AppendEmpty()
-					copyScope(sl.Scope(), s.Scope(), sl.SchemaUrl(), s.SetSchemaUrl)
-					dst = s.LogRecords()
-				}
-			}, func(from, n int) { moveRange(recs, dst, from, n) })
-			if err != nil {
-				return err
-			}
-		}
-	}
-	return c.flush()
-}
-
-// Traces hands td to send in chunks of at most max spans, as Logs does.
-func Traces(td ptrace.Traces, max int, send func(ptrace.Traces) error) error {
-	if max <= 0 || td.SpanCount() <= max {
-		return send(td)
-	}
-	c := cutter[ptrace.Traces]{max: max, fresh: ptrace.NewTraces, send: send}
-	rss := td.ResourceSpans()
-	for i := 0; i < rss.Len(); i++ {
-		rs := rss.At(i)
-		for j := 0; j < rs.ScopeSpans().Len(); j++ {
-			ss := rs.ScopeSpans().At(j)
-			spans := ss.Spans()
-			var dst ptrace.SpanSlice
-			first := true
-			err := c.cut(spans.Len(), func(opened bool) {
-				if opened || first {
-					first = false
-					out := c.out.ResourceSpans().AppendEmpty()
-					rs.Resource().CopyTo(out.Resource())
-					out.SetSchemaUrl(rs.SchemaUrl())
-					s := out.ScopeSpans().AppendEmpty()
-					copyScope(ss.Scope(), s.Scope(), ss.SchemaUrl(), s.SetSchemaUrl)
-					dst = s.Spans()
-				}
-			}, func(from, n int) { moveRange(spans, dst, from, n) })
-			if err != nil {
-				return err
-			}
-		}
-	}
-	return c.flush()
-}
-
-// Metrics hands md to send in chunks of at most max data points, as Logs
-// does; a metric whose points span chunks is described in each.
+// Metrics hands md to send in chunks of at most max data points (max ≤ 0:
+// one call); a metric whose points span chunks is described in each. It
+// stops at send's first error and returns it; md is emptied.
 func Metrics(md pmetric.Metrics, max int, send func(pmetric.Metrics) error) error {
 	if max <= 0 || md.DataPointCount() <= max {
 		return send(md)

@@ -6,115 +6,15 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
-	"go.opentelemetry.io/collector/pdata/ptrace"
 )
-
-// sizes are resources × scopes × records of the test data: runs that fit a
-// chunk, runs that span chunks, a resource with more records than max.
-var sizes = [][]int{{3, 0, 7}, {1}, {25}, {2, 2}}
-
-func testLogs() plog.Logs {
-	ld := plog.NewLogs()
-	for r, scopes := range sizes {
-		rl := ld.ResourceLogs().AppendEmpty()
-		rl.Resource().Attributes().PutInt("r", int64(r))
-		rl.SetSchemaUrl("https://example.com/r")
-		for s, n := range scopes {
-			sl := rl.ScopeLogs().AppendEmpty()
-			sl.Scope().SetName(fmt.Sprint("scope", s))
-			for i := 0; i < n; i++ {
-				sl.LogRecords().AppendEmpty().Body().SetStr(fmt.Sprint(r, s, i))
-			}
-		}
-	}
-	return ld
-}
-
-// logLines flattens logs into one line per record, with its resource and
-// scope: what a backend sees, whatever the grouping.
-func logLines(ld plog.Logs) []string {
-	var out []string
-	for i := 0; i < ld.ResourceLogs().Len(); i++ {
-		rl := ld.ResourceLogs().At(i)
-		for j := 0; j < rl.ScopeLogs().Len(); j++ {
-			sl := rl.ScopeLogs().At(j)
-			for k := 0; k < sl.LogRecords().Len(); k++ {
-				out = append(out, fmt.Sprint(rl.Resource().Attributes().AsRaw(), rl.SchemaUrl(), sl.Scope().Name(),
-					sl.LogRecords().At(k).Body().Str()))
-			}
-		}
-	}
-	return out
-}
-
-func TestLogsChunks(t *testing.T) {
-	for _, max := range []int{0, 1, 4, 10, 36, 37, 100} {
-		want := logLines(testLogs())
-		var got []string
-		calls := 0
-		require.NoError(t, Logs(testLogs(), max, func(ld plog.Logs) error {
-			calls++
-			if max > 0 {
-				require.LessOrEqual(t, ld.LogRecordCount(), max)
-			}
-			require.NotZero(t, ld.LogRecordCount())
-			got = append(got, logLines(ld)...)
-			return nil
-		}))
-		require.Equal(t, want, got, "max %d", max)
-		if max > 0 {
-			require.Equal(t, (len(want)+max-1)/max, calls, "max %d: full chunks", max)
-		}
-	}
-}
 
 func TestErrorStops(t *testing.T) {
 	boom := errors.New("boom")
 	calls := 0
-	err := Logs(testLogs(), 4, func(plog.Logs) error { calls++; return boom })
+	err := Metrics(testMetrics(), 4, func(pmetric.Metrics) error { calls++; return boom })
 	require.ErrorIs(t, err, boom)
 	require.Equal(t, 1, calls)
-}
-
-func TestTracesChunks(t *testing.T) {
-	build := func() ptrace.Traces {
-		td := ptrace.NewTraces()
-		for r, scopes := range sizes {
-			rs := td.ResourceSpans().AppendEmpty()
-			rs.Resource().Attributes().PutInt("r", int64(r))
-			for s, n := range scopes {
-				ss := rs.ScopeSpans().AppendEmpty()
-				ss.Scope().SetName(fmt.Sprint("scope", s))
-				for i := 0; i < n; i++ {
-					ss.Spans().AppendEmpty().SetName(fmt.Sprint(r, s, i))
-				}
-			}
-		}
-		return td
-	}
-	lines := func(td ptrace.Traces) (out []string) {
-		for i := 0; i < td.ResourceSpans().Len(); i++ {
-			rs := td.ResourceSpans().At(i)
-			for j := 0; j < rs.ScopeSpans().Len(); j++ {
-				ss := rs.ScopeSpans().At(j)
-				for k := 0; k < ss.Spans().Len(); k++ {
-					out = append(out, fmt.Sprint(rs.Resource().Attributes().AsRaw(), ss.Scope().Name(), ss.Spans().At(k).Name()))
-				}
-			}
-		}
-		return out
-	}
-	for _, max := range []int{1, 6, 40} {
-		var got []string
-		require.NoError(t, Traces(build(), max, func(td ptrace.Traces) error {
-			require.LessOrEqual(t, td.SpanCount(), max)
-			got = append(got, lines(td)...)
-			return nil
-		}))
-		require.Equal(t, lines(build()), got, "max %d", max)
-	}
 }
 
 func testMetrics() pmetric.Metrics {

@@ -1,11 +1,9 @@
 package kernel
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -67,7 +65,7 @@ func TestHelperLoadSized(t *testing.T) {
 // the kernel then loads that value in the same cgroup.
 func TestMemoryLimitSaysWhatFits(t *testing.T) {
 	testnet.RequireRoot(t)
-	cg := memoryCgroup(t, 160<<20)
+	cg := testnet.MemoryCgroup(t, "ebpfnet-memtest", 160<<20)
 	out := runInCgroup(t, cg, 1<<20)
 	require.Contains(t, out, "not enough memory for the BPF maps")
 	require.Contains(t, out, "max_flows 1048576")
@@ -81,8 +79,8 @@ func TestMemoryLimitSaysWhatFits(t *testing.T) {
 
 // runInCgroup runs TestHelperLoadSized in cgroup cg and returns its line.
 func runInCgroup(t *testing.T, cg string, maxFlows int) string {
-	cmd := exec.Command("sh", "-c", `echo $$ > "$0/cgroup.procs" && exec "$@"`, cg, os.Args[0],
-		"-test.run=^TestHelperLoadSized$", "-test.count=1")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperLoadSized$", "-test.count=1")
+	testnet.InCgroup(cg, cmd)
 	cmd.Env = append(os.Environ(), fmt.Sprintf("EBPFNET_MAX_FLOWS=%d", maxFlows))
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s", out)
@@ -93,45 +91,4 @@ func runInCgroup(t *testing.T, cg string, maxFlows int) string {
 	}
 	t.Fatalf("no result:\n%s", out)
 	return ""
-}
-
-// memoryCgroup makes a memory cgroup with a limit: cgroup v2 where its
-// memory controller is enabled, else the v1 memory hierarchy (found in
-// /proc/self/mountinfo, not assumed).
-func memoryCgroup(t *testing.T, limit int) string {
-	f, err := os.Open("/proc/self/mountinfo")
-	require.NoError(t, err)
-	defer f.Close()
-	var v1, v2 string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		sep := 0
-		for i, s := range fields {
-			if s == "-" {
-				sep = i
-			}
-		}
-		if sep == 0 || len(fields) < sep+3 {
-			continue
-		}
-		switch fstype, opts := fields[sep+1], fields[sep+3]; {
-		case fstype == "cgroup2":
-			if c, err := os.ReadFile(filepath.Join(fields[4], "cgroup.subtree_control")); err == nil && strings.Contains(string(c), "memory") {
-				v2 = fields[4]
-			}
-		case fstype == "cgroup" && regexp.MustCompile(`(^|,)memory(,|$)`).MatchString(opts):
-			v1 = fields[4]
-		}
-	}
-	dir, limitFile := filepath.Join(v2, "ebpfnet-memtest"), "memory.max"
-	if v2 == "" {
-		require.NotEmpty(t, v1, "no memory cgroup controller on this machine")
-		dir, limitFile = filepath.Join(v1, "ebpfnet-memtest"), "memory.limit_in_bytes"
-	}
-	_ = os.Remove(dir) // a previous run's
-	require.NoError(t, os.Mkdir(dir, 0o755))
-	t.Cleanup(func() { _ = os.Remove(dir) })
-	require.NoError(t, os.WriteFile(filepath.Join(dir, limitFile), []byte(strconv.Itoa(limit)), 0o644))
-	return dir
 }

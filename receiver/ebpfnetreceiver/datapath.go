@@ -2,6 +2,7 @@ package ebpfnetreceiver
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"time"
 
@@ -20,8 +21,9 @@ type datapath interface {
 	MaxFlows() uint32
 	// DetachAll stops counting; flows counted so far can still be drained.
 	DetachAll() error
-	// AttachTCP attaches the TCP connection programs (host-wide).
-	AttachTCP() error
+	// Attach starts counting: the interface programs (and their watch for
+	// new interfaces) and the TCP connection programs (host-wide).
+	Attach() error
 	// ReadConns delivers closed connections until ctx is done.
 	ReadConns(ctx context.Context, fn func(*flow.Conn)) error
 	// LiveConns appends the connections open now.
@@ -39,19 +41,50 @@ type loadFunc func(cfg *Config, logger *zap.Logger, onError func(error)) (datapa
 // kernelDatapath is the real datapath plus its interface watch.
 type kernelDatapath struct {
 	*kernel.Datapath
+	cfg       *Config
+	logger    *zap.Logger
+	onError   func(error)
+	mode      kernel.AttachMode
 	stopWatch context.CancelFunc
 }
 
+func (k *kernelDatapath) Attach() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	k.stopWatch = cancel
+	if err := k.WatchInterfaces(ctx, selector(k.cfg), k.onError); err != nil {
+		return err
+	}
+	attached := k.Attached()
+	k.logger.Info("ebpfnet attached", zap.String("mode", string(k.mode)), zap.Int("interfaces", len(attached)))
+	if len(attached) == 0 {
+		k.logger.Warn("interfaces::include matches no interface of this node yet: flows are counted from interfaces that appear and match later",
+			zap.String("include", k.cfg.Interfaces.Include), zap.String("exclude", k.cfg.Interfaces.Exclude), zap.Strings("interfaces", kernel.InterfaceNames()))
+	}
+	// TCP connections feed the traces, the connection metrics and, through
+	// the flow/connection join, the trace context and RTT of flow logs.
+	if err := k.AttachTCP(); err != nil {
+		return fmt.Errorf("TCP connection tracking: %w", err)
+	}
+	return nil
+}
+
 func (k *kernelDatapath) DetachAll() error {
-	k.stopWatch()
+	k.stop()
 	return k.Datapath.DetachAll()
 }
 
 func (k *kernelDatapath) Close() error {
-	k.stopWatch()
+	k.stop()
 	return k.Datapath.Close()
 }
 
+func (k *kernelDatapath) stop() {
+	if k.stopWatch != nil {
+		k.stopWatch()
+	}
+}
+
+// loadDatapath loads the kernel side; Attach starts counting.
 func loadDatapath(cfg *Config, logger *zap.Logger, onError func(error)) (datapath, error) {
 	// Validate kept the sizes within 32 bits.
 	d, err := kernel.Load(kernel.Options{MaxFlows: uint32(cfg.MaxFlows), MaxConns: uint32(cfg.MaxConnections),
@@ -68,19 +101,7 @@ func loadDatapath(cfg *Config, logger *zap.Logger, onError func(error)) (datapat
 	if fallback != nil {
 		logger.Warn("attach mode fallback", zap.Error(fallback))
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := d.WatchInterfaces(ctx, selector(cfg), onError); err != nil {
-		cancel()
-		d.Close()
-		return nil, err
-	}
-	attached := d.Attached()
-	logger.Info("ebpfnet attached", zap.String("mode", string(mode)), zap.Int("interfaces", len(attached)))
-	if len(attached) == 0 {
-		logger.Warn("interfaces::include matches no interface of this node yet: flows are counted from interfaces that appear and match later",
-			zap.String("include", cfg.Interfaces.Include), zap.String("exclude", cfg.Interfaces.Exclude), zap.Strings("interfaces", kernel.InterfaceNames()))
-	}
-	return &kernelDatapath{Datapath: d, stopWatch: cancel}, nil
+	return &kernelDatapath{Datapath: d, cfg: cfg, logger: logger, onError: onError, mode: mode}, nil
 }
 
 // logMemory logs the kernel memory of the maps (charged to the

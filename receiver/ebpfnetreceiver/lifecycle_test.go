@@ -79,7 +79,7 @@ func (f *fakeDatapath) DetachAll() error {
 	f.detached = true
 	return nil
 }
-func (f *fakeDatapath) AttachTCP() error { return nil }
+func (f *fakeDatapath) Attach() error { return nil }
 func (f *fakeDatapath) LiveConns(dst []flow.LiveConn) ([]flow.LiveConn, error) {
 	return dst, nil
 }

@@ -4,14 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer"
-	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
-	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receiverhelper"
 	"go.uber.org/zap"
@@ -48,6 +48,8 @@ type pipeline struct {
 	wg          sync.WaitGroup // run
 	cancelConns context.CancelFunc
 	connsWG     sync.WaitGroup // readConns
+	lease       *countLease
+	counting    atomic.Bool // attached: this agent holds the lease
 
 	finishOnce sync.Once // the first Shutdown's final collection
 	finishErr  error
@@ -108,10 +110,17 @@ func (p *pipeline) Start(context.Context, component.Host) (err error) {
 		return fmt.Errorf("ebpfnet: %w", err)
 	}
 	undo = append(undo, func() { _ = p.dp.Close() })
-	// TCP connections feed the traces, the connection metrics and, through
-	// the flow/connection join, the trace context and RTT of flow logs.
-	if err := p.dp.AttachTCP(); err != nil {
-		return fmt.Errorf("ebpfnet: TCP connection tracking: %w", err)
+	p.lease = newCountLease(p.cfg)
+	held, err := p.lease.tryTake()
+	if err != nil {
+		return fmt.Errorf("ebpfnet: %w", err)
+	}
+	undo = append(undo, p.lease.release)
+	if held {
+		if err := p.dp.Attach(); err != nil {
+			return fmt.Errorf("ebpfnet: %w", err)
+		}
+		p.counting.Store(true)
 	}
 	schema, err := Schema()
 	if err != nil {
@@ -128,7 +137,27 @@ func (p *pipeline) Start(context.Context, component.Host) (err error) {
 	p.connsWG.Add(1)
 	go p.readConns(connsCtx)
 	go p.run(ctx)
+	if !held {
+		logger.Info("another ebpfnet agent counts this node's interfaces (a rolling update's overlap): this one counts from the moment it stops")
+		p.wg.Add(1)
+		go p.takeOver(ctx)
+	}
 	return nil
+}
+
+// takeOver waits for the lease, then attaches: from then on this agent
+// counts.
+func (p *pipeline) takeOver(ctx context.Context) {
+	defer p.wg.Done()
+	if err := p.lease.wait(ctx); err != nil {
+		return // stopped while waiting
+	}
+	if err := p.dp.Attach(); err != nil {
+		p.set.Logger.Error("ebpfnet: attach after the previous agent stopped: not counting", zap.Error(err))
+		return
+	}
+	p.counting.Store(true)
+	p.set.Logger.Info("ebpfnet: the previous agent stopped, this one counts")
 }
 
 // Shutdown of one signal's handle: the first stops counting and hands
@@ -161,6 +190,7 @@ func (p *pipeline) finish(ctx context.Context) error {
 		if err := p.dp.DetachAll(); err != nil {
 			p.set.Logger.Warn("detach", zap.Error(err))
 		}
+		p.lease.release() // a waiting agent attaches now
 		p.cancelConns()
 		if p.finishErr = wait(ctx, &p.connsWG); p.finishErr != nil {
 			return
@@ -210,23 +240,31 @@ func (p *pipeline) run(ctx context.Context) {
 	}
 }
 
-// collect reads one interval, joins it and hands it to the consumers.
+// collect reads one interval, joins it and hands it to the consumers;
+// nothing while another agent counts (see countLease). Nothing keeps a
+// reference into the batch's closed connections after it (the converters
+// copy what they keep): the buffer is reused, so a steady connection rate
+// appends without growing a slice.
 func (p *pipeline) collect() {
-	next := p.consumers()
-	if !p.read(&p.batch, next.logs != nil) {
+	if !p.counting.Load() {
 		return
 	}
-	p.joins.batch(&p.batch)
-	out := p.convert(&p.batch, next)
-	if out.metrics != nil {
-		p.emitMetrics(next.metrics, *out.metrics)
+	next := p.consumers()
+	b := &p.batch
+	if !p.read(b, next.logs != nil) {
+		return
 	}
-	if out.traces != nil {
-		p.emitTraces(next.traces, *out.traces)
+	p.joins.batch(b)
+	if next.metrics != nil {
+		p.emitMetrics(next.metrics, p.conv.Metrics(b))
 	}
-	if out.logs != nil {
-		p.emitLogs(next.logs, *out.logs)
+	if next.traces != nil {
+		p.emitTraces(next.traces, b.Closed)
 	}
+	if next.logs != nil {
+		p.emitLogs(next.logs, b)
+	}
+	p.closed.recycle(b.Closed)
 }
 
 // read fills b from the kernel side; false when the datapath is closed.
@@ -264,77 +302,100 @@ func (p *pipeline) read(b *flow.Batch, perFlow bool) bool {
 // socket's last send to it.
 const udpDialedIdle = 2 * time.Minute
 
-// converted is one collection, per signal (nil: nothing to send).
-type converted struct {
-	metrics *pmetric.Metrics
-	logs    *plog.Logs
-	traces  *ptrace.Traces
-}
-
-// convert converts the batch for each consumer. Nothing keeps a reference
-// into the batch's closed connections after it (the converters copy what
-// they keep): the buffer is reused, so a steady connection rate appends
-// without growing a slice.
-func (p *pipeline) convert(b *flow.Batch, next consumers) converted {
-	var out converted
-	if next.metrics != nil {
-		if md := p.conv.Metrics(b); md.DataPointCount() > 0 {
-			out.metrics = &md
-		}
-	}
-	if next.traces != nil && len(b.Closed) > 0 {
-		td := p.conv.Traces(b.Closed)
-		out.traces = &td
-	}
-	if next.logs != nil {
-		if ld := p.conv.Logs(b); ld.LogRecordCount() > 0 {
-			out.logs = &ld
-		}
-	}
-	p.closed.recycle(b.Closed)
-	return out
-}
-
 // The emits hand one signal's collection over in calls of at most
 // max_records_per_call records, each counted by the receiver's obsreport.
-// A failed call is counted as refused and does not stop the others.
+// Flow records and spans are converted a call's worth at a time, so that
+// an interval of a full flow table is never all in pdata at once; the
+// metrics (bounded by max_series) are cut after the conversion. A refused
+// call (a memory limiter, a full queue downstream) is counted as refused
+// there and does not stop the others; one line is logged per collection
+// and signal.
 
 func (p *pipeline) emitMetrics(next consumer.Metrics, md pmetric.Metrics) {
-	ctx := context.Background()
+	var r refusals
 	_ = chunk.Metrics(md, p.cfg.MaxRecordsPerCall, func(md pmetric.Metrics) error {
-		opCtx := p.obs.StartMetricsOp(ctx)
+		n := md.DataPointCount()
+		if n == 0 {
+			return nil
+		}
+		opCtx := p.obs.StartMetricsOp(context.Background())
 		err := next.ConsumeMetrics(opCtx, md)
-		p.obs.EndMetricsOp(opCtx, transport, md.DataPointCount(), err)
-		logConsumeError(p.set.Logger, "metrics", err)
+		p.obs.EndMetricsOp(opCtx, transport, n, err)
+		r.add(n, err)
 		return nil
 	})
+	r.log(p.set.Logger, "metrics")
 }
 
-func (p *pipeline) emitLogs(next consumer.Logs, ld plog.Logs) {
-	ctx := context.Background()
-	_ = chunk.Logs(ld, p.cfg.MaxRecordsPerCall, func(ld plog.Logs) error {
-		opCtx := p.obs.StartLogsOp(ctx)
+func (p *pipeline) emitLogs(next consumer.Logs, b *flow.Batch) {
+	var r refusals
+	for from, to := range p.calls(len(b.Flows)) {
+		ld := p.conv.Logs(&flow.Batch{Time: b.Time, Flows: b.Flows[from:to]})
+		n := ld.LogRecordCount()
+		if n == 0 {
+			continue
+		}
+		opCtx := p.obs.StartLogsOp(context.Background())
 		err := next.ConsumeLogs(opCtx, ld)
-		p.obs.EndLogsOp(opCtx, transport, ld.LogRecordCount(), err)
-		logConsumeError(p.set.Logger, "logs", err)
-		return nil
-	})
+		p.obs.EndLogsOp(opCtx, transport, n, err)
+		r.add(n, err)
+	}
+	r.log(p.set.Logger, "logs")
 }
 
-func (p *pipeline) emitTraces(next consumer.Traces, td ptrace.Traces) {
-	ctx := context.Background()
-	_ = chunk.Traces(td, p.cfg.MaxRecordsPerCall, func(td ptrace.Traces) error {
-		opCtx := p.obs.StartTracesOp(ctx)
+func (p *pipeline) emitTraces(next consumer.Traces, conns []flow.Conn) {
+	var r refusals
+	for from, to := range p.calls(len(conns)) {
+		td := p.conv.Traces(conns[from:to])
+		n := td.SpanCount()
+		if n == 0 {
+			continue
+		}
+		opCtx := p.obs.StartTracesOp(context.Background())
 		err := next.ConsumeTraces(opCtx, td)
-		p.obs.EndTracesOp(opCtx, transport, td.SpanCount(), err)
-		logConsumeError(p.set.Logger, "traces", err)
-		return nil
-	})
+		p.obs.EndTracesOp(opCtx, transport, n, err)
+		r.add(n, err)
+	}
+	r.log(p.set.Logger, "traces")
 }
 
-func logConsumeError(logger *zap.Logger, signal string, err error) {
-	if err != nil {
-		logger.Error("consume "+signal, zap.Error(err))
+// calls yields the [from, to) ranges of n records, max_records_per_call
+// each (one range when it is 0).
+func (p *pipeline) calls(n int) iter.Seq2[int, int] {
+	per := p.cfg.MaxRecordsPerCall
+	if per <= 0 {
+		per = max(n, 1)
+	}
+	return func(yield func(int, int) bool) {
+		for from := 0; from < n; from += per {
+			if !yield(from, min(from+per, n)) {
+				return
+			}
+		}
+	}
+}
+
+// refusals are the refused calls of one emit.
+type refusals struct {
+	calls, records int
+	first          error
+}
+
+func (r *refusals) add(records int, err error) {
+	if err == nil {
+		return
+	}
+	r.calls++
+	r.records += records
+	if r.first == nil {
+		r.first = err
+	}
+}
+
+func (r *refusals) log(logger *zap.Logger, signal string) {
+	if r.calls > 0 {
+		logger.Error("consume "+signal+": refused downstream (counted in otelcol_receiver_refused_*)",
+			zap.Int("calls", r.calls), zap.Int("records", r.records), zap.Error(r.first))
 	}
 }
 

@@ -1,0 +1,63 @@
+package testnet
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// MemoryCgroup makes a memory cgroup with a limit, removed at the end of
+// the test: cgroup v2 where its memory controller is enabled, else the v1
+// memory hierarchy (found in /proc/self/mountinfo, not assumed). A process
+// joins it by writing its PID to the directory's cgroup.procs (InCgroup).
+func MemoryCgroup(t testing.TB, name string, limit int64) string {
+	f, err := os.Open("/proc/self/mountinfo")
+	require.NoError(t, err)
+	defer f.Close()
+	var v1, v2 string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		sep := 0
+		for i, s := range fields {
+			if s == "-" {
+				sep = i
+			}
+		}
+		if sep == 0 || len(fields) < sep+3 {
+			continue
+		}
+		switch fstype, opts := fields[sep+1], fields[sep+3]; {
+		case fstype == "cgroup2":
+			if c, err := os.ReadFile(filepath.Join(fields[4], "cgroup.subtree_control")); err == nil && strings.Contains(string(c), "memory") {
+				v2 = fields[4]
+			}
+		case fstype == "cgroup" && regexp.MustCompile(`(^|,)memory(,|$)`).MatchString(opts):
+			v1 = fields[4]
+		}
+	}
+	dir, limitFile := filepath.Join(v2, name), "memory.max"
+	if v2 == "" {
+		require.NotEmpty(t, v1, "no memory cgroup controller on this machine")
+		dir, limitFile = filepath.Join(v1, name), "memory.limit_in_bytes"
+	}
+	_ = os.Remove(dir) // a previous run's
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	t.Cleanup(func() { _ = os.Remove(dir) })
+	require.NoError(t, os.WriteFile(filepath.Join(dir, limitFile), []byte(strconv.FormatInt(limit, 10)), 0o644))
+	return dir
+}
+
+// InCgroup makes cmd run in cgroup dir from its first instruction (a shell
+// joins it, then execs the command).
+func InCgroup(dir string, cmd *exec.Cmd) {
+	args := append([]string{"-c", `echo $$ > "$0/cgroup.procs" && exec "$@"`, dir, cmd.Path}, cmd.Args[1:]...)
+	cmd.Path, cmd.Args = "/bin/sh", append([]string{"sh"}, args...)
+}
