@@ -41,6 +41,13 @@ func TestExampleConfigsValidate(t *testing.T) {
 			require.True(t, cfg.K8s.Enabled)
 			require.Equal(t, "/host/sys/fs/cgroup", cfg.CgroupPath)
 		}
+		// make run (local) and the agent show every signal: flows, flow
+		// records and connection spans.
+		for _, signal := range []string{"metrics", "logs", "traces"} {
+			receivers, err := conf.Sub("service::pipelines::" + signal)
+			require.NoError(t, err)
+			require.Contains(t, receivers.Get("receivers"), "ebpfnet", "%s: a %s pipeline from the receiver", name, signal)
+		}
 	}
 
 	var ds appsv1.DaemonSet
