@@ -117,38 +117,49 @@ func PlanMemory(opts Options) (Memory, error) {
 	return out, nil
 }
 
-// probeEntries are the sizes maps are created at to plan: powers of two,
-// as the hash maps' buckets and the ring's pages are, and one between.
-const probeEntries1, probeEntries2, probeEntriesMid = 4096, 8192, 6144
+// probes are the sizes a map is created at to plan: two powers of two (the
+// hash maps' buckets and the ring's pages are) and one between (hash maps:
+// an element per entry, a bucket per power of two). Small, because the
+// kernel frees a closed map's memory a little later, charged meanwhile;
+// the ring's pages set its smallest sizes.
+type probes struct{ lo, mid, hi uint32 }
+
+var (
+	mapProbes  = probes{1024, 1536, 2048}
+	ringProbes = probes{4096, 0, 8192}
+)
 
 // planMap extrapolates the kernel's accounting of a map at two sizes (a
-// hash map: three, as it has an element per entry and a bucket per entry
-// rounded up to a power of two).
+// hash map: three).
 func planMap(ms *ebpf.MapSpec) (uint64, error) {
-	if ms.MaxEntries <= probeEntries2 {
+	p := mapProbes
+	if ms.Type == ebpf.RingBuf {
+		p = ringProbes
+	}
+	if ms.MaxEntries <= p.hi {
 		return mapMemlock(ms, ms.MaxEntries)
 	}
-	a, err := mapMemlock(ms, probeEntries1)
+	a, err := mapMemlock(ms, p.lo)
 	if err != nil {
 		return 0, err
 	}
-	b, err := mapMemlock(ms, probeEntries2)
+	b, err := mapMemlock(ms, p.hi)
 	if err != nil {
 		return 0, err
 	}
-	n := float64(ms.MaxEntries)
+	n, lo, hi := float64(ms.MaxEntries), float64(p.lo), float64(p.hi)
 	if !isHash(ms.Type) {
-		per := float64(b-a) / (probeEntries2 - probeEntries1)
-		return a + uint64(per*(n-probeEntries1)), nil
+		per := float64(b-a) / (hi - lo)
+		return a + uint64(per*(n-lo)), nil
 	}
-	c, err := mapMemlock(ms, probeEntriesMid)
+	c, err := mapMemlock(ms, p.mid)
 	if err != nil {
 		return 0, err
 	}
-	elem := float64(b-c) / (probeEntries2 - probeEntriesMid)
-	bucket := (float64(b-a) - elem*(probeEntries2-probeEntries1)) / (probeEntries2 - probeEntries1)
+	elem := float64(b-c) / (hi - float64(p.mid))
+	bucket := (float64(b-a) - elem*(hi-lo)) / (hi - lo)
 	buckets := float64(roundPow2(ms.MaxEntries))
-	return a + uint64(elem*(n-probeEntries1)+bucket*(buckets-probeEntries1)), nil
+	return a + uint64(elem*(n-lo)+bucket*(buckets-lo)), nil
 }
 
 func isHash(t ebpf.MapType) bool {
