@@ -47,8 +47,6 @@ func TestBenchFlowScale(t *testing.T) {
 	require.NoError(t, err)
 	bridge, err := net.InterfaceByName(node.Bridge)
 	require.NoError(t, err)
-	srcMAC, err := net.ParseMAC(pod.MAC)
-	require.NoError(t, err)
 
 	var b strings.Builder
 	b.WriteString("## Flow scale (drain and conversion of N active flows)\n\n")
@@ -85,9 +83,8 @@ func TestBenchFlowScale(t *testing.T) {
 		for rep := -1; rep < 3; rep++ {
 			// Inject: flows to 1,000 peers outside the pod subnet (routed
 			// through the bridge), distinct by ports.
-			require.NoError(t, testnet.SendFrames(pod.NS, "eth0", bridge.HardwareAddr, n, func(i int, frame []byte) []byte {
-				dst := netip.AddrFrom4([4]byte{10, 99, byte(i % 1000 / 250), byte(i%1000%250 + 1)})
-				return testnet.UDPFrame(frame, srcMAC, bridge.HardwareAddr, pod.IPv4, dst, uint16(1024+i/1000), 9)
+			require.NoError(t, node.SendUDPFlows(pod, n, func(i int) (netip.Addr, uint16, uint16) {
+				return netip.AddrFrom4([4]byte{10, 99, byte(i % 1000 / 250), byte(i%1000%250 + 1)}), uint16(1024 + i/1000), 9
 			}))
 			time.Sleep(200 * time.Millisecond)
 			runtime.GC()

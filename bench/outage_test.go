@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -29,6 +28,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/ebpfnet/ebpfnet/internal/collectortest"
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
 )
 
@@ -233,7 +233,7 @@ func TestBenchOutage(t *testing.T) {
 	before := envSeconds("BENCH_OUTAGE_BEFORE", 120)
 	after := envSeconds("BENCH_OUTAGE_AFTER", 120)
 	agent := readExampleAgent(t)
-	bin := buildCollector(t)
+	bin := collectortest.Build(t)
 	node := testnet.NewNode(t, 97)
 	p1 := node.AddPod(t, 2)
 	p2 := node.AddPod(t, 3)
@@ -241,29 +241,14 @@ func TestBenchOutage(t *testing.T) {
 	sink := &countingSink{addr: "127.0.0.1:0"}
 	sink.start(t)
 	const metricsPort = 18888
-	dir := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.yaml"), agent.benchConfig(t, node, sink.addr, metricsPort), 0o600))
 	cg := testnet.MemoryCgroup(t, "ebpfnet-outage", agent.limit)
-	col := exec.Command(bin, "--config", filepath.Join(dir, "config.yaml"))
-	col.Env = append(os.Environ(), "GOMEMLIMIT="+agent.goMemLimit)
-	var out lockedBuffer
-	col.Stdout, col.Stderr = &out, &out
-	testnet.InCgroup(cg, col)
-	require.NoError(t, col.Start())
-	t.Cleanup(func() {
-		_ = col.Process.Kill()
-		_ = col.Wait()
-		if t.Failed() {
-			t.Logf("collector output (tail):\n%s", tail(out.String(), 4000))
-		}
-	})
-	require.Eventually(t, func() bool { return strings.Contains(out.String(), "Everything is ready") }, 30*time.Second, 100*time.Millisecond, "%s", out.String())
+	col := agent.start(t, bin, agent.benchConfig(t, node, sink.addr, metricsPort), cg)
 	total := before + secs + after
 	mixedTraffic(t, p1, p2, total+30)
 
 	var samples []outageSample
 	start := time.Now()
-	_, cpu0 := procStat(col.Process.Pid)
+	_, cpu0 := procStat(col.Cmd.Process.Pid)
 	last := start
 	down := false
 	for time.Since(start) < time.Duration(total)*time.Second {
@@ -284,13 +269,13 @@ func TestBenchOutage(t *testing.T) {
 				down = true
 			}
 		}
-		rss, cpu1 := procStat(col.Process.Pid)
+		rss, cpu1 := procStat(col.Cmd.Process.Pid)
 		now := time.Now()
 		s := outageSample{at: el, phase: phase, rss: rss, cg: memCgroupMiB(cg, "memory.current", "memory.usage_in_bytes"), self: selfMetrics(metricsPort),
 			cpu:      100 * (cpu1 - cpu0).Seconds() / now.Sub(last).Seconds(),
 			received: sink.logs.Load() + sink.spans.Load() + sink.points.Load()}
 		cpu0, last = cpu1, now
-		require.NoError(t, col.Process.Signal(syscall.Signal(0)), "the collector died:\n%s", tail(out.String(), 4000))
+		require.NoError(t, col.Cmd.Process.Signal(syscall.Signal(0)), "the collector died:\n%s", tail(col.Output(), 4000))
 		samples = append(samples, s)
 		sum := func(m string) float64 {
 			return s.self[m+"_log_records"] + s.self[m+"_spans"] + s.self[m+"_metric_points"]
@@ -309,30 +294,15 @@ func envSeconds(name string, def int) int {
 	return def
 }
 
-// buildCollector builds the ocb distribution (make build) and returns it.
-func buildCollector(t *testing.T) string {
-	root, err := filepath.Abs("..")
-	require.NoError(t, err)
-	out, err := exec.Command("make", "-C", root, "build").CombinedOutput()
-	require.NoError(t, err, "make build:\n%s", out)
-	return filepath.Join(root, "dist", "otelcol-ebpfnet", "otelcol-ebpfnet")
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+// start runs the collector with config in cgroup cg, with the
+// DaemonSet's GOMEMLIMIT, until the test ends.
+func (a exampleAgent) start(t *testing.T, bin string, config []byte, cg string) *collectortest.Collector {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	require.NoError(t, os.WriteFile(path, config, 0o600))
+	return collectortest.Start(t, bin, path, func(cmd *exec.Cmd) {
+		cmd.Env = append(os.Environ(), "GOMEMLIMIT="+a.goMemLimit)
+		testnet.InCgroup(cg, cmd)
+	})
 }
 
 func tail(s string, n int) string { return s[max(0, len(s)-n):] }

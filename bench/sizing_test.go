@@ -4,11 +4,7 @@ package bench
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"sigs.k8s.io/yaml"
 
+	"github.com/ebpfnet/ebpfnet/internal/collectortest"
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
 )
 
@@ -30,13 +27,9 @@ import (
 func TestBenchSizing(t *testing.T) {
 	testnet.RequireRoot(t)
 	agent := readExampleAgent(t)
-	bin := buildCollector(t)
+	bin := collectortest.Build(t)
 	node := testnet.NewNode(t, 98)
 	pod := node.AddPod(t, 2)
-	bridge, err := net.InterfaceByName(node.Bridge)
-	require.NoError(t, err)
-	src, err := net.ParseMAC(pod.MAC)
-	require.NoError(t, err)
 	sink := &countingSink{addr: "127.0.0.1:0"}
 	sink.start(t)
 	t.Cleanup(sink.stop)
@@ -57,37 +50,27 @@ func TestBenchSizing(t *testing.T) {
 		require.NoError(t, yaml.Unmarshal(cfg, &m))
 		rcv := m["receivers"].(map[string]any)["ebpfnet"].(map[string]any)
 		rcv["max_flows"] = n
-		cfg, err = yaml.Marshal(m)
+		cfg, err := yaml.Marshal(m)
 		require.NoError(t, err)
-		dir := t.TempDir()
-		require.NoError(t, os.WriteFile(filepath.Join(dir, "config.yaml"), cfg, 0o600))
 		cg := testnet.MemoryCgroup(t, fmt.Sprintf("ebpfnet-sizing-%d", n), 1<<40)
-		col := exec.Command(bin, "--config", filepath.Join(dir, "config.yaml"))
-		col.Env = append(os.Environ(), "GOMEMLIMIT="+agent.goMemLimit)
-		var out lockedBuffer
-		col.Stdout, col.Stderr = &out, &out
-		testnet.InCgroup(cg, col)
-		require.NoError(t, col.Start())
-		require.Eventually(t, func() bool { return strings.Contains(out.String(), "Everything is ready") }, 30*time.Second, 100*time.Millisecond, "%s", out.String())
+		col := agent.start(t, bin, cfg, cg)
 		logs0 := sink.logs.Load()
 		sent := 0
 		for interval := 0; interval < 4; interval++ {
 			start := time.Now()
 			base := interval * n
-			require.NoError(t, testnet.SendFrames(pod.NS, "eth0", bridge.HardwareAddr, n, func(i int, frame []byte) []byte {
+			require.NoError(t, node.SendUDPFlows(pod, n, func(i int) (netip.Addr, uint16, uint16) {
 				k := base + i
-				dst := netip.AddrFrom4([4]byte{10, 99, byte(k >> 16), byte(k >> 8)})
-				return testnet.UDPFrame(frame, src, bridge.HardwareAddr, pod.IPv4, dst, uint16(1024+k%60000), uint16(k))
+				return netip.AddrFrom4([4]byte{10, 99, byte(k >> 16), byte(k >> 8)}), uint16(1024 + k%60000), uint16(k)
 			}))
 			sent += n
 			time.Sleep(10*time.Second - time.Since(start))
 		}
 		time.Sleep(15 * time.Second) // the last interval's drain and export
-		hwm := statusMiB(col.Process.Pid, "VmHWM")
+		hwm := statusMiB(col.Cmd.Process.Pid, "VmHWM")
 		peak := memCgroupMiB(cg, "memory.peak", "memory.max_usage_in_bytes")
-		require.NoError(t, col.Process.Signal(os.Interrupt))
-		_ = col.Wait()
-		kernel := kernelTotal(t, out.String())
+		col.Stop(t, 30*time.Second)
+		kernel := kernelTotal(t, col.Output())
 		got := sink.logs.Load() - logs0
 		t.Logf("max_flows %d: kernel %.0f MiB, peak RSS %.0f MiB, cgroup peak %.0f MiB, sent %d, records %d", n, kernel, hwm, peak, sent, got)
 		fmt.Fprintf(&b, "| %d | %.0f | %.0f | %.0f | %d | %d |\n", n, kernel, hwm, peak, sent, got)

@@ -310,7 +310,7 @@ func TestTCTwoAgents(t *testing.T) {
 	require.Equal(t, 4, ourFilters(t, ifindex), "each agent's two filters")
 	send := func(n int) {
 		src, dst := netip.MustParseAddr("10.77.0.1"), netip.MustParseAddr("10.77.0.2")
-		require.NoError(t, sendFramesHost(peer, n, func(i int, buf []byte) []byte {
+		require.NoError(t, testnet.SendFrames(nil, peer.Name, peer.HardwareAddr, n, func(i int, buf []byte) []byte {
 			return testnet.UDPFrame(buf, peer.HardwareAddr, peer.HardwareAddr, src, dst, uint16(2000+i), 9)
 		}))
 	}
@@ -345,23 +345,4 @@ func TestStaleTCFiltersRemovedByTCXStart(t *testing.T) {
 	_, err := d.SetMode(AttachTCX)
 	require.NoError(t, err)
 	require.Zero(t, ourFilters(t, ifindex), "stale filters removed at a tcx start")
-}
-
-// sendFramesHost sends n raw frames out of iface in the test's namespace.
-func sendFramesHost(iface *net.Interface, n int, next func(int, []byte) []byte) error {
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	sa := &unix.SockaddrLinklayer{Ifindex: iface.Index, Halen: 6}
-	copy(sa.Addr[:], iface.HardwareAddr)
-	var buf []byte
-	for i := 0; i < n; i++ {
-		buf = next(i, buf)
-		if err := unix.Sendto(fd, buf, 0, sa); err != nil {
-			return err
-		}
-	}
-	return nil
 }

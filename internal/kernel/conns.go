@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 	"unsafe"
 
@@ -17,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/internal/flow"
+	"github.com/ebpfnet/ebpfnet/internal/mountinfo"
 )
 
 // ConnEvent is one closed TCP connection (struct conn_event in bpf/types.h).
@@ -161,17 +161,10 @@ func Cgroup2Root() (string, error) {
 	return cgroup2FromMountinfo(string(data))
 }
 
-func cgroup2FromMountinfo(mountinfo string) (string, error) {
-	for _, line := range strings.Split(mountinfo, "\n") {
-		// 36 35 0:30 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw
-		pre, post, ok := strings.Cut(line, " - ")
-		if !ok {
-			continue
-		}
-		if f := strings.Fields(post); len(f) > 0 && f[0] == "cgroup2" {
-			if pf := strings.Fields(pre); len(pf) >= 5 {
-				return pf[4], nil
-			}
+func cgroup2FromMountinfo(data string) (string, error) {
+	for _, m := range mountinfo.Parse(data) {
+		if m.FSType == "cgroup2" {
+			return m.Point, nil
 		}
 	}
 	return "", errors.New("no cgroup2 mount in /proc/self/mountinfo")

@@ -50,7 +50,6 @@ type Datapath struct {
 	tables     flowTables
 	ifaces     attachments
 	conns      connections
-	plan       Memory // the maps' kernel memory, planned before the load
 }
 
 // Load checks privileges, loads the BPF objects into the kernel and returns
@@ -75,17 +74,11 @@ func Load(opts Options) (_ *Datapath, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("count possible CPUs: %w", err)
 	}
-	// What the maps will take, from the kernel's accounting of small ones:
-	// for the log, and for the error if the memory cgroup refuses them.
-	plan, err := PlanMemory(opts)
-	if err != nil {
-		return nil, fmt.Errorf("plan the maps' kernel memory: %w", err)
-	}
-	d := &Datapath{tables: newFlowTables(opts.MaxFlows, ncpu), ifaces: newAttachments(), plan: plan,
+	d := &Datapath{tables: newFlowTables(opts.MaxFlows, ncpu), ifaces: newAttachments(),
 		conns: connections{cgroup: opts.CgroupPath}, hostNetns: OwnNetns()}
 	if err := loadObjects(&d.objs, opts, withErr); err != nil {
 		if errors.Is(err, unix.ENOMEM) {
-			err = explainMemory(err, opts, plan)
+			err = explainMemory(err, opts)
 		}
 		return nil, explainLoadError(err)
 	}

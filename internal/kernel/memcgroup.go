@@ -1,12 +1,13 @@
 package kernel
 
 import (
-	"bufio"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ebpfnet/ebpfnet/internal/mountinfo"
 )
 
 // settledMemoryCgroup is memoryCgroupLimit once the usage stops falling:
@@ -69,49 +70,24 @@ func memoryCgroupLimit() (limit, usage uint64, ok bool) {
 // controller), whose root may be the path or an ancestor (cgroup
 // namespaces).
 func cgroupDir(path string, v2 bool) (string, bool) {
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := mountinfo.Self()
 	if err != nil {
 		return "", false
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, s := range fields {
-			if s == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || len(fields) < sep+4 {
+	for _, m := range mounts {
+		if !(v2 && m.FSType == "cgroup2") && !(!v2 && m.FSType == "cgroup" && m.HasOption("memory")) {
 			continue
 		}
-		fstype, super := fields[sep+1], fields[sep+3]
-		mine := (v2 && fstype == "cgroup2") || (!v2 && fstype == "cgroup" && hasOption(super, "memory"))
-		if !mine {
-			continue
-		}
-		root, mount := fields[3], fields[4]
-		rel, err := filepath.Rel(root, path)
+		rel, err := filepath.Rel(m.Root, path)
 		if err != nil || strings.HasPrefix(rel, "..") {
 			rel = "." // the namespace's root is our cgroup
 		}
-		dir := filepath.Join(mount, rel)
+		dir := filepath.Join(m.Point, rel)
 		if _, err := os.Stat(dir); err == nil {
 			return dir, true
 		}
 	}
 	return "", false
-}
-
-func hasOption(opts, name string) bool {
-	for _, o := range strings.Split(opts, ",") {
-		if o == name {
-			return true
-		}
-	}
-	return false
 }
 
 func readUint(path string) (uint64, bool) {

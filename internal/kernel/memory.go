@@ -119,9 +119,9 @@ func PlanMemory(opts Options) (Memory, error) {
 
 // probes are the sizes a map is created at to plan: two powers of two (the
 // hash maps' buckets and the ring's pages are) and one between (hash maps:
-// an element per entry, a bucket per power of two). Small, because the
-// kernel frees a closed map's memory a little later, charged meanwhile;
-// the ring's pages set its smallest sizes.
+// an element per entry, a bucket per power of two). Small, because they are
+// made in a memory cgroup that has just refused the maps; the ring's pages
+// set its smallest sizes.
 type probes struct{ lo, mid, hi uint32 }
 
 var (
@@ -201,16 +201,23 @@ func mapMemlock(ms *ebpf.MapSpec, n uint32) (uint64, error) {
 }
 
 // explainMemory turns a map allocation failure into an error that says how
-// much the maps need (plan, made before the load), by setting, and, when
-// the memory cgroup's limit is readable, which max_flows fits in what it
-// has left.
-func explainMemory(err error, opts Options, plan Memory) error {
+// much the maps need, by setting, and, when the memory cgroup's limit is
+// readable, which max_flows fits in what it has left. It runs only after a
+// failed load: once the cgroup's usage has settled (the kernel frees the
+// failed load's maps a little later), the plan's small probe maps fit.
+func explainMemory(err error, opts Options) error {
+	limit, usage, limited := settledMemoryCgroup()
+	plan, perr := PlanMemory(opts)
+	if perr != nil {
+		return fmt.Errorf("%w (the collector's memory cgroup, the pod's limit, is charged for the BPF maps; planning them failed too: %w): %w",
+			ErrMemory, perr, err)
+	}
 	flows := plan.Bytes(ebpfnetMapFlowsA) + plan.Bytes(ebpfnetMapFlowsB)
 	conns := plan.Bytes(ebpfnetMapConns) + plan.Bytes(ebpfnetMapDialed) + plan.Bytes(ebpfnetMapUdpDialed) + plan.Bytes(ebpfnetMapUdpSockDialed)
 	msg := fmt.Sprintf("the BPF maps need %s of kernel memory on this %d-CPU node, charged to the collector's memory cgroup "+
 		"(the pod's limit): the two flow tables %s (max_flows %d), the connection maps %s (max_connections %d), the ring %s (ring_buffer_size)",
 		mib(plan.Total()), plan.CPUs, mib(flows), opts.MaxFlows, mib(conns), opts.MaxConns, mib(plan.Bytes(ebpfnetMapConnEvents)))
-	if limit, usage, ok := settledMemoryCgroup(); ok {
+	if limited {
 		free := int64(limit) - int64(usage) - loadHeadroom
 		msg += fmt.Sprintf("; the cgroup's limit is %s, %s in use", mib(limit), mib(usage))
 		// A flow table entry's upper bound: its share of the table at the

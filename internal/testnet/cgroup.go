@@ -1,16 +1,16 @@
 package testnet
 
 import (
-	"bufio"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ebpfnet/ebpfnet/internal/mountinfo"
 )
 
 // MemoryCgroup makes a memory cgroup with a limit, removed at the end of
@@ -18,29 +18,17 @@ import (
 // memory hierarchy (found in /proc/self/mountinfo, not assumed). A process
 // joins it by writing its PID to the directory's cgroup.procs (InCgroup).
 func MemoryCgroup(t testing.TB, name string, limit int64) string {
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := mountinfo.Self()
 	require.NoError(t, err)
-	defer f.Close()
 	var v1, v2 string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		sep := 0
-		for i, s := range fields {
-			if s == "-" {
-				sep = i
+	for _, m := range mounts {
+		switch {
+		case m.FSType == "cgroup2":
+			if c, err := os.ReadFile(filepath.Join(m.Point, "cgroup.subtree_control")); err == nil && strings.Contains(string(c), "memory") {
+				v2 = m.Point
 			}
-		}
-		if sep == 0 || len(fields) < sep+3 {
-			continue
-		}
-		switch fstype, opts := fields[sep+1], fields[sep+3]; {
-		case fstype == "cgroup2":
-			if c, err := os.ReadFile(filepath.Join(fields[4], "cgroup.subtree_control")); err == nil && strings.Contains(string(c), "memory") {
-				v2 = fields[4]
-			}
-		case fstype == "cgroup" && regexp.MustCompile(`(^|,)memory(,|$)`).MatchString(opts):
-			v1 = fields[4]
+		case m.FSType == "cgroup" && m.HasOption("memory"):
+			v1 = m.Point
 		}
 	}
 	dir, limitFile := filepath.Join(v2, name), "memory.max"

@@ -185,11 +185,12 @@ func Dial(ns *Netns, dst netip.AddrPort, n int, timeout time.Duration) (uint16, 
 	return port, nil
 }
 
-// SendFrames sends n raw Ethernet frames out of iface in ns (an AF_PACKET
-// socket: below the namespace's own stack) to the MAC dst. next returns
-// frame i, given the previous frame's buffer to reuse.
+// SendFrames sends n raw Ethernet frames out of iface in ns (nil: the
+// test's own namespace; an AF_PACKET socket: below the namespace's own
+// stack) to the MAC dst. next returns frame i, given the previous frame's
+// buffer to reuse.
 func SendFrames(ns *Netns, iface string, dst net.HardwareAddr, n int, next func(i int, buf []byte) []byte) error {
-	return ns.Do(func() error {
+	return inNS(ns, func() error {
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
 		if err != nil {
 			return err
@@ -236,4 +237,22 @@ func UDPFrame(buf []byte, srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, 
 	buf = binary.BigEndian.AppendUint16(buf, dport)
 	buf = append(buf, 0, 8+18, 0, 0) // length, no checksum
 	return append(buf, make([]byte, 18)...)
+}
+
+// SendUDPFlows sends n UDP frames from pod p's eth0 to the node's bridge
+// (AF_PACKET: counted on the pod's veth as the pod's transmit, then routed
+// or dropped by the node), frame i to flow(i)'s destination and ports.
+func (n *Node) SendUDPFlows(p *Pod, count int, flow func(i int) (dst netip.Addr, sport, dport uint16)) error {
+	src, err := net.ParseMAC(p.MAC)
+	if err != nil {
+		return err
+	}
+	bridge, err := net.ParseMAC(n.bridgeMAC)
+	if err != nil {
+		return err
+	}
+	return SendFrames(p.NS, "eth0", bridge, count, func(i int, buf []byte) []byte {
+		dst, sport, dport := flow(i)
+		return UDPFrame(buf, src, bridge, p.IPv4, dst, sport, dport)
+	})
 }

@@ -6,27 +6,11 @@ import (
 	"bufio"
 	"bytes"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"sync"
-	"testing"
 
-	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
-
-// buildCollector builds the ocb distribution (make build: rebuilt only when
-// sources changed) and returns the binary.
-func buildCollector(t *testing.T) string {
-	t.Helper()
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	require.NoError(t, err)
-	out, err := exec.Command("make", "-C", root, "build").CombinedOutput()
-	require.NoError(t, err, "make build:\n%s", out)
-	return filepath.Join(root, "dist", "otelcol-ebpfnet", "otelcol-ebpfnet")
-}
 
 // jsonLines reads the file exporter's output: one OTLP/JSON request per
 // line (a line still being written is skipped).
@@ -91,15 +75,4 @@ func anyLogRecord(path string, match func(res, attrs pcommon.Map) bool) bool {
 		return nil
 	})
 	return found
-}
-
-type lockedWriter struct {
-	b  *bytes.Buffer
-	mu *sync.Mutex
-}
-
-func (w lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
 }

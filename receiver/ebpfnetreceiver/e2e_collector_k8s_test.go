@@ -1,7 +1,6 @@
 package ebpfnetreceiver
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +24,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/ebpfnet/ebpfnet/internal/collectortest"
 	"github.com/ebpfnet/ebpfnet/internal/k8stest"
 	"github.com/ebpfnet/ebpfnet/internal/kernel"
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
@@ -45,7 +44,7 @@ import (
 func TestCollectorWithK8sAttributes(t *testing.T) {
 	testnet.RequireRoot(t)
 	c := k8stest.Start(t)
-	bin := buildCollector(t)
+	bin := collectortest.Build(t)
 	ctx := context.Background()
 	const nodeName = "node-e2e"
 
@@ -137,20 +136,8 @@ service:
     logs: {receivers: [ebpfnet], processors: [k8s_attributes], exporters: [file/logs]}
 `, nodeName, testnet.Prefix(node.ID), testnet.UplinkName(node.ID), c.Kubeconfig, dir)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(config), 0o600))
-	col := exec.Command(bin, "--config", filepath.Join(dir, "config.yaml"))
-	col.Env = append(os.Environ(), "K8S_NODE_NAME="+nodeName, "KUBECONFIG="+c.Kubeconfig)
-	var colLog bytes.Buffer
-	var logMu sync.Mutex
-	col.Stdout, col.Stderr = lockedWriter{&colLog, &logMu}, lockedWriter{&colLog, &logMu}
-	require.NoError(t, col.Start())
-	t.Cleanup(func() {
-		_ = col.Process.Signal(syscall.SIGTERM)
-		_ = col.Wait()
-		if t.Failed() {
-			logMu.Lock()
-			t.Logf("collector output:\n%s", colLog.String())
-			logMu.Unlock()
-		}
+	col := collectortest.Start(t, bin, filepath.Join(dir, "config.yaml"), func(cmd *exec.Cmd) {
+		cmd.Env = append(os.Environ(), "K8S_NODE_NAME="+nodeName, "KUBECONFIG="+c.Kubeconfig)
 	})
 
 	// Traffic: the remote pod dials the Service every 200 ms.
@@ -334,11 +321,7 @@ service:
 		}
 		return n >= 5
 	}, 30*time.Second, 500*time.Millisecond, "spans keep coming with the API server down")
-	output := func() string {
-		logMu.Lock()
-		defer logMu.Unlock()
-		return colLog.String()
-	}
+	output := col.Output
 	const clearError = "Kubernetes API: cannot list/watch"
 	require.Eventually(t, func() bool { return strings.Contains(output(), clearError) }, 20*time.Second, 200*time.Millisecond,
 		"our informers log that the API server is gone")

@@ -23,6 +23,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/ebpfnet/ebpfnet/internal/collectortest"
 	"github.com/ebpfnet/ebpfnet/internal/image"
 	"github.com/ebpfnet/ebpfnet/internal/k8stest"
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
@@ -33,7 +34,7 @@ import (
 const agentImage = "docker.io/ebpfnet/otelcol-ebpfnet:e2e"
 
 func agentArchive(t *testing.T) string {
-	img, err := image.Build(image.Spec{Binary: buildCollector(t), CACerts: "/etc/ssl/certs/ca-certificates.crt",
+	img, err := image.Build(image.Spec{Binary: collectortest.Build(t), CACerts: "/etc/ssl/certs/ca-certificates.crt",
 		Version: "e2e", Arch: runtime.GOARCH, Created: time.Unix(0, 0).UTC()})
 	require.NoError(t, err)
 	path := filepath.Join(k8stest.CacheDir(t), "images", "otelcol-ebpfnet-e2e.tar")

@@ -1,22 +1,19 @@
 package ebpfnetreceiver
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/plog"
 
+	"github.com/ebpfnet/ebpfnet/internal/collectortest"
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
 )
 
@@ -28,13 +25,9 @@ import (
 // and in the flow metrics, and nothing was refused on the way.
 func TestLargeIntervalReachesStockOTLPReceiver(t *testing.T) {
 	testnet.RequireRoot(t)
-	bin := buildCollector(t)
+	bin := collectortest.Build(t)
 	node := testnet.NewNode(t, 42)
 	pod := node.AddPod(t, 2)
-	bridge, err := net.InterfaceByName(node.Bridge)
-	require.NoError(t, err)
-	srcMAC, err := net.ParseMAC(pod.MAC)
-	require.NoError(t, err)
 	for _, c := range []struct{ name, processors string }{
 		{"20000/example-batch", "[batch]"}, {"20000/no-processor", "[]"},
 		{"200000/example-batch", "[batch]"}, {"200000/no-processor", "[]"},
@@ -65,9 +58,8 @@ service:
 			require.NoError(t, os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(config), 0o600))
 			// One interval: the final drain at SIGTERM.
 			out, code, _ := sigtermRun(t, bin, filepath.Join(dir, "config.yaml"), func() struct{} {
-				require.NoError(t, testnet.SendFrames(pod.NS, "eth0", bridge.HardwareAddr, n, func(i int, frame []byte) []byte {
-					dst := netip.AddrFrom4([4]byte{10, 99, byte(i % 1000 / 250), byte(i%1000%250 + 1)})
-					return testnet.UDPFrame(frame, srcMAC, bridge.HardwareAddr, pod.IPv4, dst, uint16(1024+i/1000), 9)
+				require.NoError(t, node.SendUDPFlows(pod, n, func(i int) (netip.Addr, uint16, uint16) {
+					return netip.AddrFrom4([4]byte{10, 99, byte(i % 1000 / 250), byte(i%1000%250 + 1)}), uint16(1024 + i/1000), 9
 				}))
 				return struct{}{}
 			})
@@ -80,7 +72,7 @@ service:
 			}, time.Minute, 200*time.Millisecond, "flow records at the sink")
 			require.Equal(t, n, records, "every flow once")
 			require.Equal(t, int64(n), sink.signals().podSum(pod.IPv4, "ebpfnet.flow.packets"), "flow metric packets")
-			require.NotContains(t, gateway.output(), "rror", "the gateway refused nothing")
+			require.NotContains(t, gateway.Output(), "rror", "the gateway refused nothing")
 		})
 	}
 }
@@ -101,8 +93,8 @@ func exampleBatch(t *testing.T) string {
 }
 
 type gatewayCollector struct {
-	addr   string
-	output func() string
+	addr string
+	*collectortest.Collector
 }
 
 func (g gatewayCollector) String() string { return g.addr }
@@ -128,22 +120,7 @@ service:
     traces: {receivers: [otlp], exporters: [otlp_grpc]}
 `, addr, next)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "gateway.yaml"), []byte(config), 0o600))
-	col := exec.Command(bin, "--config", filepath.Join(dir, "gateway.yaml"))
-	var buf bytes.Buffer
-	var mu sync.Mutex
-	col.Stdout, col.Stderr = lockedWriter{&buf, &mu}, lockedWriter{&buf, &mu}
-	require.NoError(t, col.Start())
-	output := func() string { mu.Lock(); defer mu.Unlock(); return buf.String() }
-	t.Cleanup(func() {
-		_ = col.Process.Signal(syscall.SIGTERM)
-		_ = col.Wait()
-		if t.Failed() {
-			t.Logf("gateway output:\n%s", output())
-		}
-	})
-	require.Eventually(t, func() bool { return strings.Contains(output(), "Everything is ready") }, 20*time.Second, 50*time.Millisecond,
-		"gateway did not start:\n%s", output())
-	return gatewayCollector{addr: addr, output: output}
+	return gatewayCollector{addr: addr, Collector: collectortest.Start(t, bin, filepath.Join(dir, "gateway.yaml"), nil)}
 }
 
 // udpRecords counts the UDP flow records of an interface.

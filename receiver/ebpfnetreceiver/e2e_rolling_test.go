@@ -1,7 +1,6 @@
 package ebpfnetreceiver
 
 import (
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -23,10 +22,6 @@ func TestRollingUpdateCountsOverlapOnce(t *testing.T) {
 	testnet.RequireRoot(t)
 	node := testnet.NewNode(t, 43)
 	pod := node.AddPod(t, 2)
-	bridge, err := net.InterfaceByName(node.Bridge)
-	require.NoError(t, err)
-	src, err := net.ParseMAC(pod.MAC)
-	require.NoError(t, err)
 	testnet.WaitQuiet(t, pod.Veth)
 	before := testnet.Stats(t, pod.Veth)
 
@@ -48,8 +43,8 @@ func TestRollingUpdateCountsOverlapOnce(t *testing.T) {
 				return
 			case <-time.After(time.Millisecond):
 			}
-			require.NoError(t, testnet.SendFrames(pod.NS, "eth0", bridge.HardwareAddr, 10, func(j int, buf []byte) []byte {
-				return testnet.UDPFrame(buf, src, bridge.HardwareAddr, pod.IPv4, netip.MustParseAddr("10.99.0.1"), uint16(1024+i%50), 9)
+			require.NoError(t, node.SendUDPFlows(pod, 10, func(int) (netip.Addr, uint16, uint16) {
+				return netip.MustParseAddr("10.99.0.1"), uint16(1024 + i%50), 9
 			}))
 			sent.Add(10)
 		}

@@ -6,11 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +15,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
+	"github.com/ebpfnet/ebpfnet/internal/collectortest"
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
 )
 
@@ -116,7 +113,7 @@ func (s signals) spanPorts() map[string]int {
 // metrics whose bytes equal the pod veth's kernel counters.
 func TestCollectorSIGTERMLosesNothing(t *testing.T) {
 	testnet.RequireRoot(t)
-	bin := buildCollector(t)
+	bin := collectortest.Build(t)
 	node := testnet.NewNode(t, 41)
 	pod := node.AddPod(t, 2)
 	ln, err := testnet.ListenTCP(pod.NS, netip.AddrPortFrom(pod.IPv4, 8080))
@@ -178,24 +175,8 @@ service:
 // sigtermRun starts the collector, runs traffic once it is ready, SIGTERMs
 // it and returns its output, exit code and what traffic returned.
 func sigtermRun[T any](t *testing.T, bin, config string, traffic func() T) (string, int, T) {
-	col := exec.Command(bin, "--config", config)
-	var outBuf bytes.Buffer
-	var mu sync.Mutex
-	col.Stdout, col.Stderr = lockedWriter{&outBuf, &mu}, lockedWriter{&outBuf, &mu}
-	require.NoError(t, col.Start())
-	output := func() string { mu.Lock(); defer mu.Unlock(); return outBuf.String() }
-	require.Eventually(t, func() bool { return strings.Contains(output(), "Everything is ready") }, 20*time.Second, 50*time.Millisecond,
-		"collector did not start:\n%s", output())
+	col := collectortest.Start(t, bin, config, nil)
 	result := traffic()
-	require.NoError(t, col.Process.Signal(syscall.SIGTERM))
-	done := make(chan error, 1)
-	go func() { done <- col.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		_ = col.Process.Kill()
-		<-done
-		t.Fatalf("collector did not exit 30 s after SIGTERM:\n%s", output())
-	}
-	return output(), col.ProcessState.ExitCode(), result
+	code := col.Stop(t, 30*time.Second)
+	return col.Output(), code, result
 }

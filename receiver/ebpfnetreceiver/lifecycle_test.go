@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/ebpfnet/ebpfnet/internal/flow"
@@ -189,19 +190,26 @@ func TestStartErrorIsClear(t *testing.T) {
 	require.ErrorContains(t, err, "ebpfnet: ")
 }
 
-// TestIncludeMatchingNothingWarns: a selection that matches no interface
-// starts (pods' veths may come later) but says so, with what there is.
-func TestIncludeMatchingNothingWarns(t *testing.T) {
+// startLogged starts a metrics receiver on the real kernel, its log from
+// level on observed, until the test ends.
+func startLogged(t *testing.T, cfg *Config, level zapcore.Level) *observer.ObservedLogs {
 	testnet.RequireRoot(t)
-	core, logs := observer.New(zap.WarnLevel)
+	core, logs := observer.New(level)
 	set := receivertest.NewNopSettings(metadata.Type)
 	set.Logger = zap.New(core)
-	cfg := createDefaultConfig().(*Config)
-	cfg.Interfaces.Include = "^ebpfnet-matches-nothing$"
 	r, err := NewFactory().CreateMetrics(context.Background(), set, cfg, consumertest.NewNop())
 	require.NoError(t, err)
 	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
-	defer func() { require.NoError(t, r.Shutdown(context.Background())) }()
+	t.Cleanup(func() { require.NoError(t, r.Shutdown(context.Background())) })
+	return logs
+}
+
+// TestIncludeMatchingNothingWarns: a selection that matches no interface
+// starts (pods' veths may come later) but says so, with what there is.
+func TestIncludeMatchingNothingWarns(t *testing.T) {
+	cfg := createDefaultConfig().(*Config)
+	cfg.Interfaces.Include = "^ebpfnet-matches-nothing$"
+	logs := startLogged(t, cfg, zap.WarnLevel)
 	warned := logs.FilterMessageSnippet("matches no interface").All()
 	require.Len(t, warned, 1)
 	require.Contains(t, warned[0].ContextMap()["interfaces"], "lo", "the node's interfaces are listed")
@@ -210,17 +218,10 @@ func TestIncludeMatchingNothingWarns(t *testing.T) {
 // TestKernelMemoryLogged: Start logs the kernel memory of every map, the
 // flow tables at max_flows entries, and the total.
 func TestKernelMemoryLogged(t *testing.T) {
-	testnet.RequireRoot(t)
-	core, logs := observer.New(zap.InfoLevel)
-	set := receivertest.NewNopSettings(metadata.Type)
-	set.Logger = zap.New(core)
 	cfg := createDefaultConfig().(*Config)
 	cfg.Interfaces.Include, cfg.Interfaces.Exclude = "^lo$", ""
 	cfg.MaxFlows = 50000
-	r, err := NewFactory().CreateMetrics(context.Background(), set, cfg, consumertest.NewNop())
-	require.NoError(t, err)
-	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
-	defer func() { require.NoError(t, r.Shutdown(context.Background())) }()
+	logs := startLogged(t, cfg, zap.InfoLevel)
 	logged := logs.FilterMessageSnippet("ebpfnet kernel memory").All()
 	require.Len(t, logged, 1)
 	f := logged[0].ContextMap()
