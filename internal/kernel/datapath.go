@@ -74,6 +74,9 @@ func Load(opts Options) (_ *Datapath, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("count possible CPUs: %w", err)
 	}
+	if err := checkMemory(opts); err != nil {
+		return nil, err
+	}
 	d := &Datapath{tables: newFlowTables(opts.MaxFlows, ncpu), ifaces: newAttachments(),
 		conns: connections{cgroup: opts.CgroupPath}, hostNetns: OwnNetns()}
 	if err := loadObjects(&d.objs, opts, withErr); err != nil {

@@ -61,12 +61,15 @@ func TestHelperLoadSized(t *testing.T) {
 }
 
 // TestMemoryLimitSaysWhatFits: in a memory cgroup too small for the maps
-// (as a pod's limit), Load fails naming max_flows and a value that fits;
-// the kernel then loads that value in the same cgroup.
+// (as a pod's limit), Load fails naming max_flows and a value that fits,
+// before the cgroup ever reaches its limit (there, the kernel may OOM-kill
+// the process instead of failing the allocation); the kernel then loads
+// that value in the same cgroup.
 func TestMemoryLimitSaysWhatFits(t *testing.T) {
 	testnet.RequireRoot(t)
 	cg := testnet.MemoryCgroup(t, "ebpfnet-memtest", 160<<20)
 	out := runInCgroup(t, cg, 1<<20)
+	require.Zero(t, testnet.LimitHits(t, cg), "the refusal came after the cgroup reached its limit")
 	require.Contains(t, out, "not enough memory for the BPF maps")
 	require.Contains(t, out, "max_flows 1048576")
 	m := regexp.MustCompile(`max_flows (\d+) would fit \(lower it by (\d+)\)`).FindStringSubmatch(out)

@@ -49,3 +49,24 @@ func InCgroup(dir string, cmd *exec.Cmd) {
 	args := append([]string{"-c", `echo $$ > "$0/cgroup.procs" && exec "$@"`, dir, cmd.Path}, cmd.Args[1:]...)
 	cmd.Path, cmd.Args = "/bin/sh", append([]string{"sh"}, args...)
 }
+
+// LimitHits is how many times the memory cgroup dir (MemoryCgroup) reached
+// its limit, by the kernel's count: v1 memory.failcnt, v2 memory.events max.
+func LimitHits(t testing.TB, dir string) int {
+	if b, err := os.ReadFile(filepath.Join(dir, "memory.failcnt")); err == nil {
+		n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		require.NoError(t, err)
+		return n
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "memory.events"))
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "max "); ok {
+			n, err := strconv.Atoi(v)
+			require.NoError(t, err)
+			return n
+		}
+	}
+	t.Fatalf("no max count in %s/memory.events", dir)
+	return 0
+}
