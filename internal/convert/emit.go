@@ -170,6 +170,7 @@ func (c *Converter) putSeriesAttrs(m pcommon.Map, k *seriesKey) {
 func (c *Converter) newResource(md pmetric.Metrics, local netip.Addr) *resourceMetrics {
 	rm := md.ResourceMetrics().AppendEmpty()
 	putResource(rm.Resource().Attributes(), c.opts, local)
+	putService(rm.Resource().Attributes(), c.opts, local, "", "")
 	sm := rm.ScopeMetrics().AppendEmpty()
 	sm.Scope().SetName(c.opts.ScopeName)
 	sm.Scope().SetVersion(c.opts.ScopeVersion)

@@ -35,6 +35,7 @@ func Logs(opts Options, b *flow.Batch) plog.Logs {
 		if !ok {
 			rl := ld.ResourceLogs().AppendEmpty()
 			putResource(rl.Resource().Attributes(), opts, local)
+			putService(rl.Resource().Attributes(), opts, local, "", "")
 			sl = rl.ScopeLogs().AppendEmpty()
 			sl.Scope().SetName(opts.ScopeName)
 			sl.Scope().SetVersion(opts.ScopeVersion)

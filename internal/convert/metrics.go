@@ -36,8 +36,10 @@ type Options struct {
 	ScopeVersion string
 	Resource     ResourceOptions
 	// Metrics enables each metric and selects its attributes.
-	Metrics     [NumMetrics]MetricOptions
-	FlowEvents  bool
+	Metrics    [NumMetrics]MetricOptions
+	FlowEvents bool
+	// PeerService puts peer.service on client spans.
+	PeerService bool
 	Temporality Temporality
 	// SeriesIdleTimeout drops cumulative series not updated for this long
 	// (0: never).
@@ -50,17 +52,22 @@ type Options struct {
 
 // ResourceOptions enable resource attributes.
 type ResourceOptions struct {
-	K8sNodeName bool
-	K8sPodIP    bool
-	K8sPodUID   bool
-	ContainerID bool
+	K8sNodeName       bool
+	K8sPodIP          bool
+	K8sPodUID         bool
+	ContainerID       bool
+	ServiceName       bool
+	ServiceNamespace  bool
+	ServiceInstanceID bool
 }
 
 // DefaultOptions enable every metric at peer level, cumulative.
 func DefaultOptions() Options {
 	o := Options{
-		Resource:          ResourceOptions{K8sNodeName: true, K8sPodIP: true, K8sPodUID: true, ContainerID: true},
+		Resource: ResourceOptions{K8sNodeName: true, K8sPodIP: true, K8sPodUID: true, ContainerID: true,
+			ServiceName: true, ServiceNamespace: true, ServiceInstanceID: true},
 		FlowEvents:        true,
+		PeerService:       true,
 		SeriesIdleTimeout: 5 * time.Minute,
 		MaxSeries:         100000,
 	}

@@ -30,6 +30,7 @@ const (
 // (*k8s.Resolver; nil when Kubernetes enrichment is off).
 type PeerResolver interface {
 	Lookup(netip.Addr) (k8s.Peer, bool)
+	PodByUID(uid string) (k8s.Peer, bool)
 }
 
 // putPeer adds the selected peer attributes of addr, if it resolves.

@@ -17,6 +17,16 @@ type fakePeers map[netip.Addr]k8s.Peer
 
 func (f fakePeers) Lookup(a netip.Addr) (k8s.Peer, bool) { p, ok := f[a]; return p, ok }
 
+// PodByUID finds a pod whose Name is uid (the fakes' pods are named so).
+func (f fakePeers) PodByUID(uid string) (k8s.Peer, bool) {
+	for _, p := range f {
+		if p.Kind == k8s.KindPod && p.Name == uid {
+			return p, true
+		}
+	}
+	return k8s.Peer{}, false
+}
+
 // TestPeerAttributesOnEverySignal: one naming scheme for the peer on metric
 // data points, connection metric points, spans and flow log records; an
 // unresolved peer gets none.
@@ -34,7 +44,7 @@ func TestPeerAttributesOnEverySignal(t *testing.T) {
 		t.Helper()
 		got := map[string]any{}
 		m.Range(func(k string, v pcommon.Value) bool {
-			if len(k) > 5 && k[:5] == "peer." {
+			if len(k) > 5 && k[:5] == "peer." && k != AttrPeerService { // TestServiceNames
 				got[k] = v.AsRaw()
 			}
 			return true

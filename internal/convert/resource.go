@@ -4,6 +4,17 @@ import (
 	"net/netip"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
+
+	"github.com/ebpfnet/ebpfnet/internal/k8s"
+)
+
+// Resource attributes of the service a resource is (OpenTelemetry requires
+// service.name on every resource; backends file data by it).
+const (
+	AttrServiceName       = "service.name"
+	AttrServiceNamespace  = "service.namespace"
+	AttrServiceInstanceID = "service.instance.id"
+	AttrPeerService       = "peer.service"
 )
 
 // putResource writes the attributes of the local endpoint's resource: a pod
@@ -25,4 +36,69 @@ func putWorkloadResource(m pcommon.Map, opts Options, podUID, containerID string
 	if containerID != "" && opts.Resource.ContainerID {
 		m.PutStr(AttrContainerID, containerID)
 	}
+}
+
+// putService names the resource's service: a pod endpoint (local valid), a
+// socket's pod (podUID) or process (exe) on the node, or the node.
+//
+// A pod of this node that the receiver's informers know gets no
+// service.name or service.namespace here: k8s_attributes, which runs after
+// the receiver and never replaces an attribute that is set, derives them
+// (extract.metadata service.name and service.namespace). Every other
+// resource gets what the receiver knows: a pod of another node (a test's
+// remote endpoint) its conventional name, an unknown pod its address, a
+// process its executable, the node its name.
+// service.instance.id tells apart the pods and nodes of one service (the
+// Prometheus instance label): namespace.pod, the pod address, the node.
+func putService(m pcommon.Map, opts Options, local netip.Addr, podUID, exe string) {
+	var pod k8s.Peer
+	found := false
+	switch {
+	case opts.Peers != nil && local.IsValid():
+		pod, found = opts.Peers.Lookup(local)
+		found = found && pod.Kind == k8s.KindPod
+	case opts.Peers != nil && podUID != "":
+		pod, found = opts.Peers.PodByUID(podUID)
+	}
+	var name, namespace, instance string
+	switch {
+	case found && pod.NodeName == opts.NodeName:
+		instance = pod.Namespace + "." + pod.Name
+	case found:
+		name, namespace, instance = pod.OTelService, pod.OTelNamespace, pod.Namespace+"."+pod.Name
+	case local.IsValid():
+		name, instance = local.String(), local.String()
+	case exe != "":
+		name, instance = exe, opts.NodeName
+	default:
+		name, instance = opts.NodeName, opts.NodeName
+	}
+	put := func(on bool, k, v string) {
+		if on && v != "" {
+			m.PutStr(k, v)
+		}
+	}
+	put(opts.Resource.ServiceName, AttrServiceName, name)
+	put(opts.Resource.ServiceNamespace, AttrServiceNamespace, namespace)
+	put(opts.Resource.ServiceInstanceID, AttrServiceInstanceID, instance)
+}
+
+// peerService is the service.name a connection's peer has, or would have:
+// the peer's conventional name (pod, Service, node), else the Service a
+// client dialed, else the peer's address. On a client span it names a peer
+// that sends no spans (a failed connect, a host outside the cluster), as
+// servicegraph's virtual_node_peer_attributes and Jaeger expect.
+func peerService(r PeerResolver, peer, dialed netip.Addr) string {
+	if r != nil {
+		if p, ok := r.Lookup(peer); ok && p.OTelService != "" {
+			return p.OTelService
+		}
+		if !dialed.IsValid() {
+			return peer.String()
+		}
+		if p, ok := r.Lookup(dialed); ok && p.OTelService != "" {
+			return p.OTelService
+		}
+	}
+	return peer.String()
 }

@@ -40,23 +40,30 @@ const (
 func Traces(opts Options, conns []flow.Conn) ptrace.Traces {
 	td := ptrace.NewTraces()
 	// One resource per local pod, and per container where the socket's
-	// cgroup names one (client sides).
+	// cgroup names one (client sides, hostNetwork pods too); on the node,
+	// one per process executable (client sides) outside pods.
 	type resKey struct {
-		local          netip.Addr
-		pod, container string
+		local               netip.Addr
+		pod, container, exe string
 	}
 	scopes := make(map[resKey]ptrace.ScopeSpans)
 	for i := range conns {
 		c := &conns[i]
 		var k resKey
-		if !c.OnNode {
-			k = resKey{c.Local.Addr(), c.PodUID, c.ContainerID}
+		switch {
+		case !c.OnNode:
+			k = resKey{local: c.Local.Addr(), pod: c.PodUID, container: c.ContainerID}
+		case c.PodUID != "": // a hostNetwork pod's
+			k = resKey{pod: c.PodUID, container: c.ContainerID}
+		default:
+			k.exe = c.Comm
 		}
 		ss, ok := scopes[k]
 		if !ok {
 			rs := td.ResourceSpans().AppendEmpty()
 			putResource(rs.Resource().Attributes(), opts, k.local)
 			putWorkloadResource(rs.Resource().Attributes(), opts, k.pod, k.container)
+			putService(rs.Resource().Attributes(), opts, k.local, k.pod, k.exe)
 			ss = rs.ScopeSpans().AppendEmpty()
 			ss.Scope().SetName(opts.ScopeName)
 			ss.Scope().SetVersion(opts.ScopeVersion)
@@ -67,6 +74,9 @@ func Traces(opts Options, conns []flow.Conn) ptrace.Traces {
 		putPeer(s.Attributes(), opts.Peers, c.Peer().Addr().Unmap(), WithPeerK8s)
 		if svc := c.Service(); svc.IsValid() {
 			putDialedService(s.Attributes(), opts.Peers, svc.Addr().Unmap())
+		}
+		if c.Role != flow.Server && opts.PeerService {
+			s.Attributes().PutStr(AttrPeerService, peerService(opts.Peers, c.Peer().Addr().Unmap(), c.Service().Addr().Unmap()))
 		}
 	}
 	return td

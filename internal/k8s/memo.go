@@ -37,5 +37,8 @@ func (m *Memo) Backs(service, backend netip.Addr) bool {
 	return ok && m.r.backs(svc, backend)
 }
 
+// PodByUID is Resolver.PodByUID (a map read already).
+func (m *Memo) PodByUID(uid string) (Peer, bool) { return m.r.PodByUID(uid) }
+
 // Reset forgets the remembered lookups.
 func (m *Memo) Reset() { clear(m.seen) }

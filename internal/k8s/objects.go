@@ -63,19 +63,14 @@ func strip(obj any) (any, error) {
 	meta := func(m *metav1.ObjectMeta, keepLabels ...string) metav1.ObjectMeta {
 		out := metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID,
 			ResourceVersion: m.ResourceVersion, CreationTimestamp: m.CreationTimestamp, OwnerReferences: m.OwnerReferences}
-		for _, k := range keepLabels {
-			if v, ok := m.Labels[k]; ok {
-				if out.Labels == nil {
-					out.Labels = map[string]string{}
-				}
-				out.Labels[k] = v
-			}
-		}
+		out.Labels = keep(m.Labels, keepLabels)
 		return out
 	}
 	switch o := obj.(type) {
 	case *corev1.Pod:
-		return &corev1.Pod{ObjectMeta: meta(&o.ObjectMeta),
+		m := meta(&o.ObjectMeta, serviceLabels...)
+		m.Annotations = keep(o.Annotations, serviceAnnotations)
+		return &corev1.Pod{ObjectMeta: m,
 			Spec:   corev1.PodSpec{NodeName: o.Spec.NodeName, HostNetwork: o.Spec.HostNetwork},
 			Status: corev1.PodStatus{Phase: o.Status.Phase, PodIP: o.Status.PodIP, PodIPs: o.Status.PodIPs}}, nil
 	case *corev1.Service:
@@ -97,4 +92,66 @@ func strip(obj any) (any, error) {
 		return &batchv1.Job{ObjectMeta: meta(&o.ObjectMeta)}, nil
 	}
 	return obj, nil
+}
+
+// keep returns the entries of m under keys (nil: none).
+func keep(m map[string]string, keys []string) map[string]string {
+	var out map[string]string
+	for _, k := range keys {
+		if v, ok := m[k]; ok {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// The pod labels and annotations the OpenTelemetry Kubernetes conventions
+// derive service.name and service.namespace from, and the label that names
+// a ReplicaSet's Deployment.
+const (
+	labelInstance       = "app.kubernetes.io/instance"
+	labelName           = "app.kubernetes.io/name"
+	podTemplateHash     = "pod-template-hash"
+	annotationService   = "resource.opentelemetry.io/service.name"
+	annotationNamespace = "resource.opentelemetry.io/service.namespace"
+)
+
+var (
+	serviceLabels      = []string{labelInstance, labelName, podTemplateHash}
+	serviceAnnotations = []string{annotationService, annotationNamespace}
+)
+
+// otelService is a pod's service.name and service.namespace by the
+// OpenTelemetry Kubernetes conventions, in k8s_attributes' (v0.160.0)
+// order of precedence: the resource.opentelemetry.io/service.* annotation,
+// then the app.kubernetes.io/instance label, then app.kubernetes.io/name,
+// then the workload (top owner, of the kinds it knows), then the pod's
+// name; the namespace: the annotation, then the pod's namespace.
+func otelService(p *corev1.Pod, kind, workload string) (name, namespace string) {
+	name = p.Name
+	switch kind {
+	case "Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "CronJob":
+		name = workload
+	}
+	for _, v := range []string{p.Labels[labelName], p.Labels[labelInstance], p.Annotations[annotationService]} {
+		if v != "" {
+			name = v
+		}
+	}
+	namespace = p.Namespace
+	if v := p.Annotations[annotationNamespace]; v != "" {
+		namespace = v
+	}
+	return name, namespace
+}
+
+// uidIndex indexes a pod by its UID.
+func uidIndex(obj any) ([]string, error) {
+	if p, ok := obj.(*corev1.Pod); ok && p.UID != "" {
+		return []string{string(p.UID)}, nil
+	}
+	return nil, nil
 }

@@ -16,6 +16,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,10 +68,18 @@ type Peer struct {
 	// EndpointSlices list it (the first by name when several do).
 	ServiceName      string
 	ServiceNamespace string
+	// OTelService/OTelNamespace: the service.name and service.namespace
+	// the OpenTelemetry Kubernetes conventions give the pod, as
+	// k8s_attributes derives them (extract.metadata service.name and
+	// service.namespace, otel_annotations: true): otelService. A Service's
+	// and a node's: their names.
+	OTelService   string
+	OTelNamespace string
 }
 
 const (
 	indexIP   = "ip"
+	indexUID  = "uid"
 	zoneLabel = "topology.kubernetes.io/zone"
 )
 
@@ -114,6 +123,9 @@ func New(client kubernetes.Interface, logger *zap.Logger) (*Resolver, error) {
 		if err := inf.AddIndexers(cache.Indexers{indexIP: ipIndex}); err != nil {
 			return nil, fmt.Errorf("index %s by IP: %w", name, err)
 		}
+	}
+	if err := r.pods.AddIndexers(cache.Indexers{indexUID: uidIndex}); err != nil {
+		return nil, fmt.Errorf("index pods by UID: %w", err)
 	}
 	for name, inf := range map[string]cache.SharedIndexInformer{"pods": r.pods, "services": r.svcs, "endpointslices": r.slices,
 		"nodes": r.nodes, "replicasets": r.rsets, "jobs": r.jobs} {
@@ -223,22 +235,37 @@ func (r *Resolver) Stop() {
 func (r *Resolver) Lookup(ip netip.Addr) (Peer, bool) {
 	key := ip.Unmap().String()
 	if objs, _ := r.pods.GetIndexer().ByIndex(indexIP, key); len(objs) > 0 {
-		p := newestPod(objs)
-		peer := Peer{Kind: KindPod, Name: p.Name, Namespace: p.Namespace, NodeName: p.Spec.NodeName}
-		peer.WorkloadKind, peer.WorkloadName = r.topOwner(p.Namespace, p.OwnerReferences)
-		peer.Zone = r.zone(p.Spec.NodeName)
+		peer := r.pod(newestPod(objs))
 		peer.ServiceName, peer.ServiceNamespace = r.serviceOf(key)
 		return peer, true
 	}
 	if objs, _ := r.svcs.GetIndexer().ByIndex(indexIP, key); len(objs) > 0 {
 		s := objs[0].(*corev1.Service)
-		return Peer{Kind: KindService, Name: s.Name, Namespace: s.Namespace}, true
+		return Peer{Kind: KindService, Name: s.Name, Namespace: s.Namespace, OTelService: s.Name, OTelNamespace: s.Namespace}, true
 	}
 	if objs, _ := r.nodes.GetIndexer().ByIndex(indexIP, key); len(objs) > 0 {
 		n := objs[0].(*corev1.Node)
-		return Peer{Kind: KindNode, Name: n.Name, NodeName: n.Name, Zone: n.Labels[zoneLabel]}, true
+		return Peer{Kind: KindNode, Name: n.Name, NodeName: n.Name, Zone: n.Labels[zoneLabel], OTelService: n.Name}, true
 	}
 	return Peer{}, false
+}
+
+// PodByUID resolves a pod by its UID (a socket's cgroup names it), without
+// its Service.
+func (r *Resolver) PodByUID(uid string) (Peer, bool) {
+	objs, _ := r.pods.GetIndexer().ByIndex(indexUID, uid)
+	if len(objs) == 0 {
+		return Peer{}, false
+	}
+	return r.pod(objs[0].(*corev1.Pod)), true
+}
+
+func (r *Resolver) pod(p *corev1.Pod) Peer {
+	peer := Peer{Kind: KindPod, Name: p.Name, Namespace: p.Namespace, NodeName: p.Spec.NodeName}
+	peer.WorkloadKind, peer.WorkloadName = r.topOwner(p.Namespace, p.OwnerReferences, p.Labels[podTemplateHash])
+	peer.Zone = r.zone(p.Spec.NodeName)
+	peer.OTelService, peer.OTelNamespace = otelService(p, peer.WorkloadKind, peer.WorkloadName)
+	return peer
 }
 
 // IsService reports whether ip is the ClusterIP of a Service.
@@ -305,8 +332,10 @@ func (r *Resolver) serviceOf(ip string) (name, namespace string) {
 	return best, namespace
 }
 
-// topOwner follows ReplicaSet → Deployment and Job → CronJob.
-func (r *Resolver) topOwner(ns string, refs []metav1.OwnerReference) (kind, name string) {
+// topOwner follows ReplicaSet → Deployment and Job → CronJob. A ReplicaSet
+// not (yet) in the cache whose name is a Deployment's pod-template-hash
+// suffix names the Deployment, as k8s_attributes' heuristic does.
+func (r *Resolver) topOwner(ns string, refs []metav1.OwnerReference, hash string) (kind, name string) {
 	ref := controllerOf(refs)
 	if ref == nil {
 		return "", ""
@@ -322,6 +351,9 @@ func (r *Resolver) topOwner(ns string, refs []metav1.OwnerReference) (kind, name
 	}
 	obj, ok, _ := next.GetIndexer().GetByKey(ns + "/" + ref.Name)
 	if !ok {
+		if d, cut := strings.CutSuffix(ref.Name, "-"+hash); ref.Kind == "ReplicaSet" && hash != "" && cut {
+			return "Deployment", d
+		}
 		return ref.Kind, ref.Name
 	}
 	if up := controllerOf(obj.(metav1.Object).GetOwnerReferences()); up != nil {

@@ -147,21 +147,21 @@ func TestResolverAgainstAPIServer(t *testing.T) {
 	require.True(t, r.WaitSynced(sctx))
 
 	eventually(t, r, "10.244.1.10", Peer{Kind: KindPod, Name: "web-7f9c-x1", Namespace: "shop", WorkloadKind: "Deployment", WorkloadName: "web",
-		NodeName: "node-a", Zone: "zone-a", ServiceName: "web", ServiceNamespace: "shop"})
-	eventually(t, r, "10.244.2.20", Peer{Kind: KindPod, Name: "db-0", Namespace: "shop", WorkloadKind: "StatefulSet", WorkloadName: "db", NodeName: "node-b", Zone: "zone-b"})
-	eventually(t, r, "10.244.2.21", Peer{Kind: KindPod, Name: "report-2911-abc", Namespace: "shop", WorkloadKind: "CronJob", WorkloadName: "report", NodeName: "node-b", Zone: "zone-b"})
-	eventually(t, r, "10.244.1.11", Peer{Kind: KindPod, Name: "bare", Namespace: "shop", NodeName: "node-a", Zone: "zone-a"})
-	eventually(t, r, "10.1.0.2", Peer{Kind: KindNode, Name: "node-b", NodeName: "node-b", Zone: "zone-b"}) // hostNetwork pod's IP: its node
-	eventually(t, r, "10.244.1.12", Peer{Kind: KindPod, Name: "new", Namespace: "shop", NodeName: "node-a", Zone: "zone-a"})
+		NodeName: "node-a", Zone: "zone-a", ServiceName: "web", ServiceNamespace: "shop", OTelService: "web", OTelNamespace: "shop"})
+	eventually(t, r, "10.244.2.20", Peer{Kind: KindPod, Name: "db-0", Namespace: "shop", WorkloadKind: "StatefulSet", WorkloadName: "db", NodeName: "node-b", Zone: "zone-b", OTelService: "db", OTelNamespace: "shop"})
+	eventually(t, r, "10.244.2.21", Peer{Kind: KindPod, Name: "report-2911-abc", Namespace: "shop", WorkloadKind: "CronJob", WorkloadName: "report", NodeName: "node-b", Zone: "zone-b", OTelService: "report", OTelNamespace: "shop"})
+	eventually(t, r, "10.244.1.11", Peer{Kind: KindPod, Name: "bare", Namespace: "shop", NodeName: "node-a", Zone: "zone-a", OTelService: "bare", OTelNamespace: "shop"})
+	eventually(t, r, "10.1.0.2", Peer{Kind: KindNode, Name: "node-b", NodeName: "node-b", Zone: "zone-b", OTelService: "node-b"}) // hostNetwork pod's IP: its node
+	eventually(t, r, "10.244.1.12", Peer{Kind: KindPod, Name: "new", Namespace: "shop", NodeName: "node-a", Zone: "zone-a", OTelService: "new", OTelNamespace: "shop"})
 	eventually(t, r, "10.244.1.13", Peer{})
-	eventually(t, r, clusterIP.String(), Peer{Kind: KindService, Name: "web", Namespace: "shop"})
+	eventually(t, r, clusterIP.String(), Peer{Kind: KindService, Name: "web", Namespace: "shop", OTelService: "web", OTelNamespace: "shop"})
 	// The Service's EndpointSlice lists web's pod: it backs the Service, no
 	// other address does, and a pod IP is not a Service.
 	require.True(t, r.Backs(clusterIP, netip.MustParseAddr("10.244.1.10")))
 	require.True(t, r.Backs(clusterIP, netip.MustParseAddr("::ffff:10.244.1.10")))
 	require.False(t, r.Backs(clusterIP, netip.MustParseAddr("10.244.2.20")))
 	require.False(t, r.Backs(netip.MustParseAddr("10.244.1.10"), netip.MustParseAddr("10.244.1.10")))
-	eventually(t, r, "::ffff:10.244.2.20", Peer{Kind: KindPod, Name: "db-0", Namespace: "shop", WorkloadKind: "StatefulSet", WorkloadName: "db", NodeName: "node-b", Zone: "zone-b"})
+	eventually(t, r, "::ffff:10.244.2.20", Peer{Kind: KindPod, Name: "db-0", Namespace: "shop", WorkloadKind: "StatefulSet", WorkloadName: "db", NodeName: "node-b", Zone: "zone-b", OTelService: "db", OTelNamespace: "shop"})
 
 	// Updates and deletes.
 	web.Status.Phase = corev1.PodSucceeded
@@ -178,13 +178,13 @@ func TestResolverAgainstAPIServer(t *testing.T) {
 	// The API server goes away: cached answers stay, one error is logged.
 	c.StopAPIServer()
 	require.Eventually(t, func() bool { return r.WatchFailures() > 3 }, 10*time.Second, 100*time.Millisecond)
-	eventually(t, r, "10.244.1.11", Peer{Kind: KindPod, Name: "bare", Namespace: "shop", NodeName: "node-a", Zone: "zone-a"})
+	eventually(t, r, "10.244.1.11", Peer{Kind: KindPod, Name: "bare", Namespace: "shop", NodeName: "node-a", Zone: "zone-a", OTelService: "bare", OTelNamespace: "shop"})
 	require.Equal(t, 1, logs.FilterLevelExact(zapcore.ErrorLevel).Len(), "one clear error while the API is down: %v", logs.FilterLevelExact(zapcore.ErrorLevel).All())
 
 	// It comes back: a pod created meanwhile is found, recovery is logged.
 	c.StartAPIServer()
 	o.pod("shop", "late", "node-b", "10.244.2.30", corev1.PodRunning, false, nil)
-	eventually(t, r, "10.244.2.30", Peer{Kind: KindPod, Name: "late", Namespace: "shop", NodeName: "node-b", Zone: "zone-b"})
+	eventually(t, r, "10.244.2.30", Peer{Kind: KindPod, Name: "late", Namespace: "shop", NodeName: "node-b", Zone: "zone-b", OTelService: "late", OTelNamespace: "shop"})
 	require.Eventually(t, func() bool { return logs.FilterMessageSnippet("reachable again").Len() == 1 }, 20*time.Second, 100*time.Millisecond)
 }
 

@@ -50,7 +50,9 @@ func TestCollectorWithK8sAttributes(t *testing.T) {
 
 	node := testnet.NewNode(t, 21)
 	web := node.AddPod(t, 2)
-	udpClient := node.AddPod(t, 3) // sends UDP to the Service through a socket LB
+	udpClient := node.AddPod(t, 3) // sends UDP to the Service through a socket LB; no pod in the API
+	named := node.AddPod(t, 4)     // app.kubernetes.io/instance and name labels
+	annotated := node.AddPod(t, 5) // the resource.opentelemetry.io/service.name annotation too
 	remote := node.Remote
 
 	// The cluster: this node and the remote one, a Deployment's pod here,
@@ -85,6 +87,16 @@ func TestCollectorWithK8sAttributes(t *testing.T) {
 	}
 	mkPod("web-5d8f-x7k2p", nodeName, web.IPv4, metav1.OwnerReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: &yes},
 		map[string]string{"app": "web", "pod-template-hash": "5d8f"}) // as the ReplicaSet controller labels them
+	mkPod("api-0", nodeName, named.IPv4, metav1.OwnerReference{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "api",
+		UID: "0b7c1e4a-0000-4000-8000-0000000000a1", Controller: &yes}, map[string]string{"app.kubernetes.io/name": "api", "app.kubernetes.io/instance": "shop-api"})
+	p, err := c.Client.CoreV1().Pods("shop").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "cart", Namespace: "shop",
+		Labels:      map[string]string{"app.kubernetes.io/instance": "cart-1"},
+		Annotations: map[string]string{"resource.opentelemetry.io/service.name": "checkout", "resource.opentelemetry.io/service.namespace": "payments"}},
+		Spec: corev1.PodSpec{NodeName: nodeName, Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: annotated.IPv4.String(), PodIPs: []corev1.PodIP{{IP: annotated.IPv4.String()}}}
+	_, err = c.Client.CoreV1().Pods("shop").UpdateStatus(ctx, p, metav1.UpdateOptions{})
+	require.NoError(t, err)
 	mkPod("client-0", "node-remote", remote.IPv4, metav1.OwnerReference{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "client",
 		UID: "0b7c1e4a-0000-4000-8000-00000000c11e", Controller: &yes}, map[string]string{"app": "client"})
 	svc, err := c.Client.CoreV1().Services("shop").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"},
@@ -100,9 +112,14 @@ func TestCollectorWithK8sAttributes(t *testing.T) {
 	testnet.KubeProxy(t, clusterIP, web.IPv4)
 	_, err = remote.NS.Exec("ip", "route", "add", k8stest.ServiceCIDR, "via", fmt.Sprintf("10.251.%d.1", node.ID))
 	require.NoError(t, err)
-	ln, err := testnet.ListenTCP(web.NS, netip.AddrPortFrom(web.IPv4, 8080))
-	require.NoError(t, err)
-	t.Cleanup(ln.Close)
+	for _, l := range []struct {
+		pod  *testnet.Pod
+		port uint16
+	}{{web, 8080}, {named, 8081}, {annotated, 8082}} {
+		ln, err := testnet.ListenTCP(l.pod.NS, netip.AddrPortFrom(l.pod.IPv4, l.port))
+		require.NoError(t, err)
+		t.Cleanup(ln.Close)
+	}
 
 	// The collector.
 	dir := t.TempDir()
@@ -123,7 +140,8 @@ processors:
       - sources: [{from: resource_attribute, name: k8s.pod.ip}]
       - sources: [{from: resource_attribute, name: container.id}]
     extract:
-      metadata: [k8s.pod.name, k8s.namespace.name, k8s.deployment.name, k8s.node.name]
+      metadata: [k8s.pod.name, k8s.namespace.name, k8s.deployment.name, k8s.node.name, service.name, service.namespace]
+      otel_annotations: true
 exporters:
   file/traces: {path: %[5]s/traces.json}
   file/metrics: {path: %[5]s/metrics.json}
@@ -197,6 +215,12 @@ service:
 		}
 		return server && client
 	}, 60*time.Second, 500*time.Millisecond, "server span with processor and peer metadata, client span naming the Service and its backend")
+
+	serviceNames(t, traces, dir, remote, []serviceCase{
+		{web.IPv4, 8080, "web", "shop"}, // the Deployment (the ReplicaSet's owner)
+		{named.IPv4, 8081, "shop-api", "shop"},
+		{annotated.IPv4, 8082, "checkout", "payments"},
+	}, udpClient, nodeName)
 
 	// Flow metrics and flow logs of the pod: the same resource and peer.
 	require.Eventually(t, func() bool {
@@ -327,4 +351,56 @@ service:
 		"our informers log that the API server is gone")
 	time.Sleep(6 * time.Second) // a few more failed probes and watch retries
 	require.Equal(t, 1, strings.Count(output(), clearError), "one clear error, not one per retry:\n%s", output())
+}
+
+type serviceCase struct {
+	ip            netip.Addr
+	port          uint16
+	name, service string
+}
+
+// serviceNames: the remote client dials each local pod; k8s_attributes
+// names each server span's resource by the OpenTelemetry conventions
+// (annotation, instance label, workload), and the client span's
+// peer.service, from the receiver's own informers, is that same name: the
+// two ends of a service-graph edge agree. The unknown pod and the node
+// keep the receiver's fallbacks (its address, the node name).
+func serviceNames(t *testing.T, traces, dir string, remote *testnet.Host, cases []serviceCase, unknown *testnet.Pod, nodeName string) {
+	t.Helper()
+	for _, c := range cases {
+		_, err := testnet.Dial(remote.NS, netip.AddrPortFrom(c.ip, c.port), 100, 2*time.Second)
+		require.NoError(t, err)
+	}
+	_, err := testnet.Dial(unknown.NS, netip.AddrPortFrom(cases[0].ip, cases[0].port), 100, 2*time.Second)
+	require.NoError(t, err)
+	for _, c := range cases {
+		require.Eventually(t, func() bool {
+			var server, client bool
+			for _, s := range readSpans(traces) {
+				a := s.span.Attributes()
+				if s.span.Kind() == ptrace.SpanKindServer && str(s.res, "k8s.pod.ip") == c.ip.String() && str(a, "network.local.port") == fmt.Sprint(c.port) {
+					server = str(s.res, "service.name") == c.name && str(s.res, "service.namespace") == c.service
+				}
+				if s.span.Kind() == ptrace.SpanKindClient && str(a, "server.address") == c.ip.String() && str(a, "server.port") == fmt.Sprint(c.port) {
+					client = str(a, "peer.service") == c.name
+				}
+			}
+			return server && client
+		}, 30*time.Second, 300*time.Millisecond, "%s: server resource service.name %s/%s (k8s_attributes), client peer.service the same", c.ip, c.service, c.name)
+	}
+	require.Eventually(t, func() bool {
+		return anyLogRecord(filepath.Join(dir, "logs.json"), func(res, _ pcommon.Map) bool {
+			return str(res, "k8s.pod.ip") == unknown.IPv4.String() && str(res, "service.name") == unknown.IPv4.String()
+		})
+	}, 30*time.Second, 300*time.Millisecond, "a pod the API does not know: its address")
+	found := false
+	jsonLines(filepath.Join(dir, "metrics.json"), func(line []byte) error {
+		md, err := (&pmetric.JSONUnmarshaler{}).UnmarshalMetrics(line)
+		for i := 0; err == nil && i < md.ResourceMetrics().Len(); i++ {
+			res := md.ResourceMetrics().At(i).Resource().Attributes()
+			found = found || (str(res, "k8s.pod.ip") == "" && str(res, "service.name") == nodeName)
+		}
+		return err
+	})
+	require.True(t, found, "the node's resource: the node name")
 }

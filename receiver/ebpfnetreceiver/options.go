@@ -38,10 +38,13 @@ func convertOptions(cfg *Config, set receiver.Settings, peers convert.PeerResolv
 	opts.ScopeName = metadata.ScopeName
 	opts.ScopeVersion = set.BuildInfo.Version
 	opts.Resource = convert.ResourceOptions{
-		K8sNodeName: cfg.ResourceAttributes.K8sNodeName.Enabled,
-		K8sPodIP:    cfg.ResourceAttributes.K8sPodIP.Enabled,
-		K8sPodUID:   cfg.ResourceAttributes.K8sPodUID.Enabled,
-		ContainerID: cfg.ResourceAttributes.ContainerID.Enabled,
+		K8sNodeName:       cfg.ResourceAttributes.K8sNodeName.Enabled,
+		K8sPodIP:          cfg.ResourceAttributes.K8sPodIP.Enabled,
+		K8sPodUID:         cfg.ResourceAttributes.K8sPodUID.Enabled,
+		ContainerID:       cfg.ResourceAttributes.ContainerID.Enabled,
+		ServiceName:       cfg.ResourceAttributes.ServiceName.Enabled,
+		ServiceNamespace:  cfg.ResourceAttributes.ServiceNamespace.Enabled,
+		ServiceInstanceID: cfg.ResourceAttributes.ServiceInstanceID.Enabled,
 	}
 	// The histograms have no generated config (histograms.yaml): their
 	// defaults stand.

@@ -72,6 +72,10 @@ func (everyPeer) Lookup(a netip.Addr) (k8s.Peer, bool) {
 		ServiceName: "web", NodeName: "node-b", Zone: "zone-b"}, true
 }
 
+func (e everyPeer) PodByUID(string) (k8s.Peer, bool) {
+	return e.Lookup(netip.MustParseAddr("10.244.0.5"))
+}
+
 // everyMetricBatch has flows of every kind, open and closed connections of
 // both roles ending every way, and every loss counter set.
 func everyMetricBatch(at time.Time) *flow.Batch {

@@ -706,10 +706,13 @@ func (rac *ResourceAttributeConfig) Unmarshal(parser *confmap.Conf) error {
 
 // ResourceAttributesConfig provides config for ebpfnet resource attributes.
 type ResourceAttributesConfig struct {
-	ContainerID ResourceAttributeConfig `mapstructure:"container.id"`
-	K8sNodeName ResourceAttributeConfig `mapstructure:"k8s.node.name"`
-	K8sPodIP    ResourceAttributeConfig `mapstructure:"k8s.pod.ip"`
-	K8sPodUID   ResourceAttributeConfig `mapstructure:"k8s.pod.uid"`
+	ContainerID       ResourceAttributeConfig `mapstructure:"container.id"`
+	K8sNodeName       ResourceAttributeConfig `mapstructure:"k8s.node.name"`
+	K8sPodIP          ResourceAttributeConfig `mapstructure:"k8s.pod.ip"`
+	K8sPodUID         ResourceAttributeConfig `mapstructure:"k8s.pod.uid"`
+	ServiceInstanceID ResourceAttributeConfig `mapstructure:"service.instance.id"`
+	ServiceName       ResourceAttributeConfig `mapstructure:"service.name"`
+	ServiceNamespace  ResourceAttributeConfig `mapstructure:"service.namespace"`
 }
 
 func DefaultResourceAttributesConfig() ResourceAttributesConfig {
@@ -724,6 +727,15 @@ func DefaultResourceAttributesConfig() ResourceAttributesConfig {
 			Enabled: true,
 		},
 		K8sPodUID: ResourceAttributeConfig{
+			Enabled: true,
+		},
+		ServiceInstanceID: ResourceAttributeConfig{
+			Enabled: true,
+		},
+		ServiceName: ResourceAttributeConfig{
+			Enabled: true,
+		},
+		ServiceNamespace: ResourceAttributeConfig{
 			Enabled: true,
 		},
 	}

@@ -34,6 +34,9 @@ func TestLogsBuilderAppendLogRecord(t *testing.T) {
 	rb.SetK8sNodeName("k8s.node.name-val")
 	rb.SetK8sPodIP("k8s.pod.ip-val")
 	rb.SetK8sPodUID("k8s.pod.uid-val")
+	rb.SetServiceInstanceID("service.instance.id-val")
+	rb.SetServiceName("service.name-val")
+	rb.SetServiceNamespace("service.namespace-val")
 	res := rb.Emit()
 
 	// append the first log record
@@ -138,6 +141,9 @@ func TestLogsBuilder(t *testing.T) {
 			rb.SetK8sNodeName("k8s.node.name-val")
 			rb.SetK8sPodIP("k8s.pod.ip-val")
 			rb.SetK8sPodUID("k8s.pod.uid-val")
+			rb.SetServiceInstanceID("service.instance.id-val")
+			rb.SetServiceName("service.name-val")
+			rb.SetServiceNamespace("service.namespace-val")
 			res := rb.Emit()
 			logs := lb.Emit(WithLogsResource(res))
 
