@@ -31,6 +31,7 @@ if [ "$want" != build ]; then
   check containerd containerd
   check runc runc
   check tcpdump tcpdump     # counts the non-IP frames on the test node's pod veths
+  check prometheus prometheus   # the Prometheus backend test (examples/backends/prometheus)
   [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
   [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)   # the image's CA bundle
 fi

@@ -19,7 +19,6 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -62,20 +61,8 @@ func TestCollectorWithK8sAttributes(t *testing.T) {
 			Labels: map[string]string{"topology.kubernetes.io/zone": n.zone}}}, metav1.CreateOptions{})
 		require.NoError(t, err)
 	}
-	_, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{})
-	require.NoError(t, err)
+	rs := shopWeb(t, c.Client, "web-5d8f")
 	yes := true
-	tmpl := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
-	sel := &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}
-	dep, err := c.Client.AppsV1().Deployments("shop").Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"},
-		Spec: appsv1.DeploymentSpec{Selector: sel, Template: tmpl}}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	rs, err := c.Client.AppsV1().ReplicaSets("shop").Create(ctx, &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: "web-5d8f", Namespace: "shop",
-		Labels:          map[string]string{"app": "web"},
-		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: dep.UID, Controller: &yes}}},
-		Spec: appsv1.ReplicaSetSpec{Selector: sel, Template: tmpl}}, metav1.CreateOptions{})
-	require.NoError(t, err)
 	mkPod := func(name, nodeName string, ip netip.Addr, owner metav1.OwnerReference, labels map[string]string) {
 		p, err := c.Client.CoreV1().Pods("shop").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop",
 			Labels: labels, OwnerReferences: []metav1.OwnerReference{owner}},
@@ -131,18 +118,7 @@ receivers:
     interfaces: {include: '^(%[2]s-|%[3]s$)', exclude: '', uplink: '^%[3]s$'}
     k8s: {enabled: true, auth_type: kubeConfig, kubeconfig: %[4]s}
 processors:
-  k8s_attributes:
-    auth_type: kubeConfig
-    wait_for_metadata: true
-    filter: {node_from_env_var: K8S_NODE_NAME}
-    pod_association:
-      - sources: [{from: resource_attribute, name: k8s.pod.uid}]
-      - sources: [{from: resource_attribute, name: k8s.pod.ip}]
-      - sources: [{from: resource_attribute, name: container.id}]
-    extract:
-      metadata: [k8s.pod.name, k8s.namespace.name, k8s.deployment.name, k8s.node.name, service.name, service.namespace]
-      otel_annotations: true
-exporters:
+%[6]sexporters:
   file/traces: {path: %[5]s/traces.json}
   file/metrics: {path: %[5]s/metrics.json}
   file/logs: {path: %[5]s/logs.json}
@@ -152,7 +128,7 @@ service:
     traces: {receivers: [ebpfnet], processors: [k8s_attributes], exporters: [file/traces]}
     metrics: {receivers: [ebpfnet], processors: [k8s_attributes], exporters: [file/metrics]}
     logs: {receivers: [ebpfnet], processors: [k8s_attributes], exporters: [file/logs]}
-`, nodeName, testnet.Prefix(node.ID), testnet.UplinkName(node.ID), c.Kubeconfig, dir)
+`, nodeName, testnet.Prefix(node.ID), testnet.UplinkName(node.ID), c.Kubeconfig, dir, k8sAttributesConfig)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(config), 0o600))
 	col := collectortest.Start(t, bin, filepath.Join(dir, "config.yaml"), func(cmd *exec.Cmd) {
 		cmd.Env = append(os.Environ(), "K8S_NODE_NAME="+nodeName, "KUBECONFIG="+c.Kubeconfig)

@@ -1,0 +1,132 @@
+// Package backendtest runs the real backends the examples feed (Debian's
+// Prometheus) as processes of a test, on loopback, and queries them through
+// their own HTTP APIs.
+package backendtest
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Prometheus is a running Prometheus server with the remote-write receiver
+// and exemplar storage on.
+type Prometheus struct {
+	URL string // http://127.0.0.1:port
+}
+
+// StartPrometheus runs /usr/bin/prometheus (Debian's package; scripts/deps.sh
+// installs it) until the end of the test, with an empty scrape config.
+func StartPrometheus(tb testing.TB) *Prometheus {
+	tb.Helper()
+	bin, err := exec.LookPath("prometheus")
+	require.NoError(tb, err, "prometheus is not installed (scripts/deps.sh test installs Debian's package)")
+	dir := tb.TempDir()
+	cfg := filepath.Join(dir, "prometheus.yml")
+	require.NoError(tb, os.WriteFile(cfg, []byte("global: {scrape_interval: 15s}\n"), 0o600))
+	addr := freePort(tb)
+	cmd := exec.Command(bin, "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr, "--web.enable-remote-write-receiver", "--enable-feature=exemplar-storage")
+	out, err := os.Create(filepath.Join(dir, "prometheus.log"))
+	require.NoError(tb, err)
+	cmd.Stdout, cmd.Stderr = out, out
+	require.NoError(tb, cmd.Start())
+	tb.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if tb.Failed() {
+			b, _ := os.ReadFile(out.Name())
+			tb.Logf("prometheus log:\n%s", b)
+		}
+	})
+	p := &Prometheus{URL: "http://" + addr}
+	require.Eventually(tb, func() bool {
+		resp, err := http.Get(p.URL + "/-/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 30*time.Second, 100*time.Millisecond, "prometheus ready")
+	return p
+}
+
+func freePort(tb testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(tb, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Sample is one series of an instant vector.
+type Sample struct {
+	Labels map[string]string
+	Value  float64
+}
+
+// Query evaluates an instant PromQL query now (GET /api/v1/query).
+func (p *Prometheus) Query(tb testing.TB, q string) []Sample {
+	tb.Helper()
+	var res struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			Result []struct {
+				Metric map[string]string `json:"metric"`
+				Value  [2]any            `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	p.get(tb, "/api/v1/query?query="+url.QueryEscape(q), &res)
+	require.Equal(tb, "success", res.Status, "%s: %s", q, res.Error)
+	out := make([]Sample, 0, len(res.Data.Result))
+	for _, r := range res.Data.Result {
+		v, err := strconv.ParseFloat(fmt.Sprint(r.Value[1]), 64)
+		require.NoError(tb, err)
+		out = append(out, Sample{Labels: r.Metric, Value: v})
+	}
+	return out
+}
+
+// Exemplar is one exemplar of a series (GET /api/v1/query_exemplars).
+type Exemplar struct {
+	Labels map[string]string `json:"labels"`
+	Value  string            `json:"value"`
+}
+
+// Exemplars returns the exemplars of the series q selects in the last hour.
+func (p *Prometheus) Exemplars(tb testing.TB, q string) []Exemplar {
+	tb.Helper()
+	var res struct {
+		Status string `json:"status"`
+		Data   []struct {
+			Exemplars []Exemplar `json:"exemplars"`
+		} `json:"data"`
+	}
+	now := time.Now()
+	p.get(tb, fmt.Sprintf("/api/v1/query_exemplars?query=%s&start=%d&end=%d", url.QueryEscape(q), now.Add(-time.Hour).Unix(), now.Unix()+60), &res)
+	require.Equal(tb, "success", res.Status)
+	var out []Exemplar
+	for _, d := range res.Data {
+		out = append(out, d.Exemplars...)
+	}
+	return out
+}
+
+func (p *Prometheus) get(tb testing.TB, path string, v any) {
+	tb.Helper()
+	resp, err := http.Get(p.URL + path)
+	require.NoError(tb, err)
+	defer resp.Body.Close()
+	require.NoError(tb, json.NewDecoder(resp.Body).Decode(v))
+}

@@ -1,0 +1,246 @@
+package ebpfnetreceiver
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/ebpfnet/ebpfnet/internal/backendtest"
+	"github.com/ebpfnet/ebpfnet/internal/collectortest"
+	"github.com/ebpfnet/ebpfnet/internal/k8stest"
+	"github.com/ebpfnet/ebpfnet/internal/testnet"
+)
+
+// backendNode is a test node whose pods are a Deployment's two replicas
+// (web-a, web-c) and a StatefulSet's pod (db-0) in a real API server, with
+// the agent (this receiver, k8s_attributes, the example's spanmetrics
+// overlay) sending OTLP to a gateway running a shipped backend config.
+type backendNode struct {
+	node             *testnet.Node
+	webA, webC, db   *testnet.Pod
+	agentConfig, dir string
+}
+
+const backendNodeName = "node-backends"
+
+func startBackendNode(t *testing.T) *backendNode {
+	c := k8stest.Start(t)
+	ctx := context.Background()
+	b := &backendNode{node: testnet.NewNode(t, 25), dir: t.TempDir()}
+	b.webA, b.webC, b.db = b.node.AddPod(t, 2), b.node.AddPod(t, 3), b.node.AddPod(t, 4)
+	_, err := c.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: backendNodeName,
+		Labels: map[string]string{"topology.kubernetes.io/zone": "zone-a"}}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	rs := shopWeb(t, c.Client, "web-6c9d")
+	yes := true
+	for _, p := range []struct {
+		name  string
+		pod   *testnet.Pod
+		owner metav1.OwnerReference
+	}{
+		{"web-6c9d-a", b.webA, metav1.OwnerReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: &yes}},
+		{"web-6c9d-c", b.webC, metav1.OwnerReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: &yes}},
+		{"db-0", b.db, metav1.OwnerReference{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "db", UID: "0b7c1e4a-0000-4000-8000-0000000000db", Controller: &yes}},
+	} {
+		pod, err := c.Client.CoreV1().Pods("shop").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: "shop",
+			Labels: map[string]string{"pod-template-hash": "6c9d"}, OwnerReferences: []metav1.OwnerReference{p.owner}},
+			Spec: corev1.PodSpec{NodeName: backendNodeName, Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}, metav1.CreateOptions{})
+		require.NoError(t, err)
+		ip := p.pod.IPv4.String()
+		pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}}
+		_, err = c.Client.CoreV1().Pods("shop").UpdateStatus(ctx, pod, metav1.UpdateOptions{})
+		require.NoError(t, err)
+	}
+	b.agentConfig = fmt.Sprintf(`
+receivers:
+  ebpfnet:
+    interval: 1s
+    node_name: %[1]s
+    interfaces: {include: '^%[2]s-', exclude: ''}
+    k8s: {enabled: true, auth_type: kubeConfig, kubeconfig: %[3]s}
+processors:
+  memory_limiter: {check_interval: 1s, limit_mib: 256, spike_limit_mib: 64}
+%[4]s  batch: {send_batch_size: 512, send_batch_max_size: 1024}
+exporters:
+  otlp_grpc: {endpoint: "${env:GATEWAY}", tls: {insecure: true}}
+service:
+  telemetry: {metrics: {level: none}}
+  pipelines:
+    metrics: {receivers: [ebpfnet], processors: [memory_limiter, k8s_attributes, batch], exporters: [otlp_grpc]}
+    traces: {receivers: [ebpfnet], processors: [memory_limiter, k8s_attributes, batch], exporters: [otlp_grpc]}
+`, backendNodeName, testnet.Prefix(b.node.ID), c.Kubeconfig, k8sAttributesConfig)
+	require.NoError(t, os.WriteFile(filepath.Join(b.dir, "agent.yaml"), []byte(b.agentConfig), 0o600))
+	t.Setenv("KUBECONFIG", c.Kubeconfig)
+	return b
+}
+
+// examplePath is a file of examples/ in this checkout.
+func examplePath(parts ...string) string {
+	_, self, _, _ := runtime.Caller(0)
+	return filepath.Join(append([]string{filepath.Dir(self), "..", "..", "examples"}, parts...)...)
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startBackendGateway runs the collector with a shipped gateway config (its own
+// telemetry off: tests run in parallel) and env.
+func startBackendGateway(t *testing.T, bin, config string, env ...string) string {
+	addr := freeAddr(t)
+	collectortest.Start(t, bin, config, func(cmd *exec.Cmd) {
+		cmd.Args = append(cmd.Args, "--set=service::telemetry::metrics::level=none")
+		cmd.Env = append(append(os.Environ(), "OTLP_GRPC_ENDPOINT="+addr), env...)
+	})
+	return addr
+}
+
+// startAgent runs the agent with the test's base config and the overlays.
+func (b *backendNode) startAgent(t *testing.T, bin, gateway string, overlays ...string) *collectortest.Collector {
+	return collectortest.Start(t, bin, filepath.Join(b.dir, "agent.yaml"), func(cmd *exec.Cmd) {
+		for _, o := range overlays {
+			cmd.Args = append(cmd.Args, "--config", o)
+		}
+		cmd.Env = append(os.Environ(), "K8S_NODE_NAME="+backendNodeName, "GATEWAY="+gateway, "SPANMETRICS_FLUSH_INTERVAL=1s")
+	})
+}
+
+// TestBackendPrometheus: the shipped gateway config writes to Debian's
+// Prometheus (remote write), the agent runs the shipped spanmetrics
+// overlay. Two replicas of one Deployment dial a StatefulSet's pod, 12 and
+// 5 times. Required, through Prometheus' HTTP API: the two pods are two
+// series (job shop/web, instance namespace.pod), connection counts per pod
+// equal the dials, flow bytes per pod equal the pod veth's kernel counters,
+// counters cumulative without a reset, the RTT histogram usable with
+// histogram_quantile and carrying exemplars (trace IDs), and spanmetrics'
+// calls per service pair (web → db, client and server) equal the
+// connections.
+func TestBackendPrometheus(t *testing.T) {
+	testnet.RequireRoot(t)
+	b := startBackendNode(t)
+	bin := collectortest.Build(t)
+	prom := backendtest.StartPrometheus(t)
+	gw := startBackendGateway(t, bin, examplePath("backends", "prometheus", "gateway.yaml"), "PROMETHEUS_URL="+prom.URL)
+	ln, err := testnet.ListenTCP(b.db.NS, netip.AddrPortFrom(b.db.IPv4, 5432))
+	require.NoError(t, err)
+	t.Cleanup(ln.Close)
+	b.startAgent(t, bin, gw, examplePath("backends", "prometheus", "agent-spanmetrics.yaml"))
+
+	for _, v := range []*testnet.Pod{b.webA, b.webC} {
+		testnet.WaitQuiet(t, v.Veth)
+	}
+	before := map[*testnet.Pod]testnet.LinkStats{b.webA: testnet.Stats(t, b.webA.Veth), b.webC: testnet.Stats(t, b.webC.Veth)}
+	dials := map[*testnet.Pod]int{b.webA: 12, b.webC: 5}
+	for pod, n := range dials {
+		for i := 0; i < n; i++ {
+			_, err := testnet.Dial(pod.NS, netip.AddrPortFrom(b.db.IPv4, 5432), 1000+i, 2*time.Second)
+			require.NoError(t, err)
+		}
+	}
+	wire := map[string]float64{}
+	for pod := range dials {
+		testnet.WaitQuiet(t, pod.Veth)
+		d := testnet.Stats(t, pod.Veth).Sub(before[pod])
+		wire[pod.IPv4.String()] = float64(d.RxBytes + d.TxBytes)
+	}
+
+	byInstance := func(q string) map[string]float64 {
+		out := map[string]float64{}
+		for _, s := range prom.Query(t, q) {
+			out[s.Labels["job"]+" "+s.Labels["instance"]] = s.Value
+		}
+		return out
+	}
+	want := map[string]float64{"shop/web shop.web-6c9d-a": 12, "shop/web shop.web-6c9d-c": 5}
+	opened := `sum by (job, instance) (ebpfnet_tcp_connections_opened_total{ebpfnet_tcp_role="client", job="shop/web"})`
+	require.Eventually(t, func() bool { return fmt.Sprint(byInstance(opened)) == fmt.Sprint(want) }, 60*time.Second, time.Second,
+		"client connections per pod: two series, each the pod's dials")
+	calls := `sum by (service_name, peer_service, span_kind) (traces_span_metrics_calls_total{service_name=~"web|db"})`
+	wantCalls := fmt.Sprint([]string{"db  SPAN_KIND_SERVER 17", "web db SPAN_KIND_CLIENT 17"})
+	require.Eventually(t, func() bool {
+		var got []string
+		for _, s := range prom.Query(t, calls) {
+			got = append(got, fmt.Sprintf("%s %s %s %v", s.Labels["service_name"], s.Labels["peer_service"], s.Labels["span_kind"], s.Value))
+		}
+		slices.Sort(got)
+		return fmt.Sprint(got) == wantCalls
+	}, 60*time.Second, time.Second, "spanmetrics calls per service pair = the connections; got %v", prom.Query(t, calls))
+
+	for ip, bytes := range wire {
+		q := fmt.Sprintf(`sum(ebpfnet_flow_io_bytes_total{k8s_pod_ip=%q})`, ip)
+		require.Eventually(t, func() bool {
+			s := prom.Query(t, q)
+			return len(s) == 1 && s[0].Value == bytes
+		}, 30*time.Second, time.Second, "%s: flow bytes = the veth's kernel counters (%v); got %v", ip, bytes, prom.Query(t, q))
+	}
+	time.Sleep(3 * time.Second) // a few more remote writes of the same cumulative series
+	require.Equal(t, want, byInstance(opened), "no count changed")
+	for _, s := range prom.Query(t, `resets(ebpfnet_tcp_connections_opened_total[10m]) + resets(ebpfnet_flow_io_bytes_total[10m])`) {
+		require.Zero(t, s.Value, "counter reset in %v", s.Labels)
+	}
+	// The buckets since the start (a rate needs a second point of a series
+	// whose first already held every connection, as here).
+	q := `histogram_quantile(0.5, sum by (le, job) (ebpfnet_tcp_rtt_seconds_bucket{ebpfnet_tcp_role="client", job="shop/web"}))`
+	med := prom.Query(t, q)
+	require.Len(t, med, 1, q)
+	require.False(t, math.IsNaN(med[0].Value), q)
+	require.Greater(t, med[0].Value, 0.0, "median RTT")
+	require.Less(t, med[0].Value, 0.1, "median RTT on a veth")
+	ex := prom.Exemplars(t, `ebpfnet_tcp_rtt_seconds_bucket{job="shop/web"}`)
+	require.NotEmpty(t, ex, "exemplars of the RTT histogram")
+	require.Regexp(t, "^[0-9a-f]{32}$", ex[0].Labels["trace_id"], "an exemplar names its connection's trace")
+}
+
+// shopWeb creates namespace shop, Deployment web and its ReplicaSet
+// rsName (as the Deployment controller would) in the API server.
+func shopWeb(t *testing.T, client kubernetes.Interface, rsName string) *appsv1.ReplicaSet {
+	ctx := context.Background()
+	_, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	yes := true
+	tmpl := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
+	sel := &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}
+	dep, err := client.AppsV1().Deployments("shop").Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"},
+		Spec: appsv1.DeploymentSpec{Selector: sel, Template: tmpl}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	rs, err := client.AppsV1().ReplicaSets("shop").Create(ctx, &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: rsName, Namespace: "shop",
+		Labels:          map[string]string{"app": "web"},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: dep.UID, Controller: &yes}}},
+		Spec: appsv1.ReplicaSetSpec{Selector: sel, Template: tmpl}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	return rs
+}
+
+// k8sAttributesConfig is the test collectors' k8s_attributes processor:
+// the examples' association and extraction, kubeconfig auth.
+const k8sAttributesConfig = `  k8s_attributes:
+    auth_type: kubeConfig
+    wait_for_metadata: true
+    filter: {node_from_env_var: K8S_NODE_NAME}
+    pod_association:
+      - sources: [{from: resource_attribute, name: k8s.pod.uid}]
+      - sources: [{from: resource_attribute, name: k8s.pod.ip}]
+      - sources: [{from: resource_attribute, name: container.id}]
+    extract:
+      metadata: [k8s.pod.name, k8s.namespace.name, k8s.deployment.name, k8s.statefulset.name, k8s.node.name, service.name, service.namespace]
+      otel_annotations: true
+`
