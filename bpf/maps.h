@@ -173,4 +173,10 @@ struct {
  * ring's size). */
 volatile const __u64 ring_wakeup_bytes = 1;
 
+/* untraced_netns — the network namespace (inode) whose TCP sockets get no
+ * connection state: no span, no connection metric, no RTT callbacks. Set by
+ * user space at load to its own namespace (the node's, for an agent on the
+ * host network) with `tcp_sockets: pods`; 0 traces every socket. */
+volatile const __u32 untraced_netns = 0;
+
 #endif /* EBPFNET_MAPS_H */

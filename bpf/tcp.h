@@ -47,12 +47,26 @@ static __always_inline __u8 failed_connect_result(int err)
 	return RESULT_FAILED_OTHER;
 }
 
+/* The inode of sk's network namespace (/proc/<pid>/ns/net's), CO-RE
+ * through possible_net_t. */
+static __always_inline __u32 sock_netns(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+/* Whether sk is in the namespace `tcp_sockets: pods` leaves out. */
+static __always_inline bool untraced(const struct sock *sk)
+{
+	return untraced_netns && sock_netns(sk) == untraced_netns;
+}
+
 static __always_inline void conn_start(const struct sock *sk, __u64 cookie, __u8 role, __u64 now)
 {
 	struct conn_state st = {.start_ns = now, .role = role};
 
-	/* CO-RE read through possible_net_t; equal to /proc/<pid>/ns/net's inode. */
-	st.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	st.netns = sock_netns(sk);
+	if (untraced_netns && st.netns == untraced_netns)
+		return;
 
 	if (role == ROLE_CLIENT) {
 		/* connect() runs in the caller's context: the process is known. */
@@ -134,7 +148,7 @@ static __always_inline void event_from_state(struct conn_event *e, const struct 
 	}
 	e->sk_err = sk->sk_err;
 	/* CO-RE read through possible_net_t; equal to /proc/<pid>/ns/net's inode. */
-	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	e->netns = sock_netns(sk);
 	if (st->established_ns) {
 		e->family = st->family;
 		e->local_port = st->local_port;
@@ -287,7 +301,9 @@ static __always_inline void sockops_start(struct sock *sk, __u64 cookie, __u8 ro
 
 	if (bpf_map_lookup_elem(&conns, &cookie))
 		return; /* the usual case: the tracepoint recorded it */
-	st.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	st.netns = sock_netns(sk);
+	if (untraced_netns && st.netns == untraced_netns)
+		return;
 	/* Not counted when the map is full: the tracepoint counted this socket
 	 * already (COUNTER_CONN_STATE_FULL), or the kernel skipped it, which
 	 * state_changes.missed counts. Counting here too counted each lost
@@ -313,11 +329,11 @@ static __always_inline int handle_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		sk = sockops_sk(skops);
+		if (!sk || untraced(sk))
+			break;
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_RTT_CB_FLAG |
 							 BPF_SOCK_OPS_STATE_CB_FLAG);
-		sk = sockops_sk(skops);
-		if (!sk)
-			break;
 		cookie = bpf_get_socket_cookie(skops);
 		if (op == BPF_SOCK_OPS_TCP_CONNECT_CB) {
 			sockops_start(sk, cookie, ROLE_CLIENT, bpf_ktime_get_ns());

@@ -29,6 +29,10 @@ type Options struct {
 	// first cgroup2 mount in /proc/self/mountinfo. In a container, mount
 	// the host's cgroup2 hierarchy and name it here.
 	CgroupPath string
+	// PodSocketsOnly leaves out the TCP sockets of this process's network
+	// namespace (the node's, for an agent on the host network): spans and
+	// connection metrics cover the sockets of pods with their own network.
+	PodSocketsOnly bool
 }
 
 // Defaults of Options.
@@ -137,6 +141,15 @@ func (o Options) size(spec *ebpf.CollectionSpec) error {
 	// reads every connReadPeriod (ReadConns).
 	if err := spec.Variables[ebpfnetVarRingWakeupBytes].Set(uint64(o.RingSize / 4)); err != nil {
 		return fmt.Errorf("set ring_wakeup_bytes: %w", err)
+	}
+	if o.PodSocketsOnly {
+		own := OwnNetns()
+		if own == 0 {
+			return errors.New("tcp_sockets pods: cannot read this process's network namespace (/proc/self/ns/net)")
+		}
+		if err := spec.Variables[ebpfnetVarUntracedNetns].Set(own); err != nil {
+			return fmt.Errorf("set untraced_netns: %w", err)
+		}
 	}
 	return nil
 }

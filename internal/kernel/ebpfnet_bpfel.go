@@ -211,6 +211,7 @@ const (
 	ebpfnetVarClockJiffies        = "clock_jiffies"
 	ebpfnetVarClockJiffiesAfter   = "clock_jiffies_after"
 	ebpfnetVarRingWakeupBytes     = "ring_wakeup_bytes"
+	ebpfnetVarUntracedNetns       = "untraced_netns"
 	ebpfnetVarUnusedConnEvent     = "unused_conn_event"
 	ebpfnetVarUnusedConnResult    = "unused_conn_result"
 	ebpfnetVarUnusedConnRole      = "unused_conn_role"
@@ -305,6 +306,7 @@ type ebpfnetVariableSpecs struct {
 	ClockJiffies        *ebpf.VariableSpec `ebpf:"clock_jiffies"`
 	ClockJiffiesAfter   *ebpf.VariableSpec `ebpf:"clock_jiffies_after"`
 	RingWakeupBytes     *ebpf.VariableSpec `ebpf:"ring_wakeup_bytes"`
+	UntracedNetns       *ebpf.VariableSpec `ebpf:"untraced_netns"`
 	UnusedConnEvent     *ebpf.VariableSpec `ebpf:"unused_conn_event"`
 	UnusedConnResult    *ebpf.VariableSpec `ebpf:"unused_conn_result"`
 	UnusedConnRole      *ebpf.VariableSpec `ebpf:"unused_conn_role"`
@@ -373,6 +375,7 @@ type ebpfnetVariables struct {
 	ClockJiffies        *ebpf.Variable `ebpf:"clock_jiffies"`
 	ClockJiffiesAfter   *ebpf.Variable `ebpf:"clock_jiffies_after"`
 	RingWakeupBytes     *ebpf.Variable `ebpf:"ring_wakeup_bytes"`
+	UntracedNetns       *ebpf.Variable `ebpf:"untraced_netns"`
 	UnusedConnEvent     *ebpf.Variable `ebpf:"unused_conn_event"`
 	UnusedConnResult    *ebpf.Variable `ebpf:"unused_conn_result"`
 	UnusedConnRole      *ebpf.Variable `ebpf:"unused_conn_role"`

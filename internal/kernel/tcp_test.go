@@ -334,3 +334,58 @@ func TestConnStateFullCountsEachSocketOnce(t *testing.T) {
 	// twice, ours alone would be at least 2*(2*n-16) = 128.
 	require.LessOrEqual(t, lost, uint64(2*n+8), "each lost socket counted once")
 }
+
+// TestPodSocketsOnly: with PodSocketsOnly, the sockets of this process's
+// network namespace (the host's here) get no event, however many; those of
+// other namespaces (a pod and a remote host of a test node) get theirs, on
+// both sides.
+func TestPodSocketsOnly(t *testing.T) {
+	testnet.RequireRoot(t)
+	d, err := Load(Options{MaxFlows: 64, PodSocketsOnly: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { d.Close() })
+	require.NoError(t, d.AttachTCP())
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	hostPort := netip.MustParseAddrPort(ln.Addr().String()).Port()
+	for i := 0; i < 20; i++ {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		require.NoError(t, err)
+		c.Close()
+	}
+	node := testnet.NewNode(t, 26)
+	pod := node.AddPod(t, 2)
+	pl, err := testnet.ListenTCP(pod.NS, netip.AddrPortFrom(pod.IPv4, 8080))
+	require.NoError(t, err)
+	t.Cleanup(pl.Close)
+	for i := 0; i < 5; i++ {
+		_, err := testnet.Dial(node.Remote.NS, netip.AddrPortFrom(pod.IPv4, 8080), 100, 2*time.Second)
+		require.NoError(t, err)
+	}
+	time.Sleep(300 * time.Millisecond) // the last sockets reach CLOSE
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	host, pods := 0, map[uint8]int{}
+	_ = d.readEvents(ctx, func(e *ConnEvent) {
+		switch {
+		case e.LocalPort == hostPort || e.RemotePort == hostPort:
+			host++
+		case e.LocalPort == 8080 || e.RemotePort == 8080:
+			pods[e.Role]++
+		}
+	})
+	require.Zero(t, host, "the host's sockets are not traced")
+	require.Equal(t, map[uint8]int{uint8(flow.Client): 5, uint8(flow.Server): 5}, pods, "both sides of every pod connection")
+}

@@ -85,6 +85,15 @@ type Config struct {
 	// In a container, mount the host's /sys/fs/cgroup and name it here.
 	CgroupPath string `mapstructure:"cgroup_path"`
 
+	// TCPSockets selects the TCP sockets that get connection spans and
+	// connection metrics: all (every socket of the node, in every network
+	// namespace, the node's own processes and loopback too) or pods (the
+	// sockets of network namespaces other than the collector's own, which
+	// on the host network is the node's: pods with their own network;
+	// hostNetwork pods and node processes are left out, in the kernel).
+	// Flows are scoped by interfaces, whatever this says. Default all.
+	TCPSockets string `mapstructure:"tcp_sockets"`
+
 	// K8s adds the peer's Kubernetes identity (pod, workload, Service,
 	// node, zone) from the API server. Off by default (no Kubernetes).
 	K8s K8sConfig `mapstructure:"k8s"`
@@ -156,6 +165,9 @@ func (c *Config) Validate() error {
 		if msgs := validation.IsDNS1123Subdomain(c.NodeName); len(msgs) > 0 {
 			errs = append(errs, fmt.Errorf("node_name %q is not a Kubernetes node name: %s", c.NodeName, strings.Join(msgs, "; ")))
 		}
+	}
+	if c.TCPSockets != "all" && c.TCPSockets != "pods" {
+		errs = append(errs, fmt.Errorf("tcp_sockets must be all or pods, got %q", c.TCPSockets))
 	}
 	if c.CgroupPath != "" && !filepath.IsAbs(c.CgroupPath) {
 		errs = append(errs, fmt.Errorf("cgroup_path must be an absolute path, got %q", c.CgroupPath))

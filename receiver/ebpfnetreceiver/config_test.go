@@ -23,6 +23,7 @@ func TestLoadConfig(t *testing.T) {
 	custom.Interval = 5 * time.Second
 	custom.MaxFlows = 65536
 	custom.AttachMode = "tc"
+	custom.TCPSockets = "pods"
 	custom.NodeName = "node-a"
 	custom.Temporality = "delta"
 	custom.SeriesIdleTimeout = time.Minute
@@ -51,6 +52,7 @@ func TestLoadConfig(t *testing.T) {
 		{name: "map_too_small", wantErr: "max_flows must be between 16 and 16777216, got 8"},
 		{name: "map_too_large", wantErr: "max_flows must be between 16 and 16777216, got 100000000"},
 		{name: "bad_attach_mode", wantErr: `attach_mode must be auto, tcx or tc, got "xdp"`},
+		{name: "bad_tcp_sockets", wantErr: `tcp_sockets must be all or pods, got "host"`},
 		{name: "bad_temporality", wantErr: `temporality must be cumulative or delta, got "gauge"`},
 		{name: "ring_not_power_of_two", wantErr: "ring_buffer_size must be a power of two between 4096 and 1073741824, got 5000"},
 		{name: "ring_too_small", wantErr: "ring_buffer_size must be a power of two between 4096 and 1073741824, got 2048"},

@@ -88,7 +88,8 @@ func (k *kernelDatapath) stop() {
 func loadDatapath(cfg *Config, logger *zap.Logger, onError func(error)) (datapath, error) {
 	// Validate kept the sizes within 32 bits.
 	d, err := kernel.Load(kernel.Options{MaxFlows: uint32(cfg.MaxFlows), MaxConns: uint32(cfg.MaxConnections),
-		RingSize: uint32(cfg.RingBufferSize), CgroupPath: cfg.CgroupPath})
+		RingSize: uint32(cfg.RingBufferSize), CgroupPath: cfg.CgroupPath,
+		PodSocketsOnly: cfg.TCPSockets == "pods"})
 	if err != nil {
 		return nil, err
 	}

@@ -37,6 +37,7 @@ func createDefaultConfig() component.Config {
 			Uplink:  defaultUplink,
 		},
 		AttachMode:           "auto",
+		TCPSockets:           "all",
 		Temporality:          "cumulative",
 		SeriesIdleTimeout:    5 * time.Minute,
 		MaxSeries:            100000,
