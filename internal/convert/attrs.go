@@ -21,11 +21,12 @@ const (
 	WithPeerServiceName
 	WithPeerNodeName
 	WithPeerZone
+	WithCrossZone
 )
 
 // WithPeerK8s are the peer's Kubernetes attributes.
 const WithPeerK8s = WithPeerKind | WithPeerPodName | WithPeerNamespace | WithPeerWorkloadKind | WithPeerWorkloadName |
-	WithPeerServiceName | WithPeerNodeName | WithPeerZone
+	WithPeerServiceName | WithPeerNodeName | WithPeerZone | WithCrossZone
 
 // DefaultFlowAttrs is peer level: no ports, no interface.
 const DefaultFlowAttrs = WithDirection | WithTransport | WithNetworkType | WithPeerAddress | WithPeerK8s
@@ -37,7 +38,7 @@ var AttrsByName = map[string]Attrs{
 	AttrInterface: WithInterface, AttrPeerKind: WithPeerKind, AttrPeerPodName: WithPeerPodName,
 	AttrPeerNamespace: WithPeerNamespace, AttrPeerWorkloadKind: WithPeerWorkloadKind,
 	AttrPeerWorkloadName: WithPeerWorkloadName, AttrPeerServiceName: WithPeerServiceName,
-	AttrPeerNodeName: WithPeerNodeName, AttrPeerZone: WithPeerZone,
+	AttrPeerNodeName: WithPeerNodeName, AttrPeerZone: WithPeerZone, AttrCrossZone: WithCrossZone,
 }
 
 // DefaultAttrs are a metric's attributes when its config selects none.

@@ -74,6 +74,7 @@ func (r *resourceMetrics) metric(c *Converter, id Metric) pmetric.Metric {
 // emit writes every series, one ResourceMetrics per local endpoint (the
 // node first), and the receiver's own metrics on the node's.
 func (c *Converter) emit(b *flow.Batch) pmetric.Metrics {
+	c.zone = localZone(&c.opts)
 	md := pmetric.NewMetrics()
 	ts := pcommon.NewTimestampFromTime(b.Time)
 	node := c.newResource(md, netip.Addr{})
@@ -135,7 +136,7 @@ func (c *Converter) putSeriesAttrs(m pcommon.Map, k *seriesKey) {
 		}
 		if attrs&WithPeerAddress != 0 {
 			m.PutStr(AttrPeerAddress, k.peer.String())
-			putPeer(m, c.opts.Peers, k.peer, attrs)
+			putPeer(m, c.opts.Peers, k.peer, attrs, c.zone)
 		}
 		return
 	}
@@ -154,7 +155,7 @@ func (c *Converter) putSeriesAttrs(m pcommon.Map, k *seriesKey) {
 	}
 	if attrs&WithPeerAddress != 0 {
 		m.PutStr(AttrPeerAddress, k.peer.String())
-		putPeer(m, c.opts.Peers, k.peer, attrs)
+		putPeer(m, c.opts.Peers, k.peer, attrs, c.zone)
 	}
 	if k.ports && attrs&WithPeerPort != 0 {
 		m.PutInt(AttrPeerPort, int64(k.peerPort))

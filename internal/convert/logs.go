@@ -17,6 +17,7 @@ func Logs(opts Options, b *flow.Batch) plog.Logs {
 	if !opts.FlowEvents {
 		return ld
 	}
+	zone := localZone(&opts)
 	observed := pcommon.NewTimestampFromTime(b.Time)
 	// Records per resource first, so each resource's record slice is
 	// allocated once.
@@ -46,7 +47,7 @@ func Logs(opts Options, b *flow.Batch) plog.Logs {
 		putFlowRecord(lr, f, observed, addrs)
 		a := lr.Attributes()
 		served := f.Served()
-		putPeer(a, opts.Peers, served.Addr(), WithPeerK8s)
+		putPeer(a, opts.Peers, served.Addr(), WithPeerK8s, zone)
 		if svc := f.Service(); svc.IsValid() {
 			// As on a client span: server.* is the Service the client
 			// addressed; network.peer.* and the peer attributes are what

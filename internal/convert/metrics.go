@@ -82,6 +82,7 @@ func DefaultOptions() Options {
 // safe for concurrent use.
 type Converter struct {
 	opts       Options
+	zone       string    // this node's, at the last emit (localZone)
 	start      time.Time // when the kernel began counting
 	store      *store
 	conns      openConns

@@ -24,6 +24,8 @@ const (
 	AttrPeerServiceNamespace = "peer.k8s.service.namespace"
 	AttrPeerNodeName         = "peer.k8s.node.name"
 	AttrPeerZone             = "peer.cloud.availability_zone"
+	// AttrCrossZone: the peer's zone is not this node's (both known).
+	AttrCrossZone = "ebpfnet.cross_zone"
 )
 
 // PeerResolver resolves a peer address to its Kubernetes identity
@@ -31,10 +33,20 @@ const (
 type PeerResolver interface {
 	Lookup(netip.Addr) (k8s.Peer, bool)
 	PodByUID(uid string) (k8s.Peer, bool)
+	NodeZone(node string) string
 }
 
-// putPeer adds the selected peer attributes of addr, if it resolves.
-func putPeer(m pcommon.Map, r PeerResolver, addr netip.Addr, attrs Attrs) {
+// localZone is the zone of the node the collector runs on ("": unknown).
+func localZone(opts *Options) string {
+	if opts.Peers == nil || opts.NodeName == "" {
+		return ""
+	}
+	return opts.Peers.NodeZone(opts.NodeName)
+}
+
+// putPeer adds the selected peer attributes of addr, if it resolves, and
+// whether its zone is another than zone (this node's).
+func putPeer(m pcommon.Map, r PeerResolver, addr netip.Addr, attrs Attrs, zone string) {
 	if r == nil || !addr.IsValid() {
 		return
 	}
@@ -61,6 +73,9 @@ func putPeer(m pcommon.Map, r PeerResolver, addr netip.Addr, attrs Attrs) {
 	}
 	put(AttrPeerNodeName, p.NodeName)
 	put(AttrPeerZone, p.Zone)
+	if p.Zone != "" && zone != "" && attrs&WithCrossZone != 0 {
+		m.PutBool(AttrCrossZone, p.Zone != zone)
+	}
 }
 
 // putDialedService names the Service a client dialed when a socket-level

@@ -17,6 +17,14 @@ type fakePeers map[netip.Addr]k8s.Peer
 
 func (f fakePeers) Lookup(a netip.Addr) (k8s.Peer, bool) { p, ok := f[a]; return p, ok }
 
+// NodeZone: node-a is in zone-a.
+func (f fakePeers) NodeZone(node string) string {
+	if node == "node-a" {
+		return "zone-a"
+	}
+	return ""
+}
+
 // PodByUID finds a pod whose Name is uid (the fakes' pods are named so).
 func (f fakePeers) PodByUID(uid string) (k8s.Peer, bool) {
 	for _, p := range f {

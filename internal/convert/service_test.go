@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/ebpfnet/ebpfnet/internal/flow"
@@ -118,4 +119,45 @@ func str(m pcommon.Map, k string) string {
 		return v.AsString()
 	}
 	return ""
+}
+
+// TestCrossZone: ebpfnet.cross_zone says whether the peer's zone is not
+// this node's, on metric points, flow records and spans; absent when
+// either zone is unknown.
+func TestCrossZone(t *testing.T) {
+	same, unknownZone := netip.MustParseAddr("10.244.1.11"), netip.MustParseAddr("10.244.1.12")
+	opts := testOptions() // node-a, in zone-a (fakePeers.NodeZone)
+	opts.Peers = fakePeers{
+		peer:        {Kind: k8s.KindPod, Name: "db-0", Namespace: "shop", NodeName: "node-b", Zone: "zone-b"},
+		same:        {Kind: k8s.KindPod, Name: "web-2", Namespace: "shop", NodeName: "node-a", Zone: "zone-a"},
+		unknownZone: {Kind: k8s.KindPod, Name: "job-1", Namespace: "shop", NodeName: "node-c"},
+	}
+	want := map[string]any{peer.String(): true, same.String(): false, unknownZone.String(): nil, ext.String(): nil}
+	b := &flow.Batch{Time: t0.Add(10 * time.Second), TableCapacity: 1024}
+	for i, a := range []netip.Addr{peer, same, unknownZone, ext} {
+		b.Flows = append(b.Flows, podFlow(ap(pod, uint16(40000+i)), ap(a, 443), flow.ProtoTCP, flow.Transmit, 100, 1, t0))
+	}
+	crossing := func(m pcommon.Map) any {
+		if v, ok := m.Get(AttrCrossZone); ok {
+			return v.Bool()
+		}
+		return nil
+	}
+	got := map[string]any{}
+	forMetric(NewConverter(opts, t0).Metrics(b), MetricFlowIO, func(m pmetric.Metric) {
+		for j := 0; j < m.Sum().DataPoints().Len(); j++ {
+			a := m.Sum().DataPoints().At(j).Attributes()
+			got[str(a, AttrPeerAddress)] = crossing(a)
+		}
+	})
+	require.Equal(t, want, got, "flow metric")
+	got = map[string]any{}
+	recs := Logs(opts, b).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords()
+	for j := 0; j < recs.Len(); j++ {
+		got[str(recs.At(j).Attributes(), "destination.address")] = crossing(recs.At(j).Attributes())
+	}
+	require.Equal(t, want, got, "flow log")
+	c := flow.Conn{Role: flow.Client, Local: ap(pod, 40010), Remote: ap(peer, 5432), Start: t0, Established: t0, End: t0.Add(time.Second)}
+	c.TraceID, c.SpanID, c.ParentSpanID = flow.ConnIDs(&c)
+	require.Equal(t, true, crossing(Traces(opts, []flow.Conn{c}).ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).Attributes()), "span")
 }

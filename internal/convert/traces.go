@@ -39,6 +39,7 @@ const (
 // local endpoint's resource.
 func Traces(opts Options, conns []flow.Conn) ptrace.Traces {
 	td := ptrace.NewTraces()
+	zone := localZone(&opts)
 	// One resource per local pod, and per container where the socket's
 	// cgroup names one (client sides, hostNetwork pods too); on the node,
 	// one per process executable (client sides) outside pods.
@@ -71,7 +72,7 @@ func Traces(opts Options, conns []flow.Conn) ptrace.Traces {
 		}
 		s := ss.Spans().AppendEmpty()
 		putConnSpan(s, c)
-		putPeer(s.Attributes(), opts.Peers, c.Peer().Addr().Unmap(), WithPeerK8s)
+		putPeer(s.Attributes(), opts.Peers, c.Peer().Addr().Unmap(), WithPeerK8s, zone)
 		if svc := c.Service(); svc.IsValid() {
 			putDialedService(s.Attributes(), opts.Peers, svc.Addr().Unmap())
 		}

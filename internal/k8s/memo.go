@@ -40,5 +40,8 @@ func (m *Memo) Backs(service, backend netip.Addr) bool {
 // PodByUID is Resolver.PodByUID (a map read already).
 func (m *Memo) PodByUID(uid string) (Peer, bool) { return m.r.PodByUID(uid) }
 
+// NodeZone is Resolver.NodeZone (a map read already).
+func (m *Memo) NodeZone(node string) string { return m.r.NodeZone(node) }
+
 // Reset forgets the remembered lookups.
 func (m *Memo) Reset() { clear(m.seen) }

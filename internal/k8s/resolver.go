@@ -307,6 +307,10 @@ func newestPod(objs []any) *corev1.Pod {
 	return best
 }
 
+// NodeZone is the topology.kubernetes.io/zone label of the named node
+// ("" if unknown).
+func (r *Resolver) NodeZone(node string) string { return r.zone(node) }
+
 func (r *Resolver) zone(node string) string {
 	if node == "" {
 		return ""

@@ -162,7 +162,10 @@ func (n *Node) startContainerd(t testing.TB) {
 	if err := os.MkdirAll(cni, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(cni, "10-ebpfnet.conflist"), []byte(fmt.Sprintf(cniConfig, PodCIDR)))
+	// The addresses host-local hands out are kept in this run's directory:
+	// in its default, /var/lib/cni, those of pods a test's teardown killed
+	// without a CNI DEL accumulated until the range was exhausted.
+	writeFile(t, filepath.Join(cni, "10-ebpfnet.conflist"), []byte(fmt.Sprintf(cniConfig, PodCIDR, filepath.Join(n.run, "cni-ipam"))))
 	conf := filepath.Join(n.run, "containerd.toml")
 	// restrict_oom_score_adj: this machine withholds CAP_SYS_RESOURCE, so a
 	// negative oom_score_adj fails (runc then reports only "can't get final
@@ -205,7 +208,7 @@ const cniConfig = `{
   "name": "ebpfnet-test",
   "plugins": [
     {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-     "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "routes": [{"dst": "0.0.0.0/0"}], "dataDir": %q}},
     {"type": "portmap", "capabilities": {"portMappings": true}},
     {"type": "loopback"}
   ]

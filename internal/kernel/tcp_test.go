@@ -36,13 +36,7 @@ func TestConnRingFullIsCounted(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
+		acceptAndClose(ln)
 	}()
 	const n = 100
 	for i := 0; i < n; i++ {
@@ -197,15 +191,7 @@ func TestDialedAddressUnderSocketLB(t *testing.T) {
 	require.NoError(t, err)
 	defer l.Close()
 
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go acceptAndClose(ln)
 	for _, target := range []netip.AddrPort{service, backend} {
 		c, err := net.Dial("tcp", target.String())
 		require.NoError(t, err, "dial %s", target)
@@ -349,15 +335,7 @@ func TestPodSocketsOnly(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go acceptAndClose(ln)
 	hostPort := netip.MustParseAddrPort(ln.Addr().String()).Port()
 	for i := 0; i < 20; i++ {
 		c, err := net.Dial("tcp", ln.Addr().String())
@@ -388,4 +366,16 @@ func TestPodSocketsOnly(t *testing.T) {
 	})
 	require.Zero(t, host, "the host's sockets are not traced")
 	require.Equal(t, map[uint8]int{uint8(flow.Client): 5, uint8(flow.Server): 5}, pods, "both sides of every pod connection")
+}
+
+// acceptAndClose accepts connections on ln and closes each, until ln is
+// closed.
+func acceptAndClose(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
 }

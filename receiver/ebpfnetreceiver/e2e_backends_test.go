@@ -43,25 +43,29 @@ func startBackendNode(t *testing.T) *backendNode {
 	ctx := context.Background()
 	b := &backendNode{node: testnet.NewNode(t, 25), dir: t.TempDir()}
 	b.webA, b.webC, b.db = b.node.AddPod(t, 2), b.node.AddPod(t, 3), b.node.AddPod(t, 4)
-	_, err := c.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: backendNodeName,
-		Labels: map[string]string{"topology.kubernetes.io/zone": "zone-a"}}}, metav1.CreateOptions{})
-	require.NoError(t, err)
+	for node, zone := range map[string]string{backendNodeName: "zone-a", "node-b": "zone-b"} {
+		_, err := c.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node,
+			Labels: map[string]string{"topology.kubernetes.io/zone": zone}}}, metav1.CreateOptions{})
+		require.NoError(t, err)
+	}
 	rs := shopWeb(t, c.Client, "web-6c9d")
 	yes := true
 	for _, p := range []struct {
-		name  string
-		pod   *testnet.Pod
-		owner metav1.OwnerReference
+		name, node string
+		ip         netip.Addr
+		owner      metav1.OwnerReference
 	}{
-		{"web-6c9d-a", b.webA, metav1.OwnerReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: &yes}},
-		{"web-6c9d-c", b.webC, metav1.OwnerReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: &yes}},
-		{"db-0", b.db, metav1.OwnerReference{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "db", UID: "0b7c1e4a-0000-4000-8000-0000000000db", Controller: &yes}},
+		{"web-6c9d-a", backendNodeName, b.webA.IPv4, metav1.OwnerReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: &yes}},
+		{"web-6c9d-c", backendNodeName, b.webC.IPv4, metav1.OwnerReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: &yes}},
+		{"db-0", backendNodeName, b.db.IPv4, metav1.OwnerReference{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "db", UID: "0b7c1e4a-0000-4000-8000-0000000000db", Controller: &yes}},
+		// The test node's remote host, as a pod of a node in another zone.
+		{"report-0", "node-b", b.node.Remote.IPv4, metav1.OwnerReference{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "report", UID: "0b7c1e4a-0000-4000-8000-0000000000bb", Controller: &yes}},
 	} {
 		pod, err := c.Client.CoreV1().Pods("shop").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: "shop",
 			Labels: map[string]string{"pod-template-hash": "6c9d"}, OwnerReferences: []metav1.OwnerReference{p.owner}},
-			Spec: corev1.PodSpec{NodeName: backendNodeName, Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}, metav1.CreateOptions{})
+			Spec: corev1.PodSpec{NodeName: p.node, Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}, metav1.CreateOptions{})
 		require.NoError(t, err)
-		ip := p.pod.IPv4.String()
+		ip := p.ip.String()
 		pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}}
 		_, err = c.Client.CoreV1().Pods("shop").UpdateStatus(ctx, pod, metav1.UpdateOptions{})
 		require.NoError(t, err)
@@ -131,8 +135,9 @@ func (b *backendNode) startAgent(t *testing.T, bin, gateway string, overlays ...
 // equal the dials, flow bytes per pod equal the pod veth's kernel counters,
 // counters cumulative without a reset, the RTT histogram usable with
 // histogram_quantile and carrying exemplars (trace IDs), and spanmetrics'
-// calls per service pair (web → db, client and server) equal the
-// connections.
+// calls per service pair (web → db, report → db, client and server) equal
+// the connections; db's bytes from the pod of another zone, and only those,
+// have ebpfnet.cross_zone=true.
 func TestBackendPrometheus(t *testing.T) {
 	testnet.RequireRoot(t)
 	b := startBackendNode(t)
@@ -144,10 +149,11 @@ func TestBackendPrometheus(t *testing.T) {
 	t.Cleanup(ln.Close)
 	b.startAgent(t, bin, gw, examplePath("backends", "prometheus", "agent-spanmetrics.yaml"))
 
-	for _, v := range []*testnet.Pod{b.webA, b.webC} {
+	for _, v := range []*testnet.Pod{b.webA, b.webC, b.db} {
 		testnet.WaitQuiet(t, v.Veth)
 	}
 	before := map[*testnet.Pod]testnet.LinkStats{b.webA: testnet.Stats(t, b.webA.Veth), b.webC: testnet.Stats(t, b.webC.Veth)}
+	dbStart := testnet.Stats(t, b.db.Veth)
 	dials := map[*testnet.Pod]int{b.webA: 12, b.webC: 5}
 	for pod, n := range dials {
 		for i := 0; i < n; i++ {
@@ -161,6 +167,17 @@ func TestBackendPrometheus(t *testing.T) {
 		d := testnet.Stats(t, pod.Veth).Sub(before[pod])
 		wire[pod.IPv4.String()] = float64(d.RxBytes + d.TxBytes)
 	}
+	// The pod of the other zone dials db: the bytes db's veth carries from
+	// now on cross zones, those before did not.
+	testnet.WaitQuiet(t, b.db.Veth)
+	dbSame := testnet.Stats(t, b.db.Veth)
+	for i := 0; i < 4; i++ {
+		_, err := testnet.Dial(b.node.Remote.NS, netip.AddrPortFrom(b.db.IPv4, 5432), 3000, 2*time.Second)
+		require.NoError(t, err)
+	}
+	testnet.WaitQuiet(t, b.db.Veth)
+	sameZone, crossZone := dbSame.Sub(dbStart), testnet.Stats(t, b.db.Veth).Sub(dbSame)
+	wantZones := fmt.Sprint(map[string]float64{"false": float64(sameZone.RxBytes + sameZone.TxBytes), "true": float64(crossZone.RxBytes + crossZone.TxBytes)})
 
 	byInstance := func(q string) map[string]float64 {
 		out := map[string]float64{}
@@ -173,8 +190,8 @@ func TestBackendPrometheus(t *testing.T) {
 	opened := `sum by (job, instance) (ebpfnet_tcp_connections_opened_total{ebpfnet_tcp_role="client", job="shop/web"})`
 	require.Eventually(t, func() bool { return fmt.Sprint(byInstance(opened)) == fmt.Sprint(want) }, 60*time.Second, time.Second,
 		"client connections per pod: two series, each the pod's dials")
-	calls := `sum by (service_name, peer_service, span_kind) (traces_span_metrics_calls_total{service_name=~"web|db"})`
-	wantCalls := fmt.Sprint([]string{"db  SPAN_KIND_SERVER 17", "web db SPAN_KIND_CLIENT 17"})
+	calls := `sum by (service_name, peer_service, span_kind) (traces_span_metrics_calls_total{service_name=~"web|db|report"})`
+	wantCalls := fmt.Sprint([]string{"db  SPAN_KIND_SERVER 21", "report db SPAN_KIND_CLIENT 4", "web db SPAN_KIND_CLIENT 17"})
 	require.Eventually(t, func() bool {
 		var got []string
 		for _, s := range prom.Query(t, calls) {
@@ -191,6 +208,14 @@ func TestBackendPrometheus(t *testing.T) {
 			return len(s) == 1 && s[0].Value == bytes
 		}, 30*time.Second, time.Second, "%s: flow bytes = the veth's kernel counters (%v); got %v", ip, bytes, prom.Query(t, q))
 	}
+	zones := `sum by (ebpfnet_cross_zone) (ebpfnet_flow_io_bytes_total{k8s_pod_name="db-0"})`
+	require.Eventually(t, func() bool {
+		got := map[string]float64{}
+		for _, s := range prom.Query(t, zones) {
+			got[s.Labels["ebpfnet_cross_zone"]] = s.Value
+		}
+		return fmt.Sprint(got) == wantZones
+	}, 30*time.Second, time.Second, "db's bytes by zone crossing = its veth's kernel counters (%s); got %v", wantZones, prom.Query(t, zones))
 	time.Sleep(3 * time.Second) // a few more remote writes of the same cumulative series
 	require.Equal(t, want, byInstance(opened), "no count changed")
 	for _, s := range prom.Query(t, `resets(ebpfnet_tcp_connections_opened_total[10m]) + resets(ebpfnet_flow_io_bytes_total[10m])`) {

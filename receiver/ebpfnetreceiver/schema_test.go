@@ -72,6 +72,8 @@ func (everyPeer) Lookup(a netip.Addr) (k8s.Peer, bool) {
 		ServiceName: "web", NodeName: "node-b", Zone: "zone-b"}, true
 }
 
+func (everyPeer) NodeZone(string) string { return "zone-a" }
+
 func (e everyPeer) PodByUID(string) (k8s.Peer, bool) {
 	return e.Lookup(netip.MustParseAddr("10.244.0.5"))
 }

@@ -46,6 +46,7 @@ const (
 	EbpfnetFlowIoMetricAttributeKeyPeerK8sServiceName        EbpfnetFlowIoMetricAttributeKey = "peer.k8s.service.name"
 	EbpfnetFlowIoMetricAttributeKeyPeerK8sNodeName           EbpfnetFlowIoMetricAttributeKey = "peer.k8s.node.name"
 	EbpfnetFlowIoMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetFlowIoMetricAttributeKey = "peer.cloud.availability_zone"
+	EbpfnetFlowIoMetricAttributeKeyEbpfnetCrossZone          EbpfnetFlowIoMetricAttributeKey = "ebpfnet.cross_zone"
 	EbpfnetFlowIoMetricAttributeKeyNetworkPeerPort           EbpfnetFlowIoMetricAttributeKey = "network.peer.port"
 	EbpfnetFlowIoMetricAttributeKeyNetworkLocalPort          EbpfnetFlowIoMetricAttributeKey = "network.local.port"
 	EbpfnetFlowIoMetricAttributeKeyNetworkInterfaceName      EbpfnetFlowIoMetricAttributeKey = "network.interface.name"
@@ -77,9 +78,9 @@ func (ms *EbpfnetFlowIoMetricConfig) Unmarshal(parser *confmap.Conf) error {
 func (ms *EbpfnetFlowIoMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case EbpfnetFlowIoMetricAttributeKeyNetworkIoDirection, EbpfnetFlowIoMetricAttributeKeyNetworkTransport, EbpfnetFlowIoMetricAttributeKeyNetworkType, EbpfnetFlowIoMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowIoMetricAttributeKeyPeerK8sKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sPodName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowIoMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowIoMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetFlowIoMetricAttributeKeyNetworkPeerPort, EbpfnetFlowIoMetricAttributeKeyNetworkLocalPort, EbpfnetFlowIoMetricAttributeKeyNetworkInterfaceName:
+		case EbpfnetFlowIoMetricAttributeKeyNetworkIoDirection, EbpfnetFlowIoMetricAttributeKeyNetworkTransport, EbpfnetFlowIoMetricAttributeKeyNetworkType, EbpfnetFlowIoMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowIoMetricAttributeKeyPeerK8sKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sPodName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowIoMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowIoMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetFlowIoMetricAttributeKeyEbpfnetCrossZone, EbpfnetFlowIoMetricAttributeKeyNetworkPeerPort, EbpfnetFlowIoMetricAttributeKeyNetworkLocalPort, EbpfnetFlowIoMetricAttributeKeyNetworkInterfaceName:
 		default:
-			return fmt.Errorf("metric ebpfnet.flow.io doesn't have an attribute %v, valid attributes: [network.io.direction, network.transport, network.type, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, network.peer.port, network.local.port, network.interface.name]", val)
+			return fmt.Errorf("metric ebpfnet.flow.io doesn't have an attribute %v, valid attributes: [network.io.direction, network.transport, network.type, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, network.peer.port, network.local.port, network.interface.name]", val)
 		}
 	}
 	if !slices.Contains(ms.EnabledAttributes, EbpfnetFlowIoMetricAttributeKeyNetworkIoDirection) {
@@ -111,6 +112,7 @@ const (
 	EbpfnetFlowPacketsMetricAttributeKeyPeerK8sServiceName        EbpfnetFlowPacketsMetricAttributeKey = "peer.k8s.service.name"
 	EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNodeName           EbpfnetFlowPacketsMetricAttributeKey = "peer.k8s.node.name"
 	EbpfnetFlowPacketsMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetFlowPacketsMetricAttributeKey = "peer.cloud.availability_zone"
+	EbpfnetFlowPacketsMetricAttributeKeyEbpfnetCrossZone          EbpfnetFlowPacketsMetricAttributeKey = "ebpfnet.cross_zone"
 	EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerPort           EbpfnetFlowPacketsMetricAttributeKey = "network.peer.port"
 	EbpfnetFlowPacketsMetricAttributeKeyNetworkLocalPort          EbpfnetFlowPacketsMetricAttributeKey = "network.local.port"
 	EbpfnetFlowPacketsMetricAttributeKeyNetworkInterfaceName      EbpfnetFlowPacketsMetricAttributeKey = "network.interface.name"
@@ -142,9 +144,9 @@ func (ms *EbpfnetFlowPacketsMetricConfig) Unmarshal(parser *confmap.Conf) error 
 func (ms *EbpfnetFlowPacketsMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case EbpfnetFlowPacketsMetricAttributeKeyNetworkIoDirection, EbpfnetFlowPacketsMetricAttributeKeyNetworkTransport, EbpfnetFlowPacketsMetricAttributeKeyNetworkType, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sPodName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowPacketsMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerPort, EbpfnetFlowPacketsMetricAttributeKeyNetworkLocalPort, EbpfnetFlowPacketsMetricAttributeKeyNetworkInterfaceName:
+		case EbpfnetFlowPacketsMetricAttributeKeyNetworkIoDirection, EbpfnetFlowPacketsMetricAttributeKeyNetworkTransport, EbpfnetFlowPacketsMetricAttributeKeyNetworkType, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sPodName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowPacketsMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetFlowPacketsMetricAttributeKeyEbpfnetCrossZone, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerPort, EbpfnetFlowPacketsMetricAttributeKeyNetworkLocalPort, EbpfnetFlowPacketsMetricAttributeKeyNetworkInterfaceName:
 		default:
-			return fmt.Errorf("metric ebpfnet.flow.packets doesn't have an attribute %v, valid attributes: [network.io.direction, network.transport, network.type, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, network.peer.port, network.local.port, network.interface.name]", val)
+			return fmt.Errorf("metric ebpfnet.flow.packets doesn't have an attribute %v, valid attributes: [network.io.direction, network.transport, network.type, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, network.peer.port, network.local.port, network.interface.name]", val)
 		}
 	}
 	if !slices.Contains(ms.EnabledAttributes, EbpfnetFlowPacketsMetricAttributeKeyNetworkIoDirection) {
@@ -255,6 +257,7 @@ const (
 	EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sServiceName        EbpfnetTCPConnectionsClosedMetricAttributeKey = "peer.k8s.service.name"
 	EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNodeName           EbpfnetTCPConnectionsClosedMetricAttributeKey = "peer.k8s.node.name"
 	EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetTCPConnectionsClosedMetricAttributeKey = "peer.cloud.availability_zone"
+	EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetCrossZone          EbpfnetTCPConnectionsClosedMetricAttributeKey = "ebpfnet.cross_zone"
 )
 
 // EbpfnetTCPConnectionsClosedMetricConfig provides config for the ebpfnet.tcp.connections.closed metric.
@@ -283,9 +286,9 @@ func (ms *EbpfnetTCPConnectionsClosedMetricConfig) Unmarshal(parser *confmap.Con
 func (ms *EbpfnetTCPConnectionsClosedMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPCloseReason, EbpfnetTCPConnectionsClosedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerCloudAvailabilityZone:
+		case EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPCloseReason, EbpfnetTCPConnectionsClosedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetCrossZone:
 		default:
-			return fmt.Errorf("metric ebpfnet.tcp.connections.closed doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, ebpfnet.tcp.close_reason, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone]", val)
+			return fmt.Errorf("metric ebpfnet.tcp.connections.closed doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, ebpfnet.tcp.close_reason, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone]", val)
 		}
 	}
 	if !slices.Contains(ms.EnabledAttributes, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPRole) {
@@ -318,6 +321,7 @@ const (
 	EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sServiceName        EbpfnetTCPConnectionsOpenedMetricAttributeKey = "peer.k8s.service.name"
 	EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNodeName           EbpfnetTCPConnectionsOpenedMetricAttributeKey = "peer.k8s.node.name"
 	EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetTCPConnectionsOpenedMetricAttributeKey = "peer.cloud.availability_zone"
+	EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetCrossZone          EbpfnetTCPConnectionsOpenedMetricAttributeKey = "ebpfnet.cross_zone"
 )
 
 // EbpfnetTCPConnectionsOpenedMetricConfig provides config for the ebpfnet.tcp.connections.opened metric.
@@ -346,9 +350,9 @@ func (ms *EbpfnetTCPConnectionsOpenedMetricConfig) Unmarshal(parser *confmap.Con
 func (ms *EbpfnetTCPConnectionsOpenedMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsOpenedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerCloudAvailabilityZone:
+		case EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsOpenedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetCrossZone:
 		default:
-			return fmt.Errorf("metric ebpfnet.tcp.connections.opened doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone]", val)
+			return fmt.Errorf("metric ebpfnet.tcp.connections.opened doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone]", val)
 		}
 	}
 	if !slices.Contains(ms.EnabledAttributes, EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetTCPRole) {
@@ -378,6 +382,7 @@ const (
 	EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sServiceName        EbpfnetTCPResetsReceivedMetricAttributeKey = "peer.k8s.service.name"
 	EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNodeName           EbpfnetTCPResetsReceivedMetricAttributeKey = "peer.k8s.node.name"
 	EbpfnetTCPResetsReceivedMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetTCPResetsReceivedMetricAttributeKey = "peer.cloud.availability_zone"
+	EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetCrossZone          EbpfnetTCPResetsReceivedMetricAttributeKey = "ebpfnet.cross_zone"
 )
 
 // EbpfnetTCPResetsReceivedMetricConfig provides config for the ebpfnet.tcp.resets.received metric.
@@ -406,9 +411,9 @@ func (ms *EbpfnetTCPResetsReceivedMetricConfig) Unmarshal(parser *confmap.Conf) 
 func (ms *EbpfnetTCPResetsReceivedMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsReceivedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerCloudAvailabilityZone:
+		case EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsReceivedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetCrossZone:
 		default:
-			return fmt.Errorf("metric ebpfnet.tcp.resets.received doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone]", val)
+			return fmt.Errorf("metric ebpfnet.tcp.resets.received doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone]", val)
 		}
 	}
 	if !slices.Contains(ms.EnabledAttributes, EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetTCPRole) {
@@ -438,6 +443,7 @@ const (
 	EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sServiceName        EbpfnetTCPResetsSentMetricAttributeKey = "peer.k8s.service.name"
 	EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName           EbpfnetTCPResetsSentMetricAttributeKey = "peer.k8s.node.name"
 	EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetTCPResetsSentMetricAttributeKey = "peer.cloud.availability_zone"
+	EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetCrossZone          EbpfnetTCPResetsSentMetricAttributeKey = "ebpfnet.cross_zone"
 )
 
 // EbpfnetTCPResetsSentMetricConfig provides config for the ebpfnet.tcp.resets.sent metric.
@@ -466,9 +472,9 @@ func (ms *EbpfnetTCPResetsSentMetricConfig) Unmarshal(parser *confmap.Conf) erro
 func (ms *EbpfnetTCPResetsSentMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone:
+		case EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetCrossZone:
 		default:
-			return fmt.Errorf("metric ebpfnet.tcp.resets.sent doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone]", val)
+			return fmt.Errorf("metric ebpfnet.tcp.resets.sent doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone]", val)
 		}
 	}
 	if !slices.Contains(ms.EnabledAttributes, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole) {
@@ -498,6 +504,7 @@ const (
 	EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sServiceName        EbpfnetTCPRetransmitsMetricAttributeKey = "peer.k8s.service.name"
 	EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNodeName           EbpfnetTCPRetransmitsMetricAttributeKey = "peer.k8s.node.name"
 	EbpfnetTCPRetransmitsMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetTCPRetransmitsMetricAttributeKey = "peer.cloud.availability_zone"
+	EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetCrossZone          EbpfnetTCPRetransmitsMetricAttributeKey = "ebpfnet.cross_zone"
 )
 
 // EbpfnetTCPRetransmitsMetricConfig provides config for the ebpfnet.tcp.retransmits metric.
@@ -526,9 +533,9 @@ func (ms *EbpfnetTCPRetransmitsMetricConfig) Unmarshal(parser *confmap.Conf) err
 func (ms *EbpfnetTCPRetransmitsMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPRetransmitsMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sPodName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerCloudAvailabilityZone:
+		case EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPRetransmitsMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sPodName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetCrossZone:
 		default:
-			return fmt.Errorf("metric ebpfnet.tcp.retransmits doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone]", val)
+			return fmt.Errorf("metric ebpfnet.tcp.retransmits doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone]", val)
 		}
 	}
 	if !slices.Contains(ms.EnabledAttributes, EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetTCPRole) {
@@ -589,12 +596,12 @@ func DefaultMetricsConfig() MetricsConfig {
 		EbpfnetFlowIo: EbpfnetFlowIoMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []EbpfnetFlowIoMetricAttributeKey{EbpfnetFlowIoMetricAttributeKeyNetworkIoDirection, EbpfnetFlowIoMetricAttributeKeyNetworkTransport, EbpfnetFlowIoMetricAttributeKeyNetworkType, EbpfnetFlowIoMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowIoMetricAttributeKeyPeerK8sKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sPodName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowIoMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowIoMetricAttributeKeyPeerCloudAvailabilityZone},
+			EnabledAttributes:   []EbpfnetFlowIoMetricAttributeKey{EbpfnetFlowIoMetricAttributeKeyNetworkIoDirection, EbpfnetFlowIoMetricAttributeKeyNetworkTransport, EbpfnetFlowIoMetricAttributeKeyNetworkType, EbpfnetFlowIoMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowIoMetricAttributeKeyPeerK8sKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sPodName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowIoMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowIoMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetFlowIoMetricAttributeKeyEbpfnetCrossZone},
 		},
 		EbpfnetFlowPackets: EbpfnetFlowPacketsMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []EbpfnetFlowPacketsMetricAttributeKey{EbpfnetFlowPacketsMetricAttributeKeyNetworkIoDirection, EbpfnetFlowPacketsMetricAttributeKeyNetworkTransport, EbpfnetFlowPacketsMetricAttributeKeyNetworkType, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sPodName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowPacketsMetricAttributeKeyPeerCloudAvailabilityZone},
+			EnabledAttributes:   []EbpfnetFlowPacketsMetricAttributeKey{EbpfnetFlowPacketsMetricAttributeKeyNetworkIoDirection, EbpfnetFlowPacketsMetricAttributeKeyNetworkTransport, EbpfnetFlowPacketsMetricAttributeKeyNetworkType, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sPodName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowPacketsMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetFlowPacketsMetricAttributeKeyEbpfnetCrossZone},
 		},
 		EbpfnetFlowTableCapacity: EbpfnetFlowTableCapacityMetricConfig{
 			Enabled: true,
@@ -611,27 +618,27 @@ func DefaultMetricsConfig() MetricsConfig {
 		EbpfnetTCPConnectionsClosed: EbpfnetTCPConnectionsClosedMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []EbpfnetTCPConnectionsClosedMetricAttributeKey{EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPCloseReason, EbpfnetTCPConnectionsClosedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerCloudAvailabilityZone},
+			EnabledAttributes:   []EbpfnetTCPConnectionsClosedMetricAttributeKey{EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPCloseReason, EbpfnetTCPConnectionsClosedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetCrossZone},
 		},
 		EbpfnetTCPConnectionsOpened: EbpfnetTCPConnectionsOpenedMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []EbpfnetTCPConnectionsOpenedMetricAttributeKey{EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsOpenedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerCloudAvailabilityZone},
+			EnabledAttributes:   []EbpfnetTCPConnectionsOpenedMetricAttributeKey{EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsOpenedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetCrossZone},
 		},
 		EbpfnetTCPResetsReceived: EbpfnetTCPResetsReceivedMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []EbpfnetTCPResetsReceivedMetricAttributeKey{EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsReceivedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerCloudAvailabilityZone},
+			EnabledAttributes:   []EbpfnetTCPResetsReceivedMetricAttributeKey{EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsReceivedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetCrossZone},
 		},
 		EbpfnetTCPResetsSent: EbpfnetTCPResetsSentMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []EbpfnetTCPResetsSentMetricAttributeKey{EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone},
+			EnabledAttributes:   []EbpfnetTCPResetsSentMetricAttributeKey{EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetCrossZone},
 		},
 		EbpfnetTCPRetransmits: EbpfnetTCPRetransmitsMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []EbpfnetTCPRetransmitsMetricAttributeKey{EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPRetransmitsMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sPodName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerCloudAvailabilityZone},
+			EnabledAttributes:   []EbpfnetTCPRetransmitsMetricAttributeKey{EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPRetransmitsMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sPodName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetCrossZone},
 		},
 		EbpfnetTCPStateChangesMissed: EbpfnetTCPStateChangesMissedMetricConfig{
 			Enabled: true,

@@ -87,15 +87,15 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordEbpfnetConnectionsUnreportedDataPoint(ts, 1, AttributeReasonNonIP)
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordEbpfnetFlowIoDataPoint(ts, 1, AttributeNetworkIoDirectionTransmit, "network.transport-val", AttributeNetworkTypeIpv4, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", 17, 18, "network.interface.name-val")
+			mb.RecordEbpfnetFlowIoDataPoint(ts, 1, AttributeNetworkIoDirectionTransmit, "network.transport-val", AttributeNetworkTypeIpv4, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true, 17, 18, "network.interface.name-val")
 			if tt.name == "reaggregate_set" {
-				mb.RecordEbpfnetFlowIoDataPoint(ts, 3, AttributeNetworkIoDirectionTransmit, "network.transport-val-2", AttributeNetworkTypeIpv6, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", 18, 19, "network.interface.name-val-2")
+				mb.RecordEbpfnetFlowIoDataPoint(ts, 3, AttributeNetworkIoDirectionTransmit, "network.transport-val-2", AttributeNetworkTypeIpv6, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false, 18, 19, "network.interface.name-val-2")
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordEbpfnetFlowPacketsDataPoint(ts, 1, AttributeNetworkIoDirectionTransmit, "network.transport-val", AttributeNetworkTypeIpv4, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", 17, 18, "network.interface.name-val")
+			mb.RecordEbpfnetFlowPacketsDataPoint(ts, 1, AttributeNetworkIoDirectionTransmit, "network.transport-val", AttributeNetworkTypeIpv4, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true, 17, 18, "network.interface.name-val")
 			if tt.name == "reaggregate_set" {
-				mb.RecordEbpfnetFlowPacketsDataPoint(ts, 3, AttributeNetworkIoDirectionTransmit, "network.transport-val-2", AttributeNetworkTypeIpv6, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", 18, 19, "network.interface.name-val-2")
+				mb.RecordEbpfnetFlowPacketsDataPoint(ts, 3, AttributeNetworkIoDirectionTransmit, "network.transport-val-2", AttributeNetworkTypeIpv6, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false, 18, 19, "network.interface.name-val-2")
 			}
 			defaultMetricsCount++
 			allMetricsCount++
@@ -111,33 +111,33 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordEbpfnetSeriesEvictedDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordEbpfnetTCPConnectionsClosedDataPoint(ts, 1, AttributeEbpfnetTCPRoleClient, AttributeEbpfnetTCPCloseReasonClosed, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val")
+			mb.RecordEbpfnetTCPConnectionsClosedDataPoint(ts, 1, AttributeEbpfnetTCPRoleClient, AttributeEbpfnetTCPCloseReasonClosed, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true)
 			if tt.name == "reaggregate_set" {
-				mb.RecordEbpfnetTCPConnectionsClosedDataPoint(ts, 3, AttributeEbpfnetTCPRoleClient, AttributeEbpfnetTCPCloseReasonClosed, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2")
+				mb.RecordEbpfnetTCPConnectionsClosedDataPoint(ts, 3, AttributeEbpfnetTCPRoleClient, AttributeEbpfnetTCPCloseReasonClosed, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordEbpfnetTCPConnectionsOpenedDataPoint(ts, 1, AttributeEbpfnetTCPRoleClient, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val")
+			mb.RecordEbpfnetTCPConnectionsOpenedDataPoint(ts, 1, AttributeEbpfnetTCPRoleClient, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true)
 			if tt.name == "reaggregate_set" {
-				mb.RecordEbpfnetTCPConnectionsOpenedDataPoint(ts, 3, AttributeEbpfnetTCPRoleClient, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2")
+				mb.RecordEbpfnetTCPConnectionsOpenedDataPoint(ts, 3, AttributeEbpfnetTCPRoleClient, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordEbpfnetTCPResetsReceivedDataPoint(ts, 1, AttributeEbpfnetTCPRoleClient, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val")
+			mb.RecordEbpfnetTCPResetsReceivedDataPoint(ts, 1, AttributeEbpfnetTCPRoleClient, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true)
 			if tt.name == "reaggregate_set" {
-				mb.RecordEbpfnetTCPResetsReceivedDataPoint(ts, 3, AttributeEbpfnetTCPRoleClient, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2")
+				mb.RecordEbpfnetTCPResetsReceivedDataPoint(ts, 3, AttributeEbpfnetTCPRoleClient, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordEbpfnetTCPResetsSentDataPoint(ts, 1, AttributeEbpfnetTCPRoleClient, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val")
+			mb.RecordEbpfnetTCPResetsSentDataPoint(ts, 1, AttributeEbpfnetTCPRoleClient, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true)
 			if tt.name == "reaggregate_set" {
-				mb.RecordEbpfnetTCPResetsSentDataPoint(ts, 3, AttributeEbpfnetTCPRoleClient, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2")
+				mb.RecordEbpfnetTCPResetsSentDataPoint(ts, 3, AttributeEbpfnetTCPRoleClient, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordEbpfnetTCPRetransmitsDataPoint(ts, 1, AttributeEbpfnetTCPRoleClient, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val")
+			mb.RecordEbpfnetTCPRetransmitsDataPoint(ts, 1, AttributeEbpfnetTCPRoleClient, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true)
 			if tt.name == "reaggregate_set" {
-				mb.RecordEbpfnetTCPRetransmitsDataPoint(ts, 3, AttributeEbpfnetTCPRoleClient, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2")
+				mb.RecordEbpfnetTCPRetransmitsDataPoint(ts, 3, AttributeEbpfnetTCPRoleClient, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false)
 			}
 			defaultMetricsCount++
 			allMetricsCount++
@@ -256,6 +256,9 @@ func TestMetricsBuilder(t *testing.T) {
 						peerCloudAvailabilityZoneAttrVal, ok := dp.Attributes().Get("peer.cloud.availability_zone")
 						assert.True(t, ok)
 						assert.Equal(t, "peer.cloud.availability_zone-val", peerCloudAvailabilityZoneAttrVal.Str())
+						ebpfnetCrossZoneAttrVal, ok := dp.Attributes().Get("ebpfnet.cross_zone")
+						assert.True(t, ok)
+						assert.True(t, ebpfnetCrossZoneAttrVal.Bool())
 					} else {
 						assert.False(t, validatedMetrics["ebpfnet.flow.io"], "Found a duplicate in the metrics slice: ebpfnet.flow.io")
 						validatedMetrics["ebpfnet.flow.io"] = true
@@ -302,6 +305,8 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("peer.k8s.node.name")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("peer.cloud.availability_zone")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("ebpfnet.cross_zone")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("network.peer.port")
 						assert.False(t, ok)
@@ -361,6 +366,9 @@ func TestMetricsBuilder(t *testing.T) {
 						peerCloudAvailabilityZoneAttrVal, ok := dp.Attributes().Get("peer.cloud.availability_zone")
 						assert.True(t, ok)
 						assert.Equal(t, "peer.cloud.availability_zone-val", peerCloudAvailabilityZoneAttrVal.Str())
+						ebpfnetCrossZoneAttrVal, ok := dp.Attributes().Get("ebpfnet.cross_zone")
+						assert.True(t, ok)
+						assert.True(t, ebpfnetCrossZoneAttrVal.Bool())
 					} else {
 						assert.False(t, validatedMetrics["ebpfnet.flow.packets"], "Found a duplicate in the metrics slice: ebpfnet.flow.packets")
 						validatedMetrics["ebpfnet.flow.packets"] = true
@@ -407,6 +415,8 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("peer.k8s.node.name")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("peer.cloud.availability_zone")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("ebpfnet.cross_zone")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("network.peer.port")
 						assert.False(t, ok)
@@ -518,6 +528,9 @@ func TestMetricsBuilder(t *testing.T) {
 						peerCloudAvailabilityZoneAttrVal, ok := dp.Attributes().Get("peer.cloud.availability_zone")
 						assert.True(t, ok)
 						assert.Equal(t, "peer.cloud.availability_zone-val", peerCloudAvailabilityZoneAttrVal.Str())
+						ebpfnetCrossZoneAttrVal, ok := dp.Attributes().Get("ebpfnet.cross_zone")
+						assert.True(t, ok)
+						assert.True(t, ebpfnetCrossZoneAttrVal.Bool())
 					} else {
 						assert.False(t, validatedMetrics["ebpfnet.tcp.connections.closed"], "Found a duplicate in the metrics slice: ebpfnet.tcp.connections.closed")
 						validatedMetrics["ebpfnet.tcp.connections.closed"] = true
@@ -562,6 +575,8 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("peer.k8s.node.name")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("peer.cloud.availability_zone")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("ebpfnet.cross_zone")
 						assert.False(t, ok)
 					}
 				case "ebpfnet.tcp.connections.opened":
@@ -609,6 +624,9 @@ func TestMetricsBuilder(t *testing.T) {
 						peerCloudAvailabilityZoneAttrVal, ok := dp.Attributes().Get("peer.cloud.availability_zone")
 						assert.True(t, ok)
 						assert.Equal(t, "peer.cloud.availability_zone-val", peerCloudAvailabilityZoneAttrVal.Str())
+						ebpfnetCrossZoneAttrVal, ok := dp.Attributes().Get("ebpfnet.cross_zone")
+						assert.True(t, ok)
+						assert.True(t, ebpfnetCrossZoneAttrVal.Bool())
 					} else {
 						assert.False(t, validatedMetrics["ebpfnet.tcp.connections.opened"], "Found a duplicate in the metrics slice: ebpfnet.tcp.connections.opened")
 						validatedMetrics["ebpfnet.tcp.connections.opened"] = true
@@ -651,6 +669,8 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("peer.k8s.node.name")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("peer.cloud.availability_zone")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("ebpfnet.cross_zone")
 						assert.False(t, ok)
 					}
 				case "ebpfnet.tcp.resets.received":
@@ -698,6 +718,9 @@ func TestMetricsBuilder(t *testing.T) {
 						peerCloudAvailabilityZoneAttrVal, ok := dp.Attributes().Get("peer.cloud.availability_zone")
 						assert.True(t, ok)
 						assert.Equal(t, "peer.cloud.availability_zone-val", peerCloudAvailabilityZoneAttrVal.Str())
+						ebpfnetCrossZoneAttrVal, ok := dp.Attributes().Get("ebpfnet.cross_zone")
+						assert.True(t, ok)
+						assert.True(t, ebpfnetCrossZoneAttrVal.Bool())
 					} else {
 						assert.False(t, validatedMetrics["ebpfnet.tcp.resets.received"], "Found a duplicate in the metrics slice: ebpfnet.tcp.resets.received")
 						validatedMetrics["ebpfnet.tcp.resets.received"] = true
@@ -740,6 +763,8 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("peer.k8s.node.name")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("peer.cloud.availability_zone")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("ebpfnet.cross_zone")
 						assert.False(t, ok)
 					}
 				case "ebpfnet.tcp.resets.sent":
@@ -787,6 +812,9 @@ func TestMetricsBuilder(t *testing.T) {
 						peerCloudAvailabilityZoneAttrVal, ok := dp.Attributes().Get("peer.cloud.availability_zone")
 						assert.True(t, ok)
 						assert.Equal(t, "peer.cloud.availability_zone-val", peerCloudAvailabilityZoneAttrVal.Str())
+						ebpfnetCrossZoneAttrVal, ok := dp.Attributes().Get("ebpfnet.cross_zone")
+						assert.True(t, ok)
+						assert.True(t, ebpfnetCrossZoneAttrVal.Bool())
 					} else {
 						assert.False(t, validatedMetrics["ebpfnet.tcp.resets.sent"], "Found a duplicate in the metrics slice: ebpfnet.tcp.resets.sent")
 						validatedMetrics["ebpfnet.tcp.resets.sent"] = true
@@ -829,6 +857,8 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("peer.k8s.node.name")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("peer.cloud.availability_zone")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("ebpfnet.cross_zone")
 						assert.False(t, ok)
 					}
 				case "ebpfnet.tcp.retransmits":
@@ -876,6 +906,9 @@ func TestMetricsBuilder(t *testing.T) {
 						peerCloudAvailabilityZoneAttrVal, ok := dp.Attributes().Get("peer.cloud.availability_zone")
 						assert.True(t, ok)
 						assert.Equal(t, "peer.cloud.availability_zone-val", peerCloudAvailabilityZoneAttrVal.Str())
+						ebpfnetCrossZoneAttrVal, ok := dp.Attributes().Get("ebpfnet.cross_zone")
+						assert.True(t, ok)
+						assert.True(t, ebpfnetCrossZoneAttrVal.Bool())
 					} else {
 						assert.False(t, validatedMetrics["ebpfnet.tcp.retransmits"], "Found a duplicate in the metrics slice: ebpfnet.tcp.retransmits")
 						validatedMetrics["ebpfnet.tcp.retransmits"] = true
@@ -918,6 +951,8 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("peer.k8s.node.name")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("peer.cloud.availability_zone")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("ebpfnet.cross_zone")
 						assert.False(t, ok)
 					}
 				case "ebpfnet.tcp.state_changes.missed":
