@@ -19,11 +19,12 @@ deps:
 # mdatagen code. Both outputs are committed.
 generate: deps
 	$(GO) generate ./internal/kernel/... ./receiver/...
+	cd internal/tools && $(GO) run ./dashboard -out ../../examples/backends/grafana/ebpfnet.json
 
 # Proves that the committed generated files are what `make generate` makes.
 GENERATED := internal/kernel/ebpfnet_bpfel.go internal/kernel/ebpfnet_bpfel.o receiver/ebpfnetreceiver/internal/metadata \
 	receiver/ebpfnetreceiver/documentation.md receiver/ebpfnetreceiver/generated_component_test.go \
-	receiver/ebpfnetreceiver/generated_package_test.go
+	receiver/ebpfnetreceiver/generated_package_test.go examples/backends/grafana/ebpfnet.json
 check-generate: generate
 	@if ! git diff --quiet -- $(GENERATED); then \
 		git --no-pager diff --stat -- $(GENERATED); \

@@ -130,3 +130,62 @@ func (p *Prometheus) get(tb testing.TB, path string, v any) {
 	defer resp.Body.Close()
 	require.NoError(tb, json.NewDecoder(resp.Body).Decode(v))
 }
+
+// PanelQuery is one query of one panel of a Grafana dashboard.
+type PanelQuery struct {
+	Panel, Expr string
+}
+
+// DashboardQueries reads a dashboard's JSON and returns every Prometheus
+// query of every panel (rows' nested panels too) and its variables' queries.
+func DashboardQueries(tb testing.TB, path string) (panels []PanelQuery, variables []string) {
+	tb.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(tb, err)
+	type panel struct {
+		Title   string  `json:"title"`
+		Type    string  `json:"type"`
+		Panels  []panel `json:"panels"`
+		Targets []struct {
+			Expr string `json:"expr"`
+		} `json:"targets"`
+	}
+	var d struct {
+		Panels     []panel `json:"panels"`
+		Templating struct {
+			List []struct {
+				Type  string `json:"type"`
+				Query any    `json:"query"`
+			} `json:"list"`
+		} `json:"templating"`
+	}
+	require.NoError(tb, json.Unmarshal(b, &d))
+	var walk func([]panel)
+	walk = func(ps []panel) {
+		for _, p := range ps {
+			walk(p.Panels)
+			for _, t := range p.Targets {
+				panels = append(panels, PanelQuery{Panel: p.Title, Expr: t.Expr})
+			}
+		}
+	}
+	walk(d.Panels)
+	for _, v := range d.Templating.List {
+		if q, ok := v.Query.(string); ok && v.Type == "query" {
+			variables = append(variables, q)
+		}
+	}
+	return panels, variables
+}
+
+// LabelValues is GET /api/v1/label/<label>/values?match[]=<match>.
+func (p *Prometheus) LabelValues(tb testing.TB, label, match string) []string {
+	tb.Helper()
+	var res struct {
+		Status string   `json:"status"`
+		Data   []string `json:"data"`
+	}
+	p.get(tb, fmt.Sprintf("/api/v1/label/%s/values?match[]=%s", label, url.QueryEscape(match)), &res)
+	require.Equal(tb, "success", res.Status)
+	return res.Data
+}

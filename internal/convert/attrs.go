@@ -22,6 +22,7 @@ const (
 	WithPeerNodeName
 	WithPeerZone
 	WithCrossZone
+	WithPeerService
 )
 
 // WithPeerK8s are the peer's Kubernetes attributes.
@@ -29,7 +30,7 @@ const WithPeerK8s = WithPeerKind | WithPeerPodName | WithPeerNamespace | WithPee
 	WithPeerServiceName | WithPeerNodeName | WithPeerZone | WithCrossZone
 
 // DefaultFlowAttrs is peer level: no ports, no interface.
-const DefaultFlowAttrs = WithDirection | WithTransport | WithNetworkType | WithPeerAddress | WithPeerK8s
+const DefaultFlowAttrs = WithDirection | WithTransport | WithNetworkType | WithPeerAddress | WithPeerK8s | WithPeerService
 
 // AttrsByName maps attribute names to their Attrs bit.
 var AttrsByName = map[string]Attrs{
@@ -39,6 +40,7 @@ var AttrsByName = map[string]Attrs{
 	AttrPeerNamespace: WithPeerNamespace, AttrPeerWorkloadKind: WithPeerWorkloadKind,
 	AttrPeerWorkloadName: WithPeerWorkloadName, AttrPeerServiceName: WithPeerServiceName,
 	AttrPeerNodeName: WithPeerNodeName, AttrPeerZone: WithPeerZone, AttrCrossZone: WithCrossZone,
+	AttrPeerService: WithPeerService,
 }
 
 // DefaultAttrs are a metric's attributes when its config selects none.
@@ -47,7 +49,7 @@ func DefaultAttrs(id Metric) Attrs {
 	case FlowIO, FlowPackets:
 		return DefaultFlowAttrs
 	case ConnsOpened, ConnsClosed, Retransmits, ResetsReceived, ResetsSent, ConnDuration, ConnRTT:
-		return WithPeerAddress | WithPeerK8s
+		return WithPeerAddress | WithPeerK8s | WithPeerService
 	}
 	return 0
 }

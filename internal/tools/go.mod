@@ -7,6 +7,8 @@ tool (
 	go.opentelemetry.io/collector/cmd/mdatagen
 )
 
+require github.com/grafana/grafana-foundation-sdk/go v0.0.22
+
 require (
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/fsnotify/fsnotify v1.9.0 // indirect

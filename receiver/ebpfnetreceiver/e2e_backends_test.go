@@ -11,9 +11,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -232,6 +235,43 @@ func TestBackendPrometheus(t *testing.T) {
 	ex := prom.Exemplars(t, `ebpfnet_tcp_rtt_seconds_bucket{job="shop/web"}`)
 	require.NotEmpty(t, ex, "exemplars of the RTT histogram")
 	require.Regexp(t, "^[0-9a-f]{32}$", ex[0].Labels["trace_id"], "an exemplar names its connection's trace")
+	checkDashboard(t, b, prom)
+}
+
+// checkDashboard: with traffic running (a web pod connects to db every
+// 100 ms, the other to a closed port of db every 300 ms, the pod of the
+// other zone to db every 300 ms; db drops a fifth of its packets), every query of every panel of the shipped
+// Grafana dashboard returns series from Prometheus, with a value above zero
+// where the traffic feeds the panel, and its namespace variable lists the
+// pods' namespace.
+func checkDashboard(t *testing.T, b *backendNode, prom *backendtest.Prometheus) {
+	// db drops a fifth of what reaches port 5432 from now on: retransmits.
+	out, err := b.db.NS.Exec("iptables", "-A", "INPUT", "-p", "tcp", "--dport", "5432", "-m", "statistic", "--mode", "random", "--probability", "0.2", "-j", "DROP")
+	require.NoError(t, err, out)
+	dialEvery(t, b.webA.NS, netip.AddrPortFrom(b.db.IPv4, 5432), 500, 100*time.Millisecond)
+	dialEvery(t, b.webC.NS, netip.AddrPortFrom(b.db.IPv4, 5433), 500, 300*time.Millisecond) // refused
+	dialEvery(t, b.node.Remote.NS, netip.AddrPortFrom(b.db.IPv4, 5432), 500, 300*time.Millisecond)
+
+	panels, variables := backendtest.DashboardQueries(t, examplePath("backends", "grafana", "ebpfnet.json"))
+	require.Equal(t, []string{"label_values(ebpfnet_flow_io_bytes_total, k8s_namespace_name)"}, variables)
+	require.Contains(t, prom.LabelValues(t, "k8s_namespace_name", "ebpfnet_flow_io_bytes_total"), "shop")
+	require.GreaterOrEqual(t, len(panels), 13)
+	// Nothing here loses a packet or a connection.
+	idle := map[string]bool{"Packets not in any flow": true, "Connections not reported whole": true}
+	vars := strings.NewReplacer("$namespace", ".*", "$__rate_interval", "30s", "$__range", "1m")
+	var missing string
+	ok := assert.Eventually(t, func() bool {
+		for _, q := range panels {
+			s := prom.Query(t, vars.Replace(q.Expr))
+			positive := slices.ContainsFunc(s, func(s backendtest.Sample) bool { return s.Value > 0 })
+			if len(s) == 0 || !(positive || idle[q.Panel]) {
+				missing = fmt.Sprintf("%q: %s: %v", q.Panel, q.Expr, s)
+				return false
+			}
+		}
+		return true
+	}, 60*time.Second, 2*time.Second)
+	require.True(t, ok, "every panel's query has data; not: %s", missing)
 }
 
 // shopWeb creates namespace shop, Deployment web and its ReplicaSet
@@ -269,3 +309,23 @@ const k8sAttributesConfig = `  k8s_attributes:
       metadata: [k8s.pod.name, k8s.namespace.name, k8s.deployment.name, k8s.statefulset.name, k8s.node.name, service.name, service.namespace]
       otel_annotations: true
 `
+
+// dialEvery connects from ns to dst and sends n bytes every period (errors,
+// such as a refused connect, ignored) until the end of the test.
+func dialEvery(t *testing.T, ns *testnet.Netns, dst netip.AddrPort, n int, every time.Duration) {
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(every):
+			}
+			_, _ = testnet.Dial(ns, dst, n, 2*time.Second)
+		}
+	}()
+	t.Cleanup(func() { close(stop); wg.Wait() })
+}

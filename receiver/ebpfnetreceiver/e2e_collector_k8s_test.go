@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -135,21 +134,7 @@ service:
 	})
 
 	// Traffic: the remote pod dials the Service every 200 ms.
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-			_, _ = testnet.Dial(remote.NS, netip.AddrPortFrom(clusterIP, 80), 100, 2*time.Second)
-		}
-	}()
-	t.Cleanup(func() { close(stop); wg.Wait() })
+	dialEvery(t, remote.NS, netip.AddrPortFrom(clusterIP, 80), 100, 200*time.Millisecond)
 
 	isServer := func(s k8sSpan) bool {
 		return s.span.Kind() == ptrace.SpanKindServer && str(s.res, "k8s.pod.ip") == web.IPv4.String()

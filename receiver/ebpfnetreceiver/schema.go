@@ -28,20 +28,24 @@ func Schema() (*convert.Schema, error) {
 	var ts pcommon.Timestamp
 	record := map[convert.Metric]func(){
 		convert.FlowIO: func() {
-			mb.RecordEbpfnetFlowIoDataPoint(ts, 0, 0, "", 0, "", 0, "", "", "", "", "", "", "", false, 0, 0, "")
+			mb.RecordEbpfnetFlowIoDataPoint(ts, 0, 0, "", 0, "", 0, "", "", "", "", "", "", "", false, "", 0, 0, "")
 		},
 		convert.FlowPackets: func() {
-			mb.RecordEbpfnetFlowPacketsDataPoint(ts, 0, 0, "", 0, "", 0, "", "", "", "", "", "", "", false, 0, 0, "")
+			mb.RecordEbpfnetFlowPacketsDataPoint(ts, 0, 0, "", 0, "", 0, "", "", "", "", "", "", "", false, "", 0, 0, "")
 		},
 		convert.ConnsOpened: func() {
-			mb.RecordEbpfnetTCPConnectionsOpenedDataPoint(ts, 0, 0, "", 0, "", "", "", "", "", "", "", false)
+			mb.RecordEbpfnetTCPConnectionsOpenedDataPoint(ts, 0, 0, "", 0, "", "", "", "", "", "", "", false, "")
 		},
 		convert.ConnsClosed: func() {
-			mb.RecordEbpfnetTCPConnectionsClosedDataPoint(ts, 0, 0, 0, "", 0, "", "", "", "", "", "", "", false)
+			mb.RecordEbpfnetTCPConnectionsClosedDataPoint(ts, 0, 0, 0, "", 0, "", "", "", "", "", "", "", false, "")
 		},
-		convert.Retransmits:        func() { mb.RecordEbpfnetTCPRetransmitsDataPoint(ts, 0, 0, "", 0, "", "", "", "", "", "", "", false) },
-		convert.ResetsReceived:     func() { mb.RecordEbpfnetTCPResetsReceivedDataPoint(ts, 0, 0, "", 0, "", "", "", "", "", "", "", false) },
-		convert.ResetsSent:         func() { mb.RecordEbpfnetTCPResetsSentDataPoint(ts, 0, 0, "", 0, "", "", "", "", "", "", "", false) },
+		convert.Retransmits: func() {
+			mb.RecordEbpfnetTCPRetransmitsDataPoint(ts, 0, 0, "", 0, "", "", "", "", "", "", "", false, "")
+		},
+		convert.ResetsReceived: func() {
+			mb.RecordEbpfnetTCPResetsReceivedDataPoint(ts, 0, 0, "", 0, "", "", "", "", "", "", "", false, "")
+		},
+		convert.ResetsSent:         func() { mb.RecordEbpfnetTCPResetsSentDataPoint(ts, 0, 0, "", 0, "", "", "", "", "", "", "", false, "") },
 		convert.Uncounted:          func() { mb.RecordEbpfnetPacketsUncountedDataPoint(ts, 0, 0) },
 		convert.ConnsUnreported:    func() { mb.RecordEbpfnetConnectionsUnreportedDataPoint(ts, 0, 0) },
 		convert.StateChangesMissed: func() { mb.RecordEbpfnetTCPStateChangesMissedDataPoint(ts, 0) },

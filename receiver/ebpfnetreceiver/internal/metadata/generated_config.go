@@ -47,6 +47,7 @@ const (
 	EbpfnetFlowIoMetricAttributeKeyPeerK8sNodeName           EbpfnetFlowIoMetricAttributeKey = "peer.k8s.node.name"
 	EbpfnetFlowIoMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetFlowIoMetricAttributeKey = "peer.cloud.availability_zone"
 	EbpfnetFlowIoMetricAttributeKeyEbpfnetCrossZone          EbpfnetFlowIoMetricAttributeKey = "ebpfnet.cross_zone"
+	EbpfnetFlowIoMetricAttributeKeyPeerService               EbpfnetFlowIoMetricAttributeKey = "peer.service"
 	EbpfnetFlowIoMetricAttributeKeyNetworkPeerPort           EbpfnetFlowIoMetricAttributeKey = "network.peer.port"
 	EbpfnetFlowIoMetricAttributeKeyNetworkLocalPort          EbpfnetFlowIoMetricAttributeKey = "network.local.port"
 	EbpfnetFlowIoMetricAttributeKeyNetworkInterfaceName      EbpfnetFlowIoMetricAttributeKey = "network.interface.name"
@@ -78,9 +79,9 @@ func (ms *EbpfnetFlowIoMetricConfig) Unmarshal(parser *confmap.Conf) error {
 func (ms *EbpfnetFlowIoMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case EbpfnetFlowIoMetricAttributeKeyNetworkIoDirection, EbpfnetFlowIoMetricAttributeKeyNetworkTransport, EbpfnetFlowIoMetricAttributeKeyNetworkType, EbpfnetFlowIoMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowIoMetricAttributeKeyPeerK8sKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sPodName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowIoMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowIoMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetFlowIoMetricAttributeKeyEbpfnetCrossZone, EbpfnetFlowIoMetricAttributeKeyNetworkPeerPort, EbpfnetFlowIoMetricAttributeKeyNetworkLocalPort, EbpfnetFlowIoMetricAttributeKeyNetworkInterfaceName:
+		case EbpfnetFlowIoMetricAttributeKeyNetworkIoDirection, EbpfnetFlowIoMetricAttributeKeyNetworkTransport, EbpfnetFlowIoMetricAttributeKeyNetworkType, EbpfnetFlowIoMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowIoMetricAttributeKeyPeerK8sKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sPodName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowIoMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowIoMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetFlowIoMetricAttributeKeyEbpfnetCrossZone, EbpfnetFlowIoMetricAttributeKeyPeerService, EbpfnetFlowIoMetricAttributeKeyNetworkPeerPort, EbpfnetFlowIoMetricAttributeKeyNetworkLocalPort, EbpfnetFlowIoMetricAttributeKeyNetworkInterfaceName:
 		default:
-			return fmt.Errorf("metric ebpfnet.flow.io doesn't have an attribute %v, valid attributes: [network.io.direction, network.transport, network.type, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, network.peer.port, network.local.port, network.interface.name]", val)
+			return fmt.Errorf("metric ebpfnet.flow.io doesn't have an attribute %v, valid attributes: [network.io.direction, network.transport, network.type, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, peer.service, network.peer.port, network.local.port, network.interface.name]", val)
 		}
 	}
 	if !slices.Contains(ms.EnabledAttributes, EbpfnetFlowIoMetricAttributeKeyNetworkIoDirection) {
@@ -113,6 +114,7 @@ const (
 	EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNodeName           EbpfnetFlowPacketsMetricAttributeKey = "peer.k8s.node.name"
 	EbpfnetFlowPacketsMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetFlowPacketsMetricAttributeKey = "peer.cloud.availability_zone"
 	EbpfnetFlowPacketsMetricAttributeKeyEbpfnetCrossZone          EbpfnetFlowPacketsMetricAttributeKey = "ebpfnet.cross_zone"
+	EbpfnetFlowPacketsMetricAttributeKeyPeerService               EbpfnetFlowPacketsMetricAttributeKey = "peer.service"
 	EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerPort           EbpfnetFlowPacketsMetricAttributeKey = "network.peer.port"
 	EbpfnetFlowPacketsMetricAttributeKeyNetworkLocalPort          EbpfnetFlowPacketsMetricAttributeKey = "network.local.port"
 	EbpfnetFlowPacketsMetricAttributeKeyNetworkInterfaceName      EbpfnetFlowPacketsMetricAttributeKey = "network.interface.name"
@@ -144,9 +146,9 @@ func (ms *EbpfnetFlowPacketsMetricConfig) Unmarshal(parser *confmap.Conf) error 
 func (ms *EbpfnetFlowPacketsMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case EbpfnetFlowPacketsMetricAttributeKeyNetworkIoDirection, EbpfnetFlowPacketsMetricAttributeKeyNetworkTransport, EbpfnetFlowPacketsMetricAttributeKeyNetworkType, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sPodName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowPacketsMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetFlowPacketsMetricAttributeKeyEbpfnetCrossZone, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerPort, EbpfnetFlowPacketsMetricAttributeKeyNetworkLocalPort, EbpfnetFlowPacketsMetricAttributeKeyNetworkInterfaceName:
+		case EbpfnetFlowPacketsMetricAttributeKeyNetworkIoDirection, EbpfnetFlowPacketsMetricAttributeKeyNetworkTransport, EbpfnetFlowPacketsMetricAttributeKeyNetworkType, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sPodName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowPacketsMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetFlowPacketsMetricAttributeKeyEbpfnetCrossZone, EbpfnetFlowPacketsMetricAttributeKeyPeerService, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerPort, EbpfnetFlowPacketsMetricAttributeKeyNetworkLocalPort, EbpfnetFlowPacketsMetricAttributeKeyNetworkInterfaceName:
 		default:
-			return fmt.Errorf("metric ebpfnet.flow.packets doesn't have an attribute %v, valid attributes: [network.io.direction, network.transport, network.type, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, network.peer.port, network.local.port, network.interface.name]", val)
+			return fmt.Errorf("metric ebpfnet.flow.packets doesn't have an attribute %v, valid attributes: [network.io.direction, network.transport, network.type, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, peer.service, network.peer.port, network.local.port, network.interface.name]", val)
 		}
 	}
 	if !slices.Contains(ms.EnabledAttributes, EbpfnetFlowPacketsMetricAttributeKeyNetworkIoDirection) {
@@ -258,6 +260,7 @@ const (
 	EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNodeName           EbpfnetTCPConnectionsClosedMetricAttributeKey = "peer.k8s.node.name"
 	EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetTCPConnectionsClosedMetricAttributeKey = "peer.cloud.availability_zone"
 	EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetCrossZone          EbpfnetTCPConnectionsClosedMetricAttributeKey = "ebpfnet.cross_zone"
+	EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerService               EbpfnetTCPConnectionsClosedMetricAttributeKey = "peer.service"
 )
 
 // EbpfnetTCPConnectionsClosedMetricConfig provides config for the ebpfnet.tcp.connections.closed metric.
@@ -286,9 +289,9 @@ func (ms *EbpfnetTCPConnectionsClosedMetricConfig) Unmarshal(parser *confmap.Con
 func (ms *EbpfnetTCPConnectionsClosedMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPCloseReason, EbpfnetTCPConnectionsClosedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetCrossZone:
+		case EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPCloseReason, EbpfnetTCPConnectionsClosedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetCrossZone, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerService:
 		default:
-			return fmt.Errorf("metric ebpfnet.tcp.connections.closed doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, ebpfnet.tcp.close_reason, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone]", val)
+			return fmt.Errorf("metric ebpfnet.tcp.connections.closed doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, ebpfnet.tcp.close_reason, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, peer.service]", val)
 		}
 	}
 	if !slices.Contains(ms.EnabledAttributes, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPRole) {
@@ -322,6 +325,7 @@ const (
 	EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNodeName           EbpfnetTCPConnectionsOpenedMetricAttributeKey = "peer.k8s.node.name"
 	EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetTCPConnectionsOpenedMetricAttributeKey = "peer.cloud.availability_zone"
 	EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetCrossZone          EbpfnetTCPConnectionsOpenedMetricAttributeKey = "ebpfnet.cross_zone"
+	EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerService               EbpfnetTCPConnectionsOpenedMetricAttributeKey = "peer.service"
 )
 
 // EbpfnetTCPConnectionsOpenedMetricConfig provides config for the ebpfnet.tcp.connections.opened metric.
@@ -350,9 +354,9 @@ func (ms *EbpfnetTCPConnectionsOpenedMetricConfig) Unmarshal(parser *confmap.Con
 func (ms *EbpfnetTCPConnectionsOpenedMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsOpenedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetCrossZone:
+		case EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsOpenedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetCrossZone, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerService:
 		default:
-			return fmt.Errorf("metric ebpfnet.tcp.connections.opened doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone]", val)
+			return fmt.Errorf("metric ebpfnet.tcp.connections.opened doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, peer.service]", val)
 		}
 	}
 	if !slices.Contains(ms.EnabledAttributes, EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetTCPRole) {
@@ -383,6 +387,7 @@ const (
 	EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNodeName           EbpfnetTCPResetsReceivedMetricAttributeKey = "peer.k8s.node.name"
 	EbpfnetTCPResetsReceivedMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetTCPResetsReceivedMetricAttributeKey = "peer.cloud.availability_zone"
 	EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetCrossZone          EbpfnetTCPResetsReceivedMetricAttributeKey = "ebpfnet.cross_zone"
+	EbpfnetTCPResetsReceivedMetricAttributeKeyPeerService               EbpfnetTCPResetsReceivedMetricAttributeKey = "peer.service"
 )
 
 // EbpfnetTCPResetsReceivedMetricConfig provides config for the ebpfnet.tcp.resets.received metric.
@@ -411,9 +416,9 @@ func (ms *EbpfnetTCPResetsReceivedMetricConfig) Unmarshal(parser *confmap.Conf) 
 func (ms *EbpfnetTCPResetsReceivedMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsReceivedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetCrossZone:
+		case EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsReceivedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetCrossZone, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerService:
 		default:
-			return fmt.Errorf("metric ebpfnet.tcp.resets.received doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone]", val)
+			return fmt.Errorf("metric ebpfnet.tcp.resets.received doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, peer.service]", val)
 		}
 	}
 	if !slices.Contains(ms.EnabledAttributes, EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetTCPRole) {
@@ -444,6 +449,7 @@ const (
 	EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName           EbpfnetTCPResetsSentMetricAttributeKey = "peer.k8s.node.name"
 	EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetTCPResetsSentMetricAttributeKey = "peer.cloud.availability_zone"
 	EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetCrossZone          EbpfnetTCPResetsSentMetricAttributeKey = "ebpfnet.cross_zone"
+	EbpfnetTCPResetsSentMetricAttributeKeyPeerService               EbpfnetTCPResetsSentMetricAttributeKey = "peer.service"
 )
 
 // EbpfnetTCPResetsSentMetricConfig provides config for the ebpfnet.tcp.resets.sent metric.
@@ -472,9 +478,9 @@ func (ms *EbpfnetTCPResetsSentMetricConfig) Unmarshal(parser *confmap.Conf) erro
 func (ms *EbpfnetTCPResetsSentMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetCrossZone:
+		case EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetCrossZone, EbpfnetTCPResetsSentMetricAttributeKeyPeerService:
 		default:
-			return fmt.Errorf("metric ebpfnet.tcp.resets.sent doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone]", val)
+			return fmt.Errorf("metric ebpfnet.tcp.resets.sent doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, peer.service]", val)
 		}
 	}
 	if !slices.Contains(ms.EnabledAttributes, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole) {
@@ -505,6 +511,7 @@ const (
 	EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNodeName           EbpfnetTCPRetransmitsMetricAttributeKey = "peer.k8s.node.name"
 	EbpfnetTCPRetransmitsMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetTCPRetransmitsMetricAttributeKey = "peer.cloud.availability_zone"
 	EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetCrossZone          EbpfnetTCPRetransmitsMetricAttributeKey = "ebpfnet.cross_zone"
+	EbpfnetTCPRetransmitsMetricAttributeKeyPeerService               EbpfnetTCPRetransmitsMetricAttributeKey = "peer.service"
 )
 
 // EbpfnetTCPRetransmitsMetricConfig provides config for the ebpfnet.tcp.retransmits metric.
@@ -533,9 +540,9 @@ func (ms *EbpfnetTCPRetransmitsMetricConfig) Unmarshal(parser *confmap.Conf) err
 func (ms *EbpfnetTCPRetransmitsMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPRetransmitsMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sPodName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetCrossZone:
+		case EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPRetransmitsMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sPodName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetCrossZone, EbpfnetTCPRetransmitsMetricAttributeKeyPeerService:
 		default:
-			return fmt.Errorf("metric ebpfnet.tcp.retransmits doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone]", val)
+			return fmt.Errorf("metric ebpfnet.tcp.retransmits doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, peer.service]", val)
 		}
 	}
 	if !slices.Contains(ms.EnabledAttributes, EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetTCPRole) {
@@ -596,12 +603,12 @@ func DefaultMetricsConfig() MetricsConfig {
 		EbpfnetFlowIo: EbpfnetFlowIoMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []EbpfnetFlowIoMetricAttributeKey{EbpfnetFlowIoMetricAttributeKeyNetworkIoDirection, EbpfnetFlowIoMetricAttributeKeyNetworkTransport, EbpfnetFlowIoMetricAttributeKeyNetworkType, EbpfnetFlowIoMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowIoMetricAttributeKeyPeerK8sKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sPodName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowIoMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowIoMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetFlowIoMetricAttributeKeyEbpfnetCrossZone},
+			EnabledAttributes:   []EbpfnetFlowIoMetricAttributeKey{EbpfnetFlowIoMetricAttributeKeyNetworkIoDirection, EbpfnetFlowIoMetricAttributeKeyNetworkTransport, EbpfnetFlowIoMetricAttributeKeyNetworkType, EbpfnetFlowIoMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowIoMetricAttributeKeyPeerK8sKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sPodName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowIoMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowIoMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowIoMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowIoMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetFlowIoMetricAttributeKeyEbpfnetCrossZone, EbpfnetFlowIoMetricAttributeKeyPeerService},
 		},
 		EbpfnetFlowPackets: EbpfnetFlowPacketsMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []EbpfnetFlowPacketsMetricAttributeKey{EbpfnetFlowPacketsMetricAttributeKeyNetworkIoDirection, EbpfnetFlowPacketsMetricAttributeKeyNetworkTransport, EbpfnetFlowPacketsMetricAttributeKeyNetworkType, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sPodName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowPacketsMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetFlowPacketsMetricAttributeKeyEbpfnetCrossZone},
+			EnabledAttributes:   []EbpfnetFlowPacketsMetricAttributeKey{EbpfnetFlowPacketsMetricAttributeKeyNetworkIoDirection, EbpfnetFlowPacketsMetricAttributeKeyNetworkTransport, EbpfnetFlowPacketsMetricAttributeKeyNetworkType, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerAddress, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sPodName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sServiceName, EbpfnetFlowPacketsMetricAttributeKeyPeerK8sNodeName, EbpfnetFlowPacketsMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetFlowPacketsMetricAttributeKeyEbpfnetCrossZone, EbpfnetFlowPacketsMetricAttributeKeyPeerService},
 		},
 		EbpfnetFlowTableCapacity: EbpfnetFlowTableCapacityMetricConfig{
 			Enabled: true,
@@ -618,27 +625,27 @@ func DefaultMetricsConfig() MetricsConfig {
 		EbpfnetTCPConnectionsClosed: EbpfnetTCPConnectionsClosedMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []EbpfnetTCPConnectionsClosedMetricAttributeKey{EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPCloseReason, EbpfnetTCPConnectionsClosedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetCrossZone},
+			EnabledAttributes:   []EbpfnetTCPConnectionsClosedMetricAttributeKey{EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetTCPCloseReason, EbpfnetTCPConnectionsClosedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetCrossZone, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerService},
 		},
 		EbpfnetTCPConnectionsOpened: EbpfnetTCPConnectionsOpenedMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []EbpfnetTCPConnectionsOpenedMetricAttributeKey{EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsOpenedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetCrossZone},
+			EnabledAttributes:   []EbpfnetTCPConnectionsOpenedMetricAttributeKey{EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPConnectionsOpenedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetCrossZone, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerService},
 		},
 		EbpfnetTCPResetsReceived: EbpfnetTCPResetsReceivedMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []EbpfnetTCPResetsReceivedMetricAttributeKey{EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsReceivedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetCrossZone},
+			EnabledAttributes:   []EbpfnetTCPResetsReceivedMetricAttributeKey{EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsReceivedMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetCrossZone, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerService},
 		},
 		EbpfnetTCPResetsSent: EbpfnetTCPResetsSentMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []EbpfnetTCPResetsSentMetricAttributeKey{EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetCrossZone},
+			EnabledAttributes:   []EbpfnetTCPResetsSentMetricAttributeKey{EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetCrossZone, EbpfnetTCPResetsSentMetricAttributeKeyPeerService},
 		},
 		EbpfnetTCPRetransmits: EbpfnetTCPRetransmitsMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []EbpfnetTCPRetransmitsMetricAttributeKey{EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPRetransmitsMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sPodName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetCrossZone},
+			EnabledAttributes:   []EbpfnetTCPRetransmitsMetricAttributeKey{EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPRetransmitsMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sPodName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPRetransmitsMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetCrossZone, EbpfnetTCPRetransmitsMetricAttributeKeyPeerService},
 		},
 		EbpfnetTCPStateChangesMissed: EbpfnetTCPStateChangesMissedMetricConfig{
 			Enabled: true,

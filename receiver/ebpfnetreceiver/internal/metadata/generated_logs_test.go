@@ -134,7 +134,7 @@ func TestLogsBuilder(t *testing.T) {
 			allEventsCount := 0
 			defaultEventsCount++
 			allEventsCount++
-			lb.RecordEbpfnetFlowEvent(ctx, timestamp, AttributeNetworkIoDirectionTransmit, "network.transport-val", AttributeNetworkTypeIpv4, "network.interface.name-val", "source.address-val", 11, "destination.address-val", 16, 17, 17, 18, 20, 18, 17, 15.100000, "server.address-val", 11, "network.peer.address-val", 17, AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true, "peer.k8s.service.namespace-val")
+			lb.RecordEbpfnetFlowEvent(ctx, timestamp, AttributeNetworkIoDirectionTransmit, "network.transport-val", AttributeNetworkTypeIpv4, "network.interface.name-val", "source.address-val", 11, "destination.address-val", 16, 17, 17, 18, 20, 18, 17, 15.100000, "server.address-val", 11, "network.peer.address-val", 17, AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true, "peer.service-val", "peer.k8s.service.namespace-val")
 
 			rb := lb.NewResourceBuilder()
 			rb.SetContainerID("container.id-val")
@@ -257,6 +257,9 @@ func TestLogsBuilder(t *testing.T) {
 					attrVal, ok = lr.Attributes().Get("ebpfnet.cross_zone")
 					assert.True(t, ok)
 					assert.True(t, attrVal.Bool())
+					attrVal, ok = lr.Attributes().Get("peer.service")
+					assert.True(t, ok)
+					assert.Equal(t, "peer.service-val", attrVal.Str())
 					attrVal, ok = lr.Attributes().Get("peer.k8s.service.namespace")
 					assert.True(t, ok)
 					assert.Equal(t, "peer.k8s.service.namespace-val", attrVal.Str())

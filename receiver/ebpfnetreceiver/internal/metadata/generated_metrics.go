@@ -243,11 +243,11 @@ var MetricsInfo = metricsInfo{
 	},
 	EbpfnetFlowIo: metricInfo{
 		Name:       "ebpfnet.flow.io",
-		Attributes: []string{"network.io.direction", "network.transport", "network.type", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone", "ebpfnet.cross_zone", "network.peer.port", "network.local.port", "network.interface.name"},
+		Attributes: []string{"network.io.direction", "network.transport", "network.type", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone", "ebpfnet.cross_zone", "peer.service", "network.peer.port", "network.local.port", "network.interface.name"},
 	},
 	EbpfnetFlowPackets: metricInfo{
 		Name:       "ebpfnet.flow.packets",
-		Attributes: []string{"network.io.direction", "network.transport", "network.type", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone", "ebpfnet.cross_zone", "network.peer.port", "network.local.port", "network.interface.name"},
+		Attributes: []string{"network.io.direction", "network.transport", "network.type", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone", "ebpfnet.cross_zone", "peer.service", "network.peer.port", "network.local.port", "network.interface.name"},
 	},
 	EbpfnetFlowTableCapacity: metricInfo{
 		Name: "ebpfnet.flow_table.capacity",
@@ -264,23 +264,23 @@ var MetricsInfo = metricsInfo{
 	},
 	EbpfnetTCPConnectionsClosed: metricInfo{
 		Name:       "ebpfnet.tcp.connections.closed",
-		Attributes: []string{"ebpfnet.tcp.role", "ebpfnet.tcp.close_reason", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone", "ebpfnet.cross_zone"},
+		Attributes: []string{"ebpfnet.tcp.role", "ebpfnet.tcp.close_reason", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone", "ebpfnet.cross_zone", "peer.service"},
 	},
 	EbpfnetTCPConnectionsOpened: metricInfo{
 		Name:       "ebpfnet.tcp.connections.opened",
-		Attributes: []string{"ebpfnet.tcp.role", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone", "ebpfnet.cross_zone"},
+		Attributes: []string{"ebpfnet.tcp.role", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone", "ebpfnet.cross_zone", "peer.service"},
 	},
 	EbpfnetTCPResetsReceived: metricInfo{
 		Name:       "ebpfnet.tcp.resets.received",
-		Attributes: []string{"ebpfnet.tcp.role", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone", "ebpfnet.cross_zone"},
+		Attributes: []string{"ebpfnet.tcp.role", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone", "ebpfnet.cross_zone", "peer.service"},
 	},
 	EbpfnetTCPResetsSent: metricInfo{
 		Name:       "ebpfnet.tcp.resets.sent",
-		Attributes: []string{"ebpfnet.tcp.role", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone", "ebpfnet.cross_zone"},
+		Attributes: []string{"ebpfnet.tcp.role", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone", "ebpfnet.cross_zone", "peer.service"},
 	},
 	EbpfnetTCPRetransmits: metricInfo{
 		Name:       "ebpfnet.tcp.retransmits",
-		Attributes: []string{"ebpfnet.tcp.role", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone", "ebpfnet.cross_zone"},
+		Attributes: []string{"ebpfnet.tcp.role", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone", "ebpfnet.cross_zone", "peer.service"},
 	},
 	EbpfnetTCPStateChangesMissed: metricInfo{
 		Name: "ebpfnet.tcp.state_changes.missed",
@@ -381,7 +381,7 @@ func (m *metricEbpfnetFlowIo) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricEbpfnetFlowIo) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, networkIoDirectionAttributeValue string, networkTransportAttributeValue string, networkTypeAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, networkPeerPortAttributeValue int64, networkLocalPortAttributeValue int64, networkInterfaceNameAttributeValue string) {
+func (m *metricEbpfnetFlowIo) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, networkIoDirectionAttributeValue string, networkTransportAttributeValue string, networkTypeAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string, networkPeerPortAttributeValue int64, networkLocalPortAttributeValue int64, networkInterfaceNameAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -427,6 +427,9 @@ func (m *metricEbpfnetFlowIo) recordDataPoint(start pcommon.Timestamp, ts pcommo
 	}
 	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowIoMetricAttributeKeyEbpfnetCrossZone) {
 		dp.Attributes().PutBool("ebpfnet.cross_zone", ebpfnetCrossZoneAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowIoMetricAttributeKeyPeerService) {
+		dp.Attributes().PutStr("peer.service", peerServiceAttributeValue)
 	}
 	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowIoMetricAttributeKeyNetworkPeerPort) {
 		dp.Attributes().PutInt("network.peer.port", networkPeerPortAttributeValue)
@@ -517,7 +520,7 @@ func (m *metricEbpfnetFlowPackets) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricEbpfnetFlowPackets) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, networkIoDirectionAttributeValue string, networkTransportAttributeValue string, networkTypeAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, networkPeerPortAttributeValue int64, networkLocalPortAttributeValue int64, networkInterfaceNameAttributeValue string) {
+func (m *metricEbpfnetFlowPackets) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, networkIoDirectionAttributeValue string, networkTransportAttributeValue string, networkTypeAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string, networkPeerPortAttributeValue int64, networkLocalPortAttributeValue int64, networkInterfaceNameAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -563,6 +566,9 @@ func (m *metricEbpfnetFlowPackets) recordDataPoint(start pcommon.Timestamp, ts p
 	}
 	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowPacketsMetricAttributeKeyEbpfnetCrossZone) {
 		dp.Attributes().PutBool("ebpfnet.cross_zone", ebpfnetCrossZoneAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowPacketsMetricAttributeKeyPeerService) {
+		dp.Attributes().PutStr("peer.service", peerServiceAttributeValue)
 	}
 	if slices.Contains(m.config.EnabledAttributes, EbpfnetFlowPacketsMetricAttributeKeyNetworkPeerPort) {
 		dp.Attributes().PutInt("network.peer.port", networkPeerPortAttributeValue)
@@ -859,7 +865,7 @@ func (m *metricEbpfnetTCPConnectionsClosed) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricEbpfnetTCPConnectionsClosed) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue string, ebpfnetTCPCloseReasonAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool) {
+func (m *metricEbpfnetTCPConnectionsClosed) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue string, ebpfnetTCPCloseReasonAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -902,6 +908,9 @@ func (m *metricEbpfnetTCPConnectionsClosed) recordDataPoint(start pcommon.Timest
 	}
 	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsClosedMetricAttributeKeyEbpfnetCrossZone) {
 		dp.Attributes().PutBool("ebpfnet.cross_zone", ebpfnetCrossZoneAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsClosedMetricAttributeKeyPeerService) {
+		dp.Attributes().PutStr("peer.service", peerServiceAttributeValue)
 	}
 
 	var s string
@@ -983,7 +992,7 @@ func (m *metricEbpfnetTCPConnectionsOpened) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricEbpfnetTCPConnectionsOpened) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool) {
+func (m *metricEbpfnetTCPConnectionsOpened) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -1023,6 +1032,9 @@ func (m *metricEbpfnetTCPConnectionsOpened) recordDataPoint(start pcommon.Timest
 	}
 	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsOpenedMetricAttributeKeyEbpfnetCrossZone) {
 		dp.Attributes().PutBool("ebpfnet.cross_zone", ebpfnetCrossZoneAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPConnectionsOpenedMetricAttributeKeyPeerService) {
+		dp.Attributes().PutStr("peer.service", peerServiceAttributeValue)
 	}
 
 	var s string
@@ -1104,7 +1116,7 @@ func (m *metricEbpfnetTCPResetsReceived) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricEbpfnetTCPResetsReceived) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool) {
+func (m *metricEbpfnetTCPResetsReceived) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -1144,6 +1156,9 @@ func (m *metricEbpfnetTCPResetsReceived) recordDataPoint(start pcommon.Timestamp
 	}
 	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsReceivedMetricAttributeKeyEbpfnetCrossZone) {
 		dp.Attributes().PutBool("ebpfnet.cross_zone", ebpfnetCrossZoneAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsReceivedMetricAttributeKeyPeerService) {
+		dp.Attributes().PutStr("peer.service", peerServiceAttributeValue)
 	}
 
 	var s string
@@ -1225,7 +1240,7 @@ func (m *metricEbpfnetTCPResetsSent) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricEbpfnetTCPResetsSent) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool) {
+func (m *metricEbpfnetTCPResetsSent) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -1265,6 +1280,9 @@ func (m *metricEbpfnetTCPResetsSent) recordDataPoint(start pcommon.Timestamp, ts
 	}
 	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetCrossZone) {
 		dp.Attributes().PutBool("ebpfnet.cross_zone", ebpfnetCrossZoneAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsSentMetricAttributeKeyPeerService) {
+		dp.Attributes().PutStr("peer.service", peerServiceAttributeValue)
 	}
 
 	var s string
@@ -1346,7 +1364,7 @@ func (m *metricEbpfnetTCPRetransmits) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricEbpfnetTCPRetransmits) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool) {
+func (m *metricEbpfnetTCPRetransmits) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -1386,6 +1404,9 @@ func (m *metricEbpfnetTCPRetransmits) recordDataPoint(start pcommon.Timestamp, t
 	}
 	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPRetransmitsMetricAttributeKeyEbpfnetCrossZone) {
 		dp.Attributes().PutBool("ebpfnet.cross_zone", ebpfnetCrossZoneAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPRetransmitsMetricAttributeKeyPeerService) {
+		dp.Attributes().PutStr("peer.service", peerServiceAttributeValue)
 	}
 
 	var s string
@@ -1726,13 +1747,13 @@ func (mb *MetricsBuilder) RecordEbpfnetConnectionsUnreportedDataPoint(ts pcommon
 }
 
 // RecordEbpfnetFlowIoDataPoint adds a data point to ebpfnet.flow.io metric.
-func (mb *MetricsBuilder) RecordEbpfnetFlowIoDataPoint(ts pcommon.Timestamp, val int64, networkIoDirectionAttributeValue AttributeNetworkIoDirection, networkTransportAttributeValue string, networkTypeAttributeValue AttributeNetworkType, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, networkPeerPortAttributeValue int64, networkLocalPortAttributeValue int64, networkInterfaceNameAttributeValue string) {
-	mb.metricEbpfnetFlowIo.recordDataPoint(mb.startTime, ts, val, networkIoDirectionAttributeValue.String(), networkTransportAttributeValue, networkTypeAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue, networkPeerPortAttributeValue, networkLocalPortAttributeValue, networkInterfaceNameAttributeValue)
+func (mb *MetricsBuilder) RecordEbpfnetFlowIoDataPoint(ts pcommon.Timestamp, val int64, networkIoDirectionAttributeValue AttributeNetworkIoDirection, networkTransportAttributeValue string, networkTypeAttributeValue AttributeNetworkType, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string, networkPeerPortAttributeValue int64, networkLocalPortAttributeValue int64, networkInterfaceNameAttributeValue string) {
+	mb.metricEbpfnetFlowIo.recordDataPoint(mb.startTime, ts, val, networkIoDirectionAttributeValue.String(), networkTransportAttributeValue, networkTypeAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue, peerServiceAttributeValue, networkPeerPortAttributeValue, networkLocalPortAttributeValue, networkInterfaceNameAttributeValue)
 }
 
 // RecordEbpfnetFlowPacketsDataPoint adds a data point to ebpfnet.flow.packets metric.
-func (mb *MetricsBuilder) RecordEbpfnetFlowPacketsDataPoint(ts pcommon.Timestamp, val int64, networkIoDirectionAttributeValue AttributeNetworkIoDirection, networkTransportAttributeValue string, networkTypeAttributeValue AttributeNetworkType, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, networkPeerPortAttributeValue int64, networkLocalPortAttributeValue int64, networkInterfaceNameAttributeValue string) {
-	mb.metricEbpfnetFlowPackets.recordDataPoint(mb.startTime, ts, val, networkIoDirectionAttributeValue.String(), networkTransportAttributeValue, networkTypeAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue, networkPeerPortAttributeValue, networkLocalPortAttributeValue, networkInterfaceNameAttributeValue)
+func (mb *MetricsBuilder) RecordEbpfnetFlowPacketsDataPoint(ts pcommon.Timestamp, val int64, networkIoDirectionAttributeValue AttributeNetworkIoDirection, networkTransportAttributeValue string, networkTypeAttributeValue AttributeNetworkType, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string, networkPeerPortAttributeValue int64, networkLocalPortAttributeValue int64, networkInterfaceNameAttributeValue string) {
+	mb.metricEbpfnetFlowPackets.recordDataPoint(mb.startTime, ts, val, networkIoDirectionAttributeValue.String(), networkTransportAttributeValue, networkTypeAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue, peerServiceAttributeValue, networkPeerPortAttributeValue, networkLocalPortAttributeValue, networkInterfaceNameAttributeValue)
 }
 
 // RecordEbpfnetFlowTableCapacityDataPoint adds a data point to ebpfnet.flow_table.capacity metric.
@@ -1756,28 +1777,28 @@ func (mb *MetricsBuilder) RecordEbpfnetSeriesEvictedDataPoint(ts pcommon.Timesta
 }
 
 // RecordEbpfnetTCPConnectionsClosedDataPoint adds a data point to ebpfnet.tcp.connections.closed metric.
-func (mb *MetricsBuilder) RecordEbpfnetTCPConnectionsClosedDataPoint(ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue AttributeEbpfnetTCPRole, ebpfnetTCPCloseReasonAttributeValue AttributeEbpfnetTCPCloseReason, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool) {
-	mb.metricEbpfnetTCPConnectionsClosed.recordDataPoint(mb.startTime, ts, val, ebpfnetTCPRoleAttributeValue.String(), ebpfnetTCPCloseReasonAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue)
+func (mb *MetricsBuilder) RecordEbpfnetTCPConnectionsClosedDataPoint(ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue AttributeEbpfnetTCPRole, ebpfnetTCPCloseReasonAttributeValue AttributeEbpfnetTCPCloseReason, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string) {
+	mb.metricEbpfnetTCPConnectionsClosed.recordDataPoint(mb.startTime, ts, val, ebpfnetTCPRoleAttributeValue.String(), ebpfnetTCPCloseReasonAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue, peerServiceAttributeValue)
 }
 
 // RecordEbpfnetTCPConnectionsOpenedDataPoint adds a data point to ebpfnet.tcp.connections.opened metric.
-func (mb *MetricsBuilder) RecordEbpfnetTCPConnectionsOpenedDataPoint(ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue AttributeEbpfnetTCPRole, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool) {
-	mb.metricEbpfnetTCPConnectionsOpened.recordDataPoint(mb.startTime, ts, val, ebpfnetTCPRoleAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue)
+func (mb *MetricsBuilder) RecordEbpfnetTCPConnectionsOpenedDataPoint(ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue AttributeEbpfnetTCPRole, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string) {
+	mb.metricEbpfnetTCPConnectionsOpened.recordDataPoint(mb.startTime, ts, val, ebpfnetTCPRoleAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue, peerServiceAttributeValue)
 }
 
 // RecordEbpfnetTCPResetsReceivedDataPoint adds a data point to ebpfnet.tcp.resets.received metric.
-func (mb *MetricsBuilder) RecordEbpfnetTCPResetsReceivedDataPoint(ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue AttributeEbpfnetTCPRole, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool) {
-	mb.metricEbpfnetTCPResetsReceived.recordDataPoint(mb.startTime, ts, val, ebpfnetTCPRoleAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue)
+func (mb *MetricsBuilder) RecordEbpfnetTCPResetsReceivedDataPoint(ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue AttributeEbpfnetTCPRole, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string) {
+	mb.metricEbpfnetTCPResetsReceived.recordDataPoint(mb.startTime, ts, val, ebpfnetTCPRoleAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue, peerServiceAttributeValue)
 }
 
 // RecordEbpfnetTCPResetsSentDataPoint adds a data point to ebpfnet.tcp.resets.sent metric.
-func (mb *MetricsBuilder) RecordEbpfnetTCPResetsSentDataPoint(ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue AttributeEbpfnetTCPRole, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool) {
-	mb.metricEbpfnetTCPResetsSent.recordDataPoint(mb.startTime, ts, val, ebpfnetTCPRoleAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue)
+func (mb *MetricsBuilder) RecordEbpfnetTCPResetsSentDataPoint(ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue AttributeEbpfnetTCPRole, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string) {
+	mb.metricEbpfnetTCPResetsSent.recordDataPoint(mb.startTime, ts, val, ebpfnetTCPRoleAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue, peerServiceAttributeValue)
 }
 
 // RecordEbpfnetTCPRetransmitsDataPoint adds a data point to ebpfnet.tcp.retransmits metric.
-func (mb *MetricsBuilder) RecordEbpfnetTCPRetransmitsDataPoint(ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue AttributeEbpfnetTCPRole, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool) {
-	mb.metricEbpfnetTCPRetransmits.recordDataPoint(mb.startTime, ts, val, ebpfnetTCPRoleAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue)
+func (mb *MetricsBuilder) RecordEbpfnetTCPRetransmitsDataPoint(ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue AttributeEbpfnetTCPRole, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string) {
+	mb.metricEbpfnetTCPRetransmits.recordDataPoint(mb.startTime, ts, val, ebpfnetTCPRoleAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue, peerServiceAttributeValue)
 }
 
 // RecordEbpfnetTCPStateChangesMissedDataPoint adds a data point to ebpfnet.tcp.state_changes.missed metric.

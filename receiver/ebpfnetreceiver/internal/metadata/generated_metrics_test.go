@@ -87,15 +87,15 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordEbpfnetConnectionsUnreportedDataPoint(ts, 1, AttributeReasonNonIP)
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordEbpfnetFlowIoDataPoint(ts, 1, AttributeNetworkIoDirectionTransmit, "network.transport-val", AttributeNetworkTypeIpv4, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true, 17, 18, "network.interface.name-val")
+			mb.RecordEbpfnetFlowIoDataPoint(ts, 1, AttributeNetworkIoDirectionTransmit, "network.transport-val", AttributeNetworkTypeIpv4, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true, "peer.service-val", 17, 18, "network.interface.name-val")
 			if tt.name == "reaggregate_set" {
-				mb.RecordEbpfnetFlowIoDataPoint(ts, 3, AttributeNetworkIoDirectionTransmit, "network.transport-val-2", AttributeNetworkTypeIpv6, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false, 18, 19, "network.interface.name-val-2")
+				mb.RecordEbpfnetFlowIoDataPoint(ts, 3, AttributeNetworkIoDirectionTransmit, "network.transport-val-2", AttributeNetworkTypeIpv6, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false, "peer.service-val-2", 18, 19, "network.interface.name-val-2")
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordEbpfnetFlowPacketsDataPoint(ts, 1, AttributeNetworkIoDirectionTransmit, "network.transport-val", AttributeNetworkTypeIpv4, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true, 17, 18, "network.interface.name-val")
+			mb.RecordEbpfnetFlowPacketsDataPoint(ts, 1, AttributeNetworkIoDirectionTransmit, "network.transport-val", AttributeNetworkTypeIpv4, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true, "peer.service-val", 17, 18, "network.interface.name-val")
 			if tt.name == "reaggregate_set" {
-				mb.RecordEbpfnetFlowPacketsDataPoint(ts, 3, AttributeNetworkIoDirectionTransmit, "network.transport-val-2", AttributeNetworkTypeIpv6, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false, 18, 19, "network.interface.name-val-2")
+				mb.RecordEbpfnetFlowPacketsDataPoint(ts, 3, AttributeNetworkIoDirectionTransmit, "network.transport-val-2", AttributeNetworkTypeIpv6, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false, "peer.service-val-2", 18, 19, "network.interface.name-val-2")
 			}
 			defaultMetricsCount++
 			allMetricsCount++
@@ -111,33 +111,33 @@ func TestMetricsBuilder(t *testing.T) {
 			mb.RecordEbpfnetSeriesEvictedDataPoint(ts, 1)
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordEbpfnetTCPConnectionsClosedDataPoint(ts, 1, AttributeEbpfnetTCPRoleClient, AttributeEbpfnetTCPCloseReasonClosed, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true)
+			mb.RecordEbpfnetTCPConnectionsClosedDataPoint(ts, 1, AttributeEbpfnetTCPRoleClient, AttributeEbpfnetTCPCloseReasonClosed, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true, "peer.service-val")
 			if tt.name == "reaggregate_set" {
-				mb.RecordEbpfnetTCPConnectionsClosedDataPoint(ts, 3, AttributeEbpfnetTCPRoleClient, AttributeEbpfnetTCPCloseReasonClosed, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false)
+				mb.RecordEbpfnetTCPConnectionsClosedDataPoint(ts, 3, AttributeEbpfnetTCPRoleClient, AttributeEbpfnetTCPCloseReasonClosed, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false, "peer.service-val-2")
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordEbpfnetTCPConnectionsOpenedDataPoint(ts, 1, AttributeEbpfnetTCPRoleClient, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true)
+			mb.RecordEbpfnetTCPConnectionsOpenedDataPoint(ts, 1, AttributeEbpfnetTCPRoleClient, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true, "peer.service-val")
 			if tt.name == "reaggregate_set" {
-				mb.RecordEbpfnetTCPConnectionsOpenedDataPoint(ts, 3, AttributeEbpfnetTCPRoleClient, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false)
+				mb.RecordEbpfnetTCPConnectionsOpenedDataPoint(ts, 3, AttributeEbpfnetTCPRoleClient, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false, "peer.service-val-2")
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordEbpfnetTCPResetsReceivedDataPoint(ts, 1, AttributeEbpfnetTCPRoleClient, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true)
+			mb.RecordEbpfnetTCPResetsReceivedDataPoint(ts, 1, AttributeEbpfnetTCPRoleClient, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true, "peer.service-val")
 			if tt.name == "reaggregate_set" {
-				mb.RecordEbpfnetTCPResetsReceivedDataPoint(ts, 3, AttributeEbpfnetTCPRoleClient, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false)
+				mb.RecordEbpfnetTCPResetsReceivedDataPoint(ts, 3, AttributeEbpfnetTCPRoleClient, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false, "peer.service-val-2")
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordEbpfnetTCPResetsSentDataPoint(ts, 1, AttributeEbpfnetTCPRoleClient, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true)
+			mb.RecordEbpfnetTCPResetsSentDataPoint(ts, 1, AttributeEbpfnetTCPRoleClient, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true, "peer.service-val")
 			if tt.name == "reaggregate_set" {
-				mb.RecordEbpfnetTCPResetsSentDataPoint(ts, 3, AttributeEbpfnetTCPRoleClient, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false)
+				mb.RecordEbpfnetTCPResetsSentDataPoint(ts, 3, AttributeEbpfnetTCPRoleClient, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false, "peer.service-val-2")
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordEbpfnetTCPRetransmitsDataPoint(ts, 1, AttributeEbpfnetTCPRoleClient, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true)
+			mb.RecordEbpfnetTCPRetransmitsDataPoint(ts, 1, AttributeEbpfnetTCPRoleClient, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true, "peer.service-val")
 			if tt.name == "reaggregate_set" {
-				mb.RecordEbpfnetTCPRetransmitsDataPoint(ts, 3, AttributeEbpfnetTCPRoleClient, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false)
+				mb.RecordEbpfnetTCPRetransmitsDataPoint(ts, 3, AttributeEbpfnetTCPRoleClient, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false, "peer.service-val-2")
 			}
 			defaultMetricsCount++
 			allMetricsCount++
@@ -259,6 +259,9 @@ func TestMetricsBuilder(t *testing.T) {
 						ebpfnetCrossZoneAttrVal, ok := dp.Attributes().Get("ebpfnet.cross_zone")
 						assert.True(t, ok)
 						assert.True(t, ebpfnetCrossZoneAttrVal.Bool())
+						peerServiceAttrVal, ok := dp.Attributes().Get("peer.service")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.service-val", peerServiceAttrVal.Str())
 					} else {
 						assert.False(t, validatedMetrics["ebpfnet.flow.io"], "Found a duplicate in the metrics slice: ebpfnet.flow.io")
 						validatedMetrics["ebpfnet.flow.io"] = true
@@ -307,6 +310,8 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("peer.cloud.availability_zone")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("ebpfnet.cross_zone")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.service")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("network.peer.port")
 						assert.False(t, ok)
@@ -369,6 +374,9 @@ func TestMetricsBuilder(t *testing.T) {
 						ebpfnetCrossZoneAttrVal, ok := dp.Attributes().Get("ebpfnet.cross_zone")
 						assert.True(t, ok)
 						assert.True(t, ebpfnetCrossZoneAttrVal.Bool())
+						peerServiceAttrVal, ok := dp.Attributes().Get("peer.service")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.service-val", peerServiceAttrVal.Str())
 					} else {
 						assert.False(t, validatedMetrics["ebpfnet.flow.packets"], "Found a duplicate in the metrics slice: ebpfnet.flow.packets")
 						validatedMetrics["ebpfnet.flow.packets"] = true
@@ -417,6 +425,8 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("peer.cloud.availability_zone")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("ebpfnet.cross_zone")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.service")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("network.peer.port")
 						assert.False(t, ok)
@@ -531,6 +541,9 @@ func TestMetricsBuilder(t *testing.T) {
 						ebpfnetCrossZoneAttrVal, ok := dp.Attributes().Get("ebpfnet.cross_zone")
 						assert.True(t, ok)
 						assert.True(t, ebpfnetCrossZoneAttrVal.Bool())
+						peerServiceAttrVal, ok := dp.Attributes().Get("peer.service")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.service-val", peerServiceAttrVal.Str())
 					} else {
 						assert.False(t, validatedMetrics["ebpfnet.tcp.connections.closed"], "Found a duplicate in the metrics slice: ebpfnet.tcp.connections.closed")
 						validatedMetrics["ebpfnet.tcp.connections.closed"] = true
@@ -577,6 +590,8 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("peer.cloud.availability_zone")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("ebpfnet.cross_zone")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.service")
 						assert.False(t, ok)
 					}
 				case "ebpfnet.tcp.connections.opened":
@@ -627,6 +642,9 @@ func TestMetricsBuilder(t *testing.T) {
 						ebpfnetCrossZoneAttrVal, ok := dp.Attributes().Get("ebpfnet.cross_zone")
 						assert.True(t, ok)
 						assert.True(t, ebpfnetCrossZoneAttrVal.Bool())
+						peerServiceAttrVal, ok := dp.Attributes().Get("peer.service")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.service-val", peerServiceAttrVal.Str())
 					} else {
 						assert.False(t, validatedMetrics["ebpfnet.tcp.connections.opened"], "Found a duplicate in the metrics slice: ebpfnet.tcp.connections.opened")
 						validatedMetrics["ebpfnet.tcp.connections.opened"] = true
@@ -671,6 +689,8 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("peer.cloud.availability_zone")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("ebpfnet.cross_zone")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.service")
 						assert.False(t, ok)
 					}
 				case "ebpfnet.tcp.resets.received":
@@ -721,6 +741,9 @@ func TestMetricsBuilder(t *testing.T) {
 						ebpfnetCrossZoneAttrVal, ok := dp.Attributes().Get("ebpfnet.cross_zone")
 						assert.True(t, ok)
 						assert.True(t, ebpfnetCrossZoneAttrVal.Bool())
+						peerServiceAttrVal, ok := dp.Attributes().Get("peer.service")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.service-val", peerServiceAttrVal.Str())
 					} else {
 						assert.False(t, validatedMetrics["ebpfnet.tcp.resets.received"], "Found a duplicate in the metrics slice: ebpfnet.tcp.resets.received")
 						validatedMetrics["ebpfnet.tcp.resets.received"] = true
@@ -765,6 +788,8 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("peer.cloud.availability_zone")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("ebpfnet.cross_zone")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.service")
 						assert.False(t, ok)
 					}
 				case "ebpfnet.tcp.resets.sent":
@@ -815,6 +840,9 @@ func TestMetricsBuilder(t *testing.T) {
 						ebpfnetCrossZoneAttrVal, ok := dp.Attributes().Get("ebpfnet.cross_zone")
 						assert.True(t, ok)
 						assert.True(t, ebpfnetCrossZoneAttrVal.Bool())
+						peerServiceAttrVal, ok := dp.Attributes().Get("peer.service")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.service-val", peerServiceAttrVal.Str())
 					} else {
 						assert.False(t, validatedMetrics["ebpfnet.tcp.resets.sent"], "Found a duplicate in the metrics slice: ebpfnet.tcp.resets.sent")
 						validatedMetrics["ebpfnet.tcp.resets.sent"] = true
@@ -859,6 +887,8 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("peer.cloud.availability_zone")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("ebpfnet.cross_zone")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.service")
 						assert.False(t, ok)
 					}
 				case "ebpfnet.tcp.retransmits":
@@ -909,6 +939,9 @@ func TestMetricsBuilder(t *testing.T) {
 						ebpfnetCrossZoneAttrVal, ok := dp.Attributes().Get("ebpfnet.cross_zone")
 						assert.True(t, ok)
 						assert.True(t, ebpfnetCrossZoneAttrVal.Bool())
+						peerServiceAttrVal, ok := dp.Attributes().Get("peer.service")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.service-val", peerServiceAttrVal.Str())
 					} else {
 						assert.False(t, validatedMetrics["ebpfnet.tcp.retransmits"], "Found a duplicate in the metrics slice: ebpfnet.tcp.retransmits")
 						validatedMetrics["ebpfnet.tcp.retransmits"] = true
@@ -953,6 +986,8 @@ func TestMetricsBuilder(t *testing.T) {
 						_, ok = dp.Attributes().Get("peer.cloud.availability_zone")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("ebpfnet.cross_zone")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.service")
 						assert.False(t, ok)
 					}
 				case "ebpfnet.tcp.state_changes.missed":
