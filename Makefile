@@ -8,7 +8,7 @@ GOTEST_FLAGS ?= -count=1
 # Tests load programs into the running kernel: they run as root.
 export CGO_ENABLED := 0
 
-.PHONY: all deps generate check-generate build run test unit bench lint clean vmlinux image image-push
+.PHONY: all deps generate check-generate build run test unit bench lint clean vmlinux image image-push jaeger
 
 all: build
 
@@ -66,7 +66,12 @@ run: build
 unit:
 	$(GO) test $(GOTEST_FLAGS) ./...
 
-test: deps check-generate lint
+# Jaeger v2 for TestBackendJaeger, built once from its pinned module
+# (internal/jaegertest/build) into ~/.cache/ebpfnet.
+jaeger:
+	@scripts/build-jaeger.sh >/dev/null
+
+test: deps check-generate lint jaeger
 	$(GO) test $(GOTEST_FLAGS) -timeout 30m ./...
 
 bench:

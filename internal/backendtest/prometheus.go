@@ -1,5 +1,5 @@
 // Package backendtest runs the real backends the examples feed (Debian's
-// Prometheus) as processes of a test, on loopback, and queries them through
+// Prometheus, Jaeger v2) as processes of a test, on loopback, and queries them through
 // their own HTTP APIs.
 package backendtest
 
@@ -37,27 +37,8 @@ func StartPrometheus(tb testing.TB) *Prometheus {
 	addr := freePort(tb)
 	cmd := exec.Command(bin, "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr, "--web.enable-remote-write-receiver", "--enable-feature=exemplar-storage")
-	out, err := os.Create(filepath.Join(dir, "prometheus.log"))
-	require.NoError(tb, err)
-	cmd.Stdout, cmd.Stderr = out, out
-	require.NoError(tb, cmd.Start())
-	tb.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if tb.Failed() {
-			b, _ := os.ReadFile(out.Name())
-			tb.Logf("prometheus log:\n%s", b)
-		}
-	})
 	p := &Prometheus{URL: "http://" + addr}
-	require.Eventually(tb, func() bool {
-		resp, err := http.Get(p.URL + "/-/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 30*time.Second, 100*time.Millisecond, "prometheus ready")
+	run(tb, cmd, dir, p.URL+"/-/ready")
 	return p
 }
 
@@ -123,11 +104,15 @@ func (p *Prometheus) Exemplars(tb testing.TB, q string) []Exemplar {
 	return out
 }
 
-func (p *Prometheus) get(tb testing.TB, path string, v any) {
+func (p *Prometheus) get(tb testing.TB, path string, v any) { getJSON(tb, p.URL+path, v) }
+
+// getJSON decodes what GET u returns into v.
+func getJSON(tb testing.TB, u string, v any) {
 	tb.Helper()
-	resp, err := http.Get(p.URL + path)
+	resp, err := http.Get(u)
 	require.NoError(tb, err)
 	defer resp.Body.Close()
+	require.Equal(tb, http.StatusOK, resp.StatusCode, u)
 	require.NoError(tb, json.NewDecoder(resp.Body).Decode(v))
 }
 
@@ -188,4 +173,31 @@ func (p *Prometheus) LabelValues(tb testing.TB, label, match string) []string {
 	p.get(tb, fmt.Sprintf("/api/v1/label/%s/values?match[]=%s", label, url.QueryEscape(match)), &res)
 	require.Equal(tb, "success", res.Status)
 	return res.Data
+}
+
+// run starts cmd (its output in dir) until the end of the test, and waits
+// until ready answers 200. The output is logged if the test failed.
+func run(tb testing.TB, cmd *exec.Cmd, dir, ready string) {
+	tb.Helper()
+	name := filepath.Base(cmd.Path)
+	logf, err := os.Create(filepath.Join(dir, name+".log"))
+	require.NoError(tb, err)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	require.NoError(tb, cmd.Start())
+	tb.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if tb.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			tb.Logf("%s log:\n%s", name, b)
+		}
+	})
+	require.Eventually(tb, func() bool {
+		resp, err := http.Get(ready)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 30*time.Second, 100*time.Millisecond, "%s ready (%s)", name, ready)
 }

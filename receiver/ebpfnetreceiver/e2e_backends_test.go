@@ -120,6 +120,18 @@ func startBackendGateway(t *testing.T, bin, config string, env ...string) string
 	return addr
 }
 
+// start runs db's server on port 5432, the collector as the gateway with
+// a shipped config (gatewayEnv: where it sends) and as the agent with the
+// overlays.
+func (b *backendNode) start(t *testing.T, gateway, gatewayEnv string, overlays ...string) {
+	bin := collectortest.Build(t)
+	gw := startBackendGateway(t, bin, gateway, gatewayEnv)
+	ln, err := testnet.ListenTCP(b.db.NS, netip.AddrPortFrom(b.db.IPv4, 5432))
+	require.NoError(t, err)
+	t.Cleanup(ln.Close)
+	b.startAgent(t, bin, gw, overlays...)
+}
+
 // startAgent runs the agent with the test's base config and the overlays.
 func (b *backendNode) startAgent(t *testing.T, bin, gateway string, overlays ...string) *collectortest.Collector {
 	return collectortest.Start(t, bin, filepath.Join(b.dir, "agent.yaml"), func(cmd *exec.Cmd) {
@@ -144,13 +156,9 @@ func (b *backendNode) startAgent(t *testing.T, bin, gateway string, overlays ...
 func TestBackendPrometheus(t *testing.T) {
 	testnet.RequireRoot(t)
 	b := startBackendNode(t)
-	bin := collectortest.Build(t)
 	prom := backendtest.StartPrometheus(t)
-	gw := startBackendGateway(t, bin, examplePath("backends", "prometheus", "gateway.yaml"), "PROMETHEUS_URL="+prom.URL)
-	ln, err := testnet.ListenTCP(b.db.NS, netip.AddrPortFrom(b.db.IPv4, 5432))
-	require.NoError(t, err)
-	t.Cleanup(ln.Close)
-	b.startAgent(t, bin, gw, examplePath("backends", "prometheus", "agent-spanmetrics.yaml"))
+	b.start(t, examplePath("backends", "prometheus", "gateway.yaml"), "PROMETHEUS_URL="+prom.URL,
+		examplePath("backends", "prometheus", "agent-spanmetrics.yaml"))
 
 	for _, v := range []*testnet.Pod{b.webA, b.webC, b.db} {
 		testnet.WaitQuiet(t, v.Veth)
@@ -328,4 +336,65 @@ func dialEvery(t *testing.T, ns *testnet.Netns, dst netip.AddrPort, n int, every
 		}
 	}()
 	t.Cleanup(func() { close(stop); wg.Wait() })
+}
+
+// TestBackendJaeger: the shipped Jaeger gateway config sends the agent's
+// spans to Jaeger v2 (memory storage). Two replicas of web dial db 12 and 5
+// times, the pod of the other zone 4 times, and a web pod 3 times a closed
+// port. Required, through Jaeger's query API: the services by their
+// k8s_attributes names; each successful connection one trace holding the
+// client span under its service and the server span under db, the server's
+// parent the client's; a failed connect a trace of its client span alone;
+// and Jaeger's dependency graph counting exactly the connections made
+// (web → db 17, report → db 4): the pairing servicegraph makes too.
+func TestBackendJaeger(t *testing.T) {
+	testnet.RequireRoot(t)
+	b := startBackendNode(t)
+	jaeger := backendtest.StartJaeger(t)
+	b.start(t, examplePath("backends", "jaeger", "gateway.yaml"), "JAEGER_OTLP_ENDPOINT="+jaeger.OTLP)
+
+	for pod, n := range map[*testnet.Netns]int{b.webA.NS: 12, b.webC.NS: 5, b.node.Remote.NS: 4} {
+		for i := 0; i < n; i++ {
+			_, err := testnet.Dial(pod, netip.AddrPortFrom(b.db.IPv4, 5432), 100, 2*time.Second)
+			require.NoError(t, err)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		_, err := testnet.Dial(b.webA.NS, netip.AddrPortFrom(b.db.IPv4, 5433), 100, 2*time.Second)
+		require.Error(t, err, "nothing listens on 5433")
+	}
+
+	wantDeps := map[string]int{"web -> db": 17, "report -> db": 4}
+	// The node's own processes (this test, the API server) have edges too.
+	ours := func() map[string]int {
+		d := jaeger.Dependencies(t)
+		return map[string]int{"web -> db": d["web -> db"], "report -> db": d["report -> db"]}
+	}
+	if !assert.Eventually(t, func() bool { return fmt.Sprint(ours()) == fmt.Sprint(wantDeps) }, 60*time.Second, time.Second) {
+		t.Fatalf("Jaeger's dependencies %v, want the connections %v; services %v", jaeger.Dependencies(t), wantDeps, jaeger.Services(t))
+	}
+	require.Subset(t, jaeger.Services(t), []string{"web", "db", "report"})
+	pairs, alone := map[string]int{}, 0
+	for _, tr := range jaeger.Traces(t, "web") {
+		byID := map[string]string{}
+		for _, s := range tr.Spans {
+			byID[s.SpanID] = tr.Processes[s.ProcessID].ServiceName
+		}
+		switch len(tr.Spans) {
+		case 1:
+			require.Equal(t, "tcp connect", tr.Spans[0].OperationName)
+			alone++
+		case 2:
+			for _, s := range tr.Spans {
+				if s.OperationName == "tcp accept" {
+					require.Len(t, s.References, 1, "the server span's parent")
+					pairs[byID[s.References[0].SpanID]+" -> "+tr.Processes[s.ProcessID].ServiceName]++
+				}
+			}
+		default:
+			t.Fatalf("trace %s has %d spans", tr.TraceID, len(tr.Spans))
+		}
+	}
+	require.Equal(t, map[string]int{"web -> db": 17}, pairs, "each connection one trace, client span the server span's parent")
+	require.Equal(t, 3, alone, "each failed connect a trace of its client span")
 }
