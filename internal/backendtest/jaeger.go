@@ -30,7 +30,7 @@ func StartJaeger(tb testing.TB) *Jaeger {
 	out, err := exec.Command(filepath.Join(root, "scripts", "build-jaeger.sh")).Output()
 	require.NoError(tb, err, "scripts/build-jaeger.sh")
 	bin := strings.TrimSpace(string(out))
-	j := &Jaeger{OTLP: freePort(tb), URL: "http://" + freePort(tb)}
+	j := &Jaeger{OTLP: FreeAddr(tb), URL: "http://" + FreeAddr(tb)}
 	dir := tb.TempDir()
 	cfg := filepath.Join(dir, "jaeger.yaml")
 	require.NoError(tb, os.WriteFile(cfg, []byte(fmt.Sprintf(`
@@ -51,7 +51,7 @@ receivers:
 processors: {batch: {}}
 exporters:
   jaeger_storage_exporter: {trace_storage: memstore}
-`, strings.TrimPrefix(j.URL, "http://"), freePort(tb), j.OTLP)), 0o600))
+`, strings.TrimPrefix(j.URL, "http://"), FreeAddr(tb), j.OTLP)), 0o600))
 	run(tb, exec.Command(bin, "--config", cfg), dir, j.URL+"/api/services")
 	return j
 }

@@ -34,7 +34,7 @@ func StartPrometheus(tb testing.TB) *Prometheus {
 	dir := tb.TempDir()
 	cfg := filepath.Join(dir, "prometheus.yml")
 	require.NoError(tb, os.WriteFile(cfg, []byte("global: {scrape_interval: 15s}\n"), 0o600))
-	addr := freePort(tb)
+	addr := FreeAddr(tb)
 	cmd := exec.Command(bin, "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr, "--web.enable-remote-write-receiver", "--enable-feature=exemplar-storage")
 	p := &Prometheus{URL: "http://" + addr}
@@ -42,7 +42,9 @@ func StartPrometheus(tb testing.TB) *Prometheus {
 	return p
 }
 
-func freePort(tb testing.TB) string {
+// FreeAddr is a loopback address with a port free now (for a server a
+// test starts).
+func FreeAddr(tb testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(tb, err)
 	defer l.Close()

@@ -136,7 +136,7 @@ func (c *Converter) putSeriesAttrs(m pcommon.Map, k *seriesKey) {
 		}
 		if attrs&WithPeerAddress != 0 {
 			m.PutStr(AttrPeerAddress, k.peer.String())
-			c.putPeerSeries(m, k.peer, attrs)
+			putPeer(m, c.opts.Peers, k.peer, attrs, c.zone, netip.Addr{})
 		}
 		return
 	}
@@ -155,7 +155,7 @@ func (c *Converter) putSeriesAttrs(m pcommon.Map, k *seriesKey) {
 	}
 	if attrs&WithPeerAddress != 0 {
 		m.PutStr(AttrPeerAddress, k.peer.String())
-		c.putPeerSeries(m, k.peer, attrs)
+		putPeer(m, c.opts.Peers, k.peer, attrs, c.zone, netip.Addr{})
 	}
 	if k.ports && attrs&WithPeerPort != 0 {
 		m.PutInt(AttrPeerPort, int64(k.peerPort))
@@ -165,16 +165,6 @@ func (c *Converter) putSeriesAttrs(m pcommon.Map, k *seriesKey) {
 	}
 	if attrs&WithInterface != 0 && k.iface != "" {
 		m.PutStr(AttrInterface, k.iface)
-	}
-}
-
-// putPeerSeries writes a series' peer: its Kubernetes identity and, with
-// Kubernetes enrichment (without, it is the address again), its service
-// (peer.service, as on client spans: the workload graph's edges).
-func (c *Converter) putPeerSeries(m pcommon.Map, peer netip.Addr, attrs Attrs) {
-	putPeer(m, c.opts.Peers, peer, attrs, c.zone)
-	if attrs&WithPeerService != 0 && c.opts.Peers != nil {
-		m.PutStr(AttrPeerService, peerService(c.opts.Peers, peer, netip.Addr{}))
 	}
 }
 

@@ -47,10 +47,7 @@ func Logs(opts Options, b *flow.Batch) plog.Logs {
 		putFlowRecord(lr, f, observed, addrs)
 		a := lr.Attributes()
 		served := f.Served()
-		putPeer(a, opts.Peers, served.Addr(), WithPeerK8s, zone)
-		if opts.Peers != nil {
-			a.PutStr(AttrPeerService, peerService(opts.Peers, served.Addr(), f.Service().Addr()))
-		}
+		putPeer(a, opts.Peers, served.Addr(), WithPeerK8s|WithPeerService, zone, f.Service().Addr())
 		if svc := f.Service(); svc.IsValid() {
 			// As on a client span: server.* is the Service the client
 			// addressed; network.peer.* and the peer attributes are what

@@ -36,10 +36,8 @@ type Options struct {
 	ScopeVersion string
 	Resource     ResourceOptions
 	// Metrics enables each metric and selects its attributes.
-	Metrics    [NumMetrics]MetricOptions
-	FlowEvents bool
-	// PeerService puts peer.service on client spans.
-	PeerService bool
+	Metrics     [NumMetrics]MetricOptions
+	FlowEvents  bool
 	Temporality Temporality
 	// SeriesIdleTimeout drops cumulative series not updated for this long
 	// (0: never).
@@ -67,7 +65,6 @@ func DefaultOptions() Options {
 		Resource: ResourceOptions{K8sNodeName: true, K8sPodIP: true, K8sPodUID: true, ContainerID: true,
 			ServiceName: true, ServiceNamespace: true, ServiceInstanceID: true},
 		FlowEvents:        true,
-		PeerService:       true,
 		SeriesIdleTimeout: 5 * time.Minute,
 		MaxSeries:         100000,
 	}

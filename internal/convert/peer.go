@@ -45,12 +45,21 @@ func localZone(opts *Options) string {
 }
 
 // putPeer adds the selected peer attributes of addr, if it resolves, and
-// whether its zone is another than zone (this node's).
-func putPeer(m pcommon.Map, r PeerResolver, addr netip.Addr, attrs Attrs, zone string) {
+// whether its zone is another than zone (this node's). With WithPeerService
+// it also names the peer's service (peer.service, from the same lookup):
+// the peer's conventional name (pod, Service, node), else the Service the
+// client dialed, else the peer's address. That names a peer that sends no
+// spans (a failed connect, a host outside the cluster) as servicegraph's
+// virtual_node_peer_attributes and Jaeger expect, and the workload graph's
+// edges. Without a resolver nothing is added.
+func putPeer(m pcommon.Map, r PeerResolver, addr netip.Addr, attrs Attrs, zone string, dialed netip.Addr) {
 	if r == nil || !addr.IsValid() {
 		return
 	}
 	p, ok := r.Lookup(addr)
+	if attrs&WithPeerService != 0 {
+		m.PutStr(AttrPeerService, peerService(r, p, ok, addr, dialed))
+	}
 	if !ok {
 		return
 	}

@@ -83,22 +83,16 @@ func putService(m pcommon.Map, opts Options, local netip.Addr, podUID, exe strin
 	put(opts.Resource.ServiceInstanceID, AttrServiceInstanceID, instance)
 }
 
-// peerService is the service.name a connection's peer has, or would have:
-// the peer's conventional name (pod, Service, node), else the Service a
-// client dialed, else the peer's address. On a client span it names a peer
-// that sends no spans (a failed connect, a host outside the cluster), as
-// servicegraph's virtual_node_peer_attributes and Jaeger expect.
-func peerService(r PeerResolver, peer, dialed netip.Addr) string {
-	if r != nil {
-		if p, ok := r.Lookup(peer); ok && p.OTelService != "" {
-			return p.OTelService
-		}
-		if !dialed.IsValid() {
-			return peer.String()
-		}
-		if p, ok := r.Lookup(dialed); ok && p.OTelService != "" {
-			return p.OTelService
+// peerService is the service.name the peer p of addr (ok: resolved) has,
+// or would have (putPeer).
+func peerService(r PeerResolver, p k8s.Peer, ok bool, addr, dialed netip.Addr) string {
+	if ok && p.OTelService != "" {
+		return p.OTelService
+	}
+	if dialed.IsValid() {
+		if d, ok := r.Lookup(dialed); ok && d.OTelService != "" {
+			return d.OTelService
 		}
 	}
-	return peer.String()
+	return addr.String()
 }

@@ -72,12 +72,17 @@ func Traces(opts Options, conns []flow.Conn) ptrace.Traces {
 		}
 		s := ss.Spans().AppendEmpty()
 		putConnSpan(s, c)
-		putPeer(s.Attributes(), opts.Peers, c.Peer().Addr().Unmap(), WithPeerK8s, zone)
-		if svc := c.Service(); svc.IsValid() {
-			putDialedService(s.Attributes(), opts.Peers, svc.Addr().Unmap())
+		peer, svc := c.Peer().Addr().Unmap(), c.Service().Addr().Unmap()
+		attrs := WithPeerK8s
+		if c.Role != flow.Server {
+			attrs |= WithPeerService // client spans: the server's service
 		}
-		if c.Role != flow.Server && opts.PeerService {
-			s.Attributes().PutStr(AttrPeerService, peerService(opts.Peers, c.Peer().Addr().Unmap(), c.Service().Addr().Unmap()))
+		putPeer(s.Attributes(), opts.Peers, peer, attrs, zone, svc)
+		if opts.Peers == nil && attrs&WithPeerService != 0 {
+			s.Attributes().PutStr(AttrPeerService, peer.String()) // without Kubernetes: its address
+		}
+		if svc.IsValid() {
+			putDialedService(s.Attributes(), opts.Peers, svc)
 		}
 	}
 	return td

@@ -4,12 +4,10 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -96,23 +94,15 @@ service:
 	return b
 }
 
-// examplePath is a file of examples/ in this checkout.
+// examplePath is a file of examples/ (tests run in their package's directory).
 func examplePath(parts ...string) string {
-	_, self, _, _ := runtime.Caller(0)
-	return filepath.Join(append([]string{filepath.Dir(self), "..", "..", "examples"}, parts...)...)
-}
-
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
+	return filepath.Join(append([]string{"..", "..", "examples"}, parts...)...)
 }
 
 // startBackendGateway runs the collector with a shipped gateway config (its own
 // telemetry off: tests run in parallel) and env.
 func startBackendGateway(t *testing.T, bin, config string, env ...string) string {
-	addr := freeAddr(t)
+	addr := backendtest.FreeAddr(t)
 	collectortest.Start(t, bin, config, func(cmd *exec.Cmd) {
 		cmd.Args = append(cmd.Args, "--set=service::telemetry::metrics::level=none")
 		cmd.Env = append(append(os.Environ(), "OTLP_GRPC_ENDPOINT="+addr), env...)

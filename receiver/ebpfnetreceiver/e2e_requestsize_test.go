@@ -2,7 +2,6 @@ package ebpfnetreceiver
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/plog"
 
+	"github.com/ebpfnet/ebpfnet/internal/backendtest"
 	"github.com/ebpfnet/ebpfnet/internal/collectortest"
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
 )
@@ -102,10 +102,7 @@ func (g gatewayCollector) String() string { return g.addr }
 // startGateway runs the ocb collector as a gateway: the stock OTLP
 // receiver with its defaults, forwarding to the OTLP endpoint next.
 func startGateway(t *testing.T, bin, next string) gatewayCollector {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := backendtest.FreeAddr(t)
 	dir := t.TempDir()
 	config := fmt.Sprintf(`
 receivers:
