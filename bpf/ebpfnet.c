@@ -26,6 +26,7 @@
 #include "common.h"
 #include "flow.h"
 #include "svc.h"
+#include "drop.h"
 #include "tcp.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
@@ -38,6 +39,9 @@ const enum conn_role *unused_conn_role __attribute__((unused));
 const enum conn_result *unused_conn_result __attribute__((unused));
 const struct conn_event *unused_conn_event __attribute__((unused));
 const struct conn_state *unused_conn_state __attribute__((unused));
+const struct drop_key *unused_drop_key __attribute__((unused));
+const struct drop_counts *unused_drop_counts __attribute__((unused));
+const enum drop_kind *unused_drop_kind __attribute__((unused));
 
 /* Host side of a pod's veth: ingress carries what the pod sent. */
 SEC("tc")
@@ -124,11 +128,34 @@ int BPF_PROG(tcp_retransmit_skb_v1, const struct sock *sk)
 	return handle_retransmit(sk);
 }
 
-/* A reset sent by a socket. */
+/* A reset sent by a socket, or for a segment no socket took. The event
+ * gained the reason (enum sk_rst_reason) in 6.10: user space attaches the
+ * variant the kernel's BTF matches. */
 SEC("tp_btf/tcp_send_reset")
-int BPF_PROG(tcp_send_reset, const struct sock *sk)
+int BPF_PROG(tcp_send_reset, const struct sock *sk, const struct sk_buff *skb, int reason)
 {
-	return handle_send_reset(sk);
+	return handle_send_reset(sk, skb, reason);
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tcp_send_reset_v1, const struct sock *sk, const struct sk_buff *skb)
+{
+	return handle_send_reset(sk, skb, -1);
+}
+
+/* A packet the kernel dropped, with its reason (enum skb_drop_reason). The
+ * event gained rx_sk in 6.11; kfree_skb_v1 is for 5.17-6.10 (reasons, no
+ * rx_sk). User space attaches the one the kernel's BTF matches. */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(kfree_skb, const struct sk_buff *skb, void *location, int reason, const struct sock *rx_sk)
+{
+	return handle_drop(skb, (__u32)reason, rx_sk);
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(kfree_skb_v1, const struct sk_buff *skb, void *location, int reason)
+{
+	return handle_drop(skb, (__u32)reason, NULL);
 }
 
 /* The destination each TCP client dialed, before any socket-level LB. */

@@ -91,7 +91,7 @@ struct {
 /* counted_ifaces — interfaces whose packets are already counted at a pod
  * endpoint: the endpoint interfaces themselves and the bridges they are
  * enslaved to (a packet routed from a bridge came from one of its ports).
- * key: ifindex; value: unused (1). max 4096 interfaces.
+ * key: ifindex; value: 1 endpoint, 2 bridge. max 4096 interfaces.
  * Inserted/deleted by user space as it attaches/detaches interfaces; read by
  * the uplink programs so that they do not count a packet a second time. */
 struct {
@@ -178,5 +178,40 @@ volatile const __u64 ring_wakeup_bytes = 1;
  * user space at load to its own namespace (the node's, for an agent on the
  * host network) with `tcp_sockets: pods`; 0 traces every socket. */
 volatile const __u32 untraced_netns = 0;
+
+/* drops_a, drops_b — packets the kernel dropped, by struct drop_key,
+ * written by the kfree_skb and tcp_send_reset programs into the table
+ * active_table names, drained by user space with the flow tables (same
+ * flip and barrier). Preallocated; max_entries set by user space
+ * (`drops.max_entries`); a failed insert is counted (COUNTER_DROPS_FULL).
+ * Values are shared and updated with atomic adds. */
+struct drop_table {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct drop_key);
+	__type(value, struct drop_counts);
+	__uint(max_entries, 1);
+} drops_a SEC(".maps"), drops_b SEC(".maps");
+
+/* reset_reasons — the reason (enum sk_rst_reason) of a reset a socket sent
+ * after its close was reported (an abort: tcp_disconnect moves the socket
+ * to CLOSE, then sends the reset), by socket cookie. Written by the
+ * tcp_send_reset program; read and deleted by user space when it decodes
+ * that connection's close. LRU: an entry nobody reads is forgotten. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u32);
+} reset_reasons SEC(".maps");
+
+/* drop_ignored — the core skb_drop_reason values not reported (normal
+ * teardown), a bit per value below 256, set by user space at load from the
+ * names in the running kernel's BTF. Subsystem reasons (high 16 bits set)
+ * are always reported. */
+volatile const __u64 drop_ignored[4] = {};
+
+/* host_netns — inode of the node's network namespace (the agent's), set at
+ * load: a drop there on a pod's endpoint interface belongs to that pod. */
+volatile const __u32 host_netns = 0;
 
 #endif /* EBPFNET_MAPS_H */

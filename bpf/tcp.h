@@ -6,6 +6,7 @@
 #define EBPFNET_TCP_H
 
 #include "common.h"
+#include "drop.h"
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 
@@ -129,6 +130,9 @@ static __always_inline void event_from_state(struct conn_event *e, const struct 
 	e->bursts = st->bursts;
 	__builtin_memcpy(e->burst_start_ns, st->burst_start_ns, sizeof(e->burst_start_ns));
 	__builtin_memcpy(e->burst_count, st->burst_count, sizeof(e->burst_count));
+	__builtin_memcpy(e->drop_reason, st->drop_reason, sizeof(e->drop_reason));
+	__builtin_memcpy(e->drop_count, st->drop_count, sizeof(e->drop_count));
+	e->reset_reason = st->reset_reason;
 	/* An abort (close() with unread data, SO_LINGER 0, disconnect) moves
 	 * the socket to CLOSE first and sends its reset after, when nothing
 	 * tracks it any more: recognize it here. A reset received or an error
@@ -414,19 +418,33 @@ static __always_inline int handle_retransmit(const struct sock *sk)
 /* A reset sent for a socket (tcp_send_reset: an abort, or a segment the
  * socket could not accept). sk may be NULL (no socket matched the segment)
  * or not a full socket (a request or timewait socket): then it is no
- * connection we track. Typed tp_btf arguments: the event gained a reason
- * argument in 6.10; the leading ones did not move. */
-static __always_inline int handle_send_reset(const struct sock *sk)
+ * connection we track, and the reset is counted by the segment's endpoints
+ * (skb: the segment it answers). Typed tp_btf arguments: the event gained
+ * a reason argument in 6.10 (reason < 0: a kernel without it); the leading
+ * ones did not move. */
+static __always_inline int handle_send_reset(const struct sock *sk, const struct sk_buff *skb, int reason)
 {
 	__u64 cookie;
 	struct conn_state *st;
 
-	if (!sk || !bpf_skc_to_tcp_sock((void *)sk))
+	if (!sk || !bpf_skc_to_tcp_sock((void *)sk)) {
+		if (reason >= 0)
+			reset_nosock(skb, reason);
 		return 0;
+	}
 	cookie = bpf_get_socket_cookie((void *)sk);
 	st = bpf_map_lookup_elem(&conns, &cookie);
-	if (st && st->resets_sent < 255)
+	if (!st) {
+		/* Closed already (an abort), or never tracked: user space looks
+		 * the reason up when the close event says a reset was sent. */
+		if (reason >= 0)
+			bpf_map_update_elem(&reset_reasons, &cookie, &reason, BPF_ANY);
+		return 0;
+	}
+	if (st->resets_sent < 255)
 		st->resets_sent++;
+	if (reason >= 0 && reason < 254)
+		st->reset_reason = reason + 1;
 	return 0;
 }
 

@@ -80,7 +80,8 @@ enum counter_reason {
 	COUNTER_STATE_CHANGE_MISSED = 10, /* never set by a program: user space fills it from the
 					   * TCP programs' recursion_misses (a state change the
 					   * kernel did not run our program for) */
-	COUNTER_MAX = 12,
+	COUNTER_DROPS_FULL = 12,	  /* the drop table had no room: a dropped packet is counted here only */
+	COUNTER_MAX = 13,
 };
 
 /* One slot of the `counters` array: packets and their L2 bytes. */
@@ -109,6 +110,7 @@ enum conn_result {
 /* Per-socket state from the first state change to close.
  * Lives in conn_state keyed by socket cookie. */
 #define MAX_BURSTS	     4
+#define MAX_SOCK_DROPS	     4
 #define RETRANS_BURST_GAP_NS 1000000000ULL /* 1 s */
 
 struct conn_state {
@@ -144,6 +146,13 @@ struct conn_state {
 	__u32 burst_count[MAX_BURSTS];
 	__u32 bursts;
 	__u32 burst_retrans; /* tcp_sock total_retrans when the bursts were last updated */
+	/* Packets of this socket the kernel dropped (kfree_skb), by reason:
+	 * the first MAX_SOCK_DROPS reasons seen; later reasons are counted in
+	 * the drop tables only. */
+	__u32 drop_reason[MAX_SOCK_DROPS];
+	__u32 drop_count[MAX_SOCK_DROPS];
+	__u8 reset_reason; /* enum sk_rst_reason of the last reset sent, +1 (0: none or unknown) */
+	__u8 _pad2[7];
 };
 
 /* One closed connection, sent to user space through the conn_events ringbuf.
@@ -186,6 +195,10 @@ struct conn_event {
 	__u32 bursts; /* retransmit bursts recorded (at most MAX_BURSTS) */
 	__u64 burst_start_ns[MAX_BURSTS];
 	__u32 burst_count[MAX_BURSTS];
+	__u32 drop_reason[MAX_SOCK_DROPS]; /* see conn_state */
+	__u32 drop_count[MAX_SOCK_DROPS];
+	__u8 reset_reason;
+	__u8 _pad2[7];
 };
 
 /* The destination an application dialed, by socket cookie (map dialed). */
@@ -206,6 +219,38 @@ struct udp_dialed_key {
 	__u16 local_port; /* host order */
 	__u8 family;	  /* 4 or 6 */
 	__u8 _pad[3];
+};
+
+/* What a drop table entry counts. */
+enum drop_kind {
+	DROP_PACKET = 0,       /* a packet the kernel dropped (kfree_skb) */
+	DROP_RESET_NOSOCK = 1, /* a TCP reset sent for a segment no full socket owned (tcp_send_reset) */
+};
+
+/* Key of the drop tables: the dropped packets of one local endpoint and
+ * peer address, by reason. The peer's port is not kept: a flood of new
+ * 5-tuples (a SYN scan, spoofed sources) lands in one entry per peer address
+ * instead of one insert per packet. Addresses as in flow_key; family 0: not
+ * an IP packet (addresses and ports 0). */
+struct drop_key {
+	__u8 local_addr[16];
+	__u8 peer_addr[16];
+	__u16 local_port; /* TCP/UDP (host order); ICMP: type << 8 | code */
+	__u16 _pad;
+	__u32 reason;	 /* enum skb_drop_reason (DROP_PACKET) or sk_rst_reason (DROP_RESET_NOSOCK) */
+	__u32 ifindex;	 /* the pod endpoint interface (host namespace) the packet belongs to; 0: none */
+	__u32 netns;	 /* inode of the namespace it was dropped in (its device's, else its socket's) */
+	__u64 cgroup_id; /* cgroup v2 id of its full socket; 0: none */
+	__u8 protocol;
+	__u8 family;	/* 4, 6, 0 */
+	__u8 direction; /* enum flow_direction, from the local endpoint */
+	__u8 kind;	/* enum drop_kind */
+	__u32 _pad2;
+};
+
+struct drop_counts {
+	__u64 packets;
+	__u64 bytes; /* from the network header on, as iptables counts them */
 };
 
 #endif /* EBPFNET_TYPES_H */

@@ -46,7 +46,7 @@ var AttrsByName = map[string]Attrs{
 // DefaultAttrs are a metric's attributes when its config selects none.
 func DefaultAttrs(id Metric) Attrs {
 	switch id {
-	case FlowIO, FlowPackets:
+	case FlowIO, FlowPackets, DropPackets, DropBytes:
 		return DefaultFlowAttrs
 	case ConnsOpened, ConnsClosed, Retransmits, ResetsReceived, ResetsSent, ConnDuration, ConnRTT:
 		return WithPeerAddress | WithPeerK8s | WithPeerService

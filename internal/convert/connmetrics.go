@@ -85,7 +85,11 @@ func (c *Converter) recordClosed(cn *flow.Conn, now time.Time) {
 	if cn.Retransmits > reported {
 		c.countConn(Retransmits, cn.OnNode, local, cn.Role, peer, uint64(cn.Retransmits-reported), now)
 	}
-	c.countConn(ResetsSent, cn.OnNode, local, cn.Role, peer, uint64(cn.ResetsSent), now)
+	if c.opts.Metrics[ResetsSent].Enabled && cn.ResetsSent > 0 {
+		k := c.connKey(ResetsSent, cn.OnNode, local, cn.Role, peer)
+		k.cause = cn.ResetReason
+		c.store.add(k, uint64(cn.ResetsSent), now)
+	}
 	c.countConn(ResetsReceived, cn.OnNode, local, cn.Role, peer, uint64(cn.ResetsReceived), now)
 	c.observeConn(ConnDuration, cn, cn.End.Sub(cn.Start).Seconds(), now)
 	if cn.SRTT > 0 {

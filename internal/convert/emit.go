@@ -39,6 +39,7 @@ var counterMetrics = [flow.NumReasons]struct {
 	flow.ReasonConnEventsFull:    {ConnsUnreported, "conn_events_full"},
 	flow.ReasonStateChangeMissed: {StateChangesMissed, ""},
 	flow.ReasonDialedFull:        {ConnsUnreported, "dialed_full"},
+	flow.ReasonDropsFull:         {Uncounted, "drops_full"},
 }
 
 // resourceMetrics is one local endpoint's ResourceMetrics being filled.
@@ -129,10 +130,17 @@ func (c *Converter) putPoint(m pmetric.Metric, k *seriesKey, s *series, ts pcomm
 // putSeriesAttrs writes the attributes a series key holds.
 func (c *Converter) putSeriesAttrs(m pcommon.Map, k *seriesKey) {
 	attrs := c.opts.Metrics[k.metric].Attrs
-	if k.metric != FlowIO && k.metric != FlowPackets {
+	switch k.metric {
+	case DropPackets, DropBytes:
+		m.PutStr(AttrDropReason, k.cause)
+	case FlowIO, FlowPackets:
+	default:
 		m.PutStr(AttrTCPRole, k.role.String())
 		if k.metric == ConnsClosed {
 			m.PutStr(AttrTCPCloseReason, k.result.String())
+		}
+		if k.metric == ResetsSent && k.cause != "" {
+			m.PutStr(AttrTCPResetReason, k.cause)
 		}
 		if attrs&WithPeerAddress != 0 {
 			m.PutStr(AttrPeerAddress, k.peer.String())

@@ -11,39 +11,34 @@ import (
 )
 
 // Logs converts a batch into one log record per flow (a flow record like a
-// VPC or NetFlow record), grouped by local endpoint resource.
+// VPC or NetFlow record) and one per drop no flow record carries, grouped
+// by local endpoint resource.
 func Logs(opts Options, b *flow.Batch) plog.Logs {
 	ld := plog.NewLogs()
-	if !opts.FlowEvents {
+	if !opts.FlowEvents && !opts.DropEvents {
 		return ld
+	}
+	if !opts.FlowEvents {
+		b = &flow.Batch{Time: b.Time, Drops: b.Drops}
+	}
+	if !opts.DropEvents {
+		b = &flow.Batch{Time: b.Time, Flows: b.Flows}
 	}
 	zone := localZone(&opts)
 	observed := pcommon.NewTimestampFromTime(b.Time)
-	// Records per resource first, so each resource's record slice is
-	// allocated once.
-	counts := make(map[netip.Addr]int)
-	for i := range b.Flows {
-		counts[resourceAddr(&b.Flows[i])]++
-	}
-	scopes := make(map[netip.Addr]plog.ScopeLogs, len(counts))
-	ld.ResourceLogs().EnsureCapacity(len(counts))
+	ls := newLogScopes(ld, &opts, b)
 	// The addresses of a batch repeat (a pod's, its peers'): one string each.
 	addrs := make(addrStrings)
+	for i := range b.Drops {
+		if d := &b.Drops[i]; ownDropRecord(d) {
+			lr := ls.scope(dropResource(d)).LogRecords().AppendEmpty()
+			putDropRecord(lr, d, observed, addrs)
+			putPeer(lr.Attributes(), opts.Peers, d.Peer, WithPeerK8s|WithPeerService, zone, netip.Addr{})
+		}
+	}
 	for i := range b.Flows {
 		f := &b.Flows[i]
-		local := resourceAddr(f)
-		sl, ok := scopes[local]
-		if !ok {
-			rl := ld.ResourceLogs().AppendEmpty()
-			putResource(rl.Resource().Attributes(), opts, local)
-			putService(rl.Resource().Attributes(), opts, local, "", "")
-			sl = rl.ScopeLogs().AppendEmpty()
-			sl.Scope().SetName(opts.ScopeName)
-			sl.Scope().SetVersion(opts.ScopeVersion)
-			sl.LogRecords().EnsureCapacity(counts[local])
-			scopes[local] = sl
-		}
-		lr := sl.LogRecords().AppendEmpty()
+		lr := ls.scope(resourceAddr(f)).LogRecords().AppendEmpty()
 		putFlowRecord(lr, f, observed, addrs)
 		a := lr.Attributes()
 		served := f.Served()
@@ -62,6 +57,45 @@ func Logs(opts Options, b *flow.Batch) plog.Logs {
 		}
 	}
 	return ld
+}
+
+// logScopes are the ScopeLogs of one conversion, one per local endpoint,
+// each with its records' slice allocated once (the records are counted
+// first).
+type logScopes struct {
+	ld     plog.Logs
+	opts   *Options
+	counts map[netip.Addr]int
+	scopes map[netip.Addr]plog.ScopeLogs
+}
+
+func newLogScopes(ld plog.Logs, opts *Options, b *flow.Batch) *logScopes {
+	counts := make(map[netip.Addr]int)
+	for i := range b.Flows {
+		counts[resourceAddr(&b.Flows[i])]++
+	}
+	for i := range b.Drops {
+		if d := &b.Drops[i]; ownDropRecord(d) {
+			counts[dropResource(d)]++
+		}
+	}
+	ld.ResourceLogs().EnsureCapacity(len(counts))
+	return &logScopes{ld: ld, opts: opts, counts: counts, scopes: make(map[netip.Addr]plog.ScopeLogs, len(counts))}
+}
+
+func (l *logScopes) scope(local netip.Addr) plog.ScopeLogs {
+	sl, ok := l.scopes[local]
+	if !ok {
+		rl := l.ld.ResourceLogs().AppendEmpty()
+		putResource(rl.Resource().Attributes(), *l.opts, local)
+		putService(rl.Resource().Attributes(), *l.opts, local, "", "")
+		sl = rl.ScopeLogs().AppendEmpty()
+		sl.Scope().SetName(l.opts.ScopeName)
+		sl.Scope().SetVersion(l.opts.ScopeVersion)
+		sl.LogRecords().EnsureCapacity(l.counts[local])
+		l.scopes[local] = sl
+	}
+	return sl
 }
 
 // addrStrings memoizes netip.Addr.String within one conversion.
@@ -122,6 +156,7 @@ func putFlowRecord(lr plog.LogRecord, f *flow.Flow, observed pcommon.Timestamp, 
 	if f.Protocol == flow.ProtoTCP {
 		a.PutInt(AttrTCPFlags, int64(f.TCPFlags))
 	}
+	putFlowDrops(a, f.Drops)
 	if f.Conn.TraceID != [16]byte{} {
 		// The span of this side of the connection (emitted at its close).
 		lr.SetTraceID(f.Conn.TraceID)
@@ -129,5 +164,69 @@ func putFlowRecord(lr plog.LogRecord, f *flow.Flow, observed pcommon.Timestamp, 
 		if f.Conn.SRTT > 0 {
 			a.PutDouble(AttrTCPRTT, f.Conn.SRTT.Seconds())
 		}
+	}
+}
+
+// ownDropRecord: a packet drop no flow record carries.
+func ownDropRecord(d *flow.Drop) bool { return d.Kind == flow.DropPacket && !d.OnFlow }
+
+func dropResource(d *flow.Drop) netip.Addr {
+	if d.OnNode {
+		return netip.Addr{}
+	}
+	return d.Endpoint
+}
+
+// putDropRecord fills the record of drops no single flow record carries.
+func putDropRecord(lr plog.LogRecord, d *flow.Drop, observed pcommon.Timestamp, addrs addrStrings) {
+	lr.SetEventName(EventDrop)
+	lr.SetTimestamp(observed)
+	lr.SetObservedTimestamp(observed)
+	transport := Transport(d.Protocol)
+	var buf [128]byte
+	body := append(buf[:0], "dropped "...)
+	body = append(body, d.Reason...)
+	body = append(body, ' ')
+	body = append(body, d.Direction.String()...)
+	body = append(body, ' ')
+	body = append(body, transport...)
+	body = append(body, ' ')
+	body = d.Local.AppendTo(body)
+	body = append(body, " peer "...)
+	body = d.Peer.AppendTo(body)
+	body = append(body, ' ')
+	body = strconv.AppendUint(body, d.Packets, 10)
+	body = append(body, " packets"...)
+	lr.Body().SetStr(string(body))
+	a := lr.Attributes()
+	a.PutStr(AttrDropReason, d.Reason)
+	a.PutStr(AttrDirection, d.Direction.String())
+	a.PutStr(AttrTransport, transport)
+	if d.Peer.IsValid() {
+		if d.Peer.Is4() {
+			a.PutStr(AttrNetworkType, "ipv4")
+		} else {
+			a.PutStr(AttrNetworkType, "ipv6")
+		}
+		a.PutStr(AttrPeerAddress, addrs.get(d.Peer))
+	}
+	if d.Interface != "" {
+		a.PutStr(AttrInterface, d.Interface)
+	}
+	if d.Protocol == flow.ProtoTCP || d.Protocol == flow.ProtoUDP {
+		a.PutInt(AttrLocalPort, int64(d.Local.Port()))
+	}
+	a.PutInt(AttrFlowBytes, int64(d.Bytes))
+	a.PutInt(AttrFlowPackets, int64(d.Packets))
+}
+
+// putFlowDrops puts a flow's drops as a map of reason to packets.
+func putFlowDrops(a pcommon.Map, drops []flow.SocketDrop) {
+	if len(drops) == 0 {
+		return
+	}
+	m := a.PutEmptyMap(AttrFlowDrops)
+	for _, d := range drops {
+		m.PutInt(d.Reason, int64(d.Packets))
 	}
 }

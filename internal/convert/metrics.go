@@ -36,8 +36,10 @@ type Options struct {
 	ScopeVersion string
 	Resource     ResourceOptions
 	// Metrics enables each metric and selects its attributes.
-	Metrics     [NumMetrics]MetricOptions
-	FlowEvents  bool
+	Metrics    [NumMetrics]MetricOptions
+	FlowEvents bool
+	// DropEvents: records of drops no flow record carries.
+	DropEvents  bool
 	Temporality Temporality
 	// SeriesIdleTimeout drops cumulative series not updated for this long
 	// (0: never).
@@ -65,6 +67,7 @@ func DefaultOptions() Options {
 		Resource: ResourceOptions{K8sNodeName: true, K8sPodIP: true, K8sPodUID: true, ContainerID: true,
 			ServiceName: true, ServiceNamespace: true, ServiceInstanceID: true},
 		FlowEvents:        true,
+		DropEvents:        true,
 		SeriesIdleTimeout: 5 * time.Minute,
 		MaxSeries:         100000,
 	}
@@ -101,6 +104,9 @@ func (c *Converter) Metrics(b *flow.Batch) pmetric.Metrics {
 		c.recordFlow(&b.Flows[i], b.Time)
 	}
 	c.recordConns(b.Time, b.Live, b.Closed)
+	for i := range b.Drops {
+		c.recordDrop(&b.Drops[i], b.Time)
+	}
 	c.store.evict(b.Time)
 	md := c.emit(b)
 	c.store.endInterval(b.Time)
@@ -115,17 +121,60 @@ func (c *Converter) Traces(conns []flow.Conn) ptrace.Traces { return Traces(c.op
 func (c *Converter) Logs(b *flow.Batch) plog.Logs { return Logs(c.opts, b) }
 
 func (c *Converter) recordFlow(f *flow.Flow, now time.Time) {
-	for _, id := range []Metric{FlowIO, FlowPackets} {
-		o := &c.opts.Metrics[id]
-		if !o.Enabled {
-			continue
+	c.addPair([2]Metric{FlowIO, FlowPackets}, [2]uint64{f.Bytes, f.Packets}, now,
+		func(id Metric, attrs Attrs) seriesKey { return flowKey(id, attrs, f) })
+}
+
+// addPair adds bytes and packets to a (bytes, packets) pair of metrics,
+// each enabled one at the series key makes for its attributes.
+func (c *Converter) addPair(ids [2]Metric, v [2]uint64, now time.Time, key func(Metric, Attrs) seriesKey) {
+	for i, id := range ids {
+		if o := &c.opts.Metrics[id]; o.Enabled {
+			c.store.add(key(id, o.Attrs), v[i], now)
 		}
-		v := f.Bytes
-		if id == FlowPackets {
-			v = f.Packets
-		}
-		c.store.add(flowKey(id, o.Attrs, f), v, now)
 	}
+}
+
+// recordDrop adds a drop to the drop metrics, or a reset sent without a
+// socket to the resets sent.
+func (c *Converter) recordDrop(d *flow.Drop, now time.Time) {
+	if d.Kind == flow.DropResetNoSocket {
+		if c.opts.Metrics[ResetsSent].Enabled {
+			k := c.connKey(ResetsSent, d.OnNode, d.Endpoint, flow.NoRole, d.Peer)
+			k.cause = d.Reason
+			c.store.add(k, d.Packets, now)
+		}
+		return
+	}
+	c.addPair([2]Metric{DropBytes, DropPackets}, [2]uint64{d.Bytes, d.Packets}, now,
+		func(id Metric, attrs Attrs) seriesKey { return dropKey(id, attrs, d) })
+}
+
+// dropKey is the series of a drop in a drop metric.
+func dropKey(id Metric, attrs Attrs, d *flow.Drop) seriesKey {
+	k := seriesKey{metric: id, cause: d.Reason}
+	if !d.OnNode {
+		k.local = d.Endpoint
+	}
+	if attrs&WithDirection != 0 {
+		k.direction = d.Direction
+	}
+	if attrs&WithTransport != 0 {
+		k.proto = d.Protocol
+	}
+	if attrs&WithNetworkType != 0 {
+		k.v6 = d.Peer.IsValid() && !d.Peer.Is4()
+	}
+	if attrs&WithPeerAddress != 0 {
+		k.peer = d.Peer
+	}
+	if attrs&WithLocalPort != 0 && (d.Protocol == flow.ProtoTCP || d.Protocol == flow.ProtoUDP) {
+		k.ports, k.localPort = true, d.Local.Port()
+	}
+	if attrs&WithInterface != 0 {
+		k.iface = d.Interface
+	}
+	return k
 }
 
 // flowKey is the series of a flow in a flow metric.

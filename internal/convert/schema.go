@@ -37,10 +37,17 @@ const (
 	AttrTCPFlags           = "ebpfnet.tcp.flags"
 	AttrICMPType           = "ebpfnet.icmp.type"
 	AttrICMPCode           = "ebpfnet.icmp.code"
+	AttrDropReason         = "ebpfnet.drop.reason"
+	AttrFlowDrops          = "ebpfnet.flow.drops"
+	AttrTCPResetReason     = "ebpfnet.tcp.reset.reason"
 )
 
 // EventFlow is the event name of flow log records.
 const EventFlow = "ebpfnet.flow"
+
+// EventDrop is the event name of the records of drops no single flow
+// record carries.
+const EventDrop = "ebpfnet.drop"
 
 // Metric identifies a metric the converters emit. Its name, description,
 // unit and bucket bounds come from the Schema: the receiver builds it from
@@ -64,6 +71,8 @@ const (
 	TableFlows
 	TableCapacity
 	SeriesEvicted
+	DropPackets
+	DropBytes
 	NumMetrics
 )
 

@@ -27,6 +27,7 @@ type seriesKey struct {
 	role      flow.Role
 	result    flow.Result
 	reason    flow.Reason
+	cause     string // the kernel's drop reason (drop metrics) or reset reason (resets sent)
 }
 
 // series is one series' state: a sum or gauge value, or a histogram.
@@ -154,6 +155,7 @@ func compareSeries(a, b seriesKey) int {
 		cmp.Compare(a.role, b.role),
 		cmp.Compare(a.result, b.result),
 		cmp.Compare(a.reason, b.reason),
+		cmp.Compare(a.cause, b.cause),
 		a.peer.Compare(b.peer),
 		cmp.Compare(a.proto, b.proto),
 		cmp.Compare(a.peerPort, b.peerPort),

@@ -30,6 +30,7 @@ const (
 	AttrTCPRTT         = "ebpfnet.tcp.rtt"
 	AttrTCPMinRTT      = "ebpfnet.tcp.min_rtt"
 	AttrTCPResult      = "ebpfnet.tcp.close_reason"
+	AttrDropPackets    = "ebpfnet.drop.packets"
 	AttrTCPSocketError = "ebpfnet.tcp.socket_error"
 	AttrProcessPID     = "process.pid"
 	AttrProcessName    = "process.executable.name"
@@ -179,5 +180,17 @@ func putConnEvents(s ptrace.Span, c *flow.Conn) {
 		e := s.Events().AppendEmpty()
 		e.SetName("reset sent")
 		e.SetTimestamp(pcommon.NewTimestampFromTime(c.End))
+		if c.ResetReason != "" {
+			e.Attributes().PutStr(AttrTCPResetReason, c.ResetReason)
+		}
+	}
+	for _, d := range c.Drops {
+		// The kernel counts a socket's drops, not when each happened:
+		// the event is at the close that reported them.
+		e := s.Events().AppendEmpty()
+		e.SetName("packets dropped")
+		e.SetTimestamp(pcommon.NewTimestampFromTime(c.End))
+		e.Attributes().PutStr(AttrDropReason, d.Reason)
+		e.Attributes().PutInt(AttrDropPackets, int64(d.Packets))
 	}
 }

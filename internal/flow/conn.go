@@ -12,13 +12,19 @@ import (
 type Role uint8
 
 const (
+	// NoRole: no socket (a reset the stack sent for a segment no socket
+	// took).
+	NoRole Role = 0
 	Client Role = 1
 	Server Role = 2
 )
 
 func (r Role) String() string {
-	if r == Server {
+	switch r {
+	case Server:
 		return "server"
+	case NoRole:
+		return "none"
 	}
 	return "client"
 }
@@ -75,6 +81,13 @@ type Conn struct {
 	SRTT, MinRTT        time.Duration
 	ResetsReceived      uint8
 	ResetsSent          uint8
+	// ResetReason is the kernel's name (enum sk_rst_reason, without its
+	// prefix) of the last reset the socket sent; empty on kernels before
+	// 6.10 or when none was sent.
+	ResetReason string
+	// Drops are the socket's packets the kernel dropped, by reason (the
+	// first 4 reasons; later ones are in the drop metrics only).
+	Drops []SocketDrop
 	// RetransmitBursts: retransmissions grouped by quiet gaps of 1 s
 	// (tcp_retransmit_skb), at most 4; past that the last one grows.
 	RetransmitBursts []RetransmitBurst
@@ -145,6 +158,12 @@ func ConnIDs(c *Conn) (trace [16]byte, span, parent [8]byte) {
 		return trace, serverSpan, clientSpan
 	}
 	return trace, clientSpan, [8]byte{}
+}
+
+// SocketDrop is a number of a socket's packets dropped for one reason.
+type SocketDrop struct {
+	Reason  string
+	Packets uint64
 }
 
 // RetransmitBurst is a run of retransmissions without a quiet gap.

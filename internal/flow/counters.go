@@ -19,7 +19,8 @@ const (
 	ReasonConnEventsFull    Reason = 9  // the closed-connection ring was full
 	ReasonStateChangeMissed Reason = 10 // the kernel skipped a TCP program (recursion)
 	ReasonDialedFull        Reason = 11 // the dialed-address map had no room
-	NumReasons                     = 12
+	ReasonDropsFull         Reason = 12 // the drop table had no room: a dropped packet counted here only
+	NumReasons                     = 13
 )
 
 // Count is a number of packets (or connections, or state changes) and,

@@ -59,6 +59,9 @@ type Flow struct {
 	// node's NAT translated (kube-proxy), where the connection went, from
 	// conntrack; invalid otherwise (set by the receiver).
 	Backend netip.AddrPort
+	// Drops are the flow's packets the kernel dropped in the interval, by
+	// reason (AttachDrops).
+	Drops []SocketDrop
 }
 
 // Local is the endpoint the flow belongs to (the resource).
@@ -124,4 +127,6 @@ type Batch struct {
 	// UDPDialed are the UDP destinations local sockets sent to lately,
 	// before any socket-level load balancer rewrote them.
 	UDPDialed []UDPDialed
+	// Drops are what the kernel dropped during the interval.
+	Drops []Drop
 }

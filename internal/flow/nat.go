@@ -110,14 +110,18 @@ type Joiner struct {
 	// service; nil: no UDP Service attribution.
 	Backs func(service, backend netip.Addr) bool
 	NAT   *FlowNAT // nil: no NAT backends
+	// HostNetns is the node's network namespace inode (the drops' rule).
+	HostNetns uint32
 }
 
 // Join completes b.
 func (j *Joiner) Join(b *Batch) {
 	j.Endpoints.Resolve(b)
+	j.Endpoints.ResolveDrops(b, j.HostNetns)
 	if !j.PerFlow {
 		return
 	}
+	AttachDrops(b)
 	NewConnIndex(b.Live, b.Closed).Annotate(b)
 	NewDialedIndex(b.UDPDialed).Annotate(b, j.Backs)
 	j.NAT.Annotate(b)

@@ -151,7 +151,7 @@ func (d *Datapath) Attach(ifindex int, name string, role Role, master int) error
 		return fmt.Errorf("attach %s to %s: %w", d.ifaces.mode, name, err)
 	}
 	if role == RoleEndpoint {
-		if err := d.markCounted(ifindex); err != nil {
+		if err := d.markCounted(ifindex, countedEndpoint); err != nil {
 			a.close(ifindex)
 			return fmt.Errorf("attach to %s: %w", name, err)
 		}
@@ -174,7 +174,7 @@ func (d *Datapath) setMasterLocked(a *attachment, ifindex, master int) error {
 		return nil
 	}
 	if d.ifaces.masters[master] == 0 {
-		if err := d.markCounted(master); err != nil {
+		if err := d.markCounted(master, countedBridge); err != nil {
 			return fmt.Errorf("mark bridge %d of %s: %w", master, a.name, err)
 		}
 	}
@@ -235,8 +235,15 @@ func (d *Datapath) detachLocked(ifindex int) error {
 	return a.close(ifindex)
 }
 
-func (d *Datapath) markCounted(ifindex int) error {
-	return d.objs.CountedIfaces.Put(uint32(ifindex), uint8(1))
+// Values of counted_ifaces: the drop program attributes a drop on an
+// endpoint interface to its pod, not one on a bridge.
+const (
+	countedEndpoint uint8 = 1
+	countedBridge   uint8 = 2
+)
+
+func (d *Datapath) markCounted(ifindex int, kind uint8) error {
+	return d.objs.CountedIfaces.Put(uint32(ifindex), kind)
 }
 
 func (d *Datapath) unmarkCounted(ifindex int) {

@@ -75,12 +75,16 @@ func (d *Datapath) AttachTCP() error {
 // attachTracepointsLocked attaches the tp_btf programs: they see every TCP
 // socket on the host, including those opened before the receiver started.
 func (d *Datapath) attachTracepointsLocked() error {
-	for name, prog := range map[string]*ebpf.Program{
+	progs := map[string]*ebpf.Program{
 		"inet_sock_set_state": d.objs.InetSockSetState,
 		"tcp_receive_reset":   d.objs.TcpReceiveReset,
-		"tcp_send_reset":      d.objs.TcpSendReset,
+		"tcp_send_reset":      d.sendReset,
 		"tcp_retransmit_skb":  d.retransmit,
-	} {
+	}
+	if d.kfreeSkb != nil {
+		progs["kfree_skb"] = d.kfreeSkb
+	}
+	for name, prog := range progs {
 		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 		if err != nil {
 			for _, l := range d.conns.links {
@@ -184,9 +188,22 @@ func (d *Datapath) ReadConns(ctx context.Context, fn func(*flow.Conn)) error {
 		if time.Since(at) > time.Second { // the wall clock may be stepped
 			w, at = wallClock(WallClockOffset()), time.Now()
 		}
-		c := decodeConn(e, w, d.hostNetns)
+		c := decodeConn(e, w, d.hostNetns, d.reasons)
+		if c.ResetsSent > 0 && c.ResetReason == "" && d.reasons != nil && d.variants.resetReason {
+			c.ResetReason = d.resetAfterClose(c.Cookie)
+		}
 		fn(&c)
 	})
+}
+
+// resetAfterClose is the reason of the reset a socket sent after its close
+// (reset_reasons), or "" when none is recorded.
+func (d *Datapath) resetAfterClose(cookie uint64) string {
+	var reason uint32
+	if err := d.objs.ResetReasons.LookupAndDelete(cookie, &reason); err != nil {
+		return ""
+	}
+	return d.reasons.Reset(reason)
 }
 
 // readEvents delivers the raw closed-connection events.

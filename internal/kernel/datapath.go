@@ -29,6 +29,14 @@ type Options struct {
 	// first cgroup2 mount in /proc/self/mountinfo. In a container, mount
 	// the host's cgroup2 hierarchy and name it here.
 	CgroupPath string
+	// MaxDrops is the capacity of each of the two drop tables (0: 16384).
+	MaxDrops uint32
+	// IgnoreDrops are the drop reasons not reported, by the kernel's names
+	// (NOT_SPECIFIED, TCP_CLOSE, ...): normal teardown. Names this kernel
+	// does not have are ignored (Datapath.UnknownDropReasons).
+	IgnoreDrops []string
+	// NoDrops leaves the drop program out.
+	NoDrops bool
 	// PodSocketsOnly leaves out the TCP sockets of this process's network
 	// namespace (the node's, for an agent on the host network): spans and
 	// connection metrics cover the sockets of pods with their own network.
@@ -39,6 +47,7 @@ type Options struct {
 const (
 	DefaultMaxConns = 65536
 	DefaultRingSize = 4 << 20
+	DefaultMaxDrops = 16384
 )
 
 // Datapath is the loaded kernel pipeline. Its state is split by concern:
@@ -50,8 +59,14 @@ type Datapath struct {
 	closed     bool
 	objs       ebpfnetObjects
 	retransmit *ebpf.Program // the tcp_retransmit_skb program for this kernel
-	hostNetns  uint32        // inode of this process's network namespace
+	sendReset  *ebpf.Program // the tcp_send_reset program for this kernel
+	kfreeSkb   *ebpf.Program // the kfree_skb program for this kernel; nil: no drops
+	variants   variants
+	reasons    *Reasons
+	unknown    []string // IgnoreDrops names this kernel does not have
+	hostNetns  uint32   // inode of this process's network namespace
 	tables     flowTables
+	drops      dropTables
 	ifaces     attachments
 	conns      connections
 }
@@ -70,7 +85,7 @@ func Load(opts Options) (_ *Datapath, err error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raise memlock rlimit for BPF maps: %w", err)
 	}
-	withErr, err := retransmitHasErr()
+	v, err := probeVariants(opts.NoDrops)
 	if err != nil {
 		return nil, err
 	}
@@ -82,8 +97,11 @@ func Load(opts Options) (_ *Datapath, err error) {
 		return nil, err
 	}
 	d := &Datapath{tables: newFlowTables(opts.MaxFlows, ncpu), ifaces: newAttachments(),
-		conns: connections{cgroup: opts.CgroupPath}, hostNetns: OwnNetns()}
-	if err := loadObjects(&d.objs, opts, withErr); err != nil {
+		conns: connections{cgroup: opts.CgroupPath}, hostNetns: OwnNetns(), variants: v, drops: newDropTables()}
+	if d.reasons, err = LoadReasons(); err != nil && v.drops {
+		return nil, err
+	}
+	if err := loadObjects(&d.objs, opts, v, d); err != nil {
 		if errors.Is(err, unix.ENOMEM) {
 			err = explainMemory(err, opts)
 		}
@@ -94,19 +112,31 @@ func Load(opts Options) (_ *Datapath, err error) {
 			_ = d.objs.Close()
 		}
 	}()
-	d.retransmit = d.objs.TcpRetransmitSkbV1
-	if withErr {
+	d.retransmit, d.sendReset = d.objs.TcpRetransmitSkbV1, d.objs.TcpSendResetV1
+	if v.retransmitErr {
 		d.retransmit = d.objs.TcpRetransmitSkb
 	}
+	if v.resetReason {
+		d.sendReset = d.objs.TcpSendReset
+	}
+	switch {
+	case !v.drops:
+	case v.dropRxSk:
+		d.kfreeSkb = d.objs.KfreeSkb
+	default:
+		d.kfreeSkb = d.objs.KfreeSkbV1
+	}
 	d.tables.maps = [2]*ebpf.Map{d.objs.FlowsA, d.objs.FlowsB} // active_table starts at 0: flows_a
+	d.drops.maps = [2]*ebpf.Map{d.objs.DropsA, d.objs.DropsB}
 	if err := d.sampleClock(); err != nil {
 		return nil, err
 	}
 	return d, nil
 }
 
-// loadObjects loads the BPF objects at opts' sizes into objs.
-func loadObjects(objs *ebpfnetObjects, opts Options, withErr bool) error {
+// loadObjects loads the BPF objects at opts' sizes, with the program
+// variants of this kernel, into d.objs.
+func loadObjects(objs *ebpfnetObjects, opts Options, v variants, d *Datapath) error {
 	spec, err := loadEbpfnet()
 	if err != nil {
 		return fmt.Errorf("parse embedded BPF object: %w", err)
@@ -114,7 +144,20 @@ func loadObjects(objs *ebpfnetObjects, opts Options, withErr bool) error {
 	if err := opts.size(spec); err != nil {
 		return err
 	}
-	keepRetransmit(spec, withErr)
+	if err := spec.Variables[ebpfnetVarHostNetns].Set(d.hostNetns); err != nil {
+		return fmt.Errorf("set host_netns: %w", err)
+	}
+	if d.reasons != nil {
+		bits, unknown, err := d.reasons.ignoreBitmap(opts.IgnoreDrops)
+		if err != nil {
+			return err
+		}
+		d.unknown = unknown
+		if err := spec.Variables[ebpfnetVarDropIgnored].Set(bits); err != nil {
+			return fmt.Errorf("set drop_ignored: %w", err)
+		}
+	}
+	v.keep(spec)
 	return spec.LoadAndAssign(objs, nil)
 }
 
@@ -124,6 +167,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.RingSize == 0 {
 		o.RingSize = DefaultRingSize
+	}
+	if o.MaxDrops == 0 {
+		o.MaxDrops = DefaultMaxDrops
 	}
 	return o
 }
@@ -137,6 +183,9 @@ func (o Options) size(spec *ebpf.CollectionSpec) error {
 		spec.Maps[name].MaxEntries = o.MaxConns
 	}
 	spec.Maps[ebpfnetMapConnEvents].MaxEntries = o.RingSize
+	for _, name := range []string{ebpfnetMapDropsA, ebpfnetMapDropsB} {
+		spec.Maps[name].MaxEntries = o.MaxDrops
+	}
 	// Wake the reader only when a quarter of the ring is in use; it also
 	// reads every connReadPeriod (ReadConns).
 	if err := spec.Variables[ebpfnetVarRingWakeupBytes].Set(uint64(o.RingSize / 4)); err != nil {
@@ -152,18 +201,6 @@ func (o Options) size(spec *ebpf.CollectionSpec) error {
 		}
 	}
 	return nil
-}
-
-// keepRetransmit keeps the tcp_retransmit_skb program that matches the
-// running kernel (the tracepoint gained an argument in 6.17) and stubs the
-// other, which may not verify.
-func keepRetransmit(spec *ebpf.CollectionSpec, withErr bool) {
-	stub := asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}
-	if withErr {
-		spec.Programs[ebpfnetProgTcpRetransmitSkbV1].Instructions = stub
-	} else {
-		spec.Programs[ebpfnetProgTcpRetransmitSkb].Instructions = stub
-	}
 }
 
 // ProgramIDs returns the kernel IDs of the loaded programs.
@@ -217,17 +254,62 @@ func (d *Datapath) Close() error {
 	return err
 }
 
-// retransmitHasErr tells whether the kernel's tcp_retransmit_skb tracepoint
-// has the error argument added in 6.17 (from its BTF: btf_trace_* is a
-// pointer to a function whose first parameter is the context).
-func retransmitHasErr() (bool, error) {
+// variants are the programs whose tracepoint's arguments differ between
+// kernels: the one matching the running kernel's BTF is loaded, the other
+// stubbed (it may not verify).
+type variants struct {
+	retransmitErr bool // tcp_retransmit_skb has err (6.17+)
+	resetReason   bool // tcp_send_reset has the reason (6.10+)
+	drops         bool // kfree_skb has the reason (5.17+) and drops are wanted
+	dropRxSk      bool // kfree_skb has rx_sk (6.11+)
+}
+
+func probeVariants(noDrops bool) (variants, error) {
+	var v variants
+	n, err := tracepointParams("tcp_retransmit_skb")
+	if err != nil {
+		return v, err
+	}
+	v.retransmitErr = n >= 4 // ctx, sk, skb, err
+	if n, err = tracepointParams("tcp_send_reset"); err != nil {
+		return v, err
+	}
+	v.resetReason = n >= 4 // ctx, sk, skb, reason
+	if !noDrops {
+		if n, err = tracepointParams("kfree_skb"); err != nil {
+			return v, err
+		}
+		v.drops = n >= 4 // ctx, skb, location, reason
+		v.dropRxSk = n >= 5
+	}
+	return v, nil
+}
+
+// keep stubs the variants this kernel does not match.
+func (v variants) keep(spec *ebpf.CollectionSpec) {
+	stub := asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}
+	for prog, drop := range map[string]bool{
+		ebpfnetProgTcpRetransmitSkbV1: v.retransmitErr, ebpfnetProgTcpRetransmitSkb: !v.retransmitErr,
+		ebpfnetProgTcpSendResetV1: v.resetReason, ebpfnetProgTcpSendReset: !v.resetReason,
+		ebpfnetProgKfreeSkbV1: !v.drops || v.dropRxSk, ebpfnetProgKfreeSkb: !v.drops || !v.dropRxSk,
+	} {
+		if drop {
+			spec.Programs[prog].Instructions = stub
+		}
+	}
+}
+
+// tracepointParams is the number of parameters of a tracepoint's BTF
+// prototype, the context included (btf_trace_* is a pointer to a function
+// whose first parameter is the context).
+func tracepointParams(name string) (int, error) {
 	spec, err := btf.LoadKernelSpec()
 	if err != nil {
-		return false, fmt.Errorf("kernel BTF: %w", err)
+		return 0, fmt.Errorf("kernel BTF: %w", err)
 	}
-	typ, err := spec.AnyTypeByName("btf_trace_tcp_retransmit_skb")
+	typ, err := spec.AnyTypeByName("btf_trace_" + name)
 	if err != nil {
-		return false, fmt.Errorf("tcp_retransmit_skb tracepoint in the kernel BTF: %w", err)
+		return 0, fmt.Errorf("%s tracepoint in the kernel BTF: %w", name, err)
 	}
 	if td, ok := typ.(*btf.Typedef); ok {
 		typ = td.Type
@@ -237,7 +319,7 @@ func retransmitHasErr() (bool, error) {
 	}
 	proto, ok := typ.(*btf.FuncProto)
 	if !ok {
-		return false, fmt.Errorf("btf_trace_tcp_retransmit_skb is a %T, not a function prototype", typ)
+		return 0, fmt.Errorf("btf_trace_%s is a %T, not a function prototype", name, typ)
 	}
-	return len(proto.Params) >= 4, nil // ctx, sk, skb, err
+	return len(proto.Params), nil
 }

@@ -51,8 +51,9 @@ func decodeFlow(e *entry, w wallClock, iface string) flow.Flow {
 }
 
 // decodeConn makes the model's connection of a closed-connection event;
-// hostNetns is the inode of the node's network namespace (0: unknown).
-func decodeConn(e *ConnEvent, w wallClock, hostNetns uint32) flow.Conn {
+// hostNetns is the inode of the node's network namespace (0: unknown), r
+// the kernel's reason names (nil: none).
+func decodeConn(e *ConnEvent, w wallClock, hostNetns uint32, r *Reasons) flow.Conn {
 	c := flow.Conn{
 		Cookie: e.Cookie, Role: flow.Role(e.Role), Result: flow.Result(e.Result),
 		Local:  netip.AddrPortFrom(addr(e.LocalAddr, e.Family), e.LocalPort),
@@ -68,6 +69,10 @@ func decodeConn(e *ConnEvent, w wallClock, hostNetns uint32) flow.Conn {
 	}
 	for i := range min(int(e.Bursts), len(e.BurstStartNs)) {
 		c.RetransmitBursts = append(c.RetransmitBursts, flow.RetransmitBurst{Start: w.time(e.BurstStartNs[i]), Count: e.BurstCount[i]})
+	}
+	c.Drops = sockDrops(e.DropReason, e.DropCount, r)
+	if e.ResetReason != 0 && r != nil && r.HasResetReasons() {
+		c.ResetReason = r.Reset(uint32(e.ResetReason) - 1)
 	}
 	if e.DialedFamily != 0 {
 		c.Dialed = netip.AddrPortFrom(addr(e.DialedAddr, e.DialedFamily), e.DialedPort)

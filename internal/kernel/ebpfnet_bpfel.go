@@ -48,6 +48,10 @@ type ebpfnetConnEvent struct {
 	Bursts         uint32
 	BurstStartNs   [4]uint64
 	BurstCount     [4]uint32
+	DropReason     [4]uint32
+	DropCount      [4]uint32
+	ResetReason    uint8
+	Pad2           [7]uint8
 }
 
 type ebpfnetConnResult uint32
@@ -96,6 +100,10 @@ type ebpfnetConnState struct {
 	BurstCount     [4]uint32
 	Bursts         uint32
 	BurstRetrans   uint32
+	DropReason     [4]uint32
+	DropCount      [4]uint32
+	ResetReason    uint8
+	Pad2           [7]uint8
 }
 
 type ebpfnetCounterReason uint32
@@ -113,7 +121,8 @@ const (
 	ebpfnetCounterReasonCOUNTER_CONN_EVENTS_FULL    ebpfnetCounterReason = 9
 	ebpfnetCounterReasonCOUNTER_DIALED_FULL         ebpfnetCounterReason = 11
 	ebpfnetCounterReasonCOUNTER_STATE_CHANGE_MISSED ebpfnetCounterReason = 10
-	ebpfnetCounterReasonCOUNTER_MAX                 ebpfnetCounterReason = 12
+	ebpfnetCounterReasonCOUNTER_DROPS_FULL          ebpfnetCounterReason = 12
+	ebpfnetCounterReasonCOUNTER_MAX                 ebpfnetCounterReason = 13
 )
 
 type ebpfnetCounterValue struct {
@@ -121,6 +130,36 @@ type ebpfnetCounterValue struct {
 	Packets uint64
 	Bytes   uint64
 }
+
+type ebpfnetDropCounts struct {
+	_       structs.HostLayout
+	Packets uint64
+	Bytes   uint64
+}
+
+type ebpfnetDropKey struct {
+	_         structs.HostLayout
+	LocalAddr [16]uint8
+	PeerAddr  [16]uint8
+	LocalPort uint16
+	Pad       uint16
+	Reason    uint32
+	Ifindex   uint32
+	Netns     uint32
+	CgroupId  uint64
+	Protocol  uint8
+	Family    uint8
+	Direction uint8
+	Kind      uint8
+	Pad2      uint32
+}
+
+type ebpfnetDropKind uint32
+
+const (
+	ebpfnetDropKindDROP_PACKET       ebpfnetDropKind = 0
+	ebpfnetDropKindDROP_RESET_NOSOCK ebpfnetDropKind = 1
+)
 
 type ebpfnetFlowCacheSlot struct {
 	_     structs.HostLayout
@@ -186,15 +225,20 @@ const (
 	ebpfnetMapCounters            = "counters"
 	ebpfnetMapDialed              = "dialed"
 	ebpfnetMapDrainBarrier        = "drain_barrier"
+	ebpfnetMapDropsA              = "drops_a"
+	ebpfnetMapDropsB              = "drops_b"
 	ebpfnetMapFlowCache           = "flow_cache"
 	ebpfnetMapFlowsA              = "flows_a"
 	ebpfnetMapFlowsB              = "flows_b"
+	ebpfnetMapResetReasons        = "reset_reasons"
 	ebpfnetMapUdpDialed           = "udp_dialed"
 	ebpfnetMapUdpSockDialed       = "udp_sock_dialed"
 	ebpfnetProgClockSample        = "clock_sample"
 	ebpfnetProgEndpointEgress     = "endpoint_egress"
 	ebpfnetProgEndpointIngress    = "endpoint_ingress"
 	ebpfnetProgInetSockSetState   = "inet_sock_set_state"
+	ebpfnetProgKfreeSkb           = "kfree_skb"
+	ebpfnetProgKfreeSkbV1         = "kfree_skb_v1"
 	ebpfnetProgRecordConnect4     = "record_connect4"
 	ebpfnetProgRecordConnect6     = "record_connect6"
 	ebpfnetProgRecordSendmsg4     = "record_sendmsg4"
@@ -203,6 +247,7 @@ const (
 	ebpfnetProgTcpRetransmitSkb   = "tcp_retransmit_skb"
 	ebpfnetProgTcpRetransmitSkbV1 = "tcp_retransmit_skb_v1"
 	ebpfnetProgTcpSendReset       = "tcp_send_reset"
+	ebpfnetProgTcpSendResetV1     = "tcp_send_reset_v1"
 	ebpfnetProgTcpSockops         = "tcp_sockops"
 	ebpfnetProgUplinkEgress       = "uplink_egress"
 	ebpfnetProgUplinkIngress      = "uplink_ingress"
@@ -210,12 +255,17 @@ const (
 	ebpfnetVarClockCoarseNs       = "clock_coarse_ns"
 	ebpfnetVarClockJiffies        = "clock_jiffies"
 	ebpfnetVarClockJiffiesAfter   = "clock_jiffies_after"
+	ebpfnetVarDropIgnored         = "drop_ignored"
+	ebpfnetVarHostNetns           = "host_netns"
 	ebpfnetVarRingWakeupBytes     = "ring_wakeup_bytes"
 	ebpfnetVarUntracedNetns       = "untraced_netns"
 	ebpfnetVarUnusedConnEvent     = "unused_conn_event"
 	ebpfnetVarUnusedConnResult    = "unused_conn_result"
 	ebpfnetVarUnusedConnRole      = "unused_conn_role"
 	ebpfnetVarUnusedConnState     = "unused_conn_state"
+	ebpfnetVarUnusedDropCounts    = "unused_drop_counts"
+	ebpfnetVarUnusedDropKey       = "unused_drop_key"
+	ebpfnetVarUnusedDropKind      = "unused_drop_kind"
 	ebpfnetVarUnusedFlowDirection = "unused_flow_direction"
 	ebpfnetVarUnusedFlowObserver  = "unused_flow_observer"
 )
@@ -266,6 +316,8 @@ type ebpfnetProgramSpecs struct {
 	EndpointEgress     *ebpf.ProgramSpec `ebpf:"endpoint_egress"`
 	EndpointIngress    *ebpf.ProgramSpec `ebpf:"endpoint_ingress"`
 	InetSockSetState   *ebpf.ProgramSpec `ebpf:"inet_sock_set_state"`
+	KfreeSkb           *ebpf.ProgramSpec `ebpf:"kfree_skb"`
+	KfreeSkbV1         *ebpf.ProgramSpec `ebpf:"kfree_skb_v1"`
 	RecordConnect4     *ebpf.ProgramSpec `ebpf:"record_connect4"`
 	RecordConnect6     *ebpf.ProgramSpec `ebpf:"record_connect6"`
 	RecordSendmsg4     *ebpf.ProgramSpec `ebpf:"record_sendmsg4"`
@@ -274,6 +326,7 @@ type ebpfnetProgramSpecs struct {
 	TcpRetransmitSkb   *ebpf.ProgramSpec `ebpf:"tcp_retransmit_skb"`
 	TcpRetransmitSkbV1 *ebpf.ProgramSpec `ebpf:"tcp_retransmit_skb_v1"`
 	TcpSendReset       *ebpf.ProgramSpec `ebpf:"tcp_send_reset"`
+	TcpSendResetV1     *ebpf.ProgramSpec `ebpf:"tcp_send_reset_v1"`
 	TcpSockops         *ebpf.ProgramSpec `ebpf:"tcp_sockops"`
 	UplinkEgress       *ebpf.ProgramSpec `ebpf:"uplink_egress"`
 	UplinkIngress      *ebpf.ProgramSpec `ebpf:"uplink_ingress"`
@@ -290,9 +343,12 @@ type ebpfnetMapSpecs struct {
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
 	Dialed        *ebpf.MapSpec `ebpf:"dialed"`
 	DrainBarrier  *ebpf.MapSpec `ebpf:"drain_barrier"`
+	DropsA        *ebpf.MapSpec `ebpf:"drops_a"`
+	DropsB        *ebpf.MapSpec `ebpf:"drops_b"`
 	FlowCache     *ebpf.MapSpec `ebpf:"flow_cache"`
 	FlowsA        *ebpf.MapSpec `ebpf:"flows_a"`
 	FlowsB        *ebpf.MapSpec `ebpf:"flows_b"`
+	ResetReasons  *ebpf.MapSpec `ebpf:"reset_reasons"`
 	UdpDialed     *ebpf.MapSpec `ebpf:"udp_dialed"`
 	UdpSockDialed *ebpf.MapSpec `ebpf:"udp_sock_dialed"`
 }
@@ -305,12 +361,17 @@ type ebpfnetVariableSpecs struct {
 	ClockCoarseNs       *ebpf.VariableSpec `ebpf:"clock_coarse_ns"`
 	ClockJiffies        *ebpf.VariableSpec `ebpf:"clock_jiffies"`
 	ClockJiffiesAfter   *ebpf.VariableSpec `ebpf:"clock_jiffies_after"`
+	DropIgnored         *ebpf.VariableSpec `ebpf:"drop_ignored"`
+	HostNetns           *ebpf.VariableSpec `ebpf:"host_netns"`
 	RingWakeupBytes     *ebpf.VariableSpec `ebpf:"ring_wakeup_bytes"`
 	UntracedNetns       *ebpf.VariableSpec `ebpf:"untraced_netns"`
 	UnusedConnEvent     *ebpf.VariableSpec `ebpf:"unused_conn_event"`
 	UnusedConnResult    *ebpf.VariableSpec `ebpf:"unused_conn_result"`
 	UnusedConnRole      *ebpf.VariableSpec `ebpf:"unused_conn_role"`
 	UnusedConnState     *ebpf.VariableSpec `ebpf:"unused_conn_state"`
+	UnusedDropCounts    *ebpf.VariableSpec `ebpf:"unused_drop_counts"`
+	UnusedDropKey       *ebpf.VariableSpec `ebpf:"unused_drop_key"`
+	UnusedDropKind      *ebpf.VariableSpec `ebpf:"unused_drop_kind"`
 	UnusedFlowDirection *ebpf.VariableSpec `ebpf:"unused_flow_direction"`
 	UnusedFlowObserver  *ebpf.VariableSpec `ebpf:"unused_flow_observer"`
 }
@@ -342,9 +403,12 @@ type ebpfnetMaps struct {
 	Counters      *ebpf.Map `ebpf:"counters"`
 	Dialed        *ebpf.Map `ebpf:"dialed"`
 	DrainBarrier  *ebpf.Map `ebpf:"drain_barrier"`
+	DropsA        *ebpf.Map `ebpf:"drops_a"`
+	DropsB        *ebpf.Map `ebpf:"drops_b"`
 	FlowCache     *ebpf.Map `ebpf:"flow_cache"`
 	FlowsA        *ebpf.Map `ebpf:"flows_a"`
 	FlowsB        *ebpf.Map `ebpf:"flows_b"`
+	ResetReasons  *ebpf.Map `ebpf:"reset_reasons"`
 	UdpDialed     *ebpf.Map `ebpf:"udp_dialed"`
 	UdpSockDialed *ebpf.Map `ebpf:"udp_sock_dialed"`
 }
@@ -358,9 +422,12 @@ func (m *ebpfnetMaps) Close() error {
 		m.Counters,
 		m.Dialed,
 		m.DrainBarrier,
+		m.DropsA,
+		m.DropsB,
 		m.FlowCache,
 		m.FlowsA,
 		m.FlowsB,
+		m.ResetReasons,
 		m.UdpDialed,
 		m.UdpSockDialed,
 	)
@@ -374,12 +441,17 @@ type ebpfnetVariables struct {
 	ClockCoarseNs       *ebpf.Variable `ebpf:"clock_coarse_ns"`
 	ClockJiffies        *ebpf.Variable `ebpf:"clock_jiffies"`
 	ClockJiffiesAfter   *ebpf.Variable `ebpf:"clock_jiffies_after"`
+	DropIgnored         *ebpf.Variable `ebpf:"drop_ignored"`
+	HostNetns           *ebpf.Variable `ebpf:"host_netns"`
 	RingWakeupBytes     *ebpf.Variable `ebpf:"ring_wakeup_bytes"`
 	UntracedNetns       *ebpf.Variable `ebpf:"untraced_netns"`
 	UnusedConnEvent     *ebpf.Variable `ebpf:"unused_conn_event"`
 	UnusedConnResult    *ebpf.Variable `ebpf:"unused_conn_result"`
 	UnusedConnRole      *ebpf.Variable `ebpf:"unused_conn_role"`
 	UnusedConnState     *ebpf.Variable `ebpf:"unused_conn_state"`
+	UnusedDropCounts    *ebpf.Variable `ebpf:"unused_drop_counts"`
+	UnusedDropKey       *ebpf.Variable `ebpf:"unused_drop_key"`
+	UnusedDropKind      *ebpf.Variable `ebpf:"unused_drop_kind"`
 	UnusedFlowDirection *ebpf.Variable `ebpf:"unused_flow_direction"`
 	UnusedFlowObserver  *ebpf.Variable `ebpf:"unused_flow_observer"`
 }
@@ -392,6 +464,8 @@ type ebpfnetPrograms struct {
 	EndpointEgress     *ebpf.Program `ebpf:"endpoint_egress"`
 	EndpointIngress    *ebpf.Program `ebpf:"endpoint_ingress"`
 	InetSockSetState   *ebpf.Program `ebpf:"inet_sock_set_state"`
+	KfreeSkb           *ebpf.Program `ebpf:"kfree_skb"`
+	KfreeSkbV1         *ebpf.Program `ebpf:"kfree_skb_v1"`
 	RecordConnect4     *ebpf.Program `ebpf:"record_connect4"`
 	RecordConnect6     *ebpf.Program `ebpf:"record_connect6"`
 	RecordSendmsg4     *ebpf.Program `ebpf:"record_sendmsg4"`
@@ -400,6 +474,7 @@ type ebpfnetPrograms struct {
 	TcpRetransmitSkb   *ebpf.Program `ebpf:"tcp_retransmit_skb"`
 	TcpRetransmitSkbV1 *ebpf.Program `ebpf:"tcp_retransmit_skb_v1"`
 	TcpSendReset       *ebpf.Program `ebpf:"tcp_send_reset"`
+	TcpSendResetV1     *ebpf.Program `ebpf:"tcp_send_reset_v1"`
 	TcpSockops         *ebpf.Program `ebpf:"tcp_sockops"`
 	UplinkEgress       *ebpf.Program `ebpf:"uplink_egress"`
 	UplinkIngress      *ebpf.Program `ebpf:"uplink_ingress"`
@@ -411,6 +486,8 @@ func (p *ebpfnetPrograms) Close() error {
 		p.EndpointEgress,
 		p.EndpointIngress,
 		p.InetSockSetState,
+		p.KfreeSkb,
+		p.KfreeSkbV1,
 		p.RecordConnect4,
 		p.RecordConnect6,
 		p.RecordSendmsg4,
@@ -419,6 +496,7 @@ func (p *ebpfnetPrograms) Close() error {
 		p.TcpRetransmitSkb,
 		p.TcpRetransmitSkbV1,
 		p.TcpSendReset,
+		p.TcpSendResetV1,
 		p.TcpSockops,
 		p.UplinkEgress,
 		p.UplinkIngress,

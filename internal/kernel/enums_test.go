@@ -25,6 +25,7 @@ func TestModelEnumsMatchKernel(t *testing.T) {
 		flow.ReasonConnEventsFull:    ebpfnetCounterReasonCOUNTER_CONN_EVENTS_FULL,
 		flow.ReasonStateChangeMissed: ebpfnetCounterReasonCOUNTER_STATE_CHANGE_MISSED,
 		flow.ReasonDialedFull:        ebpfnetCounterReasonCOUNTER_DIALED_FULL,
+		flow.ReasonDropsFull:         ebpfnetCounterReasonCOUNTER_DROPS_FULL,
 	}
 	require.Len(t, reasons, int(ebpfnetCounterReasonCOUNTER_MAX), "every kernel reason has a model reason")
 	require.Equal(t, int(ebpfnetCounterReasonCOUNTER_MAX), flow.NumReasons)
@@ -33,6 +34,8 @@ func TestModelEnumsMatchKernel(t *testing.T) {
 	}
 	require.EqualValues(t, ebpfnetFlowDirectionFLOW_TRANSMIT, flow.Transmit)
 	require.EqualValues(t, ebpfnetFlowDirectionFLOW_RECEIVE, flow.Receive)
+	require.EqualValues(t, ebpfnetDropKindDROP_PACKET, flow.DropPacket)
+	require.EqualValues(t, ebpfnetDropKindDROP_RESET_NOSOCK, flow.DropResetNoSocket)
 	require.EqualValues(t, ebpfnetConnRoleROLE_CLIENT, flow.Client)
 	require.EqualValues(t, ebpfnetConnRoleROLE_SERVER, flow.Server)
 	results := map[flow.Result]ebpfnetConnResult{

@@ -102,7 +102,7 @@ func (d *Datapath) drainLocked(dst []entry) ([]entry, error) {
 		return t.appendPending(dst), err
 	}
 	dst, err := t.drainTable(idle, dst)
-	return t.appendPending(dst), err
+	return t.appendPending(dst), errors.Join(err, d.drops.drain(idleIndex, d.reasons, d.ifaces.names))
 }
 
 // takeSlots reads the idle table's flow_cache slots and empties them: what
@@ -282,7 +282,7 @@ func (d *Datapath) Counters() (flow.Counters, error) {
 	for i := range flow.NumReasons {
 		if flow.Reason(i) == flow.ReasonStateChangeMissed {
 			// Not a map counter: the kernel counts the runs it skipped.
-			for _, p := range []*ebpf.Program{d.objs.InetSockSetState, d.objs.TcpReceiveReset, d.objs.TcpSendReset, d.retransmit} {
+			for _, p := range []*ebpf.Program{d.objs.InetSockSetState, d.objs.TcpReceiveReset, d.sendReset, d.retransmit} {
 				s, err := p.Stats()
 				if err != nil {
 					return out, fmt.Errorf("read recursion misses: %w", err)

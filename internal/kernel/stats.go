@@ -51,11 +51,14 @@ func (d *Datapath) ProgramStats() (map[string]ProgramStats, error) {
 		ebpfnetProgEndpointIngress: d.objs.EndpointIngress, ebpfnetProgEndpointEgress: d.objs.EndpointEgress,
 		ebpfnetProgUplinkIngress: d.objs.UplinkIngress, ebpfnetProgUplinkEgress: d.objs.UplinkEgress,
 		ebpfnetProgInetSockSetState: d.objs.InetSockSetState, ebpfnetProgTcpReceiveReset: d.objs.TcpReceiveReset,
-		ebpfnetProgTcpSendReset: d.objs.TcpSendReset, ebpfnetProgTcpRetransmitSkb: d.retransmit, // whichever layout this kernel has
+		ebpfnetProgTcpSendReset: d.sendReset, ebpfnetProgTcpRetransmitSkb: d.retransmit, // whichever layout this kernel has
 		ebpfnetProgTcpSockops: d.objs.TcpSockops, ebpfnetProgRecordConnect4: d.objs.RecordConnect4,
 		ebpfnetProgRecordConnect6: d.objs.RecordConnect6, ebpfnetProgRecordSendmsg4: d.objs.RecordSendmsg4,
-		ebpfnetProgRecordSendmsg6: d.objs.RecordSendmsg6,
+		ebpfnetProgRecordSendmsg6: d.objs.RecordSendmsg6, ebpfnetProgKfreeSkb: d.kfreeSkb,
 	} {
+		if p == nil {
+			continue // drops off, or a kernel without reasons
+		}
 		s, err := p.Stats()
 		if err != nil {
 			return nil, fmt.Errorf("stats of %s: %w", name, err)

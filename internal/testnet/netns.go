@@ -42,6 +42,9 @@ func (n *Netns) Exec(args ...string) (string, error) {
 	return run(append([]string{"ip", "netns", "exec", n.Name}, args...)...)
 }
 
+// Run runs a command and returns its output; the error has the output.
+func Run(args ...string) (string, error) { return run(args...) }
+
 func run(args ...string) (string, error) {
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
 	if err != nil {

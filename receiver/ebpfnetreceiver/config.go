@@ -94,6 +94,9 @@ type Config struct {
 	// Flows are scoped by interfaces, whatever this says. Default all.
 	TCPSockets string `mapstructure:"tcp_sockets"`
 
+	// Drops counts the packets the kernel drops, by its reason.
+	Drops DropsConfig `mapstructure:"drops"`
+
 	// K8s adds the peer's Kubernetes identity (pod, workload, Service,
 	// node, zone) from the API server. Off by default (no Kubernetes).
 	K8s K8sConfig `mapstructure:"k8s"`
@@ -137,6 +140,7 @@ func (c *Config) Validate() error {
 			minInterval, c.Interval))
 	}
 	errs = append(errs, c.validateSizes()...)
+	errs = append(errs, c.Drops.validate()...)
 	if c.Interfaces.Include == "" {
 		errs = append(errs, errors.New("interfaces::include must not be empty"))
 	}
@@ -197,6 +201,39 @@ func (c *Config) validateSizes() []error {
 	}
 	if c.MaxRecordsPerCall < 0 {
 		errs = append(errs, fmt.Errorf("max_records_per_call must not be negative, got %d", c.MaxRecordsPerCall))
+	}
+	return errs
+}
+
+// DropsConfig configures the drop counting (tp_btf/kfree_skb).
+type DropsConfig struct {
+	// Enabled loads the drop program (Linux 5.17+). Default true.
+	Enabled bool `mapstructure:"enabled"`
+	// IgnoreReasons are drop reasons not reported, by the kernel's names
+	// without SKB_DROP_REASON_ (normal teardown: README "Drops" says how
+	// the default was measured). Names a kernel does not have are ignored.
+	IgnoreReasons []string `mapstructure:"ignore_reasons"`
+	// MaxEntries is the capacity of each of the two drop tables (drops of
+	// one local endpoint, peer address and reason per interval). A drop
+	// that finds it full is counted in
+	// ebpfnet.packets.uncounted{reason=drops_full}. Default 16384.
+	MaxEntries int64 `mapstructure:"max_entries"`
+}
+
+// dropReasonName is the form of a kernel drop reason name.
+var dropReasonName = regexp.MustCompile(`^[A-Z][A-Z0-9_]*$`)
+
+func (d *DropsConfig) validate() []error {
+	var errs []error
+	if d.MaxEntries < minMaxFlows || d.MaxEntries > 1<<20 {
+		errs = append(errs, fmt.Errorf("drops::max_entries must be between %d and %d, got %d", minMaxFlows, 1<<20, d.MaxEntries))
+	}
+	for _, r := range d.IgnoreReasons {
+		if strings.HasPrefix(r, "SKB_DROP_REASON_") {
+			errs = append(errs, fmt.Errorf("drops::ignore_reasons: write %q as %q (the kernel's name without SKB_DROP_REASON_)", r, strings.TrimPrefix(r, "SKB_DROP_REASON_")))
+		} else if !dropReasonName.MatchString(r) {
+			errs = append(errs, fmt.Errorf("drops::ignore_reasons: %q is not a kernel drop reason name (upper case, as in NOT_SPECIFIED or TCP_CLOSE, without SKB_DROP_REASON_)", r))
+		}
 	}
 	return errs
 }

@@ -38,6 +38,7 @@ func TestLoadConfig(t *testing.T) {
 	custom.ResourceAttributes.K8sPodIP.Enabled = false
 	custom.Events.EbpfnetFlow.Enabled = false
 	custom.K8s = K8sConfig{Enabled: true, AuthType: "kubeConfig", Kubeconfig: "/etc/ebpfnet/kubeconfig"}
+	custom.Drops = DropsConfig{Enabled: true, IgnoreReasons: []string{"NOT_SPECIFIED", "TCP_CLOSE"}, MaxEntries: 4096}
 
 	tests := []struct {
 		name    string
@@ -57,6 +58,9 @@ func TestLoadConfig(t *testing.T) {
 		{name: "ring_not_power_of_two", wantErr: "ring_buffer_size must be a power of two between 4096 and 1073741824, got 5000"},
 		{name: "ring_too_small", wantErr: "ring_buffer_size must be a power of two between 4096 and 1073741824, got 2048"},
 		{name: "conns_too_small", wantErr: "max_connections must be between 16 and 16777216, got 1"},
+		{name: "bad_drop_reason", wantErr: `drops::ignore_reasons: write "SKB_DROP_REASON_NOT_SPECIFIED" as "NOT_SPECIFIED"`},
+		{name: "bad_drop_reason", wantErr: `drops::ignore_reasons: "tcp_close" is not a kernel drop reason name`},
+		{name: "drops_too_large", wantErr: "drops::max_entries must be between 16 and 1048576, got 10000000"},
 		// Values past 32 bits: errors with the value given, not small tables.
 		{name: "map_past_32_bits", wantErr: "max_flows must be between 16 and 16777216, got 4294967312"},
 		{name: "conns_past_32_bits", wantErr: "max_connections must be between 16 and 16777216, got 4294967312"},

@@ -31,6 +31,9 @@ type datapath interface {
 	// UDPDialed appends the UDP destinations local sockets sent to within
 	// maxIdle (before any socket-level load balancer).
 	UDPDialed(dst []flow.UDPDialed, maxIdle time.Duration) ([]flow.UDPDialed, error)
+	// Drops appends what the kernel dropped in the interval the last
+	// Drain ended.
+	Drops(dst []flow.Drop) []flow.Drop
 	Close() error
 }
 
@@ -89,11 +92,13 @@ func loadDatapath(cfg *Config, logger *zap.Logger, onError func(error)) (datapat
 	// Validate kept the sizes within 32 bits.
 	d, err := kernel.Load(kernel.Options{MaxFlows: uint32(cfg.MaxFlows), MaxConns: uint32(cfg.MaxConnections),
 		RingSize: uint32(cfg.RingBufferSize), CgroupPath: cfg.CgroupPath,
-		PodSocketsOnly: cfg.TCPSockets == "pods"})
+		PodSocketsOnly: cfg.TCPSockets == "pods",
+		NoDrops:        !cfg.Drops.Enabled, MaxDrops: uint32(cfg.Drops.MaxEntries), IgnoreDrops: cfg.Drops.IgnoreReasons})
 	if err != nil {
 		return nil, err
 	}
 	logMemory(logger, d)
+	logDrops(logger, cfg, d)
 	mode, fallback := d.SetMode(kernel.AttachMode(cfg.AttachMode))
 	if mode == "" {
 		d.Close()
@@ -103,6 +108,19 @@ func loadDatapath(cfg *Config, logger *zap.Logger, onError func(error)) (datapat
 		logger.Warn("attach mode fallback", zap.Error(fallback))
 	}
 	return &kernelDatapath{Datapath: d, cfg: cfg, logger: logger, onError: onError, mode: mode}, nil
+}
+
+// logDrops says whether drops are counted, and which ignored reasons this
+// kernel does not have (a list written for several kernels is fine).
+func logDrops(logger *zap.Logger, cfg *Config, d *kernel.Datapath) {
+	switch {
+	case !cfg.Drops.Enabled:
+	case !d.DropsEnabled():
+		logger.Warn("drops: this kernel's kfree_skb tracepoint has no drop reason (Linux 5.17+ has): ebpfnet.packets.dropped is not reported")
+	case len(d.UnknownDropReasons()) > 0:
+		logger.Info("drops: some reasons of drops::ignore_reasons do not exist on this kernel (ignored)",
+			zap.Strings("reasons", d.UnknownDropReasons()))
+	}
 }
 
 // logMemory logs the kernel memory of the maps (charged to the

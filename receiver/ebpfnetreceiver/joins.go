@@ -47,7 +47,7 @@ func (f *flowJoins) close() {
 
 func newJoins(cfg *Config, peers *k8s.Resolver, perFlow bool, logger *zap.Logger) *joins {
 	j := &joins{peers: peers}
-	j.flows.Joiner = flow.Joiner{Endpoints: flow.NewEndpoints(), PerFlow: perFlow}
+	j.flows.Joiner = flow.Joiner{Endpoints: flow.NewEndpoints(), PerFlow: perFlow, HostNetns: kernel.OwnNetns()}
 	if cg := cgroups(cfg); cg != nil {
 		j.conns.Pod = func(id uint64) (string, string) {
 			c := cg.Lookup(id)

@@ -84,6 +84,8 @@ func (f *fakeDatapath) Attach() error { return nil }
 func (f *fakeDatapath) LiveConns(dst []flow.LiveConn) ([]flow.LiveConn, error) {
 	return dst, nil
 }
+func (f *fakeDatapath) Drops(dst []flow.Drop) []flow.Drop { return dst }
+
 func (f *fakeDatapath) UDPDialed(dst []flow.UDPDialed, _ time.Duration) ([]flow.UDPDialed, error) {
 	return dst, nil
 }

@@ -62,10 +62,13 @@ func convertOptions(cfg *Config, set receiver.Settings, peers convert.PeerResolv
 		convert.TableFlows:         metric[string](m.EbpfnetFlowTableFlows.Enabled, nil),
 		convert.TableCapacity:      metric[string](m.EbpfnetFlowTableCapacity.Enabled, nil),
 		convert.SeriesEvicted:      metric[string](m.EbpfnetSeriesEvicted.Enabled, nil),
+		convert.DropPackets:        metric(m.EbpfnetPacketsDropped.Enabled, m.EbpfnetPacketsDropped.EnabledAttributes),
+		convert.DropBytes:          metric(m.EbpfnetBytesDropped.Enabled, m.EbpfnetBytesDropped.EnabledAttributes),
 	} {
 		opts.Metrics[id] = o
 	}
 	opts.FlowEvents = cfg.Events.EbpfnetFlow.Enabled
+	opts.DropEvents = cfg.Events.EbpfnetDrop.Enabled
 	opts.SeriesIdleTimeout = cfg.SeriesIdleTimeout
 	opts.MaxSeries = cfg.MaxSeries
 	if cfg.Temporality == "delta" {

@@ -282,6 +282,7 @@ func (p *pipeline) read(b *flow.Batch, perFlow bool) bool {
 		logger.Error("read counters", zap.Error(err))
 	}
 	b.TableCapacity = p.dp.MaxFlows()
+	b.Drops = p.dp.Drops(b.Drops[:0])
 	b.Closed = p.closed.take()
 	if b.Live, err = p.dp.LiveConns(b.Live[:0]); err != nil && !errors.Is(err, kernel.ErrClosed) {
 		logger.Error("read open connections", zap.Error(err))
@@ -329,8 +330,12 @@ func (p *pipeline) emitMetrics(next consumer.Metrics, md pmetric.Metrics) {
 
 func (p *pipeline) emitLogs(next consumer.Logs, b *flow.Batch) {
 	var r refusals
-	for from, to := range p.calls(len(b.Flows)) {
-		ld := p.conv.Logs(&flow.Batch{Time: b.Time, Flows: b.Flows[from:to]})
+	// The drop records no flow record carries go with the first call (one
+	// per local endpoint, peer address and reason: few).
+	drops := b.Drops
+	for from, to := range p.calls(max(len(b.Flows), 1)) {
+		ld := p.conv.Logs(&flow.Batch{Time: b.Time, Flows: b.Flows[from:min(to, len(b.Flows))], Drops: drops})
+		drops = nil
 		n := ld.LogRecordCount()
 		if n == 0 {
 			continue

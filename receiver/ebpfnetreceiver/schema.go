@@ -45,7 +45,15 @@ func Schema() (*convert.Schema, error) {
 		convert.ResetsReceived: func() {
 			mb.RecordEbpfnetTCPResetsReceivedDataPoint(ts, 0, 0, "", 0, "", "", "", "", "", "", "", false, "")
 		},
-		convert.ResetsSent:         func() { mb.RecordEbpfnetTCPResetsSentDataPoint(ts, 0, 0, "", 0, "", "", "", "", "", "", "", false, "") },
+		convert.ResetsSent: func() {
+			mb.RecordEbpfnetTCPResetsSentDataPoint(ts, 0, 0, "", "", 0, "", "", "", "", "", "", "", false, "")
+		},
+		convert.DropPackets: func() {
+			mb.RecordEbpfnetPacketsDroppedDataPoint(ts, 0, "", 0, "", 0, "", 0, "", "", "", "", "", "", "", false, "", 0, "")
+		},
+		convert.DropBytes: func() {
+			mb.RecordEbpfnetBytesDroppedDataPoint(ts, 0, "", 0, "", 0, "", 0, "", "", "", "", "", "", "", false, "", 0, "")
+		},
 		convert.Uncounted:          func() { mb.RecordEbpfnetPacketsUncountedDataPoint(ts, 0, 0) },
 		convert.ConnsUnreported:    func() { mb.RecordEbpfnetConnectionsUnreportedDataPoint(ts, 0, 0) },
 		convert.StateChangesMissed: func() { mb.RecordEbpfnetTCPStateChangesMissedDataPoint(ts, 0) },

@@ -108,7 +108,17 @@ func everyMetricBatch(at time.Time) *flow.Batch {
 		return c
 	}
 	b.Closed = []flow.Conn{conn(1, flow.Client, flow.Closed), conn(2, flow.Server, flow.Reset), conn(3, flow.Client, flow.Refused)}
-	b.Closed[1].ResetsReceived, b.Closed[1].ResetsSent = 1, 1
+	b.Closed[1].ResetsReceived, b.Closed[1].ResetsSent, b.Closed[1].ResetReason = 1, 1, "TCP_ABORT_ON_CLOSE"
+	b.Closed[1].Drops = []flow.SocketDrop{{Reason: "NETFILTER_DROP", Packets: 2}}
+	b.Drops = []flow.Drop{
+		// On the first flow's record; the second has no flow (a record of
+		// its own); a reset sent without a socket; the node's.
+		{Kind: flow.DropPacket, Local: ap(pod, 40000), Peer: peer, Protocol: flow.ProtoTCP, Direction: flow.Transmit, Reason: "NETFILTER_DROP", Ifindex: 7, Interface: "veth1", Endpoint: pod, Packets: 3, Bytes: 180},
+		{Kind: flow.DropPacket, Local: ap(pod, 9000), Peer: peer, Protocol: flow.ProtoUDP, Direction: flow.Receive, Reason: "SOCKET_RCVBUFF", Endpoint: pod, Packets: 5, Bytes: 500},
+		{Kind: flow.DropResetNoSocket, Local: ap(pod, 81), Peer: peer, Protocol: flow.ProtoTCP, Direction: flow.Receive, Reason: "NO_SOCKET", Endpoint: pod, Packets: 1},
+		{Kind: flow.DropPacket, Local: ap(netip.MustParseAddr("192.0.2.9"), 22), Peer: netip.MustParseAddr("192.0.2.1"), Protocol: flow.ProtoTCP, Direction: flow.Receive, Reason: "TCP_LISTEN_OVERFLOW", OnNode: true, Packets: 1, Bytes: 60},
+	}
+	flow.AttachDrops(b)
 	for r := range b.Counters {
 		b.Counters[r] = flow.Count{Packets: uint64(r) + 1, Bytes: 64}
 	}
@@ -163,19 +173,24 @@ func TestOutputMatchesMetadata(t *testing.T) {
 	}
 
 	ld := conv.Logs(b)
-	events := d.Events["ebpfnet.flow"].Attributes
 	require.NotZero(t, ld.LogRecordCount())
+	seen := map[string]bool{}
 	for i := 0; i < ld.ResourceLogs().Len(); i++ {
 		rl := ld.ResourceLogs().At(i)
 		requireDeclaredResource(t, d, rl.Resource().Attributes())
 		lrs := rl.ScopeLogs().At(0).LogRecords()
 		for j := 0; j < lrs.Len(); j++ {
-			require.Contains(t, d.Events, lrs.At(j).EventName())
+			name := lrs.At(j).EventName()
+			require.Contains(t, d.Events, name)
+			seen[name] = true
 			for k, v := range lrs.At(j).Attributes().All() {
-				require.Contains(t, events, k, "flow record attribute %s not declared for the event", k)
+				require.Contains(t, d.Events[name].Attributes, k, "record attribute %s not declared for the event %s", k, name)
 				requireEnumValue(t, d, k, v.AsString())
 			}
 		}
+	}
+	for name := range d.Events {
+		require.True(t, seen[name], "event %s is declared but the batch made no record of it", name)
 	}
 	td := conv.Traces(b.Closed)
 	for i := 0; i < td.ResourceSpans().Len(); i++ {

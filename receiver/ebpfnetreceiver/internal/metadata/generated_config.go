@@ -10,6 +10,76 @@ import (
 	"go.opentelemetry.io/collector/filter"
 )
 
+// EbpfnetBytesDroppedMetricAttributeKey specifies the key of an attribute for the ebpfnet.bytes.dropped metric.
+type EbpfnetBytesDroppedMetricAttributeKey string
+
+const (
+	EbpfnetBytesDroppedMetricAttributeKeyEbpfnetDropReason         EbpfnetBytesDroppedMetricAttributeKey = "ebpfnet.drop.reason"
+	EbpfnetBytesDroppedMetricAttributeKeyNetworkIoDirection        EbpfnetBytesDroppedMetricAttributeKey = "network.io.direction"
+	EbpfnetBytesDroppedMetricAttributeKeyNetworkTransport          EbpfnetBytesDroppedMetricAttributeKey = "network.transport"
+	EbpfnetBytesDroppedMetricAttributeKeyNetworkType               EbpfnetBytesDroppedMetricAttributeKey = "network.type"
+	EbpfnetBytesDroppedMetricAttributeKeyNetworkPeerAddress        EbpfnetBytesDroppedMetricAttributeKey = "network.peer.address"
+	EbpfnetBytesDroppedMetricAttributeKeyPeerK8sKind               EbpfnetBytesDroppedMetricAttributeKey = "peer.k8s.kind"
+	EbpfnetBytesDroppedMetricAttributeKeyPeerK8sPodName            EbpfnetBytesDroppedMetricAttributeKey = "peer.k8s.pod.name"
+	EbpfnetBytesDroppedMetricAttributeKeyPeerK8sNamespaceName      EbpfnetBytesDroppedMetricAttributeKey = "peer.k8s.namespace.name"
+	EbpfnetBytesDroppedMetricAttributeKeyPeerK8sWorkloadKind       EbpfnetBytesDroppedMetricAttributeKey = "peer.k8s.workload.kind"
+	EbpfnetBytesDroppedMetricAttributeKeyPeerK8sWorkloadName       EbpfnetBytesDroppedMetricAttributeKey = "peer.k8s.workload.name"
+	EbpfnetBytesDroppedMetricAttributeKeyPeerK8sServiceName        EbpfnetBytesDroppedMetricAttributeKey = "peer.k8s.service.name"
+	EbpfnetBytesDroppedMetricAttributeKeyPeerK8sNodeName           EbpfnetBytesDroppedMetricAttributeKey = "peer.k8s.node.name"
+	EbpfnetBytesDroppedMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetBytesDroppedMetricAttributeKey = "peer.cloud.availability_zone"
+	EbpfnetBytesDroppedMetricAttributeKeyEbpfnetCrossZone          EbpfnetBytesDroppedMetricAttributeKey = "ebpfnet.cross_zone"
+	EbpfnetBytesDroppedMetricAttributeKeyPeerService               EbpfnetBytesDroppedMetricAttributeKey = "peer.service"
+	EbpfnetBytesDroppedMetricAttributeKeyNetworkLocalPort          EbpfnetBytesDroppedMetricAttributeKey = "network.local.port"
+	EbpfnetBytesDroppedMetricAttributeKeyNetworkInterfaceName      EbpfnetBytesDroppedMetricAttributeKey = "network.interface.name"
+)
+
+// EbpfnetBytesDroppedMetricConfig provides config for the ebpfnet.bytes.dropped metric.
+type EbpfnetBytesDroppedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                  `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []EbpfnetBytesDroppedMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *EbpfnetBytesDroppedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *EbpfnetBytesDroppedMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case EbpfnetBytesDroppedMetricAttributeKeyEbpfnetDropReason, EbpfnetBytesDroppedMetricAttributeKeyNetworkIoDirection, EbpfnetBytesDroppedMetricAttributeKeyNetworkTransport, EbpfnetBytesDroppedMetricAttributeKeyNetworkType, EbpfnetBytesDroppedMetricAttributeKeyNetworkPeerAddress, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sKind, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sPodName, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sServiceName, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sNodeName, EbpfnetBytesDroppedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetBytesDroppedMetricAttributeKeyEbpfnetCrossZone, EbpfnetBytesDroppedMetricAttributeKeyPeerService, EbpfnetBytesDroppedMetricAttributeKeyNetworkLocalPort, EbpfnetBytesDroppedMetricAttributeKeyNetworkInterfaceName:
+		default:
+			return fmt.Errorf("metric ebpfnet.bytes.dropped doesn't have an attribute %v, valid attributes: [ebpfnet.drop.reason, network.io.direction, network.transport, network.type, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, peer.service, network.local.port, network.interface.name]", val)
+		}
+	}
+	if !slices.Contains(ms.EnabledAttributes, EbpfnetBytesDroppedMetricAttributeKeyEbpfnetDropReason) {
+		return fmt.Errorf("ebpfnet.drop.reason is a required attribute for ebpfnet.bytes.dropped metric and must be included")
+	}
+	if !slices.Contains(ms.EnabledAttributes, EbpfnetBytesDroppedMetricAttributeKeyNetworkIoDirection) {
+		return fmt.Errorf("network.io.direction is a required attribute for ebpfnet.bytes.dropped metric and must be included")
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
 // EbpfnetConnectionsUnreportedMetricConfig provides config for the ebpfnet.connections.unreported metric.
 type EbpfnetConnectionsUnreportedMetricConfig struct {
 	Enabled          bool `mapstructure:"enabled"`
@@ -201,6 +271,76 @@ func (ms *EbpfnetFlowTableFlowsMetricConfig) Unmarshal(parser *confmap.Conf) err
 	}
 
 	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+// EbpfnetPacketsDroppedMetricAttributeKey specifies the key of an attribute for the ebpfnet.packets.dropped metric.
+type EbpfnetPacketsDroppedMetricAttributeKey string
+
+const (
+	EbpfnetPacketsDroppedMetricAttributeKeyEbpfnetDropReason         EbpfnetPacketsDroppedMetricAttributeKey = "ebpfnet.drop.reason"
+	EbpfnetPacketsDroppedMetricAttributeKeyNetworkIoDirection        EbpfnetPacketsDroppedMetricAttributeKey = "network.io.direction"
+	EbpfnetPacketsDroppedMetricAttributeKeyNetworkTransport          EbpfnetPacketsDroppedMetricAttributeKey = "network.transport"
+	EbpfnetPacketsDroppedMetricAttributeKeyNetworkType               EbpfnetPacketsDroppedMetricAttributeKey = "network.type"
+	EbpfnetPacketsDroppedMetricAttributeKeyNetworkPeerAddress        EbpfnetPacketsDroppedMetricAttributeKey = "network.peer.address"
+	EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sKind               EbpfnetPacketsDroppedMetricAttributeKey = "peer.k8s.kind"
+	EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sPodName            EbpfnetPacketsDroppedMetricAttributeKey = "peer.k8s.pod.name"
+	EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sNamespaceName      EbpfnetPacketsDroppedMetricAttributeKey = "peer.k8s.namespace.name"
+	EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sWorkloadKind       EbpfnetPacketsDroppedMetricAttributeKey = "peer.k8s.workload.kind"
+	EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sWorkloadName       EbpfnetPacketsDroppedMetricAttributeKey = "peer.k8s.workload.name"
+	EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sServiceName        EbpfnetPacketsDroppedMetricAttributeKey = "peer.k8s.service.name"
+	EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sNodeName           EbpfnetPacketsDroppedMetricAttributeKey = "peer.k8s.node.name"
+	EbpfnetPacketsDroppedMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetPacketsDroppedMetricAttributeKey = "peer.cloud.availability_zone"
+	EbpfnetPacketsDroppedMetricAttributeKeyEbpfnetCrossZone          EbpfnetPacketsDroppedMetricAttributeKey = "ebpfnet.cross_zone"
+	EbpfnetPacketsDroppedMetricAttributeKeyPeerService               EbpfnetPacketsDroppedMetricAttributeKey = "peer.service"
+	EbpfnetPacketsDroppedMetricAttributeKeyNetworkLocalPort          EbpfnetPacketsDroppedMetricAttributeKey = "network.local.port"
+	EbpfnetPacketsDroppedMetricAttributeKeyNetworkInterfaceName      EbpfnetPacketsDroppedMetricAttributeKey = "network.interface.name"
+)
+
+// EbpfnetPacketsDroppedMetricConfig provides config for the ebpfnet.packets.dropped metric.
+type EbpfnetPacketsDroppedMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                    `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []EbpfnetPacketsDroppedMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *EbpfnetPacketsDroppedMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *EbpfnetPacketsDroppedMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case EbpfnetPacketsDroppedMetricAttributeKeyEbpfnetDropReason, EbpfnetPacketsDroppedMetricAttributeKeyNetworkIoDirection, EbpfnetPacketsDroppedMetricAttributeKeyNetworkTransport, EbpfnetPacketsDroppedMetricAttributeKeyNetworkType, EbpfnetPacketsDroppedMetricAttributeKeyNetworkPeerAddress, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sKind, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sPodName, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sServiceName, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sNodeName, EbpfnetPacketsDroppedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetPacketsDroppedMetricAttributeKeyEbpfnetCrossZone, EbpfnetPacketsDroppedMetricAttributeKeyPeerService, EbpfnetPacketsDroppedMetricAttributeKeyNetworkLocalPort, EbpfnetPacketsDroppedMetricAttributeKeyNetworkInterfaceName:
+		default:
+			return fmt.Errorf("metric ebpfnet.packets.dropped doesn't have an attribute %v, valid attributes: [ebpfnet.drop.reason, network.io.direction, network.transport, network.type, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, peer.service, network.local.port, network.interface.name]", val)
+		}
+	}
+	if !slices.Contains(ms.EnabledAttributes, EbpfnetPacketsDroppedMetricAttributeKeyEbpfnetDropReason) {
+		return fmt.Errorf("ebpfnet.drop.reason is a required attribute for ebpfnet.packets.dropped metric and must be included")
+	}
+	if !slices.Contains(ms.EnabledAttributes, EbpfnetPacketsDroppedMetricAttributeKeyNetworkIoDirection) {
+		return fmt.Errorf("network.io.direction is a required attribute for ebpfnet.packets.dropped metric and must be included")
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
 	return nil
 }
 
@@ -439,6 +579,7 @@ type EbpfnetTCPResetsSentMetricAttributeKey string
 
 const (
 	EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole            EbpfnetTCPResetsSentMetricAttributeKey = "ebpfnet.tcp.role"
+	EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPResetReason     EbpfnetTCPResetsSentMetricAttributeKey = "ebpfnet.tcp.reset.reason"
 	EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress        EbpfnetTCPResetsSentMetricAttributeKey = "network.peer.address"
 	EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sKind               EbpfnetTCPResetsSentMetricAttributeKey = "peer.k8s.kind"
 	EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sPodName            EbpfnetTCPResetsSentMetricAttributeKey = "peer.k8s.pod.name"
@@ -478,9 +619,9 @@ func (ms *EbpfnetTCPResetsSentMetricConfig) Unmarshal(parser *confmap.Conf) erro
 func (ms *EbpfnetTCPResetsSentMetricConfig) Validate() error {
 	for _, val := range ms.EnabledAttributes {
 		switch val {
-		case EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetCrossZone, EbpfnetTCPResetsSentMetricAttributeKeyPeerService:
+		case EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPResetReason, EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetCrossZone, EbpfnetTCPResetsSentMetricAttributeKeyPeerService:
 		default:
-			return fmt.Errorf("metric ebpfnet.tcp.resets.sent doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, peer.service]", val)
+			return fmt.Errorf("metric ebpfnet.tcp.resets.sent doesn't have an attribute %v, valid attributes: [ebpfnet.tcp.role, ebpfnet.tcp.reset.reason, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, peer.service]", val)
 		}
 	}
 	if !slices.Contains(ms.EnabledAttributes, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole) {
@@ -580,11 +721,13 @@ func (ms *EbpfnetTCPStateChangesMissedMetricConfig) Unmarshal(parser *confmap.Co
 
 // MetricsConfig provides config for ebpfnet metrics.
 type MetricsConfig struct {
+	EbpfnetBytesDropped          EbpfnetBytesDroppedMetricConfig          `mapstructure:"ebpfnet.bytes.dropped"`
 	EbpfnetConnectionsUnreported EbpfnetConnectionsUnreportedMetricConfig `mapstructure:"ebpfnet.connections.unreported"`
 	EbpfnetFlowIo                EbpfnetFlowIoMetricConfig                `mapstructure:"ebpfnet.flow.io"`
 	EbpfnetFlowPackets           EbpfnetFlowPacketsMetricConfig           `mapstructure:"ebpfnet.flow.packets"`
 	EbpfnetFlowTableCapacity     EbpfnetFlowTableCapacityMetricConfig     `mapstructure:"ebpfnet.flow_table.capacity"`
 	EbpfnetFlowTableFlows        EbpfnetFlowTableFlowsMetricConfig        `mapstructure:"ebpfnet.flow_table.flows"`
+	EbpfnetPacketsDropped        EbpfnetPacketsDroppedMetricConfig        `mapstructure:"ebpfnet.packets.dropped"`
 	EbpfnetPacketsUncounted      EbpfnetPacketsUncountedMetricConfig      `mapstructure:"ebpfnet.packets.uncounted"`
 	EbpfnetSeriesEvicted         EbpfnetSeriesEvictedMetricConfig         `mapstructure:"ebpfnet.series.evicted"`
 	EbpfnetTCPConnectionsClosed  EbpfnetTCPConnectionsClosedMetricConfig  `mapstructure:"ebpfnet.tcp.connections.closed"`
@@ -597,6 +740,11 @@ type MetricsConfig struct {
 
 func DefaultMetricsConfig() MetricsConfig {
 	return MetricsConfig{
+		EbpfnetBytesDropped: EbpfnetBytesDroppedMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []EbpfnetBytesDroppedMetricAttributeKey{EbpfnetBytesDroppedMetricAttributeKeyEbpfnetDropReason, EbpfnetBytesDroppedMetricAttributeKeyNetworkIoDirection, EbpfnetBytesDroppedMetricAttributeKeyNetworkTransport, EbpfnetBytesDroppedMetricAttributeKeyNetworkType, EbpfnetBytesDroppedMetricAttributeKeyNetworkPeerAddress, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sKind, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sPodName, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sServiceName, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sNodeName, EbpfnetBytesDroppedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetBytesDroppedMetricAttributeKeyEbpfnetCrossZone, EbpfnetBytesDroppedMetricAttributeKeyPeerService},
+		},
 		EbpfnetConnectionsUnreported: EbpfnetConnectionsUnreportedMetricConfig{
 			Enabled: true,
 		},
@@ -615,6 +763,11 @@ func DefaultMetricsConfig() MetricsConfig {
 		},
 		EbpfnetFlowTableFlows: EbpfnetFlowTableFlowsMetricConfig{
 			Enabled: true,
+		},
+		EbpfnetPacketsDropped: EbpfnetPacketsDroppedMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []EbpfnetPacketsDroppedMetricAttributeKey{EbpfnetPacketsDroppedMetricAttributeKeyEbpfnetDropReason, EbpfnetPacketsDroppedMetricAttributeKeyNetworkIoDirection, EbpfnetPacketsDroppedMetricAttributeKeyNetworkTransport, EbpfnetPacketsDroppedMetricAttributeKeyNetworkType, EbpfnetPacketsDroppedMetricAttributeKeyNetworkPeerAddress, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sKind, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sPodName, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sServiceName, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sNodeName, EbpfnetPacketsDroppedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetPacketsDroppedMetricAttributeKeyEbpfnetCrossZone, EbpfnetPacketsDroppedMetricAttributeKeyPeerService},
 		},
 		EbpfnetPacketsUncounted: EbpfnetPacketsUncountedMetricConfig{
 			Enabled: true,
@@ -640,7 +793,7 @@ func DefaultMetricsConfig() MetricsConfig {
 		EbpfnetTCPResetsSent: EbpfnetTCPResetsSentMetricConfig{
 			Enabled:             true,
 			AggregationStrategy: AggregationStrategySum,
-			EnabledAttributes:   []EbpfnetTCPResetsSentMetricAttributeKey{EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetCrossZone, EbpfnetTCPResetsSentMetricAttributeKeyPeerService},
+			EnabledAttributes:   []EbpfnetTCPResetsSentMetricAttributeKey{EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPResetReason, EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetCrossZone, EbpfnetTCPResetsSentMetricAttributeKeyPeerService},
 		},
 		EbpfnetTCPRetransmits: EbpfnetTCPRetransmitsMetricConfig{
 			Enabled:             true,
@@ -674,11 +827,15 @@ func (ec *EventConfig) Unmarshal(parser *confmap.Conf) error {
 
 // EventsConfig provides config for ebpfnet events.
 type EventsConfig struct {
+	EbpfnetDrop EventConfig `mapstructure:"ebpfnet.drop"`
 	EbpfnetFlow EventConfig `mapstructure:"ebpfnet.flow"`
 }
 
 func DefaultEventsConfig() EventsConfig {
 	return EventsConfig{
+		EbpfnetDrop: EventConfig{
+			Enabled: true,
+		},
 		EbpfnetFlow: EventConfig{
 			Enabled: true,
 		},

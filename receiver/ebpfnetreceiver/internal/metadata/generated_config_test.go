@@ -26,6 +26,11 @@ func TestMetricsBuilderConfig(t *testing.T) {
 			name: "all_set",
 			want: MetricsBuilderConfig{
 				Metrics: MetricsConfig{
+					EbpfnetBytesDropped: EbpfnetBytesDroppedMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []EbpfnetBytesDroppedMetricAttributeKey{EbpfnetBytesDroppedMetricAttributeKeyEbpfnetDropReason, EbpfnetBytesDroppedMetricAttributeKeyNetworkIoDirection, EbpfnetBytesDroppedMetricAttributeKeyNetworkTransport, EbpfnetBytesDroppedMetricAttributeKeyNetworkType, EbpfnetBytesDroppedMetricAttributeKeyNetworkPeerAddress, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sKind, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sPodName, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sServiceName, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sNodeName, EbpfnetBytesDroppedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetBytesDroppedMetricAttributeKeyEbpfnetCrossZone, EbpfnetBytesDroppedMetricAttributeKeyPeerService, EbpfnetBytesDroppedMetricAttributeKeyNetworkLocalPort, EbpfnetBytesDroppedMetricAttributeKeyNetworkInterfaceName},
+					},
 					EbpfnetConnectionsUnreported: EbpfnetConnectionsUnreportedMetricConfig{
 						Enabled: true,
 					},
@@ -44,6 +49,11 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					},
 					EbpfnetFlowTableFlows: EbpfnetFlowTableFlowsMetricConfig{
 						Enabled: true,
+					},
+					EbpfnetPacketsDropped: EbpfnetPacketsDroppedMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []EbpfnetPacketsDroppedMetricAttributeKey{EbpfnetPacketsDroppedMetricAttributeKeyEbpfnetDropReason, EbpfnetPacketsDroppedMetricAttributeKeyNetworkIoDirection, EbpfnetPacketsDroppedMetricAttributeKeyNetworkTransport, EbpfnetPacketsDroppedMetricAttributeKeyNetworkType, EbpfnetPacketsDroppedMetricAttributeKeyNetworkPeerAddress, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sKind, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sPodName, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sServiceName, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sNodeName, EbpfnetPacketsDroppedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetPacketsDroppedMetricAttributeKeyEbpfnetCrossZone, EbpfnetPacketsDroppedMetricAttributeKeyPeerService, EbpfnetPacketsDroppedMetricAttributeKeyNetworkLocalPort, EbpfnetPacketsDroppedMetricAttributeKeyNetworkInterfaceName},
 					},
 					EbpfnetPacketsUncounted: EbpfnetPacketsUncountedMetricConfig{
 						Enabled: true,
@@ -69,7 +79,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EbpfnetTCPResetsSent: EbpfnetTCPResetsSentMetricConfig{
 						Enabled:             true,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []EbpfnetTCPResetsSentMetricAttributeKey{EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetCrossZone, EbpfnetTCPResetsSentMetricAttributeKeyPeerService},
+						EnabledAttributes:   []EbpfnetTCPResetsSentMetricAttributeKey{EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPResetReason, EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetCrossZone, EbpfnetTCPResetsSentMetricAttributeKeyPeerService},
 					},
 					EbpfnetTCPRetransmits: EbpfnetTCPRetransmitsMetricConfig{
 						Enabled:             true,
@@ -95,6 +105,11 @@ func TestMetricsBuilderConfig(t *testing.T) {
 			name: "none_set",
 			want: MetricsBuilderConfig{
 				Metrics: MetricsConfig{
+					EbpfnetBytesDropped: EbpfnetBytesDroppedMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []EbpfnetBytesDroppedMetricAttributeKey{EbpfnetBytesDroppedMetricAttributeKeyEbpfnetDropReason, EbpfnetBytesDroppedMetricAttributeKeyNetworkIoDirection, EbpfnetBytesDroppedMetricAttributeKeyNetworkTransport, EbpfnetBytesDroppedMetricAttributeKeyNetworkType, EbpfnetBytesDroppedMetricAttributeKeyNetworkPeerAddress, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sKind, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sPodName, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sServiceName, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sNodeName, EbpfnetBytesDroppedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetBytesDroppedMetricAttributeKeyEbpfnetCrossZone, EbpfnetBytesDroppedMetricAttributeKeyPeerService, EbpfnetBytesDroppedMetricAttributeKeyNetworkLocalPort, EbpfnetBytesDroppedMetricAttributeKeyNetworkInterfaceName},
+					},
 					EbpfnetConnectionsUnreported: EbpfnetConnectionsUnreportedMetricConfig{
 						Enabled: false,
 					},
@@ -113,6 +128,11 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					},
 					EbpfnetFlowTableFlows: EbpfnetFlowTableFlowsMetricConfig{
 						Enabled: false,
+					},
+					EbpfnetPacketsDropped: EbpfnetPacketsDroppedMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []EbpfnetPacketsDroppedMetricAttributeKey{EbpfnetPacketsDroppedMetricAttributeKeyEbpfnetDropReason, EbpfnetPacketsDroppedMetricAttributeKeyNetworkIoDirection, EbpfnetPacketsDroppedMetricAttributeKeyNetworkTransport, EbpfnetPacketsDroppedMetricAttributeKeyNetworkType, EbpfnetPacketsDroppedMetricAttributeKeyNetworkPeerAddress, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sKind, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sPodName, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sNamespaceName, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sWorkloadName, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sServiceName, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sNodeName, EbpfnetPacketsDroppedMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetPacketsDroppedMetricAttributeKeyEbpfnetCrossZone, EbpfnetPacketsDroppedMetricAttributeKeyPeerService, EbpfnetPacketsDroppedMetricAttributeKeyNetworkLocalPort, EbpfnetPacketsDroppedMetricAttributeKeyNetworkInterfaceName},
 					},
 					EbpfnetPacketsUncounted: EbpfnetPacketsUncountedMetricConfig{
 						Enabled: false,
@@ -138,7 +158,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EbpfnetTCPResetsSent: EbpfnetTCPResetsSentMetricConfig{
 						Enabled:             false,
 						AggregationStrategy: AggregationStrategySum,
-						EnabledAttributes:   []EbpfnetTCPResetsSentMetricAttributeKey{EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetCrossZone, EbpfnetTCPResetsSentMetricAttributeKeyPeerService},
+						EnabledAttributes:   []EbpfnetTCPResetsSentMetricAttributeKey{EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPResetReason, EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sPodName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNamespaceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sWorkloadName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sServiceName, EbpfnetTCPResetsSentMetricAttributeKeyPeerK8sNodeName, EbpfnetTCPResetsSentMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetCrossZone, EbpfnetTCPResetsSentMetricAttributeKeyPeerService},
 					},
 					EbpfnetTCPRetransmits: EbpfnetTCPRetransmitsMetricConfig{
 						Enabled:             false,
@@ -164,10 +184,21 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EbpfnetConnectionsUnreportedMetricConfig{}, EbpfnetFlowIoMetricConfig{}, EbpfnetFlowPacketsMetricConfig{}, EbpfnetFlowTableCapacityMetricConfig{}, EbpfnetFlowTableFlowsMetricConfig{}, EbpfnetPacketsUncountedMetricConfig{}, EbpfnetSeriesEvictedMetricConfig{}, EbpfnetTCPConnectionsClosedMetricConfig{}, EbpfnetTCPConnectionsOpenedMetricConfig{}, EbpfnetTCPResetsReceivedMetricConfig{}, EbpfnetTCPResetsSentMetricConfig{}, EbpfnetTCPRetransmitsMetricConfig{}, EbpfnetTCPStateChangesMissedMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EbpfnetBytesDroppedMetricConfig{}, EbpfnetConnectionsUnreportedMetricConfig{}, EbpfnetFlowIoMetricConfig{}, EbpfnetFlowPacketsMetricConfig{}, EbpfnetFlowTableCapacityMetricConfig{}, EbpfnetFlowTableFlowsMetricConfig{}, EbpfnetPacketsDroppedMetricConfig{}, EbpfnetPacketsUncountedMetricConfig{}, EbpfnetSeriesEvictedMetricConfig{}, EbpfnetTCPConnectionsClosedMetricConfig{}, EbpfnetTCPConnectionsOpenedMetricConfig{}, EbpfnetTCPResetsReceivedMetricConfig{}, EbpfnetTCPResetsSentMetricConfig{}, EbpfnetTCPRetransmitsMetricConfig{}, EbpfnetTCPStateChangesMissedMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}
+}
+func TestEbpfnetBytesDroppedMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().EbpfnetBytesDropped
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []EbpfnetBytesDroppedMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric ebpfnet.bytes.dropped doesn't have an attribute invalid, valid attributes: [ebpfnet.drop.reason, network.io.direction, network.transport, network.type, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, peer.service, network.local.port, network.interface.name]")
+
+	cfg = DefaultMetricsConfig().EbpfnetBytesDropped
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }
 
 func TestEbpfnetFlowIoMetricsConfig_Validate(t *testing.T) {
@@ -190,6 +221,18 @@ func TestEbpfnetFlowPacketsMetricsConfig_Validate(t *testing.T) {
 	require.ErrorContains(t, cfg.Validate(), "metric ebpfnet.flow.packets doesn't have an attribute invalid, valid attributes: [network.io.direction, network.transport, network.type, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, peer.service, network.peer.port, network.local.port, network.interface.name]")
 
 	cfg = DefaultMetricsConfig().EbpfnetFlowPackets
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestEbpfnetPacketsDroppedMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().EbpfnetPacketsDropped
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []EbpfnetPacketsDroppedMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric ebpfnet.packets.dropped doesn't have an attribute invalid, valid attributes: [ebpfnet.drop.reason, network.io.direction, network.transport, network.type, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, peer.service, network.local.port, network.interface.name]")
+
+	cfg = DefaultMetricsConfig().EbpfnetPacketsDropped
 	cfg.AggregationStrategy = "invalid"
 	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }
@@ -235,7 +278,7 @@ func TestEbpfnetTCPResetsSentMetricsConfig_Validate(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 
 	cfg.EnabledAttributes = []EbpfnetTCPResetsSentMetricAttributeKey{"invalid"}
-	require.ErrorContains(t, cfg.Validate(), "metric ebpfnet.tcp.resets.sent doesn't have an attribute invalid, valid attributes: [ebpfnet.tcp.role, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, peer.service]")
+	require.ErrorContains(t, cfg.Validate(), "metric ebpfnet.tcp.resets.sent doesn't have an attribute invalid, valid attributes: [ebpfnet.tcp.role, ebpfnet.tcp.reset.reason, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, peer.service]")
 
 	cfg = DefaultMetricsConfig().EbpfnetTCPResetsSent
 	cfg.AggregationStrategy = "invalid"

@@ -13,12 +13,66 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
+type eventEbpfnetDrop struct {
+	data   plog.LogRecordSlice // data buffer for generated log records.
+	config EventConfig         // event config provided by user.
+}
+
+func (e *eventEbpfnetDrop) recordEvent(ctx context.Context, timestamp pcommon.Timestamp, ebpfnetDropReasonAttributeValue string, networkIoDirectionAttributeValue string, networkTransportAttributeValue string, networkTypeAttributeValue string, networkInterfaceNameAttributeValue string, networkLocalPortAttributeValue int64, networkPeerAddressAttributeValue string, ebpfnetFlowBytesAttributeValue int64, ebpfnetFlowPacketsAttributeValue int64, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string) {
+	if !e.config.Enabled {
+		return
+	}
+	dp := e.data.AppendEmpty()
+	dp.SetEventName("ebpfnet.drop")
+	dp.SetTimestamp(timestamp)
+
+	if span := trace.SpanContextFromContext(ctx); span.IsValid() {
+		dp.SetTraceID(pcommon.TraceID(span.TraceID()))
+		dp.SetSpanID(pcommon.SpanID(span.SpanID()))
+	}
+	dp.Attributes().PutStr("ebpfnet.drop.reason", ebpfnetDropReasonAttributeValue)
+	dp.Attributes().PutStr("network.io.direction", networkIoDirectionAttributeValue)
+	dp.Attributes().PutStr("network.transport", networkTransportAttributeValue)
+	dp.Attributes().PutStr("network.type", networkTypeAttributeValue)
+	dp.Attributes().PutStr("network.interface.name", networkInterfaceNameAttributeValue)
+	dp.Attributes().PutInt("network.local.port", networkLocalPortAttributeValue)
+	dp.Attributes().PutStr("network.peer.address", networkPeerAddressAttributeValue)
+	dp.Attributes().PutInt("ebpfnet.flow.bytes", ebpfnetFlowBytesAttributeValue)
+	dp.Attributes().PutInt("ebpfnet.flow.packets", ebpfnetFlowPacketsAttributeValue)
+	dp.Attributes().PutStr("peer.k8s.kind", peerK8sKindAttributeValue)
+	dp.Attributes().PutStr("peer.k8s.pod.name", peerK8sPodNameAttributeValue)
+	dp.Attributes().PutStr("peer.k8s.namespace.name", peerK8sNamespaceNameAttributeValue)
+	dp.Attributes().PutStr("peer.k8s.workload.kind", peerK8sWorkloadKindAttributeValue)
+	dp.Attributes().PutStr("peer.k8s.workload.name", peerK8sWorkloadNameAttributeValue)
+	dp.Attributes().PutStr("peer.k8s.service.name", peerK8sServiceNameAttributeValue)
+	dp.Attributes().PutStr("peer.k8s.node.name", peerK8sNodeNameAttributeValue)
+	dp.Attributes().PutStr("peer.cloud.availability_zone", peerCloudAvailabilityZoneAttributeValue)
+	dp.Attributes().PutBool("ebpfnet.cross_zone", ebpfnetCrossZoneAttributeValue)
+	dp.Attributes().PutStr("peer.service", peerServiceAttributeValue)
+
+}
+
+// emit appends recorded event data to a events slice and prepares it for recording another set of log records.
+func (e *eventEbpfnetDrop) emit(lrs plog.LogRecordSlice) {
+	if e.config.Enabled && e.data.Len() > 0 {
+		e.data.MoveAndAppendTo(lrs)
+	}
+}
+
+func newEventEbpfnetDrop(cfg EventConfig) eventEbpfnetDrop {
+	e := eventEbpfnetDrop{config: cfg}
+	if cfg.Enabled {
+		e.data = plog.NewLogRecordSlice()
+	}
+	return e
+}
+
 type eventEbpfnetFlow struct {
 	data   plog.LogRecordSlice // data buffer for generated log records.
 	config EventConfig         // event config provided by user.
 }
 
-func (e *eventEbpfnetFlow) recordEvent(ctx context.Context, timestamp pcommon.Timestamp, networkIoDirectionAttributeValue string, networkTransportAttributeValue string, networkTypeAttributeValue string, networkInterfaceNameAttributeValue string, sourceAddressAttributeValue string, sourcePortAttributeValue int64, destinationAddressAttributeValue string, destinationPortAttributeValue int64, ebpfnetIcmpTypeAttributeValue int64, ebpfnetIcmpCodeAttributeValue int64, ebpfnetFlowBytesAttributeValue int64, ebpfnetFlowPacketsAttributeValue int64, ebpfnetFlowStartAttributeValue int64, ebpfnetTCPFlagsAttributeValue int64, ebpfnetTCPRttAttributeValue float64, serverAddressAttributeValue string, serverPortAttributeValue int64, networkPeerAddressAttributeValue string, networkPeerPortAttributeValue int64, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string, peerK8sServiceNamespaceAttributeValue string) {
+func (e *eventEbpfnetFlow) recordEvent(ctx context.Context, timestamp pcommon.Timestamp, networkIoDirectionAttributeValue string, networkTransportAttributeValue string, networkTypeAttributeValue string, networkInterfaceNameAttributeValue string, sourceAddressAttributeValue string, sourcePortAttributeValue int64, destinationAddressAttributeValue string, destinationPortAttributeValue int64, ebpfnetIcmpTypeAttributeValue int64, ebpfnetIcmpCodeAttributeValue int64, ebpfnetFlowBytesAttributeValue int64, ebpfnetFlowPacketsAttributeValue int64, ebpfnetFlowStartAttributeValue int64, ebpfnetTCPFlagsAttributeValue int64, ebpfnetTCPRttAttributeValue float64, serverAddressAttributeValue string, serverPortAttributeValue int64, networkPeerAddressAttributeValue string, networkPeerPortAttributeValue int64, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string, peerK8sServiceNamespaceAttributeValue string, ebpfnetFlowDropsAttributeValue map[string]any) {
 	if !e.config.Enabled {
 		return
 	}
@@ -60,6 +114,7 @@ func (e *eventEbpfnetFlow) recordEvent(ctx context.Context, timestamp pcommon.Ti
 	dp.Attributes().PutBool("ebpfnet.cross_zone", ebpfnetCrossZoneAttributeValue)
 	dp.Attributes().PutStr("peer.service", peerServiceAttributeValue)
 	dp.Attributes().PutStr("peer.k8s.service.namespace", peerK8sServiceNamespaceAttributeValue)
+	dp.Attributes().PutEmptyMap("ebpfnet.flow.drops").FromRaw(ebpfnetFlowDropsAttributeValue)
 
 }
 
@@ -87,6 +142,7 @@ type LogsBuilder struct {
 	buildInfo                      component.BuildInfo // contains version information.
 	resourceAttributeIncludeFilter map[string]filter.Filter
 	resourceAttributeExcludeFilter map[string]filter.Filter
+	eventEbpfnetDrop               eventEbpfnetDrop
 	eventEbpfnetFlow               eventEbpfnetFlow
 }
 
@@ -101,6 +157,7 @@ func NewLogsBuilder(lbc LogsBuilderConfig, settings receiver.Settings) *LogsBuil
 		logsBuffer:                     plog.NewLogs(),
 		logRecordsBuffer:               plog.NewLogRecordSlice(),
 		buildInfo:                      settings.BuildInfo,
+		eventEbpfnetDrop:               newEventEbpfnetDrop(lbc.Events.EbpfnetDrop),
 		eventEbpfnetFlow:               newEventEbpfnetFlow(lbc.Events.EbpfnetFlow),
 		resourceAttributeIncludeFilter: make(map[string]filter.Filter),
 		resourceAttributeExcludeFilter: make(map[string]filter.Filter),
@@ -191,6 +248,7 @@ func (lb *LogsBuilder) EmitForResource(options ...ResourceLogsOption) {
 	ils := rl.ScopeLogs().AppendEmpty()
 	ils.Scope().SetName(ScopeName)
 	ils.Scope().SetVersion(lb.buildInfo.Version)
+	lb.eventEbpfnetDrop.emit(ils.LogRecords())
 	lb.eventEbpfnetFlow.emit(ils.LogRecords())
 
 	for _, op := range options {
@@ -228,7 +286,12 @@ func (lb *LogsBuilder) Emit(options ...ResourceLogsOption) plog.Logs {
 	return logs
 }
 
+// RecordEbpfnetDropEvent adds a log record of ebpfnet.drop event.
+func (lb *LogsBuilder) RecordEbpfnetDropEvent(ctx context.Context, timestamp pcommon.Timestamp, ebpfnetDropReasonAttributeValue string, networkIoDirectionAttributeValue AttributeNetworkIoDirection, networkTransportAttributeValue string, networkTypeAttributeValue AttributeNetworkType, networkInterfaceNameAttributeValue string, networkLocalPortAttributeValue int64, networkPeerAddressAttributeValue string, ebpfnetFlowBytesAttributeValue int64, ebpfnetFlowPacketsAttributeValue int64, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string) {
+	lb.eventEbpfnetDrop.recordEvent(ctx, timestamp, ebpfnetDropReasonAttributeValue, networkIoDirectionAttributeValue.String(), networkTransportAttributeValue, networkTypeAttributeValue.String(), networkInterfaceNameAttributeValue, networkLocalPortAttributeValue, networkPeerAddressAttributeValue, ebpfnetFlowBytesAttributeValue, ebpfnetFlowPacketsAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue, peerServiceAttributeValue)
+}
+
 // RecordEbpfnetFlowEvent adds a log record of ebpfnet.flow event.
-func (lb *LogsBuilder) RecordEbpfnetFlowEvent(ctx context.Context, timestamp pcommon.Timestamp, networkIoDirectionAttributeValue AttributeNetworkIoDirection, networkTransportAttributeValue string, networkTypeAttributeValue AttributeNetworkType, networkInterfaceNameAttributeValue string, sourceAddressAttributeValue string, sourcePortAttributeValue int64, destinationAddressAttributeValue string, destinationPortAttributeValue int64, ebpfnetIcmpTypeAttributeValue int64, ebpfnetIcmpCodeAttributeValue int64, ebpfnetFlowBytesAttributeValue int64, ebpfnetFlowPacketsAttributeValue int64, ebpfnetFlowStartAttributeValue int64, ebpfnetTCPFlagsAttributeValue int64, ebpfnetTCPRttAttributeValue float64, serverAddressAttributeValue string, serverPortAttributeValue int64, networkPeerAddressAttributeValue string, networkPeerPortAttributeValue int64, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string, peerK8sServiceNamespaceAttributeValue string) {
-	lb.eventEbpfnetFlow.recordEvent(ctx, timestamp, networkIoDirectionAttributeValue.String(), networkTransportAttributeValue, networkTypeAttributeValue.String(), networkInterfaceNameAttributeValue, sourceAddressAttributeValue, sourcePortAttributeValue, destinationAddressAttributeValue, destinationPortAttributeValue, ebpfnetIcmpTypeAttributeValue, ebpfnetIcmpCodeAttributeValue, ebpfnetFlowBytesAttributeValue, ebpfnetFlowPacketsAttributeValue, ebpfnetFlowStartAttributeValue, ebpfnetTCPFlagsAttributeValue, ebpfnetTCPRttAttributeValue, serverAddressAttributeValue, serverPortAttributeValue, networkPeerAddressAttributeValue, networkPeerPortAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue, peerServiceAttributeValue, peerK8sServiceNamespaceAttributeValue)
+func (lb *LogsBuilder) RecordEbpfnetFlowEvent(ctx context.Context, timestamp pcommon.Timestamp, networkIoDirectionAttributeValue AttributeNetworkIoDirection, networkTransportAttributeValue string, networkTypeAttributeValue AttributeNetworkType, networkInterfaceNameAttributeValue string, sourceAddressAttributeValue string, sourcePortAttributeValue int64, destinationAddressAttributeValue string, destinationPortAttributeValue int64, ebpfnetIcmpTypeAttributeValue int64, ebpfnetIcmpCodeAttributeValue int64, ebpfnetFlowBytesAttributeValue int64, ebpfnetFlowPacketsAttributeValue int64, ebpfnetFlowStartAttributeValue int64, ebpfnetTCPFlagsAttributeValue int64, ebpfnetTCPRttAttributeValue float64, serverAddressAttributeValue string, serverPortAttributeValue int64, networkPeerAddressAttributeValue string, networkPeerPortAttributeValue int64, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string, peerK8sServiceNamespaceAttributeValue string, ebpfnetFlowDropsAttributeValue map[string]any) {
+	lb.eventEbpfnetFlow.recordEvent(ctx, timestamp, networkIoDirectionAttributeValue.String(), networkTransportAttributeValue, networkTypeAttributeValue.String(), networkInterfaceNameAttributeValue, sourceAddressAttributeValue, sourcePortAttributeValue, destinationAddressAttributeValue, destinationPortAttributeValue, ebpfnetIcmpTypeAttributeValue, ebpfnetIcmpCodeAttributeValue, ebpfnetFlowBytesAttributeValue, ebpfnetFlowPacketsAttributeValue, ebpfnetFlowStartAttributeValue, ebpfnetTCPFlagsAttributeValue, ebpfnetTCPRttAttributeValue, serverAddressAttributeValue, serverPortAttributeValue, networkPeerAddressAttributeValue, networkPeerPortAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue, peerServiceAttributeValue, peerK8sServiceNamespaceAttributeValue, ebpfnetFlowDropsAttributeValue)
 }

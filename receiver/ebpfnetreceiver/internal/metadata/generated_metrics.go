@@ -73,6 +73,7 @@ const (
 	_ AttributeEbpfnetTCPRole = iota
 	AttributeEbpfnetTCPRoleClient
 	AttributeEbpfnetTCPRoleServer
+	AttributeEbpfnetTCPRoleNone
 )
 
 // String returns the string representation of the AttributeEbpfnetTCPRole.
@@ -82,6 +83,8 @@ func (av AttributeEbpfnetTCPRole) String() string {
 		return "client"
 	case AttributeEbpfnetTCPRoleServer:
 		return "server"
+	case AttributeEbpfnetTCPRoleNone:
+		return "none"
 	}
 	return ""
 }
@@ -90,6 +93,7 @@ func (av AttributeEbpfnetTCPRole) String() string {
 var MapAttributeEbpfnetTCPRole = map[string]AttributeEbpfnetTCPRole{
 	"client": AttributeEbpfnetTCPRoleClient,
 	"server": AttributeEbpfnetTCPRoleServer,
+	"none":   AttributeEbpfnetTCPRoleNone,
 }
 
 // AttributeNetworkIoDirection specifies the value network.io.direction attribute.
@@ -190,6 +194,7 @@ const (
 	AttributeReasonConnStateFull
 	AttributeReasonConnEventsFull
 	AttributeReasonDialedFull
+	AttributeReasonDropsFull
 )
 
 // String returns the string representation of the AttributeReason.
@@ -217,6 +222,8 @@ func (av AttributeReason) String() string {
 		return "conn_events_full"
 	case AttributeReasonDialedFull:
 		return "dialed_full"
+	case AttributeReasonDropsFull:
+		return "drops_full"
 	}
 	return ""
 }
@@ -234,9 +241,14 @@ var MapAttributeReason = map[string]AttributeReason{
 	"conn_state_full":  AttributeReasonConnStateFull,
 	"conn_events_full": AttributeReasonConnEventsFull,
 	"dialed_full":      AttributeReasonDialedFull,
+	"drops_full":       AttributeReasonDropsFull,
 }
 
 var MetricsInfo = metricsInfo{
+	EbpfnetBytesDropped: metricInfo{
+		Name:       "ebpfnet.bytes.dropped",
+		Attributes: []string{"ebpfnet.drop.reason", "network.io.direction", "network.transport", "network.type", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone", "ebpfnet.cross_zone", "peer.service", "network.local.port", "network.interface.name"},
+	},
 	EbpfnetConnectionsUnreported: metricInfo{
 		Name:       "ebpfnet.connections.unreported",
 		Attributes: []string{"reason"},
@@ -254,6 +266,10 @@ var MetricsInfo = metricsInfo{
 	},
 	EbpfnetFlowTableFlows: metricInfo{
 		Name: "ebpfnet.flow_table.flows",
+	},
+	EbpfnetPacketsDropped: metricInfo{
+		Name:       "ebpfnet.packets.dropped",
+		Attributes: []string{"ebpfnet.drop.reason", "network.io.direction", "network.transport", "network.type", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone", "ebpfnet.cross_zone", "peer.service", "network.local.port", "network.interface.name"},
 	},
 	EbpfnetPacketsUncounted: metricInfo{
 		Name:       "ebpfnet.packets.uncounted",
@@ -276,7 +292,7 @@ var MetricsInfo = metricsInfo{
 	},
 	EbpfnetTCPResetsSent: metricInfo{
 		Name:       "ebpfnet.tcp.resets.sent",
-		Attributes: []string{"ebpfnet.tcp.role", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone", "ebpfnet.cross_zone", "peer.service"},
+		Attributes: []string{"ebpfnet.tcp.role", "ebpfnet.tcp.reset.reason", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone", "ebpfnet.cross_zone", "peer.service"},
 	},
 	EbpfnetTCPRetransmits: metricInfo{
 		Name:       "ebpfnet.tcp.retransmits",
@@ -288,11 +304,13 @@ var MetricsInfo = metricsInfo{
 }
 
 type metricsInfo struct {
+	EbpfnetBytesDropped          metricInfo
 	EbpfnetConnectionsUnreported metricInfo
 	EbpfnetFlowIo                metricInfo
 	EbpfnetFlowPackets           metricInfo
 	EbpfnetFlowTableCapacity     metricInfo
 	EbpfnetFlowTableFlows        metricInfo
+	EbpfnetPacketsDropped        metricInfo
 	EbpfnetPacketsUncounted      metricInfo
 	EbpfnetSeriesEvicted         metricInfo
 	EbpfnetTCPConnectionsClosed  metricInfo
@@ -306,6 +324,145 @@ type metricsInfo struct {
 type metricInfo struct {
 	Name       string
 	Attributes []string
+}
+
+type metricEbpfnetBytesDropped struct {
+	data          pmetric.Metric                  // data buffer for generated metric.
+	config        EbpfnetBytesDroppedMetricConfig // metric config provided by user.
+	capacity      int                             // max observed number of data points added to the metric.
+	aggDataPoints []int64                         // slice containing number of aggregated datapoints at each index
+}
+
+// init fills ebpfnet.bytes.dropped metric with initial data.
+func (m *metricEbpfnetBytesDropped) init() {
+	m.data.SetName("ebpfnet.bytes.dropped")
+	m.data.SetDescription("Bytes of the packets the kernel dropped (kfree_skb), from the network header on as iptables counts them, by the kernel's reason; on the local pod's resource (the node's for the node's own traffic). Reasons of normal teardown are left out (config drops.ignore_reasons).")
+	m.data.SetUnit("By")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricEbpfnetBytesDropped) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, ebpfnetDropReasonAttributeValue string, networkIoDirectionAttributeValue string, networkTransportAttributeValue string, networkTypeAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string, networkLocalPortAttributeValue int64, networkInterfaceNameAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetBytesDroppedMetricAttributeKeyEbpfnetDropReason) {
+		dp.Attributes().PutStr("ebpfnet.drop.reason", ebpfnetDropReasonAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetBytesDroppedMetricAttributeKeyNetworkIoDirection) {
+		dp.Attributes().PutStr("network.io.direction", networkIoDirectionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetBytesDroppedMetricAttributeKeyNetworkTransport) {
+		dp.Attributes().PutStr("network.transport", networkTransportAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetBytesDroppedMetricAttributeKeyNetworkType) {
+		dp.Attributes().PutStr("network.type", networkTypeAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetBytesDroppedMetricAttributeKeyNetworkPeerAddress) {
+		dp.Attributes().PutStr("network.peer.address", networkPeerAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sKind) {
+		dp.Attributes().PutStr("peer.k8s.kind", peerK8sKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sPodName) {
+		dp.Attributes().PutStr("peer.k8s.pod.name", peerK8sPodNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sNamespaceName) {
+		dp.Attributes().PutStr("peer.k8s.namespace.name", peerK8sNamespaceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sWorkloadKind) {
+		dp.Attributes().PutStr("peer.k8s.workload.kind", peerK8sWorkloadKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sWorkloadName) {
+		dp.Attributes().PutStr("peer.k8s.workload.name", peerK8sWorkloadNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sServiceName) {
+		dp.Attributes().PutStr("peer.k8s.service.name", peerK8sServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetBytesDroppedMetricAttributeKeyPeerK8sNodeName) {
+		dp.Attributes().PutStr("peer.k8s.node.name", peerK8sNodeNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetBytesDroppedMetricAttributeKeyPeerCloudAvailabilityZone) {
+		dp.Attributes().PutStr("peer.cloud.availability_zone", peerCloudAvailabilityZoneAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetBytesDroppedMetricAttributeKeyEbpfnetCrossZone) {
+		dp.Attributes().PutBool("ebpfnet.cross_zone", ebpfnetCrossZoneAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetBytesDroppedMetricAttributeKeyPeerService) {
+		dp.Attributes().PutStr("peer.service", peerServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetBytesDroppedMetricAttributeKeyNetworkLocalPort) {
+		dp.Attributes().PutInt("network.local.port", networkLocalPortAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetBytesDroppedMetricAttributeKeyNetworkInterfaceName) {
+		dp.Attributes().PutStr("network.interface.name", networkInterfaceNameAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEbpfnetBytesDropped) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEbpfnetBytesDropped) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEbpfnetBytesDropped(cfg EbpfnetBytesDroppedMetricConfig) metricEbpfnetBytesDropped {
+	m := metricEbpfnetBytesDropped{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
 }
 
 type metricEbpfnetConnectionsUnreported struct {
@@ -732,6 +889,145 @@ func (m *metricEbpfnetFlowTableFlows) emit(metrics pmetric.MetricSlice) {
 
 func newMetricEbpfnetFlowTableFlows(cfg EbpfnetFlowTableFlowsMetricConfig) metricEbpfnetFlowTableFlows {
 	m := metricEbpfnetFlowTableFlows{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricEbpfnetPacketsDropped struct {
+	data          pmetric.Metric                    // data buffer for generated metric.
+	config        EbpfnetPacketsDroppedMetricConfig // metric config provided by user.
+	capacity      int                               // max observed number of data points added to the metric.
+	aggDataPoints []int64                           // slice containing number of aggregated datapoints at each index
+}
+
+// init fills ebpfnet.packets.dropped metric with initial data.
+func (m *metricEbpfnetPacketsDropped) init() {
+	m.data.SetName("ebpfnet.packets.dropped")
+	m.data.SetDescription("Packets the kernel dropped (kfree_skb), by the kernel's reason, counted in the kernel; on the local pod's resource (the pod whose interface, namespace or address the packet belonged to; the node's for the node's own traffic). Reasons of normal teardown are left out (config drops.ignore_reasons).")
+	m.data.SetUnit("{packet}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricEbpfnetPacketsDropped) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, ebpfnetDropReasonAttributeValue string, networkIoDirectionAttributeValue string, networkTransportAttributeValue string, networkTypeAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string, networkLocalPortAttributeValue int64, networkInterfaceNameAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPacketsDroppedMetricAttributeKeyEbpfnetDropReason) {
+		dp.Attributes().PutStr("ebpfnet.drop.reason", ebpfnetDropReasonAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPacketsDroppedMetricAttributeKeyNetworkIoDirection) {
+		dp.Attributes().PutStr("network.io.direction", networkIoDirectionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPacketsDroppedMetricAttributeKeyNetworkTransport) {
+		dp.Attributes().PutStr("network.transport", networkTransportAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPacketsDroppedMetricAttributeKeyNetworkType) {
+		dp.Attributes().PutStr("network.type", networkTypeAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPacketsDroppedMetricAttributeKeyNetworkPeerAddress) {
+		dp.Attributes().PutStr("network.peer.address", networkPeerAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sKind) {
+		dp.Attributes().PutStr("peer.k8s.kind", peerK8sKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sPodName) {
+		dp.Attributes().PutStr("peer.k8s.pod.name", peerK8sPodNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sNamespaceName) {
+		dp.Attributes().PutStr("peer.k8s.namespace.name", peerK8sNamespaceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sWorkloadKind) {
+		dp.Attributes().PutStr("peer.k8s.workload.kind", peerK8sWorkloadKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sWorkloadName) {
+		dp.Attributes().PutStr("peer.k8s.workload.name", peerK8sWorkloadNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sServiceName) {
+		dp.Attributes().PutStr("peer.k8s.service.name", peerK8sServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPacketsDroppedMetricAttributeKeyPeerK8sNodeName) {
+		dp.Attributes().PutStr("peer.k8s.node.name", peerK8sNodeNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPacketsDroppedMetricAttributeKeyPeerCloudAvailabilityZone) {
+		dp.Attributes().PutStr("peer.cloud.availability_zone", peerCloudAvailabilityZoneAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPacketsDroppedMetricAttributeKeyEbpfnetCrossZone) {
+		dp.Attributes().PutBool("ebpfnet.cross_zone", ebpfnetCrossZoneAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPacketsDroppedMetricAttributeKeyPeerService) {
+		dp.Attributes().PutStr("peer.service", peerServiceAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPacketsDroppedMetricAttributeKeyNetworkLocalPort) {
+		dp.Attributes().PutInt("network.local.port", networkLocalPortAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPacketsDroppedMetricAttributeKeyNetworkInterfaceName) {
+		dp.Attributes().PutStr("network.interface.name", networkInterfaceNameAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEbpfnetPacketsDropped) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEbpfnetPacketsDropped) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEbpfnetPacketsDropped(cfg EbpfnetPacketsDroppedMetricConfig) metricEbpfnetPacketsDropped {
+	m := metricEbpfnetPacketsDropped{config: cfg}
 
 	if cfg.Enabled {
 		m.data = pmetric.NewMetric()
@@ -1231,7 +1527,7 @@ type metricEbpfnetTCPResetsSent struct {
 // init fills ebpfnet.tcp.resets.sent metric with initial data.
 func (m *metricEbpfnetTCPResetsSent) init() {
 	m.data.SetName("ebpfnet.tcp.resets.sent")
-	m.data.SetDescription("TCP resets sent by tracked connections (aborts, and segments the stack answered with a reset).")
+	m.data.SetDescription("TCP resets sent by tracked connections (aborts, timeouts, segments the socket could not accept) and for segments no socket took (role none, such as a connection attempt to a closed port), by the kernel's reason.")
 	m.data.SetUnit("{reset}")
 	m.data.SetEmptySum()
 	m.data.Sum().SetIsMonotonic(true)
@@ -1240,7 +1536,7 @@ func (m *metricEbpfnetTCPResetsSent) init() {
 	m.aggDataPoints = m.aggDataPoints[:0]
 }
 
-func (m *metricEbpfnetTCPResetsSent) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string) {
+func (m *metricEbpfnetTCPResetsSent) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue string, ebpfnetTCPResetReasonAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string) {
 	if !m.config.Enabled {
 		return
 	}
@@ -1250,6 +1546,9 @@ func (m *metricEbpfnetTCPResetsSent) recordDataPoint(start pcommon.Timestamp, ts
 	dp.SetTimestamp(ts)
 	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPRole) {
 		dp.Attributes().PutStr("ebpfnet.tcp.role", ebpfnetTCPRoleAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsSentMetricAttributeKeyEbpfnetTCPResetReason) {
+		dp.Attributes().PutStr("ebpfnet.tcp.reset.reason", ebpfnetTCPResetReasonAttributeValue)
 	}
 	if slices.Contains(m.config.EnabledAttributes, EbpfnetTCPResetsSentMetricAttributeKeyNetworkPeerAddress) {
 		dp.Attributes().PutStr("network.peer.address", networkPeerAddressAttributeValue)
@@ -1531,11 +1830,13 @@ type MetricsBuilder struct {
 	buildInfo                          component.BuildInfo  // contains version information.
 	resourceAttributeIncludeFilter     map[string]filter.Filter
 	resourceAttributeExcludeFilter     map[string]filter.Filter
+	metricEbpfnetBytesDropped          metricEbpfnetBytesDropped
 	metricEbpfnetConnectionsUnreported metricEbpfnetConnectionsUnreported
 	metricEbpfnetFlowIo                metricEbpfnetFlowIo
 	metricEbpfnetFlowPackets           metricEbpfnetFlowPackets
 	metricEbpfnetFlowTableCapacity     metricEbpfnetFlowTableCapacity
 	metricEbpfnetFlowTableFlows        metricEbpfnetFlowTableFlows
+	metricEbpfnetPacketsDropped        metricEbpfnetPacketsDropped
 	metricEbpfnetPacketsUncounted      metricEbpfnetPacketsUncounted
 	metricEbpfnetSeriesEvicted         metricEbpfnetSeriesEvicted
 	metricEbpfnetTCPConnectionsClosed  metricEbpfnetTCPConnectionsClosed
@@ -1569,11 +1870,13 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		startTime:                          pcommon.NewTimestampFromTime(time.Now()),
 		metricsBuffer:                      pmetric.NewMetrics(),
 		buildInfo:                          settings.BuildInfo,
+		metricEbpfnetBytesDropped:          newMetricEbpfnetBytesDropped(mbc.Metrics.EbpfnetBytesDropped),
 		metricEbpfnetConnectionsUnreported: newMetricEbpfnetConnectionsUnreported(mbc.Metrics.EbpfnetConnectionsUnreported),
 		metricEbpfnetFlowIo:                newMetricEbpfnetFlowIo(mbc.Metrics.EbpfnetFlowIo),
 		metricEbpfnetFlowPackets:           newMetricEbpfnetFlowPackets(mbc.Metrics.EbpfnetFlowPackets),
 		metricEbpfnetFlowTableCapacity:     newMetricEbpfnetFlowTableCapacity(mbc.Metrics.EbpfnetFlowTableCapacity),
 		metricEbpfnetFlowTableFlows:        newMetricEbpfnetFlowTableFlows(mbc.Metrics.EbpfnetFlowTableFlows),
+		metricEbpfnetPacketsDropped:        newMetricEbpfnetPacketsDropped(mbc.Metrics.EbpfnetPacketsDropped),
 		metricEbpfnetPacketsUncounted:      newMetricEbpfnetPacketsUncounted(mbc.Metrics.EbpfnetPacketsUncounted),
 		metricEbpfnetSeriesEvicted:         newMetricEbpfnetSeriesEvicted(mbc.Metrics.EbpfnetSeriesEvicted),
 		metricEbpfnetTCPConnectionsClosed:  newMetricEbpfnetTCPConnectionsClosed(mbc.Metrics.EbpfnetTCPConnectionsClosed),
@@ -1697,11 +2000,13 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	ils.Scope().SetName(ScopeName)
 	ils.Scope().SetVersion(mb.buildInfo.Version)
 	ils.Metrics().EnsureCapacity(mb.metricsCapacity)
+	mb.metricEbpfnetBytesDropped.emit(ils.Metrics())
 	mb.metricEbpfnetConnectionsUnreported.emit(ils.Metrics())
 	mb.metricEbpfnetFlowIo.emit(ils.Metrics())
 	mb.metricEbpfnetFlowPackets.emit(ils.Metrics())
 	mb.metricEbpfnetFlowTableCapacity.emit(ils.Metrics())
 	mb.metricEbpfnetFlowTableFlows.emit(ils.Metrics())
+	mb.metricEbpfnetPacketsDropped.emit(ils.Metrics())
 	mb.metricEbpfnetPacketsUncounted.emit(ils.Metrics())
 	mb.metricEbpfnetSeriesEvicted.emit(ils.Metrics())
 	mb.metricEbpfnetTCPConnectionsClosed.emit(ils.Metrics())
@@ -1741,6 +2046,11 @@ func (mb *MetricsBuilder) Emit(options ...ResourceMetricsOption) pmetric.Metrics
 	return metrics
 }
 
+// RecordEbpfnetBytesDroppedDataPoint adds a data point to ebpfnet.bytes.dropped metric.
+func (mb *MetricsBuilder) RecordEbpfnetBytesDroppedDataPoint(ts pcommon.Timestamp, val int64, ebpfnetDropReasonAttributeValue string, networkIoDirectionAttributeValue AttributeNetworkIoDirection, networkTransportAttributeValue string, networkTypeAttributeValue AttributeNetworkType, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string, networkLocalPortAttributeValue int64, networkInterfaceNameAttributeValue string) {
+	mb.metricEbpfnetBytesDropped.recordDataPoint(mb.startTime, ts, val, ebpfnetDropReasonAttributeValue, networkIoDirectionAttributeValue.String(), networkTransportAttributeValue, networkTypeAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue, peerServiceAttributeValue, networkLocalPortAttributeValue, networkInterfaceNameAttributeValue)
+}
+
 // RecordEbpfnetConnectionsUnreportedDataPoint adds a data point to ebpfnet.connections.unreported metric.
 func (mb *MetricsBuilder) RecordEbpfnetConnectionsUnreportedDataPoint(ts pcommon.Timestamp, val int64, reasonAttributeValue AttributeReason) {
 	mb.metricEbpfnetConnectionsUnreported.recordDataPoint(mb.startTime, ts, val, reasonAttributeValue.String())
@@ -1764,6 +2074,11 @@ func (mb *MetricsBuilder) RecordEbpfnetFlowTableCapacityDataPoint(ts pcommon.Tim
 // RecordEbpfnetFlowTableFlowsDataPoint adds a data point to ebpfnet.flow_table.flows metric.
 func (mb *MetricsBuilder) RecordEbpfnetFlowTableFlowsDataPoint(ts pcommon.Timestamp, val int64) {
 	mb.metricEbpfnetFlowTableFlows.recordDataPoint(mb.startTime, ts, val)
+}
+
+// RecordEbpfnetPacketsDroppedDataPoint adds a data point to ebpfnet.packets.dropped metric.
+func (mb *MetricsBuilder) RecordEbpfnetPacketsDroppedDataPoint(ts pcommon.Timestamp, val int64, ebpfnetDropReasonAttributeValue string, networkIoDirectionAttributeValue AttributeNetworkIoDirection, networkTransportAttributeValue string, networkTypeAttributeValue AttributeNetworkType, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string, networkLocalPortAttributeValue int64, networkInterfaceNameAttributeValue string) {
+	mb.metricEbpfnetPacketsDropped.recordDataPoint(mb.startTime, ts, val, ebpfnetDropReasonAttributeValue, networkIoDirectionAttributeValue.String(), networkTransportAttributeValue, networkTypeAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue, peerServiceAttributeValue, networkLocalPortAttributeValue, networkInterfaceNameAttributeValue)
 }
 
 // RecordEbpfnetPacketsUncountedDataPoint adds a data point to ebpfnet.packets.uncounted metric.
@@ -1792,8 +2107,8 @@ func (mb *MetricsBuilder) RecordEbpfnetTCPResetsReceivedDataPoint(ts pcommon.Tim
 }
 
 // RecordEbpfnetTCPResetsSentDataPoint adds a data point to ebpfnet.tcp.resets.sent metric.
-func (mb *MetricsBuilder) RecordEbpfnetTCPResetsSentDataPoint(ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue AttributeEbpfnetTCPRole, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string) {
-	mb.metricEbpfnetTCPResetsSent.recordDataPoint(mb.startTime, ts, val, ebpfnetTCPRoleAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue, peerServiceAttributeValue)
+func (mb *MetricsBuilder) RecordEbpfnetTCPResetsSentDataPoint(ts pcommon.Timestamp, val int64, ebpfnetTCPRoleAttributeValue AttributeEbpfnetTCPRole, ebpfnetTCPResetReasonAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string) {
+	mb.metricEbpfnetTCPResetsSent.recordDataPoint(mb.startTime, ts, val, ebpfnetTCPRoleAttributeValue.String(), ebpfnetTCPResetReasonAttributeValue, networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue, peerServiceAttributeValue)
 }
 
 // RecordEbpfnetTCPRetransmitsDataPoint adds a data point to ebpfnet.tcp.retransmits metric.

@@ -67,8 +67,10 @@ func TestMetricsBuilder(t *testing.T) {
 			settings.Logger = zap.New(observedZapCore)
 			mb := NewMetricsBuilder(loadMetricsBuilderConfig(t, tt.name), settings, WithStartTime(start))
 			aggMap := make(map[string]string) // contains the aggregation strategies for each metric name
+			aggMap["ebpfnet.bytes.dropped"] = mb.metricEbpfnetBytesDropped.config.AggregationStrategy
 			aggMap["ebpfnet.flow.io"] = mb.metricEbpfnetFlowIo.config.AggregationStrategy
 			aggMap["ebpfnet.flow.packets"] = mb.metricEbpfnetFlowPackets.config.AggregationStrategy
+			aggMap["ebpfnet.packets.dropped"] = mb.metricEbpfnetPacketsDropped.config.AggregationStrategy
 			aggMap["ebpfnet.tcp.connections.closed"] = mb.metricEbpfnetTCPConnectionsClosed.config.AggregationStrategy
 			aggMap["ebpfnet.tcp.connections.opened"] = mb.metricEbpfnetTCPConnectionsOpened.config.AggregationStrategy
 			aggMap["ebpfnet.tcp.resets.received"] = mb.metricEbpfnetTCPResetsReceived.config.AggregationStrategy
@@ -82,6 +84,12 @@ func TestMetricsBuilder(t *testing.T) {
 
 			defaultMetricsCount := 0
 			allMetricsCount := 0
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordEbpfnetBytesDroppedDataPoint(ts, 1, "ebpfnet.drop.reason-val", AttributeNetworkIoDirectionTransmit, "network.transport-val", AttributeNetworkTypeIpv4, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true, "peer.service-val", 18, "network.interface.name-val")
+			if tt.name == "reaggregate_set" {
+				mb.RecordEbpfnetBytesDroppedDataPoint(ts, 3, "ebpfnet.drop.reason-val", AttributeNetworkIoDirectionTransmit, "network.transport-val-2", AttributeNetworkTypeIpv6, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false, "peer.service-val-2", 19, "network.interface.name-val-2")
+			}
 			defaultMetricsCount++
 			allMetricsCount++
 			mb.RecordEbpfnetConnectionsUnreportedDataPoint(ts, 1, AttributeReasonNonIP)
@@ -103,6 +111,12 @@ func TestMetricsBuilder(t *testing.T) {
 			defaultMetricsCount++
 			allMetricsCount++
 			mb.RecordEbpfnetFlowTableFlowsDataPoint(ts, 1)
+			defaultMetricsCount++
+			allMetricsCount++
+			mb.RecordEbpfnetPacketsDroppedDataPoint(ts, 1, "ebpfnet.drop.reason-val", AttributeNetworkIoDirectionTransmit, "network.transport-val", AttributeNetworkTypeIpv4, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true, "peer.service-val", 18, "network.interface.name-val")
+			if tt.name == "reaggregate_set" {
+				mb.RecordEbpfnetPacketsDroppedDataPoint(ts, 3, "ebpfnet.drop.reason-val", AttributeNetworkIoDirectionTransmit, "network.transport-val-2", AttributeNetworkTypeIpv6, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false, "peer.service-val-2", 19, "network.interface.name-val-2")
+			}
 			defaultMetricsCount++
 			allMetricsCount++
 			mb.RecordEbpfnetPacketsUncountedDataPoint(ts, 1, AttributeReasonNonIP)
@@ -129,9 +143,9 @@ func TestMetricsBuilder(t *testing.T) {
 			}
 			defaultMetricsCount++
 			allMetricsCount++
-			mb.RecordEbpfnetTCPResetsSentDataPoint(ts, 1, AttributeEbpfnetTCPRoleClient, "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true, "peer.service-val")
+			mb.RecordEbpfnetTCPResetsSentDataPoint(ts, 1, AttributeEbpfnetTCPRoleClient, "ebpfnet.tcp.reset.reason-val", "network.peer.address-val", AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true, "peer.service-val")
 			if tt.name == "reaggregate_set" {
-				mb.RecordEbpfnetTCPResetsSentDataPoint(ts, 3, AttributeEbpfnetTCPRoleClient, "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false, "peer.service-val-2")
+				mb.RecordEbpfnetTCPResetsSentDataPoint(ts, 3, AttributeEbpfnetTCPRoleClient, "ebpfnet.tcp.reset.reason-val-2", "network.peer.address-val-2", AttributePeerK8sKindService, "peer.k8s.pod.name-val-2", "peer.k8s.namespace.name-val-2", "peer.k8s.workload.kind-val-2", "peer.k8s.workload.name-val-2", "peer.k8s.service.name-val-2", "peer.k8s.node.name-val-2", "peer.cloud.availability_zone-val-2", false, "peer.service-val-2")
 			}
 			defaultMetricsCount++
 			allMetricsCount++
@@ -154,8 +168,10 @@ func TestMetricsBuilder(t *testing.T) {
 			res := rb.Emit()
 			metrics := mb.Emit(WithResource(res))
 			if tt.name == "reaggregate_set" {
+				assert.Empty(t, mb.metricEbpfnetBytesDropped.aggDataPoints)
 				assert.Empty(t, mb.metricEbpfnetFlowIo.aggDataPoints)
 				assert.Empty(t, mb.metricEbpfnetFlowPackets.aggDataPoints)
+				assert.Empty(t, mb.metricEbpfnetPacketsDropped.aggDataPoints)
 				assert.Empty(t, mb.metricEbpfnetTCPConnectionsClosed.aggDataPoints)
 				assert.Empty(t, mb.metricEbpfnetTCPConnectionsOpened.aggDataPoints)
 				assert.Empty(t, mb.metricEbpfnetTCPResetsReceived.aggDataPoints)
@@ -188,6 +204,124 @@ func TestMetricsBuilder(t *testing.T) {
 			validatedMetrics := make(map[string]bool)
 			for _, mi := range allMetricsList {
 				switch mi.Name() {
+				case "ebpfnet.bytes.dropped":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["ebpfnet.bytes.dropped"], "Found a duplicate in the metrics slice: ebpfnet.bytes.dropped")
+						validatedMetrics["ebpfnet.bytes.dropped"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Bytes of the packets the kernel dropped (kfree_skb), from the network header on as iptables counts them, by the kernel's reason; on the local pod's resource (the node's for the node's own traffic). Reasons of normal teardown are left out (config drops.ignore_reasons).", mi.Description())
+						assert.Equal(t, "By", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						ebpfnetDropReasonAttrVal, ok := dp.Attributes().Get("ebpfnet.drop.reason")
+						assert.True(t, ok)
+						assert.Equal(t, "ebpfnet.drop.reason-val", ebpfnetDropReasonAttrVal.Str())
+						networkIoDirectionAttrVal, ok := dp.Attributes().Get("network.io.direction")
+						assert.True(t, ok)
+						assert.Equal(t, "transmit", networkIoDirectionAttrVal.Str())
+						networkTransportAttrVal, ok := dp.Attributes().Get("network.transport")
+						assert.True(t, ok)
+						assert.Equal(t, "network.transport-val", networkTransportAttrVal.Str())
+						networkTypeAttrVal, ok := dp.Attributes().Get("network.type")
+						assert.True(t, ok)
+						assert.Equal(t, "ipv4", networkTypeAttrVal.Str())
+						networkPeerAddressAttrVal, ok := dp.Attributes().Get("network.peer.address")
+						assert.True(t, ok)
+						assert.Equal(t, "network.peer.address-val", networkPeerAddressAttrVal.Str())
+						peerK8sKindAttrVal, ok := dp.Attributes().Get("peer.k8s.kind")
+						assert.True(t, ok)
+						assert.Equal(t, "pod", peerK8sKindAttrVal.Str())
+						peerK8sPodNameAttrVal, ok := dp.Attributes().Get("peer.k8s.pod.name")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.k8s.pod.name-val", peerK8sPodNameAttrVal.Str())
+						peerK8sNamespaceNameAttrVal, ok := dp.Attributes().Get("peer.k8s.namespace.name")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.k8s.namespace.name-val", peerK8sNamespaceNameAttrVal.Str())
+						peerK8sWorkloadKindAttrVal, ok := dp.Attributes().Get("peer.k8s.workload.kind")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.k8s.workload.kind-val", peerK8sWorkloadKindAttrVal.Str())
+						peerK8sWorkloadNameAttrVal, ok := dp.Attributes().Get("peer.k8s.workload.name")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.k8s.workload.name-val", peerK8sWorkloadNameAttrVal.Str())
+						peerK8sServiceNameAttrVal, ok := dp.Attributes().Get("peer.k8s.service.name")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.k8s.service.name-val", peerK8sServiceNameAttrVal.Str())
+						peerK8sNodeNameAttrVal, ok := dp.Attributes().Get("peer.k8s.node.name")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.k8s.node.name-val", peerK8sNodeNameAttrVal.Str())
+						peerCloudAvailabilityZoneAttrVal, ok := dp.Attributes().Get("peer.cloud.availability_zone")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.cloud.availability_zone-val", peerCloudAvailabilityZoneAttrVal.Str())
+						ebpfnetCrossZoneAttrVal, ok := dp.Attributes().Get("ebpfnet.cross_zone")
+						assert.True(t, ok)
+						assert.True(t, ebpfnetCrossZoneAttrVal.Bool())
+						peerServiceAttrVal, ok := dp.Attributes().Get("peer.service")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.service-val", peerServiceAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["ebpfnet.bytes.dropped"], "Found a duplicate in the metrics slice: ebpfnet.bytes.dropped")
+						validatedMetrics["ebpfnet.bytes.dropped"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Bytes of the packets the kernel dropped (kfree_skb), from the network header on as iptables counts them, by the kernel's reason; on the local pod's resource (the node's for the node's own traffic). Reasons of normal teardown are left out (config drops.ignore_reasons).", mi.Description())
+						assert.Equal(t, "By", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["ebpfnet.bytes.dropped"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("ebpfnet.drop.reason")
+						assert.True(t, ok)
+						_, ok = dp.Attributes().Get("network.io.direction")
+						assert.True(t, ok)
+						_, ok = dp.Attributes().Get("network.transport")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("network.type")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("network.peer.address")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.k8s.kind")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.k8s.pod.name")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.k8s.namespace.name")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.k8s.workload.kind")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.k8s.workload.name")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.k8s.service.name")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.k8s.node.name")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.cloud.availability_zone")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("ebpfnet.cross_zone")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.service")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("network.local.port")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("network.interface.name")
+						assert.False(t, ok)
+					}
 				case "ebpfnet.connections.unreported":
 					assert.False(t, validatedMetrics["ebpfnet.connections.unreported"], "Found a duplicate in the metrics slice: ebpfnet.connections.unreported")
 					validatedMetrics["ebpfnet.connections.unreported"] = true
@@ -459,6 +593,124 @@ func TestMetricsBuilder(t *testing.T) {
 					assert.Equal(t, ts, dp.Timestamp())
 					assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
 					assert.Equal(t, int64(1), dp.IntValue())
+				case "ebpfnet.packets.dropped":
+					if tt.name != "reaggregate_set" {
+						assert.False(t, validatedMetrics["ebpfnet.packets.dropped"], "Found a duplicate in the metrics slice: ebpfnet.packets.dropped")
+						validatedMetrics["ebpfnet.packets.dropped"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Packets the kernel dropped (kfree_skb), by the kernel's reason, counted in the kernel; on the local pod's resource (the pod whose interface, namespace or address the packet belonged to; the node's for the node's own traffic). Reasons of normal teardown are left out (config drops.ignore_reasons).", mi.Description())
+						assert.Equal(t, "{packet}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						assert.Equal(t, int64(1), dp.IntValue())
+						ebpfnetDropReasonAttrVal, ok := dp.Attributes().Get("ebpfnet.drop.reason")
+						assert.True(t, ok)
+						assert.Equal(t, "ebpfnet.drop.reason-val", ebpfnetDropReasonAttrVal.Str())
+						networkIoDirectionAttrVal, ok := dp.Attributes().Get("network.io.direction")
+						assert.True(t, ok)
+						assert.Equal(t, "transmit", networkIoDirectionAttrVal.Str())
+						networkTransportAttrVal, ok := dp.Attributes().Get("network.transport")
+						assert.True(t, ok)
+						assert.Equal(t, "network.transport-val", networkTransportAttrVal.Str())
+						networkTypeAttrVal, ok := dp.Attributes().Get("network.type")
+						assert.True(t, ok)
+						assert.Equal(t, "ipv4", networkTypeAttrVal.Str())
+						networkPeerAddressAttrVal, ok := dp.Attributes().Get("network.peer.address")
+						assert.True(t, ok)
+						assert.Equal(t, "network.peer.address-val", networkPeerAddressAttrVal.Str())
+						peerK8sKindAttrVal, ok := dp.Attributes().Get("peer.k8s.kind")
+						assert.True(t, ok)
+						assert.Equal(t, "pod", peerK8sKindAttrVal.Str())
+						peerK8sPodNameAttrVal, ok := dp.Attributes().Get("peer.k8s.pod.name")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.k8s.pod.name-val", peerK8sPodNameAttrVal.Str())
+						peerK8sNamespaceNameAttrVal, ok := dp.Attributes().Get("peer.k8s.namespace.name")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.k8s.namespace.name-val", peerK8sNamespaceNameAttrVal.Str())
+						peerK8sWorkloadKindAttrVal, ok := dp.Attributes().Get("peer.k8s.workload.kind")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.k8s.workload.kind-val", peerK8sWorkloadKindAttrVal.Str())
+						peerK8sWorkloadNameAttrVal, ok := dp.Attributes().Get("peer.k8s.workload.name")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.k8s.workload.name-val", peerK8sWorkloadNameAttrVal.Str())
+						peerK8sServiceNameAttrVal, ok := dp.Attributes().Get("peer.k8s.service.name")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.k8s.service.name-val", peerK8sServiceNameAttrVal.Str())
+						peerK8sNodeNameAttrVal, ok := dp.Attributes().Get("peer.k8s.node.name")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.k8s.node.name-val", peerK8sNodeNameAttrVal.Str())
+						peerCloudAvailabilityZoneAttrVal, ok := dp.Attributes().Get("peer.cloud.availability_zone")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.cloud.availability_zone-val", peerCloudAvailabilityZoneAttrVal.Str())
+						ebpfnetCrossZoneAttrVal, ok := dp.Attributes().Get("ebpfnet.cross_zone")
+						assert.True(t, ok)
+						assert.True(t, ebpfnetCrossZoneAttrVal.Bool())
+						peerServiceAttrVal, ok := dp.Attributes().Get("peer.service")
+						assert.True(t, ok)
+						assert.Equal(t, "peer.service-val", peerServiceAttrVal.Str())
+					} else {
+						assert.False(t, validatedMetrics["ebpfnet.packets.dropped"], "Found a duplicate in the metrics slice: ebpfnet.packets.dropped")
+						validatedMetrics["ebpfnet.packets.dropped"] = true
+						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
+						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
+						assert.Equal(t, "Packets the kernel dropped (kfree_skb), by the kernel's reason, counted in the kernel; on the local pod's resource (the pod whose interface, namespace or address the packet belonged to; the node's for the node's own traffic). Reasons of normal teardown are left out (config drops.ignore_reasons).", mi.Description())
+						assert.Equal(t, "{packet}", mi.Unit())
+						assert.True(t, mi.Sum().IsMonotonic())
+						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
+						dp := mi.Sum().DataPoints().At(0)
+						assert.Equal(t, start, dp.StartTimestamp())
+						assert.Equal(t, ts, dp.Timestamp())
+						assert.Equal(t, pmetric.NumberDataPointValueTypeInt, dp.ValueType())
+						switch aggMap["ebpfnet.packets.dropped"] {
+						case "sum":
+							assert.Equal(t, int64(4), dp.IntValue())
+						case "avg":
+							assert.Equal(t, int64(2), dp.IntValue())
+						case "min":
+							assert.Equal(t, int64(1), dp.IntValue())
+						case "max":
+							assert.Equal(t, int64(3), dp.IntValue())
+						}
+						_, ok := dp.Attributes().Get("ebpfnet.drop.reason")
+						assert.True(t, ok)
+						_, ok = dp.Attributes().Get("network.io.direction")
+						assert.True(t, ok)
+						_, ok = dp.Attributes().Get("network.transport")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("network.type")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("network.peer.address")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.k8s.kind")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.k8s.pod.name")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.k8s.namespace.name")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.k8s.workload.kind")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.k8s.workload.name")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.k8s.service.name")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.k8s.node.name")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.cloud.availability_zone")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("ebpfnet.cross_zone")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("peer.service")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("network.local.port")
+						assert.False(t, ok)
+						_, ok = dp.Attributes().Get("network.interface.name")
+						assert.False(t, ok)
+					}
 				case "ebpfnet.packets.uncounted":
 					assert.False(t, validatedMetrics["ebpfnet.packets.uncounted"], "Found a duplicate in the metrics slice: ebpfnet.packets.uncounted")
 					validatedMetrics["ebpfnet.packets.uncounted"] = true
@@ -798,7 +1050,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["ebpfnet.tcp.resets.sent"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "TCP resets sent by tracked connections (aborts, and segments the stack answered with a reset).", mi.Description())
+						assert.Equal(t, "TCP resets sent by tracked connections (aborts, timeouts, segments the socket could not accept) and for segments no socket took (role none, such as a connection attempt to a closed port), by the kernel's reason.", mi.Description())
 						assert.Equal(t, "{reset}", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
@@ -810,6 +1062,9 @@ func TestMetricsBuilder(t *testing.T) {
 						ebpfnetTCPRoleAttrVal, ok := dp.Attributes().Get("ebpfnet.tcp.role")
 						assert.True(t, ok)
 						assert.Equal(t, "client", ebpfnetTCPRoleAttrVal.Str())
+						ebpfnetTCPResetReasonAttrVal, ok := dp.Attributes().Get("ebpfnet.tcp.reset.reason")
+						assert.True(t, ok)
+						assert.Equal(t, "ebpfnet.tcp.reset.reason-val", ebpfnetTCPResetReasonAttrVal.Str())
 						networkPeerAddressAttrVal, ok := dp.Attributes().Get("network.peer.address")
 						assert.True(t, ok)
 						assert.Equal(t, "network.peer.address-val", networkPeerAddressAttrVal.Str())
@@ -848,7 +1103,7 @@ func TestMetricsBuilder(t *testing.T) {
 						validatedMetrics["ebpfnet.tcp.resets.sent"] = true
 						assert.Equal(t, pmetric.MetricTypeSum, mi.Type())
 						assert.Equal(t, 1, mi.Sum().DataPoints().Len())
-						assert.Equal(t, "TCP resets sent by tracked connections (aborts, and segments the stack answered with a reset).", mi.Description())
+						assert.Equal(t, "TCP resets sent by tracked connections (aborts, timeouts, segments the socket could not accept) and for segments no socket took (role none, such as a connection attempt to a closed port), by the kernel's reason.", mi.Description())
 						assert.Equal(t, "{reset}", mi.Unit())
 						assert.True(t, mi.Sum().IsMonotonic())
 						assert.Equal(t, pmetric.AggregationTemporalityCumulative, mi.Sum().AggregationTemporality())
@@ -868,6 +1123,8 @@ func TestMetricsBuilder(t *testing.T) {
 						}
 						_, ok := dp.Attributes().Get("ebpfnet.tcp.role")
 						assert.True(t, ok)
+						_, ok = dp.Attributes().Get("ebpfnet.tcp.reset.reason")
+						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("network.peer.address")
 						assert.False(t, ok)
 						_, ok = dp.Attributes().Get("peer.k8s.kind")
