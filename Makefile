@@ -15,16 +15,19 @@ all: build
 deps:
 	@scripts/deps.sh test
 
-# Regenerates the bpf2go bindings (clang 14, vendored vmlinux.h) and the
-# mdatagen code. Both outputs are committed.
+# Regenerates the bpf2go bindings (clang 14, vendored vmlinux.h), the
+# mdatagen code, the dashboard and the copy of Kubernetes' NetworkPolicy e2e
+# suite (third_party/k8snetpol). All outputs are committed.
 generate: deps
 	$(GO) generate ./internal/kernel/... ./receiver/...
 	cd internal/tools && $(GO) run ./dashboard -out ../../examples/backends/grafana/ebpfnet.json
+	scripts/netpol-e2e.sh
 
 # Proves that the committed generated files are what `make generate` makes.
 GENERATED := internal/kernel/ebpfnet_bpfel.go internal/kernel/ebpfnet_bpfel.o receiver/ebpfnetreceiver/internal/metadata \
 	receiver/ebpfnetreceiver/documentation.md receiver/ebpfnetreceiver/generated_component_test.go \
-	receiver/ebpfnetreceiver/generated_package_test.go examples/backends/grafana/ebpfnet.json
+	receiver/ebpfnetreceiver/generated_package_test.go examples/backends/grafana/ebpfnet.json \
+	third_party/k8snetpol/k8s_*_test.go
 check-generate: generate
 	@if ! git diff --quiet -- $(GENERATED); then \
 		git --no-pager diff --stat -- $(GENERATED); \

@@ -48,7 +48,7 @@ func DefaultAttrs(id Metric) Attrs {
 	switch id {
 	case FlowIO, FlowPackets, DropPackets, DropBytes:
 		return DefaultFlowAttrs
-	case ConnsOpened, ConnsClosed, Retransmits, ResetsReceived, ResetsSent, ConnDuration, ConnRTT:
+	case ConnsOpened, ConnsClosed, Retransmits, ResetsReceived, ResetsSent, ConnDuration, ConnRTT, PolicyFlows, PolicyIO:
 		return WithPeerAddress | WithPeerK8s | WithPeerService
 	}
 	return 0

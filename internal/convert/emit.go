@@ -133,6 +133,13 @@ func (c *Converter) putSeriesAttrs(m pcommon.Map, k *seriesKey) {
 	switch k.metric {
 	case DropPackets, DropBytes:
 		m.PutStr(AttrDropReason, k.cause)
+	case PolicyFlows, PolicyIO:
+		putPolicyAttrs(m, k.policy, k.egress, k.finding)
+		if attrs&WithPeerAddress != 0 {
+			m.PutStr(AttrPeerAddress, k.peer.String())
+			putPeer(m, c.opts.Peers, k.peer, attrs, c.zone, netip.Addr{})
+		}
+		return
 	case FlowIO, FlowPackets:
 	default:
 		m.PutStr(AttrTCPRole, k.role.String())
@@ -224,5 +231,18 @@ func (c *Converter) emitSelf(node *resourceMetrics, b *flow.Batch, ts pcommon.Ti
 	gauge(TableCapacity, int64(b.TableCapacity))
 	if c.opts.Temporality == Cumulative {
 		sum(SeriesEvicted, c.store.evicted, "")
+	}
+}
+
+// putPolicyAttrs puts a NetworkPolicy verdict's attributes.
+func putPolicyAttrs(m pcommon.Map, r flow.PolicyResult, egress bool, finding flow.PolicyFinding) {
+	m.PutStr(AttrPolicyVerdict, r.String())
+	if egress {
+		m.PutStr(AttrPolicyDirection, "egress")
+	} else {
+		m.PutStr(AttrPolicyDirection, "ingress")
+	}
+	if finding != flow.FindingNone {
+		m.PutStr(AttrPolicyFinding, finding.String())
 	}
 }

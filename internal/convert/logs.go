@@ -157,6 +157,7 @@ func putFlowRecord(lr plog.LogRecord, f *flow.Flow, observed pcommon.Timestamp, 
 		a.PutInt(AttrTCPFlags, int64(f.TCPFlags))
 	}
 	putFlowDrops(a, f.Drops)
+	putFlowPolicy(a, &f.Policy, f.Drops)
 	if f.Conn.TraceID != [16]byte{} {
 		// The span of this side of the connection (emitted at its close).
 		lr.SetTraceID(f.Conn.TraceID)
@@ -228,5 +229,29 @@ func putFlowDrops(a pcommon.Map, drops []flow.SocketDrop) {
 	m := a.PutEmptyMap(AttrFlowDrops)
 	for _, d := range drops {
 		m.PutInt(d.Reason, int64(d.Packets))
+	}
+}
+
+// putFlowPolicy puts a flow's NetworkPolicy verdict, with the drop reason
+// (the most packets') of an allowed flow the kernel dropped packets of.
+func putFlowPolicy(a pcommon.Map, v *flow.PolicyVerdict, drops []flow.SocketDrop) {
+	if v.Result == flow.PolicyNotEvaluated {
+		return
+	}
+	putPolicyAttrs(a, v.Result, v.Egress, v.Finding)
+	if len(v.Policies) > 0 {
+		names := a.PutEmptySlice(AttrPolicyNames)
+		for _, n := range v.Policies {
+			names.AppendEmpty().SetStr(n)
+		}
+	}
+	if v.Finding == flow.FindingAllowedDropped {
+		top := drops[0]
+		for _, d := range drops[1:] {
+			if d.Packets > top.Packets {
+				top = d
+			}
+		}
+		a.PutStr(AttrDropReason, top.Reason)
 	}
 }

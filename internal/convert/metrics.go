@@ -123,6 +123,15 @@ func (c *Converter) Logs(b *flow.Batch) plog.Logs { return Logs(c.opts, b) }
 func (c *Converter) recordFlow(f *flow.Flow, now time.Time) {
 	c.addPair([2]Metric{FlowIO, FlowPackets}, [2]uint64{f.Bytes, f.Packets}, now,
 		func(id Metric, attrs Attrs) seriesKey { return flowKey(id, attrs, f) })
+	if f.Policy.Result != flow.PolicyNotEvaluated {
+		c.addPair([2]Metric{PolicyIO, PolicyFlows}, [2]uint64{f.Bytes, 1}, now, func(id Metric, attrs Attrs) seriesKey {
+			k := seriesKey{metric: id, local: resourceAddr(f), policy: f.Policy.Result, egress: f.Policy.Egress, finding: f.Policy.Finding}
+			if attrs&WithPeerAddress != 0 {
+				k.peer = f.Served().Addr()
+			}
+			return k
+		})
+	}
 }
 
 // addPair adds bytes and packets to a (bytes, packets) pair of metrics,

@@ -40,6 +40,10 @@ const (
 	AttrDropReason         = "ebpfnet.drop.reason"
 	AttrFlowDrops          = "ebpfnet.flow.drops"
 	AttrTCPResetReason     = "ebpfnet.tcp.reset.reason"
+	AttrPolicyVerdict      = "ebpfnet.policy.verdict"
+	AttrPolicyDirection    = "ebpfnet.policy.direction"
+	AttrPolicyNames        = "ebpfnet.policy.names"
+	AttrPolicyFinding      = "ebpfnet.policy.finding"
 )
 
 // EventFlow is the event name of flow log records.
@@ -73,6 +77,8 @@ const (
 	SeriesEvicted
 	DropPackets
 	DropBytes
+	PolicyFlows
+	PolicyIO
 	NumMetrics
 )
 

@@ -28,6 +28,9 @@ type seriesKey struct {
 	result    flow.Result
 	reason    flow.Reason
 	cause     string // the kernel's drop reason (drop metrics) or reset reason (resets sent)
+	policy    flow.PolicyResult
+	egress    bool // the policy direction
+	finding   flow.PolicyFinding
 }
 
 // series is one series' state: a sum or gauge value, or a histogram.
@@ -156,6 +159,9 @@ func compareSeries(a, b seriesKey) int {
 		cmp.Compare(a.result, b.result),
 		cmp.Compare(a.reason, b.reason),
 		cmp.Compare(a.cause, b.cause),
+		cmp.Compare(a.policy, b.policy),
+		cmp.Compare(boolInt(a.egress), boolInt(b.egress)),
+		cmp.Compare(a.finding, b.finding),
 		a.peer.Compare(b.peer),
 		cmp.Compare(a.proto, b.proto),
 		cmp.Compare(a.peerPort, b.peerPort),

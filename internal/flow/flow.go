@@ -62,6 +62,9 @@ type Flow struct {
 	// Drops are the flow's packets the kernel dropped in the interval, by
 	// reason (AttachDrops).
 	Drops []SocketDrop
+	// Policy is the NetworkPolicy verdict of the flow's connection for the
+	// local pod (AnnotatePolicies); zero: not evaluated.
+	Policy PolicyVerdict
 }
 
 // Local is the endpoint the flow belongs to (the resource).

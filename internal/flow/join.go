@@ -23,6 +23,7 @@ type ConnRef struct {
 	TraceID [16]byte
 	SpanID  [8]byte // the span of the side that owns the flow
 	SRTT    time.Duration
+	Role    Role // the local socket's side of the connection
 }
 
 type connTuple struct {
@@ -47,14 +48,14 @@ func NewConnIndex(live []LiveConn, closed []Conn) ConnIndex {
 		c := Conn{Role: l.Role, ClientISN: l.ClientISN, ServerISN: l.ServerISN, Cookie: l.Cookie,
 			Established: time.Unix(0, 1)} // established: IDs from the ISN pair alone
 		trace, span, _ := ConnIDs(&c)
-		ix[connTuple{l.Local, l.Remote}] = ConnRef{TraceID: trace, SpanID: span, SRTT: l.SRTT}
+		ix[connTuple{l.Local, l.Remote}] = ConnRef{TraceID: trace, SpanID: span, SRTT: l.SRTT, Role: l.Role}
 	}
 	for i := range closed {
 		c := &closed[i]
 		if c.Established.IsZero() {
 			continue
 		}
-		ix[connTuple{c.Local, c.Remote}] = ConnRef{TraceID: c.TraceID, SpanID: c.SpanID, SRTT: c.SRTT}
+		ix[connTuple{c.Local, c.Remote}] = ConnRef{TraceID: c.TraceID, SpanID: c.SpanID, SRTT: c.SRTT, Role: c.Role}
 	}
 	return ix
 }

@@ -112,17 +112,19 @@ type Joiner struct {
 	NAT   *FlowNAT // nil: no NAT backends
 	// HostNetns is the node's network namespace inode (the drops' rule).
 	HostNetns uint32
+	// Policy judges pod flows by their NetworkPolicies (nil: no verdicts).
+	Policy PolicyEvaluator
 }
 
 // Join completes b.
 func (j *Joiner) Join(b *Batch) {
 	j.Endpoints.Resolve(b)
 	j.Endpoints.ResolveDrops(b, j.HostNetns)
-	if !j.PerFlow {
-		return
-	}
 	AttachDrops(b)
-	NewConnIndex(b.Live, b.Closed).Annotate(b)
-	NewDialedIndex(b.UDPDialed).Annotate(b, j.Backs)
-	j.NAT.Annotate(b)
+	if j.PerFlow {
+		NewConnIndex(b.Live, b.Closed).Annotate(b)
+		NewDialedIndex(b.UDPDialed).Annotate(b, j.Backs)
+		j.NAT.Annotate(b)
+	}
+	AnnotatePolicies(b, j.Policy)
 }

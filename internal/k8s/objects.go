@@ -56,6 +56,26 @@ func ipIndex(obj any) ([]string, error) {
 	return slices.Compact(out), nil
 }
 
+// stripper is strip, or, with policies, strip keeping every pod label and
+// container port and the policy informers' objects (stripPolicyObjects).
+func stripper(policies bool) func(any) (any, error) {
+	if !policies {
+		return strip
+	}
+	return func(obj any) (any, error) {
+		if out, ok := stripPolicyObjects(obj); ok {
+			return out, nil
+		}
+		out, err := strip(obj)
+		if p, ok := obj.(*corev1.Pod); ok && err == nil {
+			sp := out.(*corev1.Pod)
+			sp.Labels = p.Labels
+			sp.Spec.Containers = policyContainers(p.Spec.Containers)
+		}
+		return out, err
+	}
+}
+
 // strip keeps only what lookups use (informers.WithTransform): names,
 // owners, labels where needed, addresses. Runs before an object enters a
 // cache, on every add and update.

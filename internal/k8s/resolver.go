@@ -93,6 +93,7 @@ type Resolver struct {
 	nodes   cache.SharedIndexInformer
 	rsets   cache.SharedIndexInformer
 	jobs    cache.SharedIndexInformer
+	policy  *policyWatch // nil: NetworkPolicies not watched (WithPolicies)
 	cancel  context.CancelFunc
 	done    sync.WaitGroup
 	client  kubernetes.Interface
@@ -110,9 +111,12 @@ type Resolver struct {
 }
 
 // New builds a resolver on client; Start begins watching.
-func New(client kubernetes.Interface, logger *zap.Logger) (*Resolver, error) {
+func New(client kubernetes.Interface, logger *zap.Logger, opts ...Option) (*Resolver, error) {
 	r := &Resolver{logger: logger, client: client, HealthInterval: 5 * time.Second}
-	r.factory = informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(strip))
+	for _, o := range opts {
+		o(r)
+	}
+	r.factory = informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(stripper(r.policy != nil)))
 	r.pods = r.factory.Core().V1().Pods().Informer()
 	r.svcs = r.factory.Core().V1().Services().Informer()
 	r.slices = r.factory.Discovery().V1().EndpointSlices().Informer()
@@ -126,6 +130,11 @@ func New(client kubernetes.Interface, logger *zap.Logger) (*Resolver, error) {
 	}
 	if err := r.pods.AddIndexers(cache.Indexers{indexUID: uidIndex}); err != nil {
 		return nil, fmt.Errorf("index pods by UID: %w", err)
+	}
+	if r.policy != nil {
+		if err := r.policy.start(r); err != nil {
+			return nil, err
+		}
 	}
 	for name, inf := range map[string]cache.SharedIndexInformer{"pods": r.pods, "services": r.svcs, "endpointslices": r.slices,
 		"nodes": r.nodes, "replicasets": r.rsets, "jobs": r.jobs} {
@@ -195,7 +204,11 @@ func (r *Resolver) lastSyncOK() bool {
 }
 
 func (r *Resolver) informers() []cache.SharedIndexInformer {
-	return []cache.SharedIndexInformer{r.pods, r.svcs, r.slices, r.nodes, r.rsets, r.jobs}
+	out := []cache.SharedIndexInformer{r.pods, r.svcs, r.slices, r.nodes, r.rsets, r.jobs}
+	if r.policy != nil {
+		out = append(out, r.policy.policies, r.policy.namespaces)
+	}
+	return out
 }
 
 // Synced reports whether every cache has completed its first list.
@@ -210,7 +223,7 @@ func (r *Resolver) Synced() bool {
 
 // WaitSynced waits until the caches are synced or ctx ends.
 func (r *Resolver) WaitSynced(ctx context.Context) bool {
-	fns := make([]cache.InformerSynced, 0, 6)
+	fns := make([]cache.InformerSynced, 0, 8)
 	for _, inf := range r.informers() {
 		fns = append(fns, inf.HasSynced)
 	}

@@ -247,4 +247,10 @@ type K8sConfig struct {
 	// Kubeconfig is the file for auth_type kubeConfig (default: $KUBECONFIG,
 	// then ~/.kube/config).
 	Kubeconfig string `mapstructure:"kubeconfig"`
+	// NetworkPolicies evaluates every flow of a local pod against the
+	// cluster's NetworkPolicies (whatever the CNI enforces): the verdict on
+	// flow records and ebpfnet.policy.* metrics. Watches NetworkPolicies and
+	// Namespaces and keeps every pod label (RBAC: list/watch networkpolicies
+	// and namespaces). Default true (with enabled).
+	NetworkPolicies bool `mapstructure:"network_policies"`
 }

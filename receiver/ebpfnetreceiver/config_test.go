@@ -37,7 +37,7 @@ func TestLoadConfig(t *testing.T) {
 	custom.Metrics.EbpfnetFlowTableFlows.Enabled = false
 	custom.ResourceAttributes.K8sPodIP.Enabled = false
 	custom.Events.EbpfnetFlow.Enabled = false
-	custom.K8s = K8sConfig{Enabled: true, AuthType: "kubeConfig", Kubeconfig: "/etc/ebpfnet/kubeconfig"}
+	custom.K8s = K8sConfig{Enabled: true, AuthType: "kubeConfig", Kubeconfig: "/etc/ebpfnet/kubeconfig", NetworkPolicies: true}
 	custom.Drops = DropsConfig{Enabled: true, IgnoreReasons: []string{"NOT_SPECIFIED", "TCP_CLOSE"}, MaxEntries: 4096}
 
 	tests := []struct {

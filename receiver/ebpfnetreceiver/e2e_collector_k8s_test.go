@@ -98,14 +98,9 @@ func TestCollectorWithK8sAttributes(t *testing.T) {
 	testnet.KubeProxy(t, clusterIP, web.IPv4)
 	_, err = remote.NS.Exec("ip", "route", "add", k8stest.ServiceCIDR, "via", fmt.Sprintf("10.251.%d.1", node.ID))
 	require.NoError(t, err)
-	for _, l := range []struct {
-		pod  *testnet.Pod
-		port uint16
-	}{{web, 8080}, {named, 8081}, {annotated, 8082}} {
-		ln, err := testnet.ListenTCP(l.pod.NS, netip.AddrPortFrom(l.pod.IPv4, l.port))
-		require.NoError(t, err)
-		t.Cleanup(ln.Close)
-	}
+	listenOn(t, netip.AddrPortFrom(web.IPv4, 8080), web.NS)
+	listenOn(t, netip.AddrPortFrom(named.IPv4, 8081), named.NS)
+	listenOn(t, netip.AddrPortFrom(annotated.IPv4, 8082), annotated.NS)
 
 	// The collector.
 	dir := t.TempDir()
@@ -364,4 +359,11 @@ func serviceNames(t *testing.T, traces, dir string, remote *testnet.Host, cases 
 		return err
 	})
 	require.True(t, found, "the node's resource: the node name")
+}
+
+// listenOn accepts TCP connections at addr in ns until the test ends.
+func listenOn(t *testing.T, addr netip.AddrPort, ns *testnet.Netns) {
+	ln, err := testnet.ListenTCP(ns, addr)
+	require.NoError(t, err)
+	t.Cleanup(ln.Close)
 }

@@ -47,7 +47,7 @@ func createDefaultConfig() component.Config {
 		SeriesIdleTimeout:    5 * time.Minute,
 		MaxSeries:            100000,
 		Drops:                DropsConfig{Enabled: true, IgnoreReasons: defaultIgnoredDrops, MaxEntries: kernel.DefaultMaxDrops},
-		K8s:                  K8sConfig{AuthType: "serviceAccount"},
+		K8s:                  K8sConfig{AuthType: "serviceAccount", NetworkPolicies: true},
 		MetricsBuilderConfig: metadata.NewDefaultMetricsBuilderConfig(),
 		Events:               metadata.DefaultEventsConfig(),
 	}

@@ -17,10 +17,11 @@ import (
 // (one socket per goroutine that asks it). Without Kubernetes there are no
 // Service addresses, so no NAT or dialed-Service joins.
 type joins struct {
-	peers *k8s.Resolver // nil: no Kubernetes
-	memo  *k8s.Memo
-	conns connJoins // readConns goroutine
-	flows flowJoins // collect goroutine
+	peers  *k8s.Resolver // nil: no Kubernetes
+	memo   *k8s.Memo
+	policy *policyVerdicts // nil: no NetworkPolicy verdicts
+	conns  connJoins       // readConns goroutine
+	flows  flowJoins       // collect goroutine
 }
 
 type connJoins struct {
@@ -63,6 +64,10 @@ func newJoins(cfg *Config, peers *k8s.Resolver, perFlow bool, logger *zap.Logger
 	j.conns.IsService, j.conns.Backend = peers.IsService, j.conns.nat.Backend
 	j.flows.Backs = j.memo.Backs
 	j.flows.NAT = &flow.FlowNAT{IsService: j.memoIsService, Backend: j.flows.nat.Backend}
+	if cfg.K8s.NetworkPolicies {
+		j.policy = newPolicyVerdicts(peers)
+		j.flows.Policy = j.policy
+	}
 	return j
 }
 
@@ -107,6 +112,9 @@ func (j *joins) wantUDPDialed() bool { return j.flows.Backs != nil }
 func (j *joins) batch(b *flow.Batch) {
 	if j.memo != nil {
 		j.memo.Reset()
+	}
+	if j.policy != nil {
+		j.policy.begin()
 	}
 	j.flows.Join(b)
 }

@@ -40,7 +40,11 @@ func startPeers(cfg K8sConfig, logger *zap.Logger) (*k8s.Resolver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("k8s client: %w", err)
 	}
-	r, err := k8s.New(client, logger.With(zap.String("part", "k8s")))
+	var opts []k8s.Option
+	if cfg.NetworkPolicies {
+		opts = append(opts, k8s.WithPolicies())
+	}
+	r, err := k8s.New(client, logger.With(zap.String("part", "k8s")), opts...)
 	if err != nil {
 		return nil, err
 	}

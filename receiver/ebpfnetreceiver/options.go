@@ -64,6 +64,8 @@ func convertOptions(cfg *Config, set receiver.Settings, peers convert.PeerResolv
 		convert.SeriesEvicted:      metric[string](m.EbpfnetSeriesEvicted.Enabled, nil),
 		convert.DropPackets:        metric(m.EbpfnetPacketsDropped.Enabled, m.EbpfnetPacketsDropped.EnabledAttributes),
 		convert.DropBytes:          metric(m.EbpfnetBytesDropped.Enabled, m.EbpfnetBytesDropped.EnabledAttributes),
+		convert.PolicyFlows:        metric(m.EbpfnetPolicyFlows.Enabled, m.EbpfnetPolicyFlows.EnabledAttributes),
+		convert.PolicyIO:           metric(m.EbpfnetPolicyIo.Enabled, m.EbpfnetPolicyIo.EnabledAttributes),
 	} {
 		opts.Metrics[id] = o
 	}

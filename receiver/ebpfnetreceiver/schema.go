@@ -25,8 +25,31 @@ func Schema() (*convert.Schema, error) {
 	var s convert.Schema
 	// The builder reads only the build info of the settings.
 	mb := metadata.NewMetricsBuilder(metadata.DefaultMetricsBuilderConfig(), receiver.Settings{})
+	for id, rec := range recorders(mb) {
+		rec()
+		ms := mb.Emit().ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+		if ms.Len() != 1 {
+			return nil, fmt.Errorf("schema of metric %d: the generated builder emitted %d metrics", id, ms.Len())
+		}
+		s[id] = def(ms.At(0))
+	}
+	hist, err := histogramDefs()
+	if err != nil {
+		return nil, err
+	}
+	s[convert.ConnDuration], s[convert.ConnRTT] = hist["ebpfnet.tcp.connection.duration"], hist["ebpfnet.tcp.rtt"]
+	for id := range s {
+		if s[id].Name == "" {
+			return nil, fmt.Errorf("schema: metric %d is not defined", id)
+		}
+	}
+	return &s, nil
+}
+
+// recorders record one point of each metric the builder generates.
+func recorders(mb *metadata.MetricsBuilder) map[convert.Metric]func() {
 	var ts pcommon.Timestamp
-	record := map[convert.Metric]func(){
+	return map[convert.Metric]func(){
 		convert.FlowIO: func() {
 			mb.RecordEbpfnetFlowIoDataPoint(ts, 0, 0, "", 0, "", 0, "", "", "", "", "", "", "", false, "", 0, 0, "")
 		},
@@ -51,6 +74,12 @@ func Schema() (*convert.Schema, error) {
 		convert.DropPackets: func() {
 			mb.RecordEbpfnetPacketsDroppedDataPoint(ts, 0, "", 0, "", 0, "", 0, "", "", "", "", "", "", "", false, "", 0, "")
 		},
+		convert.PolicyFlows: func() {
+			mb.RecordEbpfnetPolicyFlowsDataPoint(ts, 0, 0, 0, 0, "", 0, "", "", "", "", "", "", "", false, "")
+		},
+		convert.PolicyIO: func() {
+			mb.RecordEbpfnetPolicyIoDataPoint(ts, 0, 0, 0, 0, "", 0, "", "", "", "", "", "", "", false, "")
+		},
 		convert.DropBytes: func() {
 			mb.RecordEbpfnetBytesDroppedDataPoint(ts, 0, "", 0, "", 0, "", 0, "", "", "", "", "", "", "", false, "", 0, "")
 		},
@@ -61,25 +90,6 @@ func Schema() (*convert.Schema, error) {
 		convert.TableCapacity:      func() { mb.RecordEbpfnetFlowTableCapacityDataPoint(ts, 0) },
 		convert.SeriesEvicted:      func() { mb.RecordEbpfnetSeriesEvictedDataPoint(ts, 0) },
 	}
-	for id, rec := range record {
-		rec()
-		ms := mb.Emit().ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
-		if ms.Len() != 1 {
-			return nil, fmt.Errorf("schema of metric %d: the generated builder emitted %d metrics", id, ms.Len())
-		}
-		s[id] = def(ms.At(0))
-	}
-	hist, err := histogramDefs()
-	if err != nil {
-		return nil, err
-	}
-	s[convert.ConnDuration], s[convert.ConnRTT] = hist["ebpfnet.tcp.connection.duration"], hist["ebpfnet.tcp.rtt"]
-	for id := range s {
-		if s[id].Name == "" {
-			return nil, fmt.Errorf("schema: metric %d is not defined", id)
-		}
-	}
-	return &s, nil
 }
 
 func def(m pmetric.Metric) convert.MetricDef {

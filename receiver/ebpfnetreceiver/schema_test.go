@@ -119,6 +119,9 @@ func everyMetricBatch(at time.Time) *flow.Batch {
 		{Kind: flow.DropPacket, Local: ap(netip.MustParseAddr("192.0.2.9"), 22), Peer: netip.MustParseAddr("192.0.2.1"), Protocol: flow.ProtoTCP, Direction: flow.Receive, Reason: "TCP_LISTEN_OVERFLOW", OnNode: true, Packets: 1, Bytes: 60},
 	}
 	flow.AttachDrops(b)
+	b.Flows[0].Policy = flow.PolicyVerdict{Result: flow.PolicyAllowed, Egress: true, Policies: []string{"shop/allow-web"}, Finding: flow.FindingAllowedDropped}
+	b.Flows[1].Policy = flow.PolicyVerdict{Result: flow.PolicyDenied, Policies: []string{"shop/default-deny"}, Finding: flow.FindingDeniedDelivered}
+	b.Flows[2].Policy = flow.PolicyVerdict{Result: flow.PolicyNone}
 	for r := range b.Counters {
 		b.Counters[r] = flow.Count{Packets: uint64(r) + 1, Bytes: 64}
 	}

@@ -364,6 +364,140 @@ func (ms *EbpfnetPacketsUncountedMetricConfig) Unmarshal(parser *confmap.Conf) e
 	return nil
 }
 
+// EbpfnetPolicyFlowsMetricAttributeKey specifies the key of an attribute for the ebpfnet.policy.flows metric.
+type EbpfnetPolicyFlowsMetricAttributeKey string
+
+const (
+	EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetPolicyVerdict      EbpfnetPolicyFlowsMetricAttributeKey = "ebpfnet.policy.verdict"
+	EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetPolicyDirection    EbpfnetPolicyFlowsMetricAttributeKey = "ebpfnet.policy.direction"
+	EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetPolicyFinding      EbpfnetPolicyFlowsMetricAttributeKey = "ebpfnet.policy.finding"
+	EbpfnetPolicyFlowsMetricAttributeKeyNetworkPeerAddress        EbpfnetPolicyFlowsMetricAttributeKey = "network.peer.address"
+	EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sKind               EbpfnetPolicyFlowsMetricAttributeKey = "peer.k8s.kind"
+	EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sPodName            EbpfnetPolicyFlowsMetricAttributeKey = "peer.k8s.pod.name"
+	EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sNamespaceName      EbpfnetPolicyFlowsMetricAttributeKey = "peer.k8s.namespace.name"
+	EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sWorkloadKind       EbpfnetPolicyFlowsMetricAttributeKey = "peer.k8s.workload.kind"
+	EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sWorkloadName       EbpfnetPolicyFlowsMetricAttributeKey = "peer.k8s.workload.name"
+	EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sServiceName        EbpfnetPolicyFlowsMetricAttributeKey = "peer.k8s.service.name"
+	EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sNodeName           EbpfnetPolicyFlowsMetricAttributeKey = "peer.k8s.node.name"
+	EbpfnetPolicyFlowsMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetPolicyFlowsMetricAttributeKey = "peer.cloud.availability_zone"
+	EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetCrossZone          EbpfnetPolicyFlowsMetricAttributeKey = "ebpfnet.cross_zone"
+	EbpfnetPolicyFlowsMetricAttributeKeyPeerService               EbpfnetPolicyFlowsMetricAttributeKey = "peer.service"
+)
+
+// EbpfnetPolicyFlowsMetricConfig provides config for the ebpfnet.policy.flows metric.
+type EbpfnetPolicyFlowsMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                                 `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []EbpfnetPolicyFlowsMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *EbpfnetPolicyFlowsMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *EbpfnetPolicyFlowsMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetPolicyVerdict, EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetPolicyDirection, EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetPolicyFinding, EbpfnetPolicyFlowsMetricAttributeKeyNetworkPeerAddress, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sKind, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sPodName, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sServiceName, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sNodeName, EbpfnetPolicyFlowsMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetCrossZone, EbpfnetPolicyFlowsMetricAttributeKeyPeerService:
+		default:
+			return fmt.Errorf("metric ebpfnet.policy.flows doesn't have an attribute %v, valid attributes: [ebpfnet.policy.verdict, ebpfnet.policy.direction, ebpfnet.policy.finding, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, peer.service]", val)
+		}
+	}
+	if !slices.Contains(ms.EnabledAttributes, EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetPolicyVerdict) {
+		return fmt.Errorf("ebpfnet.policy.verdict is a required attribute for ebpfnet.policy.flows metric and must be included")
+	}
+	if !slices.Contains(ms.EnabledAttributes, EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetPolicyDirection) {
+		return fmt.Errorf("ebpfnet.policy.direction is a required attribute for ebpfnet.policy.flows metric and must be included")
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
+// EbpfnetPolicyIoMetricAttributeKey specifies the key of an attribute for the ebpfnet.policy.io metric.
+type EbpfnetPolicyIoMetricAttributeKey string
+
+const (
+	EbpfnetPolicyIoMetricAttributeKeyEbpfnetPolicyVerdict      EbpfnetPolicyIoMetricAttributeKey = "ebpfnet.policy.verdict"
+	EbpfnetPolicyIoMetricAttributeKeyEbpfnetPolicyDirection    EbpfnetPolicyIoMetricAttributeKey = "ebpfnet.policy.direction"
+	EbpfnetPolicyIoMetricAttributeKeyEbpfnetPolicyFinding      EbpfnetPolicyIoMetricAttributeKey = "ebpfnet.policy.finding"
+	EbpfnetPolicyIoMetricAttributeKeyNetworkPeerAddress        EbpfnetPolicyIoMetricAttributeKey = "network.peer.address"
+	EbpfnetPolicyIoMetricAttributeKeyPeerK8sKind               EbpfnetPolicyIoMetricAttributeKey = "peer.k8s.kind"
+	EbpfnetPolicyIoMetricAttributeKeyPeerK8sPodName            EbpfnetPolicyIoMetricAttributeKey = "peer.k8s.pod.name"
+	EbpfnetPolicyIoMetricAttributeKeyPeerK8sNamespaceName      EbpfnetPolicyIoMetricAttributeKey = "peer.k8s.namespace.name"
+	EbpfnetPolicyIoMetricAttributeKeyPeerK8sWorkloadKind       EbpfnetPolicyIoMetricAttributeKey = "peer.k8s.workload.kind"
+	EbpfnetPolicyIoMetricAttributeKeyPeerK8sWorkloadName       EbpfnetPolicyIoMetricAttributeKey = "peer.k8s.workload.name"
+	EbpfnetPolicyIoMetricAttributeKeyPeerK8sServiceName        EbpfnetPolicyIoMetricAttributeKey = "peer.k8s.service.name"
+	EbpfnetPolicyIoMetricAttributeKeyPeerK8sNodeName           EbpfnetPolicyIoMetricAttributeKey = "peer.k8s.node.name"
+	EbpfnetPolicyIoMetricAttributeKeyPeerCloudAvailabilityZone EbpfnetPolicyIoMetricAttributeKey = "peer.cloud.availability_zone"
+	EbpfnetPolicyIoMetricAttributeKeyEbpfnetCrossZone          EbpfnetPolicyIoMetricAttributeKey = "ebpfnet.cross_zone"
+	EbpfnetPolicyIoMetricAttributeKeyPeerService               EbpfnetPolicyIoMetricAttributeKey = "peer.service"
+)
+
+// EbpfnetPolicyIoMetricConfig provides config for the ebpfnet.policy.io metric.
+type EbpfnetPolicyIoMetricConfig struct {
+	Enabled          bool `mapstructure:"enabled"`
+	enabledSetByUser bool
+
+	AggregationStrategy string                              `mapstructure:"aggregation_strategy"`
+	EnabledAttributes   []EbpfnetPolicyIoMetricAttributeKey `mapstructure:"attributes"`
+}
+
+func (ms *EbpfnetPolicyIoMetricConfig) Unmarshal(parser *confmap.Conf) error {
+	if parser == nil {
+		return nil
+	}
+
+	err := parser.Unmarshal(ms)
+	if err != nil {
+		return err
+	}
+
+	ms.enabledSetByUser = parser.IsSet("enabled")
+	return nil
+}
+
+func (ms *EbpfnetPolicyIoMetricConfig) Validate() error {
+	for _, val := range ms.EnabledAttributes {
+		switch val {
+		case EbpfnetPolicyIoMetricAttributeKeyEbpfnetPolicyVerdict, EbpfnetPolicyIoMetricAttributeKeyEbpfnetPolicyDirection, EbpfnetPolicyIoMetricAttributeKeyEbpfnetPolicyFinding, EbpfnetPolicyIoMetricAttributeKeyNetworkPeerAddress, EbpfnetPolicyIoMetricAttributeKeyPeerK8sKind, EbpfnetPolicyIoMetricAttributeKeyPeerK8sPodName, EbpfnetPolicyIoMetricAttributeKeyPeerK8sNamespaceName, EbpfnetPolicyIoMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetPolicyIoMetricAttributeKeyPeerK8sWorkloadName, EbpfnetPolicyIoMetricAttributeKeyPeerK8sServiceName, EbpfnetPolicyIoMetricAttributeKeyPeerK8sNodeName, EbpfnetPolicyIoMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetPolicyIoMetricAttributeKeyEbpfnetCrossZone, EbpfnetPolicyIoMetricAttributeKeyPeerService:
+		default:
+			return fmt.Errorf("metric ebpfnet.policy.io doesn't have an attribute %v, valid attributes: [ebpfnet.policy.verdict, ebpfnet.policy.direction, ebpfnet.policy.finding, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, peer.service]", val)
+		}
+	}
+	if !slices.Contains(ms.EnabledAttributes, EbpfnetPolicyIoMetricAttributeKeyEbpfnetPolicyVerdict) {
+		return fmt.Errorf("ebpfnet.policy.verdict is a required attribute for ebpfnet.policy.io metric and must be included")
+	}
+	if !slices.Contains(ms.EnabledAttributes, EbpfnetPolicyIoMetricAttributeKeyEbpfnetPolicyDirection) {
+		return fmt.Errorf("ebpfnet.policy.direction is a required attribute for ebpfnet.policy.io metric and must be included")
+	}
+
+	switch ms.AggregationStrategy {
+	case AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax:
+	default:
+		return fmt.Errorf("invalid aggregation strategy %q, valid strategies: [%s, %s, %s, %s]", ms.AggregationStrategy, AggregationStrategySum, AggregationStrategyAvg, AggregationStrategyMin, AggregationStrategyMax)
+	}
+
+	return nil
+}
+
 // EbpfnetSeriesEvictedMetricConfig provides config for the ebpfnet.series.evicted metric.
 type EbpfnetSeriesEvictedMetricConfig struct {
 	Enabled          bool `mapstructure:"enabled"`
@@ -729,6 +863,8 @@ type MetricsConfig struct {
 	EbpfnetFlowTableFlows        EbpfnetFlowTableFlowsMetricConfig        `mapstructure:"ebpfnet.flow_table.flows"`
 	EbpfnetPacketsDropped        EbpfnetPacketsDroppedMetricConfig        `mapstructure:"ebpfnet.packets.dropped"`
 	EbpfnetPacketsUncounted      EbpfnetPacketsUncountedMetricConfig      `mapstructure:"ebpfnet.packets.uncounted"`
+	EbpfnetPolicyFlows           EbpfnetPolicyFlowsMetricConfig           `mapstructure:"ebpfnet.policy.flows"`
+	EbpfnetPolicyIo              EbpfnetPolicyIoMetricConfig              `mapstructure:"ebpfnet.policy.io"`
 	EbpfnetSeriesEvicted         EbpfnetSeriesEvictedMetricConfig         `mapstructure:"ebpfnet.series.evicted"`
 	EbpfnetTCPConnectionsClosed  EbpfnetTCPConnectionsClosedMetricConfig  `mapstructure:"ebpfnet.tcp.connections.closed"`
 	EbpfnetTCPConnectionsOpened  EbpfnetTCPConnectionsOpenedMetricConfig  `mapstructure:"ebpfnet.tcp.connections.opened"`
@@ -771,6 +907,16 @@ func DefaultMetricsConfig() MetricsConfig {
 		},
 		EbpfnetPacketsUncounted: EbpfnetPacketsUncountedMetricConfig{
 			Enabled: true,
+		},
+		EbpfnetPolicyFlows: EbpfnetPolicyFlowsMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []EbpfnetPolicyFlowsMetricAttributeKey{EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetPolicyVerdict, EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetPolicyDirection, EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetPolicyFinding, EbpfnetPolicyFlowsMetricAttributeKeyNetworkPeerAddress, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sKind, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sPodName, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sServiceName, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sNodeName, EbpfnetPolicyFlowsMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetCrossZone, EbpfnetPolicyFlowsMetricAttributeKeyPeerService},
+		},
+		EbpfnetPolicyIo: EbpfnetPolicyIoMetricConfig{
+			Enabled:             true,
+			AggregationStrategy: AggregationStrategySum,
+			EnabledAttributes:   []EbpfnetPolicyIoMetricAttributeKey{EbpfnetPolicyIoMetricAttributeKeyEbpfnetPolicyVerdict, EbpfnetPolicyIoMetricAttributeKeyEbpfnetPolicyDirection, EbpfnetPolicyIoMetricAttributeKeyEbpfnetPolicyFinding, EbpfnetPolicyIoMetricAttributeKeyNetworkPeerAddress, EbpfnetPolicyIoMetricAttributeKeyPeerK8sKind, EbpfnetPolicyIoMetricAttributeKeyPeerK8sPodName, EbpfnetPolicyIoMetricAttributeKeyPeerK8sNamespaceName, EbpfnetPolicyIoMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetPolicyIoMetricAttributeKeyPeerK8sWorkloadName, EbpfnetPolicyIoMetricAttributeKeyPeerK8sServiceName, EbpfnetPolicyIoMetricAttributeKeyPeerK8sNodeName, EbpfnetPolicyIoMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetPolicyIoMetricAttributeKeyEbpfnetCrossZone, EbpfnetPolicyIoMetricAttributeKeyPeerService},
 		},
 		EbpfnetSeriesEvicted: EbpfnetSeriesEvictedMetricConfig{
 			Enabled: true,

@@ -58,6 +58,16 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EbpfnetPacketsUncounted: EbpfnetPacketsUncountedMetricConfig{
 						Enabled: true,
 					},
+					EbpfnetPolicyFlows: EbpfnetPolicyFlowsMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []EbpfnetPolicyFlowsMetricAttributeKey{EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetPolicyVerdict, EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetPolicyDirection, EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetPolicyFinding, EbpfnetPolicyFlowsMetricAttributeKeyNetworkPeerAddress, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sKind, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sPodName, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sServiceName, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sNodeName, EbpfnetPolicyFlowsMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetCrossZone, EbpfnetPolicyFlowsMetricAttributeKeyPeerService},
+					},
+					EbpfnetPolicyIo: EbpfnetPolicyIoMetricConfig{
+						Enabled:             true,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []EbpfnetPolicyIoMetricAttributeKey{EbpfnetPolicyIoMetricAttributeKeyEbpfnetPolicyVerdict, EbpfnetPolicyIoMetricAttributeKeyEbpfnetPolicyDirection, EbpfnetPolicyIoMetricAttributeKeyEbpfnetPolicyFinding, EbpfnetPolicyIoMetricAttributeKeyNetworkPeerAddress, EbpfnetPolicyIoMetricAttributeKeyPeerK8sKind, EbpfnetPolicyIoMetricAttributeKeyPeerK8sPodName, EbpfnetPolicyIoMetricAttributeKeyPeerK8sNamespaceName, EbpfnetPolicyIoMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetPolicyIoMetricAttributeKeyPeerK8sWorkloadName, EbpfnetPolicyIoMetricAttributeKeyPeerK8sServiceName, EbpfnetPolicyIoMetricAttributeKeyPeerK8sNodeName, EbpfnetPolicyIoMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetPolicyIoMetricAttributeKeyEbpfnetCrossZone, EbpfnetPolicyIoMetricAttributeKeyPeerService},
+					},
 					EbpfnetSeriesEvicted: EbpfnetSeriesEvictedMetricConfig{
 						Enabled: true,
 					},
@@ -137,6 +147,16 @@ func TestMetricsBuilderConfig(t *testing.T) {
 					EbpfnetPacketsUncounted: EbpfnetPacketsUncountedMetricConfig{
 						Enabled: false,
 					},
+					EbpfnetPolicyFlows: EbpfnetPolicyFlowsMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []EbpfnetPolicyFlowsMetricAttributeKey{EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetPolicyVerdict, EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetPolicyDirection, EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetPolicyFinding, EbpfnetPolicyFlowsMetricAttributeKeyNetworkPeerAddress, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sKind, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sPodName, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sNamespaceName, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sWorkloadName, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sServiceName, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sNodeName, EbpfnetPolicyFlowsMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetCrossZone, EbpfnetPolicyFlowsMetricAttributeKeyPeerService},
+					},
+					EbpfnetPolicyIo: EbpfnetPolicyIoMetricConfig{
+						Enabled:             false,
+						AggregationStrategy: AggregationStrategySum,
+						EnabledAttributes:   []EbpfnetPolicyIoMetricAttributeKey{EbpfnetPolicyIoMetricAttributeKeyEbpfnetPolicyVerdict, EbpfnetPolicyIoMetricAttributeKeyEbpfnetPolicyDirection, EbpfnetPolicyIoMetricAttributeKeyEbpfnetPolicyFinding, EbpfnetPolicyIoMetricAttributeKeyNetworkPeerAddress, EbpfnetPolicyIoMetricAttributeKeyPeerK8sKind, EbpfnetPolicyIoMetricAttributeKeyPeerK8sPodName, EbpfnetPolicyIoMetricAttributeKeyPeerK8sNamespaceName, EbpfnetPolicyIoMetricAttributeKeyPeerK8sWorkloadKind, EbpfnetPolicyIoMetricAttributeKeyPeerK8sWorkloadName, EbpfnetPolicyIoMetricAttributeKeyPeerK8sServiceName, EbpfnetPolicyIoMetricAttributeKeyPeerK8sNodeName, EbpfnetPolicyIoMetricAttributeKeyPeerCloudAvailabilityZone, EbpfnetPolicyIoMetricAttributeKeyEbpfnetCrossZone, EbpfnetPolicyIoMetricAttributeKeyPeerService},
+					},
 					EbpfnetSeriesEvicted: EbpfnetSeriesEvictedMetricConfig{
 						Enabled: false,
 					},
@@ -184,7 +204,7 @@ func TestMetricsBuilderConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := loadMetricsBuilderConfig(t, tt.name)
-			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EbpfnetBytesDroppedMetricConfig{}, EbpfnetConnectionsUnreportedMetricConfig{}, EbpfnetFlowIoMetricConfig{}, EbpfnetFlowPacketsMetricConfig{}, EbpfnetFlowTableCapacityMetricConfig{}, EbpfnetFlowTableFlowsMetricConfig{}, EbpfnetPacketsDroppedMetricConfig{}, EbpfnetPacketsUncountedMetricConfig{}, EbpfnetSeriesEvictedMetricConfig{}, EbpfnetTCPConnectionsClosedMetricConfig{}, EbpfnetTCPConnectionsOpenedMetricConfig{}, EbpfnetTCPResetsReceivedMetricConfig{}, EbpfnetTCPResetsSentMetricConfig{}, EbpfnetTCPRetransmitsMetricConfig{}, EbpfnetTCPStateChangesMissedMetricConfig{}, ResourceAttributeConfig{}))
+			diff := cmp.Diff(tt.want, cfg, cmpopts.IgnoreUnexported(EbpfnetBytesDroppedMetricConfig{}, EbpfnetConnectionsUnreportedMetricConfig{}, EbpfnetFlowIoMetricConfig{}, EbpfnetFlowPacketsMetricConfig{}, EbpfnetFlowTableCapacityMetricConfig{}, EbpfnetFlowTableFlowsMetricConfig{}, EbpfnetPacketsDroppedMetricConfig{}, EbpfnetPacketsUncountedMetricConfig{}, EbpfnetPolicyFlowsMetricConfig{}, EbpfnetPolicyIoMetricConfig{}, EbpfnetSeriesEvictedMetricConfig{}, EbpfnetTCPConnectionsClosedMetricConfig{}, EbpfnetTCPConnectionsOpenedMetricConfig{}, EbpfnetTCPResetsReceivedMetricConfig{}, EbpfnetTCPResetsSentMetricConfig{}, EbpfnetTCPRetransmitsMetricConfig{}, EbpfnetTCPStateChangesMissedMetricConfig{}, ResourceAttributeConfig{}))
 			require.Emptyf(t, diff, "Config mismatch (-expected +actual):\n%s", diff)
 		})
 	}
@@ -233,6 +253,30 @@ func TestEbpfnetPacketsDroppedMetricsConfig_Validate(t *testing.T) {
 	require.ErrorContains(t, cfg.Validate(), "metric ebpfnet.packets.dropped doesn't have an attribute invalid, valid attributes: [ebpfnet.drop.reason, network.io.direction, network.transport, network.type, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, peer.service, network.local.port, network.interface.name]")
 
 	cfg = DefaultMetricsConfig().EbpfnetPacketsDropped
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestEbpfnetPolicyFlowsMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().EbpfnetPolicyFlows
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []EbpfnetPolicyFlowsMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric ebpfnet.policy.flows doesn't have an attribute invalid, valid attributes: [ebpfnet.policy.verdict, ebpfnet.policy.direction, ebpfnet.policy.finding, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, peer.service]")
+
+	cfg = DefaultMetricsConfig().EbpfnetPolicyFlows
+	cfg.AggregationStrategy = "invalid"
+	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
+}
+
+func TestEbpfnetPolicyIoMetricsConfig_Validate(t *testing.T) {
+	cfg := DefaultMetricsConfig().EbpfnetPolicyIo
+	require.NoError(t, cfg.Validate())
+
+	cfg.EnabledAttributes = []EbpfnetPolicyIoMetricAttributeKey{"invalid"}
+	require.ErrorContains(t, cfg.Validate(), "metric ebpfnet.policy.io doesn't have an attribute invalid, valid attributes: [ebpfnet.policy.verdict, ebpfnet.policy.direction, ebpfnet.policy.finding, network.peer.address, peer.k8s.kind, peer.k8s.pod.name, peer.k8s.namespace.name, peer.k8s.workload.kind, peer.k8s.workload.name, peer.k8s.service.name, peer.k8s.node.name, peer.cloud.availability_zone, ebpfnet.cross_zone, peer.service]")
+
+	cfg = DefaultMetricsConfig().EbpfnetPolicyIo
 	cfg.AggregationStrategy = "invalid"
 	require.ErrorContains(t, cfg.Validate(), "invalid aggregation strategy")
 }

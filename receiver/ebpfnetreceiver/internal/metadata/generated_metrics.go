@@ -20,6 +20,88 @@ const (
 	AggregationStrategyMax = "max"
 )
 
+// AttributeEbpfnetPolicyDirection specifies the value ebpfnet.policy.direction attribute.
+type AttributeEbpfnetPolicyDirection int
+
+const (
+	_ AttributeEbpfnetPolicyDirection = iota
+	AttributeEbpfnetPolicyDirectionIngress
+	AttributeEbpfnetPolicyDirectionEgress
+)
+
+// String returns the string representation of the AttributeEbpfnetPolicyDirection.
+func (av AttributeEbpfnetPolicyDirection) String() string {
+	switch av {
+	case AttributeEbpfnetPolicyDirectionIngress:
+		return "ingress"
+	case AttributeEbpfnetPolicyDirectionEgress:
+		return "egress"
+	}
+	return ""
+}
+
+// MapAttributeEbpfnetPolicyDirection is a helper map of string to AttributeEbpfnetPolicyDirection attribute value.
+var MapAttributeEbpfnetPolicyDirection = map[string]AttributeEbpfnetPolicyDirection{
+	"ingress": AttributeEbpfnetPolicyDirectionIngress,
+	"egress":  AttributeEbpfnetPolicyDirectionEgress,
+}
+
+// AttributeEbpfnetPolicyFinding specifies the value ebpfnet.policy.finding attribute.
+type AttributeEbpfnetPolicyFinding int
+
+const (
+	_ AttributeEbpfnetPolicyFinding = iota
+	AttributeEbpfnetPolicyFindingDeniedButDelivered
+	AttributeEbpfnetPolicyFindingAllowedButDropped
+)
+
+// String returns the string representation of the AttributeEbpfnetPolicyFinding.
+func (av AttributeEbpfnetPolicyFinding) String() string {
+	switch av {
+	case AttributeEbpfnetPolicyFindingDeniedButDelivered:
+		return "denied_but_delivered"
+	case AttributeEbpfnetPolicyFindingAllowedButDropped:
+		return "allowed_but_dropped"
+	}
+	return ""
+}
+
+// MapAttributeEbpfnetPolicyFinding is a helper map of string to AttributeEbpfnetPolicyFinding attribute value.
+var MapAttributeEbpfnetPolicyFinding = map[string]AttributeEbpfnetPolicyFinding{
+	"denied_but_delivered": AttributeEbpfnetPolicyFindingDeniedButDelivered,
+	"allowed_but_dropped":  AttributeEbpfnetPolicyFindingAllowedButDropped,
+}
+
+// AttributeEbpfnetPolicyVerdict specifies the value ebpfnet.policy.verdict attribute.
+type AttributeEbpfnetPolicyVerdict int
+
+const (
+	_ AttributeEbpfnetPolicyVerdict = iota
+	AttributeEbpfnetPolicyVerdictAllowed
+	AttributeEbpfnetPolicyVerdictDenied
+	AttributeEbpfnetPolicyVerdictNoPolicy
+)
+
+// String returns the string representation of the AttributeEbpfnetPolicyVerdict.
+func (av AttributeEbpfnetPolicyVerdict) String() string {
+	switch av {
+	case AttributeEbpfnetPolicyVerdictAllowed:
+		return "allowed"
+	case AttributeEbpfnetPolicyVerdictDenied:
+		return "denied"
+	case AttributeEbpfnetPolicyVerdictNoPolicy:
+		return "no_policy"
+	}
+	return ""
+}
+
+// MapAttributeEbpfnetPolicyVerdict is a helper map of string to AttributeEbpfnetPolicyVerdict attribute value.
+var MapAttributeEbpfnetPolicyVerdict = map[string]AttributeEbpfnetPolicyVerdict{
+	"allowed":   AttributeEbpfnetPolicyVerdictAllowed,
+	"denied":    AttributeEbpfnetPolicyVerdictDenied,
+	"no_policy": AttributeEbpfnetPolicyVerdictNoPolicy,
+}
+
 // AttributeEbpfnetTCPCloseReason specifies the value ebpfnet.tcp.close_reason attribute.
 type AttributeEbpfnetTCPCloseReason int
 
@@ -275,6 +357,14 @@ var MetricsInfo = metricsInfo{
 		Name:       "ebpfnet.packets.uncounted",
 		Attributes: []string{"reason"},
 	},
+	EbpfnetPolicyFlows: metricInfo{
+		Name:       "ebpfnet.policy.flows",
+		Attributes: []string{"ebpfnet.policy.verdict", "ebpfnet.policy.direction", "ebpfnet.policy.finding", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone", "ebpfnet.cross_zone", "peer.service"},
+	},
+	EbpfnetPolicyIo: metricInfo{
+		Name:       "ebpfnet.policy.io",
+		Attributes: []string{"ebpfnet.policy.verdict", "ebpfnet.policy.direction", "ebpfnet.policy.finding", "network.peer.address", "peer.k8s.kind", "peer.k8s.pod.name", "peer.k8s.namespace.name", "peer.k8s.workload.kind", "peer.k8s.workload.name", "peer.k8s.service.name", "peer.k8s.node.name", "peer.cloud.availability_zone", "ebpfnet.cross_zone", "peer.service"},
+	},
 	EbpfnetSeriesEvicted: metricInfo{
 		Name: "ebpfnet.series.evicted",
 	},
@@ -312,6 +402,8 @@ type metricsInfo struct {
 	EbpfnetFlowTableFlows        metricInfo
 	EbpfnetPacketsDropped        metricInfo
 	EbpfnetPacketsUncounted      metricInfo
+	EbpfnetPolicyFlows           metricInfo
+	EbpfnetPolicyIo              metricInfo
 	EbpfnetSeriesEvicted         metricInfo
 	EbpfnetTCPConnectionsClosed  metricInfo
 	EbpfnetTCPConnectionsOpened  metricInfo
@@ -1090,6 +1182,266 @@ func newMetricEbpfnetPacketsUncounted(cfg EbpfnetPacketsUncountedMetricConfig) m
 	return m
 }
 
+type metricEbpfnetPolicyFlows struct {
+	data          pmetric.Metric                 // data buffer for generated metric.
+	config        EbpfnetPolicyFlowsMetricConfig // metric config provided by user.
+	capacity      int                            // max observed number of data points added to the metric.
+	aggDataPoints []int64                        // slice containing number of aggregated datapoints at each index
+}
+
+// init fills ebpfnet.policy.flows metric with initial data.
+func (m *metricEbpfnetPolicyFlows) init() {
+	m.data.SetName("ebpfnet.policy.flows")
+	m.data.SetDescription("Flows of local pods (one per flow record, per interval) by their NetworkPolicy verdict, evaluated by the receiver whatever the network plugin enforces (config k8s.network_policies).")
+	m.data.SetUnit("{flow}")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricEbpfnetPolicyFlows) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, ebpfnetPolicyVerdictAttributeValue string, ebpfnetPolicyDirectionAttributeValue string, ebpfnetPolicyFindingAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetPolicyVerdict) {
+		dp.Attributes().PutStr("ebpfnet.policy.verdict", ebpfnetPolicyVerdictAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetPolicyDirection) {
+		dp.Attributes().PutStr("ebpfnet.policy.direction", ebpfnetPolicyDirectionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetPolicyFinding) {
+		dp.Attributes().PutStr("ebpfnet.policy.finding", ebpfnetPolicyFindingAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyFlowsMetricAttributeKeyNetworkPeerAddress) {
+		dp.Attributes().PutStr("network.peer.address", networkPeerAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sKind) {
+		dp.Attributes().PutStr("peer.k8s.kind", peerK8sKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sPodName) {
+		dp.Attributes().PutStr("peer.k8s.pod.name", peerK8sPodNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sNamespaceName) {
+		dp.Attributes().PutStr("peer.k8s.namespace.name", peerK8sNamespaceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sWorkloadKind) {
+		dp.Attributes().PutStr("peer.k8s.workload.kind", peerK8sWorkloadKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sWorkloadName) {
+		dp.Attributes().PutStr("peer.k8s.workload.name", peerK8sWorkloadNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sServiceName) {
+		dp.Attributes().PutStr("peer.k8s.service.name", peerK8sServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyFlowsMetricAttributeKeyPeerK8sNodeName) {
+		dp.Attributes().PutStr("peer.k8s.node.name", peerK8sNodeNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyFlowsMetricAttributeKeyPeerCloudAvailabilityZone) {
+		dp.Attributes().PutStr("peer.cloud.availability_zone", peerCloudAvailabilityZoneAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyFlowsMetricAttributeKeyEbpfnetCrossZone) {
+		dp.Attributes().PutBool("ebpfnet.cross_zone", ebpfnetCrossZoneAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyFlowsMetricAttributeKeyPeerService) {
+		dp.Attributes().PutStr("peer.service", peerServiceAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEbpfnetPolicyFlows) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEbpfnetPolicyFlows) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEbpfnetPolicyFlows(cfg EbpfnetPolicyFlowsMetricConfig) metricEbpfnetPolicyFlows {
+	m := metricEbpfnetPolicyFlows{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
+type metricEbpfnetPolicyIo struct {
+	data          pmetric.Metric              // data buffer for generated metric.
+	config        EbpfnetPolicyIoMetricConfig // metric config provided by user.
+	capacity      int                         // max observed number of data points added to the metric.
+	aggDataPoints []int64                     // slice containing number of aggregated datapoints at each index
+}
+
+// init fills ebpfnet.policy.io metric with initial data.
+func (m *metricEbpfnetPolicyIo) init() {
+	m.data.SetName("ebpfnet.policy.io")
+	m.data.SetDescription("Bytes of the flows of local pods by their NetworkPolicy verdict (L2 frame bytes, as ebpfnet.flow.io).")
+	m.data.SetUnit("By")
+	m.data.SetEmptySum()
+	m.data.Sum().SetIsMonotonic(true)
+	m.data.Sum().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	m.data.Sum().DataPoints().EnsureCapacity(m.capacity)
+	m.aggDataPoints = m.aggDataPoints[:0]
+}
+
+func (m *metricEbpfnetPolicyIo) recordDataPoint(start pcommon.Timestamp, ts pcommon.Timestamp, val int64, ebpfnetPolicyVerdictAttributeValue string, ebpfnetPolicyDirectionAttributeValue string, ebpfnetPolicyFindingAttributeValue string, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string) {
+	if !m.config.Enabled {
+		return
+	}
+
+	dp := pmetric.NewNumberDataPoint()
+	dp.SetStartTimestamp(start)
+	dp.SetTimestamp(ts)
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyIoMetricAttributeKeyEbpfnetPolicyVerdict) {
+		dp.Attributes().PutStr("ebpfnet.policy.verdict", ebpfnetPolicyVerdictAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyIoMetricAttributeKeyEbpfnetPolicyDirection) {
+		dp.Attributes().PutStr("ebpfnet.policy.direction", ebpfnetPolicyDirectionAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyIoMetricAttributeKeyEbpfnetPolicyFinding) {
+		dp.Attributes().PutStr("ebpfnet.policy.finding", ebpfnetPolicyFindingAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyIoMetricAttributeKeyNetworkPeerAddress) {
+		dp.Attributes().PutStr("network.peer.address", networkPeerAddressAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyIoMetricAttributeKeyPeerK8sKind) {
+		dp.Attributes().PutStr("peer.k8s.kind", peerK8sKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyIoMetricAttributeKeyPeerK8sPodName) {
+		dp.Attributes().PutStr("peer.k8s.pod.name", peerK8sPodNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyIoMetricAttributeKeyPeerK8sNamespaceName) {
+		dp.Attributes().PutStr("peer.k8s.namespace.name", peerK8sNamespaceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyIoMetricAttributeKeyPeerK8sWorkloadKind) {
+		dp.Attributes().PutStr("peer.k8s.workload.kind", peerK8sWorkloadKindAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyIoMetricAttributeKeyPeerK8sWorkloadName) {
+		dp.Attributes().PutStr("peer.k8s.workload.name", peerK8sWorkloadNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyIoMetricAttributeKeyPeerK8sServiceName) {
+		dp.Attributes().PutStr("peer.k8s.service.name", peerK8sServiceNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyIoMetricAttributeKeyPeerK8sNodeName) {
+		dp.Attributes().PutStr("peer.k8s.node.name", peerK8sNodeNameAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyIoMetricAttributeKeyPeerCloudAvailabilityZone) {
+		dp.Attributes().PutStr("peer.cloud.availability_zone", peerCloudAvailabilityZoneAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyIoMetricAttributeKeyEbpfnetCrossZone) {
+		dp.Attributes().PutBool("ebpfnet.cross_zone", ebpfnetCrossZoneAttributeValue)
+	}
+	if slices.Contains(m.config.EnabledAttributes, EbpfnetPolicyIoMetricAttributeKeyPeerService) {
+		dp.Attributes().PutStr("peer.service", peerServiceAttributeValue)
+	}
+
+	var s string
+	dps := m.data.Sum().DataPoints()
+	for i := 0; i < dps.Len(); i++ {
+		dpi := dps.At(i)
+		if dp.Attributes().Equal(dpi.Attributes()) && dp.StartTimestamp() == dpi.StartTimestamp() && dp.Timestamp() == dpi.Timestamp() {
+			switch s = m.config.AggregationStrategy; s {
+			case AggregationStrategySum, AggregationStrategyAvg:
+				dpi.SetIntValue(dpi.IntValue() + val)
+				m.aggDataPoints[i] += 1
+				return
+			case AggregationStrategyMin:
+				if dpi.IntValue() > val {
+					dpi.SetIntValue(val)
+				}
+				return
+			case AggregationStrategyMax:
+				if dpi.IntValue() < val {
+					dpi.SetIntValue(val)
+				}
+				return
+			}
+		}
+	}
+
+	dp.SetIntValue(val)
+	m.aggDataPoints = append(m.aggDataPoints, 1)
+	dp.MoveTo(dps.AppendEmpty())
+}
+
+// updateCapacity saves max length of data point slices that will be used for the slice capacity.
+func (m *metricEbpfnetPolicyIo) updateCapacity() {
+	if m.data.Sum().DataPoints().Len() > m.capacity {
+		m.capacity = m.data.Sum().DataPoints().Len()
+	}
+}
+
+// emit appends recorded metric data to a metrics slice and prepares it for recording another set of data points.
+func (m *metricEbpfnetPolicyIo) emit(metrics pmetric.MetricSlice) {
+	if m.config.Enabled && m.data.Sum().DataPoints().Len() > 0 {
+		if m.config.AggregationStrategy == AggregationStrategyAvg {
+			for i, aggCount := range m.aggDataPoints {
+				m.data.Sum().DataPoints().At(i).SetIntValue(m.data.Sum().DataPoints().At(i).IntValue() / aggCount)
+			}
+		}
+		m.updateCapacity()
+		m.data.MoveTo(metrics.AppendEmpty())
+		m.init()
+	}
+}
+
+func newMetricEbpfnetPolicyIo(cfg EbpfnetPolicyIoMetricConfig) metricEbpfnetPolicyIo {
+	m := metricEbpfnetPolicyIo{config: cfg}
+
+	if cfg.Enabled {
+		m.data = pmetric.NewMetric()
+		m.init()
+	}
+	return m
+}
+
 type metricEbpfnetSeriesEvicted struct {
 	data     pmetric.Metric                   // data buffer for generated metric.
 	config   EbpfnetSeriesEvictedMetricConfig // metric config provided by user.
@@ -1838,6 +2190,8 @@ type MetricsBuilder struct {
 	metricEbpfnetFlowTableFlows        metricEbpfnetFlowTableFlows
 	metricEbpfnetPacketsDropped        metricEbpfnetPacketsDropped
 	metricEbpfnetPacketsUncounted      metricEbpfnetPacketsUncounted
+	metricEbpfnetPolicyFlows           metricEbpfnetPolicyFlows
+	metricEbpfnetPolicyIo              metricEbpfnetPolicyIo
 	metricEbpfnetSeriesEvicted         metricEbpfnetSeriesEvicted
 	metricEbpfnetTCPConnectionsClosed  metricEbpfnetTCPConnectionsClosed
 	metricEbpfnetTCPConnectionsOpened  metricEbpfnetTCPConnectionsOpened
@@ -1878,6 +2232,8 @@ func NewMetricsBuilder(mbc MetricsBuilderConfig, settings receiver.Settings, opt
 		metricEbpfnetFlowTableFlows:        newMetricEbpfnetFlowTableFlows(mbc.Metrics.EbpfnetFlowTableFlows),
 		metricEbpfnetPacketsDropped:        newMetricEbpfnetPacketsDropped(mbc.Metrics.EbpfnetPacketsDropped),
 		metricEbpfnetPacketsUncounted:      newMetricEbpfnetPacketsUncounted(mbc.Metrics.EbpfnetPacketsUncounted),
+		metricEbpfnetPolicyFlows:           newMetricEbpfnetPolicyFlows(mbc.Metrics.EbpfnetPolicyFlows),
+		metricEbpfnetPolicyIo:              newMetricEbpfnetPolicyIo(mbc.Metrics.EbpfnetPolicyIo),
 		metricEbpfnetSeriesEvicted:         newMetricEbpfnetSeriesEvicted(mbc.Metrics.EbpfnetSeriesEvicted),
 		metricEbpfnetTCPConnectionsClosed:  newMetricEbpfnetTCPConnectionsClosed(mbc.Metrics.EbpfnetTCPConnectionsClosed),
 		metricEbpfnetTCPConnectionsOpened:  newMetricEbpfnetTCPConnectionsOpened(mbc.Metrics.EbpfnetTCPConnectionsOpened),
@@ -2008,6 +2364,8 @@ func (mb *MetricsBuilder) EmitForResource(options ...ResourceMetricsOption) {
 	mb.metricEbpfnetFlowTableFlows.emit(ils.Metrics())
 	mb.metricEbpfnetPacketsDropped.emit(ils.Metrics())
 	mb.metricEbpfnetPacketsUncounted.emit(ils.Metrics())
+	mb.metricEbpfnetPolicyFlows.emit(ils.Metrics())
+	mb.metricEbpfnetPolicyIo.emit(ils.Metrics())
 	mb.metricEbpfnetSeriesEvicted.emit(ils.Metrics())
 	mb.metricEbpfnetTCPConnectionsClosed.emit(ils.Metrics())
 	mb.metricEbpfnetTCPConnectionsOpened.emit(ils.Metrics())
@@ -2084,6 +2442,16 @@ func (mb *MetricsBuilder) RecordEbpfnetPacketsDroppedDataPoint(ts pcommon.Timest
 // RecordEbpfnetPacketsUncountedDataPoint adds a data point to ebpfnet.packets.uncounted metric.
 func (mb *MetricsBuilder) RecordEbpfnetPacketsUncountedDataPoint(ts pcommon.Timestamp, val int64, reasonAttributeValue AttributeReason) {
 	mb.metricEbpfnetPacketsUncounted.recordDataPoint(mb.startTime, ts, val, reasonAttributeValue.String())
+}
+
+// RecordEbpfnetPolicyFlowsDataPoint adds a data point to ebpfnet.policy.flows metric.
+func (mb *MetricsBuilder) RecordEbpfnetPolicyFlowsDataPoint(ts pcommon.Timestamp, val int64, ebpfnetPolicyVerdictAttributeValue AttributeEbpfnetPolicyVerdict, ebpfnetPolicyDirectionAttributeValue AttributeEbpfnetPolicyDirection, ebpfnetPolicyFindingAttributeValue AttributeEbpfnetPolicyFinding, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string) {
+	mb.metricEbpfnetPolicyFlows.recordDataPoint(mb.startTime, ts, val, ebpfnetPolicyVerdictAttributeValue.String(), ebpfnetPolicyDirectionAttributeValue.String(), ebpfnetPolicyFindingAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue, peerServiceAttributeValue)
+}
+
+// RecordEbpfnetPolicyIoDataPoint adds a data point to ebpfnet.policy.io metric.
+func (mb *MetricsBuilder) RecordEbpfnetPolicyIoDataPoint(ts pcommon.Timestamp, val int64, ebpfnetPolicyVerdictAttributeValue AttributeEbpfnetPolicyVerdict, ebpfnetPolicyDirectionAttributeValue AttributeEbpfnetPolicyDirection, ebpfnetPolicyFindingAttributeValue AttributeEbpfnetPolicyFinding, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string) {
+	mb.metricEbpfnetPolicyIo.recordDataPoint(mb.startTime, ts, val, ebpfnetPolicyVerdictAttributeValue.String(), ebpfnetPolicyDirectionAttributeValue.String(), ebpfnetPolicyFindingAttributeValue.String(), networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue, peerServiceAttributeValue)
 }
 
 // RecordEbpfnetSeriesEvictedDataPoint adds a data point to ebpfnet.series.evicted metric.
