@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
@@ -21,10 +22,26 @@ import (
 // interfaces of node, its three signals into tc, mc and lc (one shared
 // kernel pipeline), and returns its Shutdown.
 func startReceiver(t *testing.T, node *testnet.Node, tc consumer.Traces, mc consumer.Metrics, lc consumer.Logs) (cfg *ebpfnetreceiver.Config, stop func()) {
+	return startConfigured(t, node, tc, mc, lc, nil)
+}
+
+// ebpfnetConfig is the receiver's config.
+type ebpfnetConfig = ebpfnetreceiver.Config
+
+// startReceiverWith starts the receiver with nop consumers and its config
+// changed by set.
+func startReceiverWith(t *testing.T, node *testnet.Node, set func(*ebpfnetConfig)) (*ebpfnetConfig, func()) {
+	return startConfigured(t, node, consumertest.NewNop(), consumertest.NewNop(), consumertest.NewNop(), set)
+}
+
+func startConfigured(t *testing.T, node *testnet.Node, tc consumer.Traces, mc consumer.Metrics, lc consumer.Logs, change func(*ebpfnetConfig)) (cfg *ebpfnetreceiver.Config, stop func()) {
 	t.Helper()
 	f := ebpfnetreceiver.NewFactory()
 	cfg = f.CreateDefaultConfig().(*ebpfnetreceiver.Config)
 	cfg.Interfaces.Include = fmt.Sprintf("^%s-", testnet.Prefix(node.ID))
+	if change != nil {
+		change(cfg)
+	}
 	set := receivertest.NewNopSettings(f.Type())
 	ctx := context.Background()
 	tr, err := f.CreateTraces(ctx, set, cfg, tc)

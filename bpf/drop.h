@@ -44,7 +44,7 @@ static __always_inline const struct sock *drop_full_sock(const struct sock *sk)
 
 	if (!sk)
 		return NULL;
-	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	state = sk->__sk_common.skc_state;
 	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV)
 		return NULL;
 	return sk;
@@ -59,55 +59,63 @@ struct drop_pkt {
 	__u8 protocol, family;
 };
 
-static __always_inline void drop_read_ports(struct drop_pkt *p, const unsigned char *l4)
+/* The ports (TCP/UDP) or ICMP type and code at the start of the L4 header. */
+static __always_inline void drop_set_ports(struct drop_pkt *p, const __u8 *l4)
 {
-	__u16 ports[2];
-
 	if (p->protocol == IPPROTO_TCP || p->protocol == IPPROTO_UDP) {
-		if (!bpf_probe_read_kernel(ports, sizeof(ports), l4)) {
-			p->sport = bpf_ntohs(ports[0]);
-			p->dport = bpf_ntohs(ports[1]);
-		}
+		p->sport = (__u16)l4[0] << 8 | l4[1];
+		p->dport = (__u16)l4[2] << 8 | l4[3];
 	} else if (p->protocol == IPPROTO_ICMP || p->protocol == IPPROTO_ICMPV6) {
-		__u8 tc[2];
-
-		if (!bpf_probe_read_kernel(tc, sizeof(tc), l4))
-			p->sport = p->dport = (__u16)tc[0] << 8 | tc[1];
+		p->sport = p->dport = (__u16)l4[0] << 8 | l4[1];
 	}
 }
 
+/* The skb's fields are read directly (tp_btf: BTF-typed loads the verifier
+ * turns into faulting loads, no helper call); the headers with one
+ * bpf_probe_read_kernel each, L4 ports included when there are no IPv4
+ * options. */
 static __always_inline bool drop_parse(const struct sk_buff *skb, struct drop_pkt *p, __u64 *len)
 {
-	const unsigned char *head = BPF_CORE_READ(skb, head), *nh;
-	__u16 nh_off = BPF_CORE_READ(skb, network_header);
-	__u16 proto = BPF_CORE_READ(skb, protocol);
-	__u64 data_off = (__u64)BPF_CORE_READ(skb, data) - (__u64)head;
+	const unsigned char *head = skb->head, *nh;
+	__u16 nh_off = skb->network_header;
+	__u16 proto = skb->protocol;
+	__u64 data_off = (__u64)skb->data - (__u64)head;
 
-	*len = BPF_CORE_READ(skb, len);
+	*len = skb->len;
 	if (nh_off == (__u16)~0U || !head)
 		return false;
 	nh = head + nh_off;
 	if (proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr ip;
+		struct {
+			struct iphdr ip;
+			__u8 l4[4];
+		} h;
 
-		if (bpf_probe_read_kernel(&ip, sizeof(ip), nh) || ip.version != 4 || ip.ihl < 5)
+		if (bpf_probe_read_kernel(&h, sizeof(h), nh) || h.ip.version != 4 || h.ip.ihl < 5)
 			return false;
 		p->family = 4;
-		p->protocol = ip.protocol;
-		map_ipv4(p->saddr, ip.saddr);
-		map_ipv4(p->daddr, ip.daddr);
-		if (!(ip.frag_off & bpf_htons(0x1fff)))
-			drop_read_ports(p, nh + ip.ihl * 4);
+		p->protocol = h.ip.protocol;
+		map_ipv4(p->saddr, h.ip.saddr);
+		map_ipv4(p->daddr, h.ip.daddr);
+		if (h.ip.frag_off & bpf_htons(0x1fff))
+			; /* a later fragment: no L4 header */
+		else if (h.ip.ihl == 5)
+			drop_set_ports(p, h.l4);
+		else if (!bpf_probe_read_kernel(h.l4, sizeof(h.l4), nh + h.ip.ihl * 4))
+			drop_set_ports(p, h.l4);
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr ip6;
+		struct {
+			struct ipv6hdr ip6;
+			__u8 l4[4];
+		} h;
 
-		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), nh) || ip6.version != 6)
+		if (bpf_probe_read_kernel(&h, sizeof(h), nh) || h.ip6.version != 6)
 			return false;
 		p->family = 6;
-		p->protocol = ip6.nexthdr; /* extension headers are not walked: ports stay 0 */
-		__builtin_memcpy(p->saddr, &ip6.saddr, 16);
-		__builtin_memcpy(p->daddr, &ip6.daddr, 16);
-		drop_read_ports(p, nh + sizeof(ip6));
+		p->protocol = h.ip6.nexthdr; /* extension headers are not walked: ports stay 0 */
+		__builtin_memcpy(p->saddr, &h.ip6.saddr, 16);
+		__builtin_memcpy(p->daddr, &h.ip6.daddr, 16);
+		drop_set_ports(p, h.l4);
 	} else {
 		return false;
 	}
@@ -136,18 +144,18 @@ static __always_inline __u8 counted_kind(__u32 ifindex)
 static __always_inline void drop_attribute(struct drop_key *k, const struct sk_buff *skb, const struct sock *sk,
 					   bool rx)
 {
-	const struct net_device *dev = BPF_CORE_READ(skb, dev);
-	__u32 ifindex = 0, iif = BPF_CORE_READ(skb, skb_iif);
+	const struct net_device *dev = skb->dev;
+	__u32 ifindex = 0, iif = skb->skb_iif;
 	__u8 kind;
 
 	if (dev) {
-		ifindex = BPF_CORE_READ(dev, ifindex);
-		k->netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+		ifindex = dev->ifindex;
+		k->netns = dev->nd_net.net->ns.inum;
 	}
 	if (sk) {
 		if (!k->netns)
-			k->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-		k->cgroup_id = BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
+			k->netns = sk->__sk_common.skc_net.net->ns.inum;
+		k->cgroup_id = sk->sk_cgrp_data.cgroup->kn->id;
 	}
 	k->direction = (rx || iif) ? FLOW_RECEIVE : FLOW_TRANSMIT;
 	if (k->netns != host_netns)
@@ -166,29 +174,79 @@ static __always_inline void drop_attribute(struct drop_key *k, const struct sk_b
 		k->direction = FLOW_TRANSMIT;
 }
 
-/* Adds one packet of len bytes to the active drop table. */
-static __always_inline void drop_count(const struct drop_key *k, __u64 len)
+/* Adds packets and their bytes to key k's entry in table (drops_a or
+ * drops_b). */
+static __always_inline void drop_add_table(void *table, const struct drop_key *k, __u64 packets, __u64 bytes)
 {
-	void *table = active_table ? (void *)&drops_b : (void *)&drops_a;
-	struct drop_counts *c = bpf_map_lookup_elem(table, k), init = {.packets = 1, .bytes = len};
+	struct drop_counts *c = bpf_map_lookup_elem(table, k), init = {.packets = packets, .bytes = bytes};
 	int err;
 
 	if (c) {
-		__sync_fetch_and_add(&c->packets, 1);
-		__sync_fetch_and_add(&c->bytes, len);
+		__sync_fetch_and_add(&c->packets, packets);
+		__sync_fetch_and_add(&c->bytes, bytes);
 		return;
 	}
 	err = bpf_map_update_elem(table, k, &init, BPF_NOEXIST);
 	if (err == -EEXIST) {
 		c = bpf_map_lookup_elem(table, k); /* another CPU inserted it */
 		if (c) {
-			__sync_fetch_and_add(&c->packets, 1);
-			__sync_fetch_and_add(&c->bytes, len);
+			__sync_fetch_and_add(&c->packets, packets);
+			__sync_fetch_and_add(&c->bytes, bytes);
 			return;
 		}
 	}
 	if (err)
-		count_reason(COUNTER_DROPS_FULL, len);
+		count_reasons(COUNTER_DROPS_FULL, packets, bytes);
+}
+
+_Static_assert(sizeof(struct drop_key) == 64, "same_drop compares eight words");
+
+static __always_inline bool same_drop(const struct drop_key *a, const struct drop_key *b)
+{
+	const __u64 *x = (const void *)a, *y = (const void *)b;
+
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]) | (x[4] ^ y[4]) | (x[5] ^ y[5]) |
+		(x[6] ^ y[6]) | (x[7] ^ y[7])) == 0;
+}
+
+/* Which of a table's DROP_CACHE_WAYS slots a key uses: the reason and the
+ * last words of the addresses and the port, folded. */
+static __always_inline __u32 drop_way(const struct drop_key *k)
+{
+	const __u32 *w = (const void *)k;
+
+	return ((w[3] ^ w[7] ^ k->local_port ^ k->reason) * 0x9E3779B1u) >> (32 - DROP_CACHE_WAY_BITS);
+}
+
+/* Adds one packet of len bytes to the active drop table, through this
+ * CPU's slot of the key's way: consecutive drops of one key (a storm, a
+ * socket's lost segments) add to the slot, in memory no other CPU touches,
+ * and reach the table when another key takes the slot or user space drains
+ * it. Only the kfree_skb program uses the slots: the kernel does not run a
+ * program nested in itself on one CPU (it counts the run as a recursion
+ * miss), so nothing interleaves on a slot. */
+static __always_inline void drop_count(const struct drop_key *k, __u64 len)
+{
+	__u32 t = active_table, idx;
+	void *table = t ? (void *)&drops_b : (void *)&drops_a;
+	struct drop_cache_slot *s;
+
+	idx = (t & 1) * DROP_CACHE_WAYS + drop_way(k);
+	s = bpf_map_lookup_elem(&drop_cache, &idx);
+	if (!s) {
+		drop_add_table(table, k, 1, len);
+		return;
+	}
+	if (likely(s->delta.packets && same_drop(&s->key, k))) {
+		s->delta.packets++;
+		s->delta.bytes += len;
+		return;
+	}
+	if (s->delta.packets)
+		drop_add_table(table, &s->key, s->delta.packets, s->delta.bytes);
+	__builtin_memcpy(&s->key, k, sizeof(*k));
+	s->delta.packets = 1;
+	s->delta.bytes = len;
 }
 
 /* The key of skb's packet: its endpoints from the local endpoint's side. */
@@ -223,7 +281,7 @@ static __always_inline void drop_to_conn(const struct sock *sk, __u32 reason)
 	 * bpf_get_socket_cookie, which our TCP programs made for every socket
 	 * they track (0: not one of ours). The helper itself does not take a
 	 * pointer read from the skb. */
-	__u64 cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	__u64 cookie = sk->__sk_common.skc_cookie.counter;
 	struct conn_state *st;
 
 	if (!cookie)
@@ -253,7 +311,7 @@ static __always_inline int handle_drop(const struct sk_buff *skb, __u32 reason, 
 	sk = drop_full_sock(rx_sk ? rx_sk : skb->sk); /* a BTF pointer, not a probe read: helpers take it */
 	len = drop_key_of(&k, skb, sk, rx_sk != NULL);
 	drop_count(&k, len);
-	if (sk && k.protocol == IPPROTO_TCP && BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP)
+	if (sk && k.protocol == IPPROTO_TCP && sk->sk_protocol == IPPROTO_TCP)
 		drop_to_conn(sk, reason);
 	return 0;
 }
@@ -267,7 +325,9 @@ static __always_inline void reset_nosock(const struct sk_buff *skb, __u32 reason
 	if (!skb)
 		return;
 	drop_key_of(&k, skb, NULL, true);
-	drop_count(&k, 0);
+	/* Not through the slots: this program may run nested in kfree_skb's
+	 * on one CPU (a softirq), and the slots are kfree_skb's alone. */
+	drop_add_table(active_table ? (void *)&drops_b : (void *)&drops_a, &k, 1, 0);
 }
 
 #endif /* EBPFNET_DROP_H */

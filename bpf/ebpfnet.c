@@ -41,6 +41,7 @@ const struct conn_event *unused_conn_event __attribute__((unused));
 const struct conn_state *unused_conn_state __attribute__((unused));
 const struct drop_key *unused_drop_key __attribute__((unused));
 const struct drop_counts *unused_drop_counts __attribute__((unused));
+const struct drop_cache_slot *unused_drop_cache_slot __attribute__((unused));
 const enum drop_kind *unused_drop_kind __attribute__((unused));
 
 /* Host side of a pod's veth: ingress carries what the pod sent. */

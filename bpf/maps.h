@@ -192,6 +192,20 @@ struct drop_table {
 	__uint(max_entries, 1);
 } drops_a SEC(".maps"), drops_b SEC(".maps");
 
+/* drop_cache — per CPU, DROP_CACHE_WAYS struct drop_cache_slot for each of
+ * the two drop tables (index table * DROP_CACHE_WAYS + drop_way(key)):
+ * drops of the slot's key added without a hash lookup (drop.h drop_count).
+ * User space reads and zeroes a table's slots when it drains that table,
+ * after the drain barrier. */
+#define DROP_CACHE_WAY_BITS 2
+#define DROP_CACHE_WAYS	    (1 << DROP_CACHE_WAY_BITS)
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2 * DROP_CACHE_WAYS);
+	__type(key, __u32);
+	__type(value, struct drop_cache_slot);
+} drop_cache SEC(".maps");
+
 /* reset_reasons — the reason (enum sk_rst_reason) of a reset a socket sent
  * after its close was reported (an abort: tcp_disconnect moves the socket
  * to CLOSE, then sends the reset), by socket cookie. Written by the

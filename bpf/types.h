@@ -81,7 +81,9 @@ enum counter_reason {
 					   * TCP programs' recursion_misses (a state change the
 					   * kernel did not run our program for) */
 	COUNTER_DROPS_FULL = 12,	  /* the drop table had no room: a dropped packet is counted here only */
-	COUNTER_MAX = 13,
+	COUNTER_DROPS_MISSED = 13,	  /* never set by a program: the kfree_skb program's recursion_misses (drops
+					   * the kernel did not run it for: it was running on that CPU) */
+	COUNTER_MAX = 14,
 };
 
 /* One slot of the `counters` array: packets and their L2 bytes. */
@@ -251,6 +253,13 @@ struct drop_key {
 struct drop_counts {
 	__u64 packets;
 	__u64 bytes; /* from the network header on, as iptables counts them */
+};
+
+/* A drop key of one CPU and its drops not yet in the table (map
+ * drop_cache); delta.packets 0: empty. */
+struct drop_cache_slot {
+	struct drop_key key;
+	struct drop_counts delta;
 };
 
 #endif /* EBPFNET_TYPES_H */

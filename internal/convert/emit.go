@@ -40,6 +40,7 @@ var counterMetrics = [flow.NumReasons]struct {
 	flow.ReasonStateChangeMissed: {StateChangesMissed, ""},
 	flow.ReasonDialedFull:        {ConnsUnreported, "dialed_full"},
 	flow.ReasonDropsFull:         {Uncounted, "drops_full"},
+	flow.ReasonDropsMissed:       {Uncounted, "drops_missed"},
 }
 
 // resourceMetrics is one local endpoint's ResourceMetrics being filled.

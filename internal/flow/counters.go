@@ -20,7 +20,8 @@ const (
 	ReasonStateChangeMissed Reason = 10 // the kernel skipped a TCP program (recursion)
 	ReasonDialedFull        Reason = 11 // the dialed-address map had no room
 	ReasonDropsFull         Reason = 12 // the drop table had no room: a dropped packet counted here only
-	NumReasons                     = 13
+	ReasonDropsMissed       Reason = 13 // the kernel did not run the drop program for a drop (recursion)
+	NumReasons                     = 14
 )
 
 // Count is a number of packets (or connections, or state changes) and,

@@ -97,7 +97,7 @@ func Load(opts Options) (_ *Datapath, err error) {
 		return nil, err
 	}
 	d := &Datapath{tables: newFlowTables(opts.MaxFlows, ncpu), ifaces: newAttachments(),
-		conns: connections{cgroup: opts.CgroupPath}, hostNetns: OwnNetns(), variants: v, drops: newDropTables()}
+		conns: connections{cgroup: opts.CgroupPath}, hostNetns: OwnNetns(), variants: v, drops: newDropTables(ncpu)}
 	if d.reasons, err = LoadReasons(); err != nil && v.drops {
 		return nil, err
 	}
@@ -127,7 +127,7 @@ func Load(opts Options) (_ *Datapath, err error) {
 		d.kfreeSkb = d.objs.KfreeSkbV1
 	}
 	d.tables.maps = [2]*ebpf.Map{d.objs.FlowsA, d.objs.FlowsB} // active_table starts at 0: flows_a
-	d.drops.maps = [2]*ebpf.Map{d.objs.DropsA, d.objs.DropsB}
+	d.drops.maps, d.drops.cache = [2]*ebpf.Map{d.objs.DropsA, d.objs.DropsB}, d.objs.DropCache
 	if err := d.sampleClock(); err != nil {
 		return nil, err
 	}

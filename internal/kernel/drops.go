@@ -18,27 +18,74 @@ type DropKey = ebpfnetDropKey
 // drained at each Drain. Guarded by Datapath.mu.
 type dropTables struct {
 	maps    [2]*ebpf.Map
+	cache   *ebpf.Map // drop_cache: per-CPU slots of both tables
 	keys    []DropKey
 	vals    []ebpfnetDropCounts
-	drained []flow.Drop // the last Drain's, for Drops
+	slots   []ebpfnetDropCacheSlot // ncpu: one drop_cache entry
+	zero    []ebpfnetDropCacheSlot
+	pending map[DropKey]ebpfnetDropCounts // the idle table's slots, by key
+	drained []flow.Drop                   // the last Drain's, for Drops
 }
 
-func newDropTables() dropTables {
-	return dropTables{keys: make([]DropKey, drainBatch), vals: make([]ebpfnetDropCounts, drainBatch)}
+func newDropTables(ncpu int) dropTables {
+	return dropTables{keys: make([]DropKey, drainBatch), vals: make([]ebpfnetDropCounts, drainBatch),
+		slots: make([]ebpfnetDropCacheSlot, ncpu), zero: make([]ebpfnetDropCacheSlot, ncpu), pending: map[DropKey]ebpfnetDropCounts{}}
 }
 
-// drain empties the idle table (index idle) into t.drained, decoded.
+// takeSlots moves the idle table's per-CPU slots (drop_cache) to pending
+// and empties them: after the drain barrier no program writes them.
+func (t *dropTables) takeSlots(idle int) error {
+	clear(t.pending)
+	if t.cache == nil {
+		return nil
+	}
+	ways := t.cache.MaxEntries() / 2
+	for i := uint32(idle) * ways; i < uint32(idle+1)*ways; i++ {
+		if err := t.cache.Lookup(i, t.slots); err != nil {
+			return fmt.Errorf("read drop cache slot %d: %w", i, err)
+		}
+		used := false
+		for cpu := range t.slots {
+			if s := &t.slots[cpu]; s.Delta.Packets > 0 {
+				used = true
+				p := t.pending[s.Key]
+				p.Packets += s.Delta.Packets
+				p.Bytes += s.Delta.Bytes
+				t.pending[s.Key] = p
+			}
+		}
+		if used {
+			if err := t.cache.Put(i, t.zero); err != nil {
+				return fmt.Errorf("empty drop cache slot %d: %w", i, err)
+			}
+		}
+	}
+	return nil
+}
+
+// drain empties the idle table (index idle) and its slots into t.drained,
+// decoded.
 func (t *dropTables) drain(idle int, r *Reasons, names map[int]string) error {
 	t.drained = t.drained[:0]
 	m := t.maps[idle]
 	if m == nil {
 		return nil
 	}
+	if err := t.takeSlots(idle); err != nil {
+		return err
+	}
+	defer t.appendPending(r, names)
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := m.BatchLookupAndDelete(&cursor, t.keys, t.vals, nil)
 		for i := range n {
-			t.drained = append(t.drained, decodeDrop(&t.keys[i], &t.vals[i], r, names[int(t.keys[i].Ifindex)]))
+			v := t.vals[i]
+			if p, ok := t.pending[t.keys[i]]; ok {
+				v.Packets += p.Packets
+				v.Bytes += p.Bytes
+				delete(t.pending, t.keys[i])
+			}
+			t.drained = append(t.drained, decodeDrop(&t.keys[i], &v, r, names[int(t.keys[i].Ifindex)]))
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil
@@ -52,6 +99,14 @@ func (t *dropTables) drain(idle int, r *Reasons, names map[int]string) error {
 	}
 }
 
+// appendPending adds the slots' drops of keys the table did not hold.
+func (t *dropTables) appendPending(r *Reasons, names map[int]string) {
+	for k, v := range t.pending {
+		t.drained = append(t.drained, decodeDrop(&k, &v, r, names[int(k.Ifindex)]))
+	}
+	clear(t.pending)
+}
+
 // drainIterate is the fallback without batch operations (the table is idle).
 func (t *dropTables) drainIterate(m *ebpf.Map, r *Reasons, names map[int]string) error {
 	var keys []DropKey
@@ -59,6 +114,11 @@ func (t *dropTables) drainIterate(m *ebpf.Map, r *Reasons, names map[int]string)
 	var v ebpfnetDropCounts
 	it := m.Iterate()
 	for it.Next(&k, &v) {
+		if p, ok := t.pending[k]; ok {
+			v.Packets += p.Packets
+			v.Bytes += p.Bytes
+			delete(t.pending, k)
+		}
 		t.drained = append(t.drained, decodeDrop(&k, &v, r, names[int(k.Ifindex)]))
 		keys = append(keys, k)
 	}

@@ -1,7 +1,6 @@
 package kernel
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -91,9 +90,13 @@ type dropNode struct {
 }
 
 func newDropNode(t *testing.T, id int) *dropNode {
+	return newDropNodeWith(t, id, Options{MaxFlows: 4096})
+}
+
+func newDropNodeWith(t *testing.T, id int, opts Options) *dropNode {
 	n := &dropNode{Node: testnet.NewNode(t, id), ends: flow.NewEndpoints()}
 	n.a, n.b = n.AddPod(t, 2), n.AddPod(t, 3)
-	d, err := Load(Options{MaxFlows: 4096})
+	d, err := Load(opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { d.Close() })
 	n.d = d
@@ -149,57 +152,18 @@ func netnsInode(t *testing.T, ns *testnet.Netns) uint32 {
 	return uint32(st.Ino)
 }
 
-// snmp reads one counter of /proc/net/snmp or /proc/net/netstat (file) in
-// ns: the row of group (Udp:, TcpExt:), the column of name.
+// snmp reads a namespace's MIB counter (testnet.SNMP).
 func snmp(t *testing.T, ns *testnet.Netns, file, group, name string) uint64 {
-	out, err := ns.Exec("cat", file)
+	v, err := testnet.SNMP(ns, file, group, name)
 	require.NoError(t, err)
-	var header []string
-	sc := bufio.NewScanner(strings.NewReader(out))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 0 || f[0] != group {
-			continue
-		}
-		if header == nil {
-			header = f
-			continue
-		}
-		for i := range header {
-			if header[i] == name {
-				v, err := strconv.ParseUint(f[i], 10, 64)
-				require.NoError(t, err)
-				return v
-			}
-		}
-	}
-	t.Fatalf("%s %s %s not found in %s", file, group, name, out)
-	return 0
+	return v
 }
 
-// ruleCounters reads the packets and bytes of the iptables rule with
-// comment in chain (ns nil: the host).
+// ruleCounters reads an iptables rule's counters (testnet.RuleCounters).
 func ruleCounters(t *testing.T, ns *testnet.Netns, chain, comment string) (packets, bytes uint64) {
-	args := []string{"iptables", "-w", "-nvxL", chain}
-	var out string
-	var err error
-	if ns == nil {
-		out = testnet.Must(t, args...)
-	} else {
-		out, err = ns.Exec(args...)
-		require.NoError(t, err)
-	}
-	for _, line := range strings.Split(out, "\n") {
-		if strings.Contains(line, "/* "+comment+" */") {
-			f := strings.Fields(line)
-			p, err1 := strconv.ParseUint(f[0], 10, 64)
-			b, err2 := strconv.ParseUint(f[1], 10, 64)
-			require.NoError(t, errors.Join(err1, err2))
-			return p, b
-		}
-	}
-	t.Fatalf("no rule %q in %s:\n%s", comment, chain, out)
-	return 0, 0
+	p, b, err := testnet.RuleCounters(ns, chain, comment)
+	require.NoError(t, err)
+	return p, b
 }
 
 // sendUDP sends count datagrams of size bytes from ns to dst, from an
@@ -532,4 +496,41 @@ func readConns(t *testing.T, d *Datapath, wait time.Duration) map[netip.AddrPort
 	out := map[netip.AddrPort]flow.Conn{}
 	_ = d.ReadConns(ctx, func(c *flow.Conn) { out[c.Local] = *c })
 	return out
+}
+
+// TestDropTableFullIsCounted: with 16-entry drop tables, datagrams to 100
+// closed ports (a key each) fill the active table; every drop is in a
+// drained entry (of the table or a CPU's slot) or in drops_full, exactly
+// as many as UdpNoPorts counted.
+func TestDropTableFullIsCounted(t *testing.T) {
+	n := newDropNodeWith(t, 32, Options{MaxFlows: 4096, MaxDrops: 16})
+	before := snmp(t, n.b.NS, "/proc/net/snmp", "Udp:", "NoPorts")
+	c0, err := n.d.Counters()
+	require.NoError(t, err)
+	var conn net.PacketConn
+	require.NoError(t, n.a.NS.Do(func() (err error) {
+		conn, err = net.ListenPacket("udp4", ":0")
+		return err
+	}))
+	for port := uint16(7500); port < 7600; port++ {
+		_, err := conn.WriteTo([]byte("x"), net.UDPAddrFromAddrPort(netip.AddrPortFrom(n.b.IPv4, port)))
+		require.NoError(t, err)
+	}
+	conn.Close()
+	time.Sleep(100 * time.Millisecond)
+	drops := n.drops(t)
+	noPorts := snmp(t, n.b.NS, "/proc/net/snmp", "Udp:", "NoPorts") - before
+	c1, err := n.d.Counters()
+	require.NoError(t, err)
+	full := c1[flow.ReasonDropsFull].Packets - c0[flow.ReasonDropsFull].Packets
+	var recorded uint64
+	for _, d := range drops {
+		if d.Reason == "NO_SOCKET" && d.Peer == n.a.IPv4 && d.Local.Port() >= 7500 && d.Local.Port() < 7600 {
+			recorded += d.Packets
+		}
+	}
+	require.EqualValues(t, 100, noPorts)
+	require.Less(t, len(drops), 100, "a 16-entry table (and a slot per CPU and way) holds fewer keys than were dropped")
+	require.NotZero(t, full, "the table filled")
+	require.Equal(t, noPorts, recorded+full, "recorded %d + counted as not recorded %d", recorded, full)
 }

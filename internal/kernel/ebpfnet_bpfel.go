@@ -122,13 +122,20 @@ const (
 	ebpfnetCounterReasonCOUNTER_DIALED_FULL         ebpfnetCounterReason = 11
 	ebpfnetCounterReasonCOUNTER_STATE_CHANGE_MISSED ebpfnetCounterReason = 10
 	ebpfnetCounterReasonCOUNTER_DROPS_FULL          ebpfnetCounterReason = 12
-	ebpfnetCounterReasonCOUNTER_MAX                 ebpfnetCounterReason = 13
+	ebpfnetCounterReasonCOUNTER_DROPS_MISSED        ebpfnetCounterReason = 13
+	ebpfnetCounterReasonCOUNTER_MAX                 ebpfnetCounterReason = 14
 )
 
 type ebpfnetCounterValue struct {
 	_       structs.HostLayout
 	Packets uint64
 	Bytes   uint64
+}
+
+type ebpfnetDropCacheSlot struct {
+	_     structs.HostLayout
+	Key   ebpfnetDropKey
+	Delta ebpfnetDropCounts
 }
 
 type ebpfnetDropCounts struct {
@@ -225,6 +232,7 @@ const (
 	ebpfnetMapCounters            = "counters"
 	ebpfnetMapDialed              = "dialed"
 	ebpfnetMapDrainBarrier        = "drain_barrier"
+	ebpfnetMapDropCache           = "drop_cache"
 	ebpfnetMapDropsA              = "drops_a"
 	ebpfnetMapDropsB              = "drops_b"
 	ebpfnetMapFlowCache           = "flow_cache"
@@ -263,6 +271,7 @@ const (
 	ebpfnetVarUnusedConnResult    = "unused_conn_result"
 	ebpfnetVarUnusedConnRole      = "unused_conn_role"
 	ebpfnetVarUnusedConnState     = "unused_conn_state"
+	ebpfnetVarUnusedDropCacheSlot = "unused_drop_cache_slot"
 	ebpfnetVarUnusedDropCounts    = "unused_drop_counts"
 	ebpfnetVarUnusedDropKey       = "unused_drop_key"
 	ebpfnetVarUnusedDropKind      = "unused_drop_kind"
@@ -343,6 +352,7 @@ type ebpfnetMapSpecs struct {
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
 	Dialed        *ebpf.MapSpec `ebpf:"dialed"`
 	DrainBarrier  *ebpf.MapSpec `ebpf:"drain_barrier"`
+	DropCache     *ebpf.MapSpec `ebpf:"drop_cache"`
 	DropsA        *ebpf.MapSpec `ebpf:"drops_a"`
 	DropsB        *ebpf.MapSpec `ebpf:"drops_b"`
 	FlowCache     *ebpf.MapSpec `ebpf:"flow_cache"`
@@ -369,6 +379,7 @@ type ebpfnetVariableSpecs struct {
 	UnusedConnResult    *ebpf.VariableSpec `ebpf:"unused_conn_result"`
 	UnusedConnRole      *ebpf.VariableSpec `ebpf:"unused_conn_role"`
 	UnusedConnState     *ebpf.VariableSpec `ebpf:"unused_conn_state"`
+	UnusedDropCacheSlot *ebpf.VariableSpec `ebpf:"unused_drop_cache_slot"`
 	UnusedDropCounts    *ebpf.VariableSpec `ebpf:"unused_drop_counts"`
 	UnusedDropKey       *ebpf.VariableSpec `ebpf:"unused_drop_key"`
 	UnusedDropKind      *ebpf.VariableSpec `ebpf:"unused_drop_kind"`
@@ -403,6 +414,7 @@ type ebpfnetMaps struct {
 	Counters      *ebpf.Map `ebpf:"counters"`
 	Dialed        *ebpf.Map `ebpf:"dialed"`
 	DrainBarrier  *ebpf.Map `ebpf:"drain_barrier"`
+	DropCache     *ebpf.Map `ebpf:"drop_cache"`
 	DropsA        *ebpf.Map `ebpf:"drops_a"`
 	DropsB        *ebpf.Map `ebpf:"drops_b"`
 	FlowCache     *ebpf.Map `ebpf:"flow_cache"`
@@ -422,6 +434,7 @@ func (m *ebpfnetMaps) Close() error {
 		m.Counters,
 		m.Dialed,
 		m.DrainBarrier,
+		m.DropCache,
 		m.DropsA,
 		m.DropsB,
 		m.FlowCache,
@@ -449,6 +462,7 @@ type ebpfnetVariables struct {
 	UnusedConnResult    *ebpf.Variable `ebpf:"unused_conn_result"`
 	UnusedConnRole      *ebpf.Variable `ebpf:"unused_conn_role"`
 	UnusedConnState     *ebpf.Variable `ebpf:"unused_conn_state"`
+	UnusedDropCacheSlot *ebpf.Variable `ebpf:"unused_drop_cache_slot"`
 	UnusedDropCounts    *ebpf.Variable `ebpf:"unused_drop_counts"`
 	UnusedDropKey       *ebpf.Variable `ebpf:"unused_drop_key"`
 	UnusedDropKind      *ebpf.Variable `ebpf:"unused_drop_kind"`

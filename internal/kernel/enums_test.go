@@ -26,6 +26,7 @@ func TestModelEnumsMatchKernel(t *testing.T) {
 		flow.ReasonStateChangeMissed: ebpfnetCounterReasonCOUNTER_STATE_CHANGE_MISSED,
 		flow.ReasonDialedFull:        ebpfnetCounterReasonCOUNTER_DIALED_FULL,
 		flow.ReasonDropsFull:         ebpfnetCounterReasonCOUNTER_DROPS_FULL,
+		flow.ReasonDropsMissed:       ebpfnetCounterReasonCOUNTER_DROPS_MISSED,
 	}
 	require.Len(t, reasons, int(ebpfnetCounterReasonCOUNTER_MAX), "every kernel reason has a model reason")
 	require.Equal(t, int(ebpfnetCounterReasonCOUNTER_MAX), flow.NumReasons)

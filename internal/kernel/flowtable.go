@@ -270,6 +270,21 @@ func (d *Datapath) sampleClock() error {
 	}
 }
 
+// missedBy are the programs whose recursion misses a reason counts (nil:
+// a map counter).
+func (d *Datapath) missedBy(r flow.Reason) []*ebpf.Program {
+	switch r {
+	case flow.ReasonStateChangeMissed:
+		return []*ebpf.Program{d.objs.InetSockSetState, d.objs.TcpReceiveReset, d.sendReset, d.retransmit}
+	case flow.ReasonDropsMissed:
+		if d.kfreeSkb == nil {
+			return []*ebpf.Program{}
+		}
+		return []*ebpf.Program{d.kfreeSkb}
+	}
+	return nil
+}
+
 // Counters returns the cumulative per-reason counters summed over CPUs.
 func (d *Datapath) Counters() (flow.Counters, error) {
 	var out flow.Counters
@@ -280,9 +295,9 @@ func (d *Datapath) Counters() (flow.Counters, error) {
 	}
 	var perCPU []CounterValue
 	for i := range flow.NumReasons {
-		if flow.Reason(i) == flow.ReasonStateChangeMissed {
+		if progs := d.missedBy(flow.Reason(i)); progs != nil {
 			// Not a map counter: the kernel counts the runs it skipped.
-			for _, p := range []*ebpf.Program{d.objs.InetSockSetState, d.objs.TcpReceiveReset, d.sendReset, d.retransmit} {
+			for _, p := range progs {
 				s, err := p.Stats()
 				if err != nil {
 					return out, fmt.Errorf("read recursion misses: %w", err)

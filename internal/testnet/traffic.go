@@ -239,6 +239,46 @@ func UDPFrame(buf []byte, srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, 
 	return append(buf, make([]byte, 18)...)
 }
 
+// TCPSYNFrame builds an Ethernet/IPv4/TCP SYN frame into buf (reused),
+// with valid IP and TCP checksums (a receiving stack checks them before it
+// looks for a socket).
+func TCPSYNFrame(buf []byte, srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, sport, dport uint16) []byte {
+	buf = buf[:0]
+	buf = append(buf, dstMAC...)
+	buf = append(buf, srcMAC...)
+	buf = append(buf, 0x08, 0x00)
+	ip := len(buf)
+	const total = 20 + 20
+	buf = append(buf, 0x45, 0, 0, total, 0, 0, 0x40, 0, 64, 6, 0, 0)
+	s, d := src.As4(), dst.As4()
+	buf = append(buf, s[:]...)
+	buf = append(buf, d[:]...)
+	binary.BigEndian.PutUint16(buf[ip+10:], ^fold(sum16(buf[ip:ip+20], 0)))
+	tcp := len(buf)
+	buf = binary.BigEndian.AppendUint16(buf, sport)
+	buf = binary.BigEndian.AppendUint16(buf, dport)
+	buf = append(buf, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0) // seq 1, SYN, window 64240
+	pseudo := sum16(s[:], 0)
+	pseudo = sum16(d[:], pseudo) + 6 + 20
+	binary.BigEndian.PutUint16(buf[tcp+16:], ^fold(sum16(buf[tcp:], pseudo)))
+	return buf
+}
+
+// sum16 adds b as big-endian 16-bit words to sum.
+func sum16(b []byte, sum uint32) uint32 {
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	return sum
+}
+
+func fold(sum uint32) uint16 {
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return uint16(sum)
+}
+
 // SendUDPFlows sends n UDP frames from pod p's eth0 to the node's bridge
 // (AF_PACKET: counted on the pod's veth as the pod's transmit, then routed
 // or dropped by the node), frame i to flow(i)'s destination and ports.

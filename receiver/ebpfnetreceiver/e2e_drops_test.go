@@ -4,8 +4,6 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -75,17 +73,9 @@ func sendDatagrams(t *testing.T, ns *testnet.Netns, dst netip.AddrPort, n int) u
 
 // iptablesCounter reads the packets of the rule with comment in ns.
 func iptablesCounter(t *testing.T, ns *testnet.Netns, chain, comment string) int64 {
-	out, err := ns.Exec("iptables", "-w", "-nvxL", chain)
+	p, _, err := testnet.RuleCounters(ns, chain, comment)
 	require.NoError(t, err)
-	for _, line := range strings.Split(out, "\n") {
-		if strings.Contains(line, "/* "+comment+" */") {
-			n, err := strconv.ParseInt(strings.Fields(line)[0], 10, 64)
-			require.NoError(t, err)
-			return n
-		}
-	}
-	t.Fatalf("no rule %q in %s: %s", comment, chain, out)
-	return 0
+	return int64(p)
 }
 
 // flowDrops sums, over the flow records of local with destination dst, the

@@ -277,6 +277,7 @@ const (
 	AttributeReasonConnEventsFull
 	AttributeReasonDialedFull
 	AttributeReasonDropsFull
+	AttributeReasonDropsMissed
 )
 
 // String returns the string representation of the AttributeReason.
@@ -306,6 +307,8 @@ func (av AttributeReason) String() string {
 		return "dialed_full"
 	case AttributeReasonDropsFull:
 		return "drops_full"
+	case AttributeReasonDropsMissed:
+		return "drops_missed"
 	}
 	return ""
 }
@@ -324,6 +327,7 @@ var MapAttributeReason = map[string]AttributeReason{
 	"conn_events_full": AttributeReasonConnEventsFull,
 	"dialed_full":      AttributeReasonDialedFull,
 	"drops_full":       AttributeReasonDropsFull,
+	"drops_missed":     AttributeReasonDropsMissed,
 }
 
 var MetricsInfo = metricsInfo{
