@@ -79,13 +79,17 @@ func (c *Converter) emit(b *flow.Batch) pmetric.Metrics {
 	c.zone = localZone(&c.opts)
 	md := pmetric.NewMetrics()
 	ts := pcommon.NewTimestampFromTime(b.Time)
-	node := c.newResource(md, netip.Addr{})
-	resources := map[netip.Addr]*resourceMetrics{{}: node}
+	node := c.newResource(md, netip.Addr{}, "")
+	type resource struct {
+		local netip.Addr
+		pod   string
+	}
+	resources := map[resource]*resourceMetrics{{}: node}
 	for _, k := range c.store.sorted() {
-		rm := resources[k.local]
+		rm := resources[resource{k.local, k.pod}]
 		if rm == nil {
-			rm = c.newResource(md, k.local)
-			resources[k.local] = rm
+			rm = c.newResource(md, k.local, k.pod)
+			resources[resource{k.local, k.pod}] = rm
 		}
 		c.putPoint(rm.metric(c, k.metric), &k, c.store.series[k], ts)
 	}
@@ -184,10 +188,13 @@ func (c *Converter) putSeriesAttrs(m pcommon.Map, k *seriesKey) {
 	}
 }
 
-func (c *Converter) newResource(md pmetric.Metrics, local netip.Addr) *resourceMetrics {
+// newResource starts the resource of a local endpoint: a pod's address, a
+// hostNetwork pod (pod, its UID), or the node.
+func (c *Converter) newResource(md pmetric.Metrics, local netip.Addr, pod string) *resourceMetrics {
 	rm := md.ResourceMetrics().AppendEmpty()
 	putResource(rm.Resource().Attributes(), c.opts, local)
-	putService(rm.Resource().Attributes(), c.opts, local, "", "")
+	putWorkloadResource(rm.Resource().Attributes(), c.opts, pod, "")
+	putService(rm.Resource().Attributes(), c.opts, local, pod, "")
 	sm := rm.ScopeMetrics().AppendEmpty()
 	sm.Scope().SetName(c.opts.ScopeName)
 	sm.Scope().SetVersion(c.opts.ScopeVersion)

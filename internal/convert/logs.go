@@ -38,7 +38,7 @@ func Logs(opts Options, b *flow.Batch) plog.Logs {
 	}
 	for i := range b.Flows {
 		f := &b.Flows[i]
-		lr := ls.scope(resourceAddr(f)).LogRecords().AppendEmpty()
+		lr := ls.scope(logResource{local: resourceAddr(f)}).LogRecords().AppendEmpty()
 		putFlowRecord(lr, f, observed, addrs)
 		a := lr.Attributes()
 		served := f.Served()
@@ -65,14 +65,21 @@ func Logs(opts Options, b *flow.Batch) plog.Logs {
 type logScopes struct {
 	ld     plog.Logs
 	opts   *Options
-	counts map[netip.Addr]int
-	scopes map[netip.Addr]plog.ScopeLogs
+	counts map[logResource]int
+	scopes map[logResource]plog.ScopeLogs
+}
+
+// logResource is a local endpoint: a pod's address, a hostNetwork pod's
+// UID (drops of its sockets), or neither (the node).
+type logResource struct {
+	local netip.Addr
+	pod   string
 }
 
 func newLogScopes(ld plog.Logs, opts *Options, b *flow.Batch) *logScopes {
-	counts := make(map[netip.Addr]int)
+	counts := make(map[logResource]int)
 	for i := range b.Flows {
-		counts[resourceAddr(&b.Flows[i])]++
+		counts[logResource{local: resourceAddr(&b.Flows[i])}]++
 	}
 	for i := range b.Drops {
 		if d := &b.Drops[i]; ownDropRecord(d) {
@@ -80,20 +87,21 @@ func newLogScopes(ld plog.Logs, opts *Options, b *flow.Batch) *logScopes {
 		}
 	}
 	ld.ResourceLogs().EnsureCapacity(len(counts))
-	return &logScopes{ld: ld, opts: opts, counts: counts, scopes: make(map[netip.Addr]plog.ScopeLogs, len(counts))}
+	return &logScopes{ld: ld, opts: opts, counts: counts, scopes: make(map[logResource]plog.ScopeLogs, len(counts))}
 }
 
-func (l *logScopes) scope(local netip.Addr) plog.ScopeLogs {
-	sl, ok := l.scopes[local]
+func (l *logScopes) scope(r logResource) plog.ScopeLogs {
+	sl, ok := l.scopes[r]
 	if !ok {
 		rl := l.ld.ResourceLogs().AppendEmpty()
-		putResource(rl.Resource().Attributes(), *l.opts, local)
-		putService(rl.Resource().Attributes(), *l.opts, local, "", "")
+		putResource(rl.Resource().Attributes(), *l.opts, r.local)
+		putWorkloadResource(rl.Resource().Attributes(), *l.opts, r.pod, "")
+		putService(rl.Resource().Attributes(), *l.opts, r.local, r.pod, "")
 		sl = rl.ScopeLogs().AppendEmpty()
 		sl.Scope().SetName(l.opts.ScopeName)
 		sl.Scope().SetVersion(l.opts.ScopeVersion)
-		sl.LogRecords().EnsureCapacity(l.counts[local])
-		l.scopes[local] = sl
+		sl.LogRecords().EnsureCapacity(l.counts[r])
+		l.scopes[r] = sl
 	}
 	return sl
 }
@@ -171,11 +179,11 @@ func putFlowRecord(lr plog.LogRecord, f *flow.Flow, observed pcommon.Timestamp, 
 // ownDropRecord: a packet drop no flow record carries.
 func ownDropRecord(d *flow.Drop) bool { return d.Kind == flow.DropPacket && !d.OnFlow }
 
-func dropResource(d *flow.Drop) netip.Addr {
+func dropResource(d *flow.Drop) logResource {
 	if d.OnNode {
-		return netip.Addr{}
+		return logResource{pod: d.PodUID}
 	}
-	return d.Endpoint
+	return logResource{local: d.Endpoint}
 }
 
 // putDropRecord fills the record of drops no single flow record carries.

@@ -164,6 +164,8 @@ func dropKey(id Metric, attrs Attrs, d *flow.Drop) seriesKey {
 	k := seriesKey{metric: id, cause: d.Reason}
 	if !d.OnNode {
 		k.local = d.Endpoint
+	} else {
+		k.pod = d.PodUID
 	}
 	if attrs&WithDirection != 0 {
 		k.direction = d.Direction

@@ -16,6 +16,7 @@ import (
 type seriesKey struct {
 	metric    Metric
 	local     netip.Addr // the resource: a pod's address; invalid: the node
+	pod       string     // with local invalid: a hostNetwork pod's UID (a socket's cgroup named it)
 	direction flow.Direction
 	proto     uint8
 	v6        bool
@@ -153,6 +154,7 @@ func compareSeries(a, b seriesKey) int {
 	return cmp.Or(
 		cmp.Compare(boolInt(a.local.IsValid()), boolInt(b.local.IsValid())),
 		a.local.Compare(b.local),
+		cmp.Compare(a.pod, b.pod),
 		cmp.Compare(a.metric, b.metric),
 		cmp.Compare(a.direction, b.direction),
 		cmp.Compare(a.role, b.role),

@@ -42,8 +42,11 @@ type Drop struct {
 	// Endpoint (the local pod's address).
 	OnNode   bool
 	Endpoint netip.Addr
-	Packets  uint64
-	Bytes    uint64
+	// PodUID is, for a drop OnNode, the hostNetwork pod whose socket's
+	// cgroup names it (Joiner.DropPod); empty otherwise.
+	PodUID  string
+	Packets uint64
+	Bytes   uint64
 	// OnFlow: the drop is on the one flow of the interval it belongs to
 	// (AttachDrops); otherwise it is a record of its own.
 	OnFlow bool

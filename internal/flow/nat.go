@@ -114,12 +114,22 @@ type Joiner struct {
 	HostNetns uint32
 	// Policy judges pod flows by their NetworkPolicies (nil: no verdicts).
 	Policy PolicyEvaluator
+	// DropPod names the pod of a socket's cgroup (nil: none): the drops of
+	// hostNetwork pods' sockets in the node's namespace are theirs.
+	DropPod func(cgroupID uint64) string
 }
 
 // Join completes b.
 func (j *Joiner) Join(b *Batch) {
 	j.Endpoints.Resolve(b)
 	j.Endpoints.ResolveDrops(b, j.HostNetns)
+	if j.DropPod != nil {
+		for i := range b.Drops {
+			if d := &b.Drops[i]; d.OnNode && d.CgroupID != 0 {
+				d.PodUID = j.DropPod(d.CgroupID)
+			}
+		}
+	}
 	AttachDrops(b)
 	if j.PerFlow {
 		NewConnIndex(b.Live, b.Closed).Annotate(b)

@@ -79,3 +79,62 @@ func TestCgroupsOnRealHierarchy(t *testing.T) {
 	})
 	require.Equal(t, []CgroupIdentity{{uid, cid2}}, got)
 }
+
+// TestDropsOfAHostNetworkPodsSocket: a socket of a process in a pod's
+// cgroup on the node's network (a hostNetwork pod) that never reads its
+// datagrams: the kernel's drops (SOCKET_RCVBUFF, in the node's namespace)
+// carry the socket's cgroup, which names the pod.
+func TestDropsOfAHostNetworkPodsSocket(t *testing.T) {
+	testnet.RequireRoot(t)
+	root, err := kernel.Cgroup2Root()
+	require.NoError(t, err)
+	const uid = "0f8a3c2e-3333-4222-8333-944455566677"
+	cid := "3333333333333333333333333333333333333333333333333333333333333333"
+	base := filepath.Join(root, "ebpfnet-test-drops-kubepods")
+	pod := filepath.Join(base, "pod"+uid)
+	require.NoError(t, os.MkdirAll(filepath.Join(pod, cid), 0o755))
+	t.Cleanup(func() {
+		for _, d := range []string{filepath.Join(pod, cid), pod, base} {
+			_ = os.Remove(d)
+		}
+	})
+	d, err := kernel.Load(kernel.Options{MaxFlows: 64})
+	require.NoError(t, err)
+	defer d.Close()
+	require.NoError(t, d.AttachTCP())
+	_, err = d.Drain(nil)
+	require.NoError(t, err)
+
+	const port = 47391
+	script := fmt.Sprintf(`echo $$ > %s/cgroup.procs && exec python3 -c "
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+s.bind(('127.0.0.1', %d))
+print('ready', flush=True)
+time.sleep(3)"`, filepath.Join(pod, cid), port)
+	cmd := exec.Command("bash", "-c", script)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	_, err = stdout.Read(make([]byte, 6)) // "ready"
+	require.NoError(t, err)
+	conn, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", port))
+	require.NoError(t, err)
+	for range 200 {
+		_, _ = conn.Write(make([]byte, 1000))
+	}
+	conn.Close()
+	time.Sleep(100 * time.Millisecond)
+	_, err = d.Drain(nil)
+	require.NoError(t, err)
+	var pkts uint64
+	for _, dr := range d.Drops(nil) {
+		if dr.Reason == "SOCKET_RCVBUFF" && dr.Local.Port() == port {
+			require.Equal(t, CgroupIdentity{uid, cid}, NewCgroups(root).Lookup(dr.CgroupID), "the socket's cgroup names the pod")
+			pkts += dr.Packets
+		}
+	}
+	require.Greater(t, pkts, uint64(100), "a 1-byte buffer holds next to nothing")
+}

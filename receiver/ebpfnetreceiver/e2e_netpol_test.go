@@ -206,6 +206,11 @@ func TestEndToEndNetworkPolicyVerdicts(t *testing.T) {
 		}
 	}
 
+	// The drops carry the peer's Kubernetes identity.
+	drops := lastCumulative(t, s.metrics, "ebpfnet.packets.dropped")
+	require.Positive(t, sumWhere(drops, and(podResource(web), attr("ebpfnet.drop.reason", "NETFILTER_DROP"),
+		attr("peer.k8s.pod.name", "frontend-0"), attr("peer.k8s.namespace.name", "other"))), "%v", drops)
+
 	// The metric counts the flows by verdict and finding on web.
 	pts := lastCumulative(t, s.metrics, "ebpfnet.policy.flows")
 	for _, m := range []func(series) bool{

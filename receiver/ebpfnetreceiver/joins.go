@@ -54,6 +54,7 @@ func newJoins(cfg *Config, peers *k8s.Resolver, perFlow bool, logger *zap.Logger
 			c := cg.Lookup(id)
 			return c.PodUID, c.ContainerID
 		}
+		j.flows.DropPod = func(id uint64) string { return cg.Lookup(id).PodUID }
 	}
 	if peers == nil {
 		return j
