@@ -10,21 +10,27 @@ import (
 
 // Cgroups maps a cgroup v2 id (what bpf_get_current_cgroup_id returns: the
 // inode of the cgroup's directory) to the pod and container its path names.
-// It scans the hierarchy under root on a miss, at most once per
-// minRescan, so a container started since the last scan is found on its
-// first connection while a flood of unknown ids costs one walk per period.
+// A scan of the hierarchy under root records every cgroup, a pod's or not,
+// so only an id the last scan did not see can miss. Such an id rescans:
+// soon (newRescan) when it is newer than every id of the last scan (the
+// kernel numbers cgroups in creation order: a container started since),
+// else at most once per minRescan (an id of a cgroup gone meanwhile), so
+// a container is found on its first connection while a flood of unknown
+// ids costs one walk per period.
 type Cgroups struct {
 	root      string
 	minRescan time.Duration
+	newRescan time.Duration
 
 	mu       sync.Mutex
-	byID     map[uint64]CgroupIdentity
+	byID     map[uint64]CgroupIdentity // every cgroup of the last scan; zero: not a pod's
+	maxID    uint64
 	lastScan time.Time
 }
 
 // NewCgroups reads the hierarchy mounted at root (a cgroup2 mount).
 func NewCgroups(root string) *Cgroups {
-	return &Cgroups{root: root, minRescan: time.Second, byID: map[uint64]CgroupIdentity{}}
+	return &Cgroups{root: root, minRescan: time.Second, newRescan: 20 * time.Millisecond, byID: map[uint64]CgroupIdentity{}}
 }
 
 // Lookup returns the identity of cgroup id (zero when it is not a pod's).
@@ -37,7 +43,11 @@ func (c *Cgroups) Lookup(id uint64) CgroupIdentity {
 	if v, ok := c.byID[id]; ok {
 		return v
 	}
-	if time.Since(c.lastScan) < c.minRescan {
+	wait := c.minRescan
+	if id > c.maxID {
+		wait = c.newRescan
+	}
+	if time.Since(c.lastScan) < wait {
 		return CgroupIdentity{}
 	}
 	c.scanLocked()
@@ -49,23 +59,21 @@ func (c *Cgroups) Lookup(id uint64) CgroupIdentity {
 func (c *Cgroups) scanLocked() {
 	c.lastScan = time.Now()
 	byID := make(map[uint64]CgroupIdentity, len(c.byID))
+	var maxID uint64
 	_ = filepath.WalkDir(c.root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
 			return nil // a cgroup removed during the walk
 		}
 		rel, _ := filepath.Rel(c.root, path)
-		id := ParseCgroupPath("/" + rel)
-		if id.PodUID == "" {
-			return nil
-		}
 		info, err := d.Info()
 		if err != nil {
 			return nil
 		}
 		if st, ok := info.Sys().(*syscall.Stat_t); ok {
-			byID[st.Ino] = id
+			byID[st.Ino] = ParseCgroupPath("/" + rel) // zero for a cgroup of no pod
+			maxID = max(maxID, st.Ino)
 		}
 		return nil
 	})
-	c.byID = byID
+	c.byID, c.maxID = byID, maxID
 }

@@ -138,3 +138,35 @@ time.sleep(3)"`, filepath.Join(pod, cid), port)
 	}
 	require.Greater(t, pkts, uint64(100), "a 1-byte buffer holds next to nothing")
 }
+
+// TestCgroupsNewContainerAfterAMiss: a lookup of an id no scan knows
+// (here, one long gone) spends the rescan period; a container created right
+// after is still found on its first lookup, its id being newer than every
+// id the last scan saw. Cgroups of no pod are remembered as such, so their
+// sockets do not rescan.
+func TestCgroupsNewContainerAfterAMiss(t *testing.T) {
+	testnet.RequireRoot(t)
+	root, err := kernel.Cgroup2Root()
+	require.NoError(t, err)
+	const uid = "0f8a3c2e-4444-4222-8333-944455566677"
+	pod := filepath.Join(root, "ebpfnet-test-miss-kubepods", "pod"+uid)
+	cid := "4444444444444444444444444444444444444444444444444444444444444444"
+	require.NoError(t, os.MkdirAll(pod, 0o755))
+	t.Cleanup(func() {
+		for _, d := range []string{filepath.Join(pod, cid), pod, filepath.Dir(pod)} {
+			_ = os.Remove(d)
+		}
+	})
+	c := NewCgroups(root)
+	require.Equal(t, CgroupIdentity{}, c.Lookup(1), "an id of no cgroup: a scan")
+	scanned := c.lastScan
+	var st syscall.Stat_t
+	require.NoError(t, syscall.Stat(root, &st))
+	require.Equal(t, CgroupIdentity{}, c.Lookup(st.Ino), "the root: known, no pod's")
+	require.Equal(t, scanned, c.lastScan, "a known cgroup of no pod does not rescan")
+
+	require.NoError(t, os.Mkdir(filepath.Join(pod, cid), 0o755))
+	require.NoError(t, syscall.Stat(filepath.Join(pod, cid), &st))
+	time.Sleep(30 * time.Millisecond)
+	require.Equal(t, CgroupIdentity{uid, cid}, c.Lookup(st.Ino), "found well within the 1 s rescan period")
+}
