@@ -19,6 +19,7 @@
 #define AF_INET	 2
 #define AF_INET6 10
 #define EEXIST	 17
+#define ETH_HLEN 14
 
 #define IPPROTO_HOPOPTS	 0
 #define IPPROTO_ROUTING	 43

@@ -43,6 +43,9 @@ const struct drop_key *unused_drop_key __attribute__((unused));
 const struct drop_counts *unused_drop_counts __attribute__((unused));
 const struct drop_cache_slot *unused_drop_cache_slot __attribute__((unused));
 const enum drop_kind *unused_drop_kind __attribute__((unused));
+const struct dns_event *unused_dns_event __attribute__((unused));
+const struct dns_query_state *unused_dns_query_state __attribute__((unused));
+const enum dns_side *unused_dns_side __attribute__((unused));
 
 /* Host side of a pod's veth: ingress carries what the pod sent. */
 SEC("tc")

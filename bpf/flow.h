@@ -10,6 +10,7 @@
 #include "common.h"
 #include "parse.h"
 #include "svc.h"
+#include "dns.h"
 
 /* Adds packets (bytes, the OR of their TCP flags, the times of the first and
  * the last) to st, a slot's counts: this CPU's own memory, plain adds. */
@@ -234,6 +235,9 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction,
 		struct flow_cache_slot *s =
 			cache_slot(table, direction, observer, way_of(p.saddr, p.daddr, p.ports, ifindex));
 
+		if (unlikely(observer == OBSERVER_ENDPOINT && dns_port(p.ports, p.ports >> 16)))
+			dns_observe(skb, direction);
+
 		if (unlikely(!s)) /* not reached: the index is < FLOW_CACHE_ENTRIES */
 			return;
 		if (likely(slot_holds(s, &p, ifindex, direction, observer))) {
@@ -255,6 +259,10 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction,
 		key.ifindex = skb->ifindex;
 		key.direction = direction;
 		key.observer = observer;
+		if (unlikely(observer == OBSERVER_ENDPOINT &&
+			     (key.protocol == IPPROTO_UDP || key.protocol == IPPROTO_TCP) &&
+			     dns_port(key.src_port, key.dst_port)))
+			dns_observe(skb, direction);
 		started = account(&key, len, tcp_flags, direction, observer);
 	}
 	if (started && key.protocol == IPPROTO_UDP && direction == FLOW_TRANSMIT)

@@ -218,6 +218,35 @@ struct {
 	__type(value, __u32);
 } reset_reasons SEC(".maps");
 
+/* dns_pending — DNS queries waiting for their response, by struct dns_key
+ * (dns.h). Inserted by the TC programs at a query, deleted at its
+ * response; user space deletes the ones older than the timeout (config
+ * dns.timeout) and reports them as timeouts. Preallocated; max_entries set
+ * by user space (dns.max_pending); a full map is counted
+ * (COUNTER_DNS_PENDING_FULL). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct dns_key);
+	__type(value, struct dns_query_state);
+} dns_pending SEC(".maps");
+
+/* dns_scratch — one struct dns_pending per CPU where a query is built
+ * before it is inserted (too large for the stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dns_query_state);
+} dns_scratch SEC(".maps");
+
+/* dns_events — one struct dns_event per answered DNS transaction, to user
+ * space. A full ring is counted (COUNTER_DNS_EVENTS_FULL). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} dns_events SEC(".maps");
+
 /* drop_ignored — the core skb_drop_reason values not reported (normal
  * teardown), a bit per value below 256, set by user space at load from the
  * names in the running kernel's BTF. Subsystem reasons (high 16 bits set)

@@ -83,7 +83,9 @@ enum counter_reason {
 	COUNTER_DROPS_FULL = 12,	  /* the drop table had no room: a dropped packet is counted here only */
 	COUNTER_DROPS_MISSED = 13,	  /* never set by a program: the kfree_skb program's recursion_misses (drops
 					   * the kernel did not run it for: it was running on that CPU) */
-	COUNTER_MAX = 14,
+	COUNTER_DNS_PENDING_FULL = 14,	  /* dns_pending had no room: that lookup is not reported */
+	COUNTER_DNS_EVENTS_FULL = 15,	  /* dns_events ringbuf full: an answered lookup was lost */
+	COUNTER_MAX = 16,
 };
 
 /* One slot of the `counters` array: packets and their L2 bytes. */
@@ -260,6 +262,55 @@ struct drop_counts {
 struct drop_cache_slot {
 	struct drop_key key;
 	struct drop_counts delta;
+};
+
+/* DNS (dns.h): the side of a transaction the local pod is on. */
+enum dns_side {
+	DNS_SIDE_CLIENT = 0, /* the pod asked: its query left, its answer arrived */
+	DNS_SIDE_SERVER = 1, /* the pod answered (a resolver pod) */
+};
+
+#define DNS_MAX_PORTS 4
+#define DNS_QMAX      256 /* bytes of a question section kept: a 255-byte name, its type and class fit but for 4 */
+
+/* One DNS transaction at one interface (map dns_pending). Addresses as in
+ * flow_key. */
+struct dns_key {
+	__u8 client[16];
+	__u8 server[16];
+	__u16 client_port; /* host order */
+	__u16 server_port;
+	__u16 id;      /* transaction ID */
+	__u8 protocol; /* IPPROTO_UDP or IPPROTO_TCP */
+	__u8 side;     /* enum dns_side */
+	__u32 ifindex; /* the pod endpoint's interface */
+	__u32 _pad;
+};
+
+/* A query waiting for its response. */
+struct dns_query_state {
+	__u64 query_ns; /* bpf_ktime_get_ns() of its first send */
+	__u16 flags;	/* the query's header flags (opcode, RD) */
+	__u8 sends;	/* sends of this query (retransmissions with the same ID + 1) */
+	__u8 _pad;
+	__u16 qlen; /* bytes of question held (0: none could be read) */
+	__u16 _pad2;
+	__u8 question[DNS_QMAX]; /* the query's question section, from offset 12 */
+};
+
+/* One answered transaction, to user space (ringbuf dns_events). */
+struct dns_event {
+	struct dns_key key;
+	__u64 query_ns;
+	__u64 response_ns;
+	__u16 query_flags;
+	__u16 flags; /* the response's: QR, opcode, AA, TC, RD, RA, rcode */
+	__u16 ancount;
+	__u8 sends;
+	__u8 _pad;
+	__u16 qlen;
+	__u16 _pad2[3];
+	__u8 question[DNS_QMAX];
 };
 
 #endif /* EBPFNET_TYPES_H */

@@ -32,6 +32,9 @@ if [ "$want" != build ]; then
   check runc runc
   check tcpdump tcpdump     # counts the non-IP frames on the test node's pod veths
   check prometheus prometheus   # the Prometheus backend test (examples/backends/prometheus)
+  check dig dnsutils       # the DNS tests' client
+  [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)   # the DNS tests' resolver
+  check getent libc-bin    # glibc's resolver (the DNS tests)
   [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
   [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)   # the image's CA bundle
 fi

@@ -48,7 +48,8 @@ func DefaultAttrs(id Metric) Attrs {
 	switch id {
 	case FlowIO, FlowPackets, DropPackets, DropBytes:
 		return DefaultFlowAttrs
-	case ConnsOpened, ConnsClosed, Retransmits, ResetsReceived, ResetsSent, ConnDuration, ConnRTT, PolicyFlows, PolicyIO:
+	case ConnsOpened, ConnsClosed, Retransmits, ResetsReceived, ResetsSent, ConnDuration, ConnRTT, PolicyFlows, PolicyIO,
+		DNSLookupDuration, DNSServerDuration:
 		return WithPeerAddress | WithPeerK8s | WithPeerService
 	}
 	return 0

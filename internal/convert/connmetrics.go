@@ -100,7 +100,7 @@ func (c *Converter) recordClosed(cn *flow.Conn, now time.Time) {
 func (c *Converter) observeConn(id Metric, cn *flow.Conn, v float64, now time.Time) {
 	if c.opts.Metrics[id].Enabled {
 		k := c.connKey(id, cn.OnNode, cn.Local.Addr(), cn.Role, cn.Remote.Addr())
-		c.store.observe(k, c.opts.Schema[id].Bounds, v, now, cn)
+		c.store.observe(k, c.opts.Schema[id].Bounds, v, now, exemplar{trace: cn.TraceID, span: cn.SpanID, at: cn.End})
 	}
 }
 

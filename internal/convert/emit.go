@@ -19,6 +19,7 @@ const (
 )
 
 var metricKinds = [NumMetrics]kind{ConnDuration: kindHistogram, ConnRTT: kindHistogram,
+	DNSLookupDuration: kindHistogram, DNSServerDuration: kindHistogram,
 	TableFlows: kindGauge, TableCapacity: kindGauge}
 
 // counterMetrics says what each kernel counter is reported as: a metric
@@ -41,6 +42,8 @@ var counterMetrics = [flow.NumReasons]struct {
 	flow.ReasonDialedFull:        {ConnsUnreported, "dialed_full"},
 	flow.ReasonDropsFull:         {Uncounted, "drops_full"},
 	flow.ReasonDropsMissed:       {Uncounted, "drops_missed"},
+	flow.ReasonDNSPendingFull:    {Uncounted, "dns_pending_full"},
+	flow.ReasonDNSEventsFull:     {Uncounted, "dns_events_full"},
 }
 
 // resourceMetrics is one local endpoint's ResourceMetrics being filled.
@@ -138,14 +141,22 @@ func (c *Converter) putSeriesAttrs(m pcommon.Map, k *seriesKey) {
 	switch k.metric {
 	case DropPackets, DropBytes:
 		m.PutStr(AttrDropReason, k.cause)
+	case FlowIO, FlowPackets:
+	default:
+		c.putPeerLevelAttrs(m, k, attrs)
+		return
+	}
+	c.putFlowAttrs(m, k, attrs)
+}
+
+// putPeerLevelAttrs writes the attributes of the metrics of connections,
+// DNS lookups and policy verdicts: their own, and the peer's.
+func (c *Converter) putPeerLevelAttrs(m pcommon.Map, k *seriesKey, attrs Attrs) {
+	switch k.metric {
+	case DNSLookupDuration, DNSServerDuration:
+		putDNSSeriesAttrs(m, k)
 	case PolicyFlows, PolicyIO:
 		putPolicyAttrs(m, k.policy, k.egress, k.finding)
-		if attrs&WithPeerAddress != 0 {
-			m.PutStr(AttrPeerAddress, k.peer.String())
-			putPeer(m, c.opts.Peers, k.peer, attrs, c.zone, netip.Addr{})
-		}
-		return
-	case FlowIO, FlowPackets:
 	default:
 		m.PutStr(AttrTCPRole, k.role.String())
 		if k.metric == ConnsClosed {
@@ -154,12 +165,15 @@ func (c *Converter) putSeriesAttrs(m pcommon.Map, k *seriesKey) {
 		if k.metric == ResetsSent && k.cause != "" {
 			m.PutStr(AttrTCPResetReason, k.cause)
 		}
-		if attrs&WithPeerAddress != 0 {
-			m.PutStr(AttrPeerAddress, k.peer.String())
-			putPeer(m, c.opts.Peers, k.peer, attrs, c.zone, netip.Addr{})
-		}
-		return
 	}
+	if attrs&WithPeerAddress != 0 {
+		m.PutStr(AttrPeerAddress, k.peer.String())
+		putPeer(m, c.opts.Peers, k.peer, attrs, c.zone, netip.Addr{})
+	}
+}
+
+// putFlowAttrs writes the attributes of the flow and drop metrics.
+func (c *Converter) putFlowAttrs(m pcommon.Map, k *seriesKey, attrs Attrs) {
 	if attrs&WithDirection != 0 {
 		m.PutStr(AttrDirection, k.direction.String())
 	}

@@ -15,15 +15,7 @@ import (
 // by local endpoint resource.
 func Logs(opts Options, b *flow.Batch) plog.Logs {
 	ld := plog.NewLogs()
-	if !opts.FlowEvents && !opts.DropEvents {
-		return ld
-	}
-	if !opts.FlowEvents {
-		b = &flow.Batch{Time: b.Time, Drops: b.Drops}
-	}
-	if !opts.DropEvents {
-		b = &flow.Batch{Time: b.Time, Flows: b.Flows}
-	}
+	b = enabledRecords(&opts, b)
 	zone := localZone(&opts)
 	observed := pcommon.NewTimestampFromTime(b.Time)
 	ls := newLogScopes(ld, &opts, b)
@@ -35,6 +27,12 @@ func Logs(opts Options, b *flow.Batch) plog.Logs {
 			putDropRecord(lr, d, observed, addrs)
 			putPeer(lr.Attributes(), opts.Peers, d.Peer, WithPeerK8s|WithPeerService, zone, netip.Addr{})
 		}
+	}
+	for i := range b.DNS {
+		l := &b.DNS[i]
+		lr := ls.scope(dnsResource(l)).LogRecords().AppendEmpty()
+		putDNSRecord(lr, l, observed, opts.DNSTimeout, addrs)
+		putPeer(lr.Attributes(), opts.Peers, l.Peer().Addr(), WithPeerK8s|WithPeerService, zone, netip.Addr{})
 	}
 	for i := range b.Flows {
 		f := &b.Flows[i]
@@ -85,6 +83,9 @@ func newLogScopes(ld plog.Logs, opts *Options, b *flow.Batch) *logScopes {
 		if d := &b.Drops[i]; ownDropRecord(d) {
 			counts[dropResource(d)]++
 		}
+	}
+	for i := range b.DNS {
+		counts[dnsResource(&b.DNS[i])]++
 	}
 	ld.ResourceLogs().EnsureCapacity(len(counts))
 	return &logScopes{ld: ld, opts: opts, counts: counts, scopes: make(map[logResource]plog.ScopeLogs, len(counts))}
@@ -262,4 +263,19 @@ func putFlowPolicy(a pcommon.Map, v *flow.PolicyVerdict, drops []flow.SocketDrop
 		}
 		a.PutStr(AttrDropReason, top.Reason)
 	}
+}
+
+// enabledRecords is b with only the records the options enable.
+func enabledRecords(opts *Options, b *flow.Batch) *flow.Batch {
+	out := &flow.Batch{Time: b.Time}
+	if opts.FlowEvents {
+		out.Flows = b.Flows
+	}
+	if opts.DropEvents {
+		out.Drops = b.Drops
+	}
+	if opts.DNSEvents {
+		out.DNS = b.DNS
+	}
+	return out
 }

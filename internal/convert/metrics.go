@@ -39,7 +39,12 @@ type Options struct {
 	Metrics    [NumMetrics]MetricOptions
 	FlowEvents bool
 	// DropEvents: records of drops no flow record carries.
-	DropEvents  bool
+	DropEvents bool
+	// DNSEvents: a record per DNS lookup.
+	DNSEvents bool
+	// DNSTimeout is how long an unanswered query waited (what a timeout
+	// is observed as).
+	DNSTimeout  time.Duration
 	Temporality Temporality
 	// SeriesIdleTimeout drops cumulative series not updated for this long
 	// (0: never).
@@ -68,6 +73,8 @@ func DefaultOptions() Options {
 			ServiceName: true, ServiceNamespace: true, ServiceInstanceID: true},
 		FlowEvents:        true,
 		DropEvents:        true,
+		DNSEvents:         true,
+		DNSTimeout:        5 * time.Second,
 		SeriesIdleTimeout: 5 * time.Minute,
 		MaxSeries:         100000,
 	}
@@ -106,6 +113,9 @@ func (c *Converter) Metrics(b *flow.Batch) pmetric.Metrics {
 	c.recordConns(b.Time, b.Live, b.Closed)
 	for i := range b.Drops {
 		c.recordDrop(&b.Drops[i], b.Time)
+	}
+	for i := range b.DNS {
+		c.recordDNS(&b.DNS[i], b.Time)
 	}
 	c.store.evict(b.Time)
 	md := c.emit(b)

@@ -44,7 +44,20 @@ const (
 	AttrPolicyDirection    = "ebpfnet.policy.direction"
 	AttrPolicyNames        = "ebpfnet.policy.names"
 	AttrPolicyFinding      = "ebpfnet.policy.finding"
+	AttrErrorType          = "error.type"
+	AttrDNSQuestionType    = "dns.question.type"
+	AttrDNSQuestionName    = "dns.question.name"
+	AttrDNSRCode           = "ebpfnet.dns.rcode"
+	AttrDNSAnswers         = "ebpfnet.dns.answers"
+	AttrDNSLatency         = "ebpfnet.dns.latency"
+	AttrDNSSide            = "ebpfnet.dns.side"
+	AttrDNSTruncated       = "ebpfnet.dns.truncated"
+	AttrDNSSends           = "ebpfnet.dns.sends"
+	AttrDNSID              = "ebpfnet.dns.id"
 )
+
+// EventDNS is the event name of the DNS lookup records.
+const EventDNS = "ebpfnet.dns.lookup"
 
 // EventFlow is the event name of flow log records.
 const EventFlow = "ebpfnet.flow"
@@ -79,6 +92,8 @@ const (
 	DropBytes
 	PolicyFlows
 	PolicyIO
+	DNSLookupDuration // histogram: the client's view
+	DNSServerDuration // histogram: a resolver pod's view
 	NumMetrics
 )
 

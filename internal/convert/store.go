@@ -28,7 +28,8 @@ type seriesKey struct {
 	role      flow.Role
 	result    flow.Result
 	reason    flow.Reason
-	cause     string // the kernel's drop reason (drop metrics) or reset reason (resets sent)
+	cause     string // the kernel's drop reason (drop metrics), reset reason (resets sent), error.type (DNS)
+	qtype     uint16 // DNS question type
 	policy    flow.PolicyResult
 	egress    bool // the policy direction
 	finding   flow.PolicyFinding
@@ -89,8 +90,16 @@ func (s *store) set(k seriesKey, v uint64, now, start time.Time) {
 	x.value, x.start = v, start
 }
 
-// observe adds one observation v, of the connection c, to a histogram.
-func (s *store) observe(k seriesKey, bounds []float64, v float64, now time.Time, c *flow.Conn) {
+// exemplar is what an observation links to: a span (a connection's) or a
+// log record (a DNS lookup's), and when it happened.
+type exemplar struct {
+	trace [16]byte
+	span  [8]byte
+	at    time.Time
+}
+
+// observe adds one observation v, with its exemplar, to a histogram.
+func (s *store) observe(k seriesKey, bounds []float64, v float64, now time.Time, ex exemplar) {
 	x := s.get(k, now)
 	if x.hist == nil {
 		x.hist = &histogram{buckets: make([]uint64, len(bounds)+1)}
@@ -99,7 +108,7 @@ func (s *store) observe(k seriesKey, bounds []float64, v float64, now time.Time,
 	x.value++
 	h.sum += v
 	h.buckets[sort.SearchFloat64s(bounds, v)]++
-	h.exTrace, h.exSpan, h.exValue, h.exTime = c.TraceID, c.SpanID, v, c.End
+	h.exTrace, h.exSpan, h.exValue, h.exTime = ex.trace, ex.span, v, ex.at
 }
 
 // evict applies the bounds to cumulative series before an emit.
@@ -161,6 +170,7 @@ func compareSeries(a, b seriesKey) int {
 		cmp.Compare(a.result, b.result),
 		cmp.Compare(a.reason, b.reason),
 		cmp.Compare(a.cause, b.cause),
+		cmp.Compare(a.qtype, b.qtype),
 		cmp.Compare(a.policy, b.policy),
 		cmp.Compare(boolInt(a.egress), boolInt(b.egress)),
 		cmp.Compare(a.finding, b.finding),

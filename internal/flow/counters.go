@@ -21,7 +21,9 @@ const (
 	ReasonDialedFull        Reason = 11 // the dialed-address map had no room
 	ReasonDropsFull         Reason = 12 // the drop table had no room: a dropped packet counted here only
 	ReasonDropsMissed       Reason = 13 // the kernel did not run the drop program for a drop (recursion)
-	NumReasons                     = 14
+	ReasonDNSPendingFull    Reason = 14 // the DNS query map had no room: that lookup is not reported
+	ReasonDNSEventsFull     Reason = 15 // the DNS ring was full: an answered lookup was lost
+	NumReasons                     = 16
 )
 
 // Count is a number of packets (or connections, or state changes) and,

@@ -132,4 +132,7 @@ type Batch struct {
 	UDPDialed []UDPDialed
 	// Drops are what the kernel dropped during the interval.
 	Drops []Drop
+	// DNS are the DNS lookups of local pods that ended during the interval
+	// (answered, or timed out).
+	DNS []DNSLookup
 }

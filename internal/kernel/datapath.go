@@ -37,6 +37,11 @@ type Options struct {
 	IgnoreDrops []string
 	// NoDrops leaves the drop program out.
 	NoDrops bool
+	// DNSPorts are the ports DNS is parsed on, at most DNSMaxPorts (nil:
+	// 53; empty, non-nil: no DNS).
+	DNSPorts []uint16
+	// MaxDNSPending is the capacity of the DNS query map (0: 8192).
+	MaxDNSPending uint32
 	// PodSocketsOnly leaves out the TCP sockets of this process's network
 	// namespace (the node's, for an agent on the host network): spans and
 	// connection metrics cover the sockets of pods with their own network.
@@ -48,6 +53,9 @@ const (
 	DefaultMaxConns = 65536
 	DefaultRingSize = 4 << 20
 	DefaultMaxDrops = 16384
+	DefaultMaxDNS   = 8192
+	// DNSMaxPorts is how many DNS ports the programs compare.
+	DNSMaxPorts = 4
 )
 
 // Datapath is the loaded kernel pipeline. Its state is split by concern:
@@ -171,6 +179,12 @@ func (o Options) withDefaults() Options {
 	if o.MaxDrops == 0 {
 		o.MaxDrops = DefaultMaxDrops
 	}
+	if o.MaxDNSPending == 0 {
+		o.MaxDNSPending = DefaultMaxDNS
+	}
+	if o.DNSPorts == nil {
+		o.DNSPorts = []uint16{53}
+	}
 	return o
 }
 
@@ -185,6 +199,15 @@ func (o Options) size(spec *ebpf.CollectionSpec) error {
 	spec.Maps[ebpfnetMapConnEvents].MaxEntries = o.RingSize
 	for _, name := range []string{ebpfnetMapDropsA, ebpfnetMapDropsB} {
 		spec.Maps[name].MaxEntries = o.MaxDrops
+	}
+	spec.Maps[ebpfnetMapDnsPending].MaxEntries = o.MaxDNSPending
+	if len(o.DNSPorts) > DNSMaxPorts {
+		return fmt.Errorf("at most %d DNS ports, got %d", DNSMaxPorts, len(o.DNSPorts))
+	}
+	var ports [DNSMaxPorts]uint16
+	copy(ports[:], o.DNSPorts)
+	if err := spec.Variables[ebpfnetVarDnsPorts].Set(ports); err != nil {
+		return fmt.Errorf("set dns_ports: %w", err)
 	}
 	// Wake the reader only when a quarter of the ring is in use; it also
 	// reads every connReadPeriod (ReadConns).

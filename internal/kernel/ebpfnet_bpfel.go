@@ -123,7 +123,9 @@ const (
 	ebpfnetCounterReasonCOUNTER_STATE_CHANGE_MISSED ebpfnetCounterReason = 10
 	ebpfnetCounterReasonCOUNTER_DROPS_FULL          ebpfnetCounterReason = 12
 	ebpfnetCounterReasonCOUNTER_DROPS_MISSED        ebpfnetCounterReason = 13
-	ebpfnetCounterReasonCOUNTER_MAX                 ebpfnetCounterReason = 14
+	ebpfnetCounterReasonCOUNTER_DNS_PENDING_FULL    ebpfnetCounterReason = 14
+	ebpfnetCounterReasonCOUNTER_DNS_EVENTS_FULL     ebpfnetCounterReason = 15
+	ebpfnetCounterReasonCOUNTER_MAX                 ebpfnetCounterReason = 16
 )
 
 type ebpfnetCounterValue struct {
@@ -131,6 +133,52 @@ type ebpfnetCounterValue struct {
 	Packets uint64
 	Bytes   uint64
 }
+
+type ebpfnetDnsEvent struct {
+	_          structs.HostLayout
+	Key        ebpfnetDnsKey
+	QueryNs    uint64
+	ResponseNs uint64
+	QueryFlags uint16
+	Flags      uint16
+	Ancount    uint16
+	Sends      uint8
+	Pad        uint8
+	Qlen       uint16
+	Pad2       [3]uint16
+	Question   [256]uint8
+}
+
+type ebpfnetDnsKey struct {
+	_          structs.HostLayout
+	Client     [16]uint8
+	Server     [16]uint8
+	ClientPort uint16
+	ServerPort uint16
+	Id         uint16
+	Protocol   uint8
+	Side       uint8
+	Ifindex    uint32
+	Pad        uint32
+}
+
+type ebpfnetDnsQueryState struct {
+	_        structs.HostLayout
+	QueryNs  uint64
+	Flags    uint16
+	Sends    uint8
+	Pad      uint8
+	Qlen     uint16
+	Pad2     uint16
+	Question [256]uint8
+}
+
+type ebpfnetDnsSide uint32
+
+const (
+	ebpfnetDnsSideDNS_SIDE_CLIENT ebpfnetDnsSide = 0
+	ebpfnetDnsSideDNS_SIDE_SERVER ebpfnetDnsSide = 1
+)
 
 type ebpfnetDropCacheSlot struct {
 	_     structs.HostLayout
@@ -231,6 +279,9 @@ const (
 	ebpfnetMapCountedIfaces       = "counted_ifaces"
 	ebpfnetMapCounters            = "counters"
 	ebpfnetMapDialed              = "dialed"
+	ebpfnetMapDnsEvents           = "dns_events"
+	ebpfnetMapDnsPending          = "dns_pending"
+	ebpfnetMapDnsScratch          = "dns_scratch"
 	ebpfnetMapDrainBarrier        = "drain_barrier"
 	ebpfnetMapDropCache           = "drop_cache"
 	ebpfnetMapDropsA              = "drops_a"
@@ -263,6 +314,7 @@ const (
 	ebpfnetVarClockCoarseNs       = "clock_coarse_ns"
 	ebpfnetVarClockJiffies        = "clock_jiffies"
 	ebpfnetVarClockJiffiesAfter   = "clock_jiffies_after"
+	ebpfnetVarDnsPorts            = "dns_ports"
 	ebpfnetVarDropIgnored         = "drop_ignored"
 	ebpfnetVarHostNetns           = "host_netns"
 	ebpfnetVarRingWakeupBytes     = "ring_wakeup_bytes"
@@ -271,6 +323,9 @@ const (
 	ebpfnetVarUnusedConnResult    = "unused_conn_result"
 	ebpfnetVarUnusedConnRole      = "unused_conn_role"
 	ebpfnetVarUnusedConnState     = "unused_conn_state"
+	ebpfnetVarUnusedDnsEvent      = "unused_dns_event"
+	ebpfnetVarUnusedDnsQueryState = "unused_dns_query_state"
+	ebpfnetVarUnusedDnsSide       = "unused_dns_side"
 	ebpfnetVarUnusedDropCacheSlot = "unused_drop_cache_slot"
 	ebpfnetVarUnusedDropCounts    = "unused_drop_counts"
 	ebpfnetVarUnusedDropKey       = "unused_drop_key"
@@ -351,6 +406,9 @@ type ebpfnetMapSpecs struct {
 	CountedIfaces *ebpf.MapSpec `ebpf:"counted_ifaces"`
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
 	Dialed        *ebpf.MapSpec `ebpf:"dialed"`
+	DnsEvents     *ebpf.MapSpec `ebpf:"dns_events"`
+	DnsPending    *ebpf.MapSpec `ebpf:"dns_pending"`
+	DnsScratch    *ebpf.MapSpec `ebpf:"dns_scratch"`
 	DrainBarrier  *ebpf.MapSpec `ebpf:"drain_barrier"`
 	DropCache     *ebpf.MapSpec `ebpf:"drop_cache"`
 	DropsA        *ebpf.MapSpec `ebpf:"drops_a"`
@@ -371,6 +429,7 @@ type ebpfnetVariableSpecs struct {
 	ClockCoarseNs       *ebpf.VariableSpec `ebpf:"clock_coarse_ns"`
 	ClockJiffies        *ebpf.VariableSpec `ebpf:"clock_jiffies"`
 	ClockJiffiesAfter   *ebpf.VariableSpec `ebpf:"clock_jiffies_after"`
+	DnsPorts            *ebpf.VariableSpec `ebpf:"dns_ports"`
 	DropIgnored         *ebpf.VariableSpec `ebpf:"drop_ignored"`
 	HostNetns           *ebpf.VariableSpec `ebpf:"host_netns"`
 	RingWakeupBytes     *ebpf.VariableSpec `ebpf:"ring_wakeup_bytes"`
@@ -379,6 +438,9 @@ type ebpfnetVariableSpecs struct {
 	UnusedConnResult    *ebpf.VariableSpec `ebpf:"unused_conn_result"`
 	UnusedConnRole      *ebpf.VariableSpec `ebpf:"unused_conn_role"`
 	UnusedConnState     *ebpf.VariableSpec `ebpf:"unused_conn_state"`
+	UnusedDnsEvent      *ebpf.VariableSpec `ebpf:"unused_dns_event"`
+	UnusedDnsQueryState *ebpf.VariableSpec `ebpf:"unused_dns_query_state"`
+	UnusedDnsSide       *ebpf.VariableSpec `ebpf:"unused_dns_side"`
 	UnusedDropCacheSlot *ebpf.VariableSpec `ebpf:"unused_drop_cache_slot"`
 	UnusedDropCounts    *ebpf.VariableSpec `ebpf:"unused_drop_counts"`
 	UnusedDropKey       *ebpf.VariableSpec `ebpf:"unused_drop_key"`
@@ -413,6 +475,9 @@ type ebpfnetMaps struct {
 	CountedIfaces *ebpf.Map `ebpf:"counted_ifaces"`
 	Counters      *ebpf.Map `ebpf:"counters"`
 	Dialed        *ebpf.Map `ebpf:"dialed"`
+	DnsEvents     *ebpf.Map `ebpf:"dns_events"`
+	DnsPending    *ebpf.Map `ebpf:"dns_pending"`
+	DnsScratch    *ebpf.Map `ebpf:"dns_scratch"`
 	DrainBarrier  *ebpf.Map `ebpf:"drain_barrier"`
 	DropCache     *ebpf.Map `ebpf:"drop_cache"`
 	DropsA        *ebpf.Map `ebpf:"drops_a"`
@@ -433,6 +498,9 @@ func (m *ebpfnetMaps) Close() error {
 		m.CountedIfaces,
 		m.Counters,
 		m.Dialed,
+		m.DnsEvents,
+		m.DnsPending,
+		m.DnsScratch,
 		m.DrainBarrier,
 		m.DropCache,
 		m.DropsA,
@@ -454,6 +522,7 @@ type ebpfnetVariables struct {
 	ClockCoarseNs       *ebpf.Variable `ebpf:"clock_coarse_ns"`
 	ClockJiffies        *ebpf.Variable `ebpf:"clock_jiffies"`
 	ClockJiffiesAfter   *ebpf.Variable `ebpf:"clock_jiffies_after"`
+	DnsPorts            *ebpf.Variable `ebpf:"dns_ports"`
 	DropIgnored         *ebpf.Variable `ebpf:"drop_ignored"`
 	HostNetns           *ebpf.Variable `ebpf:"host_netns"`
 	RingWakeupBytes     *ebpf.Variable `ebpf:"ring_wakeup_bytes"`
@@ -462,6 +531,9 @@ type ebpfnetVariables struct {
 	UnusedConnResult    *ebpf.Variable `ebpf:"unused_conn_result"`
 	UnusedConnRole      *ebpf.Variable `ebpf:"unused_conn_role"`
 	UnusedConnState     *ebpf.Variable `ebpf:"unused_conn_state"`
+	UnusedDnsEvent      *ebpf.Variable `ebpf:"unused_dns_event"`
+	UnusedDnsQueryState *ebpf.Variable `ebpf:"unused_dns_query_state"`
+	UnusedDnsSide       *ebpf.Variable `ebpf:"unused_dns_side"`
 	UnusedDropCacheSlot *ebpf.Variable `ebpf:"unused_drop_cache_slot"`
 	UnusedDropCounts    *ebpf.Variable `ebpf:"unused_drop_counts"`
 	UnusedDropKey       *ebpf.Variable `ebpf:"unused_drop_key"`

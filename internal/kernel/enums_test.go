@@ -27,6 +27,8 @@ func TestModelEnumsMatchKernel(t *testing.T) {
 		flow.ReasonDialedFull:        ebpfnetCounterReasonCOUNTER_DIALED_FULL,
 		flow.ReasonDropsFull:         ebpfnetCounterReasonCOUNTER_DROPS_FULL,
 		flow.ReasonDropsMissed:       ebpfnetCounterReasonCOUNTER_DROPS_MISSED,
+		flow.ReasonDNSPendingFull:    ebpfnetCounterReasonCOUNTER_DNS_PENDING_FULL,
+		flow.ReasonDNSEventsFull:     ebpfnetCounterReasonCOUNTER_DNS_EVENTS_FULL,
 	}
 	require.Len(t, reasons, int(ebpfnetCounterReasonCOUNTER_MAX), "every kernel reason has a model reason")
 	require.Equal(t, int(ebpfnetCounterReasonCOUNTER_MAX), flow.NumReasons)
@@ -37,6 +39,8 @@ func TestModelEnumsMatchKernel(t *testing.T) {
 	require.EqualValues(t, ebpfnetFlowDirectionFLOW_RECEIVE, flow.Receive)
 	require.EqualValues(t, ebpfnetDropKindDROP_PACKET, flow.DropPacket)
 	require.EqualValues(t, ebpfnetDropKindDROP_RESET_NOSOCK, flow.DropResetNoSocket)
+	require.EqualValues(t, ebpfnetDnsSideDNS_SIDE_CLIENT, flow.DNSClient)
+	require.EqualValues(t, ebpfnetDnsSideDNS_SIDE_SERVER, flow.DNSServer)
 	require.EqualValues(t, ebpfnetConnRoleROLE_CLIENT, flow.Client)
 	require.EqualValues(t, ebpfnetConnRoleROLE_SERVER, flow.Server)
 	results := map[flow.Result]ebpfnetConnResult{

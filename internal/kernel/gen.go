@@ -4,4 +4,4 @@ package kernel
 // tool in go.mod) with Debian's clang 14, and committed: `go build` and ocb
 // need no clang. `make generate` regenerates them; CI checks the result is
 // byte-identical.
-//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -mcpu=v3" -target bpfel -no-global-types -type flow_key -type flow_counts -type counter_value -type counter_reason -type flow_direction -type flow_observer -type conn_event -type conn_state -type conn_role -type conn_result -type udp_dialed_key -type flow_cache_slot -type drop_key -type drop_counts -type drop_kind -type drop_cache_slot ebpfnet ../../bpf/ebpfnet.c -- -I../../bpf
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -mcpu=v3" -target bpfel -no-global-types -type flow_key -type flow_counts -type counter_value -type counter_reason -type flow_direction -type flow_observer -type conn_event -type conn_state -type conn_role -type conn_result -type udp_dialed_key -type flow_cache_slot -type drop_key -type drop_counts -type drop_kind -type drop_cache_slot -type dns_key -type dns_query_state -type dns_event -type dns_side ebpfnet ../../bpf/ebpfnet.c -- -I../../bpf

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/collector/confmap"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/ebpfnet/ebpfnet/internal/kernel"
 	"github.com/ebpfnet/ebpfnet/receiver/ebpfnetreceiver/internal/metadata"
 )
 
@@ -97,6 +98,9 @@ type Config struct {
 	// Drops counts the packets the kernel drops, by its reason.
 	Drops DropsConfig `mapstructure:"drops"`
 
+	// DNS follows the DNS lookups of pods in the same pass as their flows.
+	DNS DNSConfig `mapstructure:"dns"`
+
 	// K8s adds the peer's Kubernetes identity (pod, workload, Service,
 	// node, zone) from the API server. Off by default (no Kubernetes).
 	K8s K8sConfig `mapstructure:"k8s"`
@@ -141,6 +145,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.validateSizes()...)
 	errs = append(errs, c.Drops.validate()...)
+	errs = append(errs, c.DNS.validate()...)
 	if c.Interfaces.Include == "" {
 		errs = append(errs, errors.New("interfaces::include must not be empty"))
 	}
@@ -218,6 +223,55 @@ type DropsConfig struct {
 	// that finds it full is counted in
 	// ebpfnet.packets.uncounted{reason=drops_full}. Default 16384.
 	MaxEntries int64 `mapstructure:"max_entries"`
+}
+
+// DNSConfig configures DNS in the TC programs of pod endpoints.
+type DNSConfig struct {
+	// Enabled parses DNS on Ports. Default true.
+	Enabled bool `mapstructure:"enabled"`
+	// Ports are the server ports DNS is parsed on (UDP and TCP), at most 4.
+	// Default [53].
+	Ports []int `mapstructure:"ports"`
+	// Timeout is how long a query waits for its response before it is
+	// reported as a timeout. Default 5s.
+	Timeout time.Duration `mapstructure:"timeout"`
+	// MaxPending is the capacity of the kernel's map of queries waiting
+	// for their response; a query that finds it full is counted in
+	// ebpfnet.packets.uncounted{reason=dns_pending_full}. Default 8192.
+	MaxPending int64 `mapstructure:"max_pending"`
+}
+
+func (d *DNSConfig) validate() []error {
+	var errs []error
+	if len(d.Ports) > kernel.DNSMaxPorts {
+		errs = append(errs, fmt.Errorf("dns::ports: at most %d ports, got %d", kernel.DNSMaxPorts, len(d.Ports)))
+	}
+	for _, p := range d.Ports {
+		if p < 1 || p > 65535 {
+			errs = append(errs, fmt.Errorf("dns::ports: %d is not a port", p))
+		}
+	}
+	if d.Enabled && len(d.Ports) == 0 {
+		errs = append(errs, errors.New("dns::ports must name a port when dns is enabled"))
+	}
+	if d.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("dns::timeout must be positive, got %s", d.Timeout))
+	}
+	if d.MaxPending < minMaxFlows || d.MaxPending > 1<<20 {
+		errs = append(errs, fmt.Errorf("dns::max_pending must be between %d and %d, got %d", minMaxFlows, 1<<20, d.MaxPending))
+	}
+	return errs
+}
+
+// kernelPorts are the ports for kernel.Options (empty: no DNS).
+func (d *DNSConfig) kernelPorts() []uint16 {
+	out := []uint16{}
+	if d.Enabled {
+		for _, p := range d.Ports {
+			out = append(out, uint16(p))
+		}
+	}
+	return out
 }
 
 // dropReasonName is the form of a kernel drop reason name.

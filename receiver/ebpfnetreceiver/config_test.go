@@ -61,6 +61,9 @@ func TestLoadConfig(t *testing.T) {
 		{name: "bad_drop_reason", wantErr: `drops::ignore_reasons: write "SKB_DROP_REASON_NOT_SPECIFIED" as "NOT_SPECIFIED"`},
 		{name: "bad_drop_reason", wantErr: `drops::ignore_reasons: "tcp_close" is not a kernel drop reason name`},
 		{name: "drops_too_large", wantErr: "drops::max_entries must be between 16 and 1048576, got 10000000"},
+		{name: "bad_dns", wantErr: "dns::ports: at most 4 ports, got 5"},
+		{name: "bad_dns", wantErr: "dns::ports: 0 is not a port"},
+		{name: "bad_dns", wantErr: "dns::timeout must be positive, got 0s"},
 		// Values past 32 bits: errors with the value given, not small tables.
 		{name: "map_past_32_bits", wantErr: "max_flows must be between 16 and 16777216, got 4294967312"},
 		{name: "conns_past_32_bits", wantErr: "max_connections must be between 16 and 16777216, got 4294967312"},

@@ -34,6 +34,10 @@ type datapath interface {
 	// Drops appends what the kernel dropped in the interval the last
 	// Drain ended.
 	Drops(dst []flow.Drop) []flow.Drop
+	// ReadDNS delivers answered DNS lookups until ctx is done.
+	ReadDNS(ctx context.Context, fn func(*flow.DNSLookup)) error
+	// ExpireDNS appends the queries unanswered for longer than timeout.
+	ExpireDNS(dst []flow.DNSLookup, timeout time.Duration) ([]flow.DNSLookup, error)
 	Close() error
 }
 
@@ -93,7 +97,8 @@ func loadDatapath(cfg *Config, logger *zap.Logger, onError func(error)) (datapat
 	d, err := kernel.Load(kernel.Options{MaxFlows: uint32(cfg.MaxFlows), MaxConns: uint32(cfg.MaxConnections),
 		RingSize: uint32(cfg.RingBufferSize), CgroupPath: cfg.CgroupPath,
 		PodSocketsOnly: cfg.TCPSockets == "pods",
-		NoDrops:        !cfg.Drops.Enabled, MaxDrops: uint32(cfg.Drops.MaxEntries), IgnoreDrops: cfg.Drops.IgnoreReasons})
+		NoDrops:        !cfg.Drops.Enabled, MaxDrops: uint32(cfg.Drops.MaxEntries), IgnoreDrops: cfg.Drops.IgnoreReasons,
+		DNSPorts: cfg.DNS.kernelPorts(), MaxDNSPending: uint32(cfg.DNS.MaxPending)})
 	if err != nil {
 		return nil, err
 	}

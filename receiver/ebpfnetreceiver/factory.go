@@ -47,6 +47,7 @@ func createDefaultConfig() component.Config {
 		SeriesIdleTimeout:    5 * time.Minute,
 		MaxSeries:            100000,
 		Drops:                DropsConfig{Enabled: true, IgnoreReasons: defaultIgnoredDrops, MaxEntries: kernel.DefaultMaxDrops},
+		DNS:                  DNSConfig{Enabled: true, Ports: []int{53}, Timeout: 5 * time.Second, MaxPending: kernel.DefaultMaxDNS},
 		K8s:                  K8sConfig{AuthType: "serviceAccount", NetworkPolicies: true},
 		MetricsBuilderConfig: metadata.NewDefaultMetricsBuilderConfig(),
 		Events:               metadata.DefaultEventsConfig(),

@@ -86,6 +86,15 @@ func (f *fakeDatapath) LiveConns(dst []flow.LiveConn) ([]flow.LiveConn, error) {
 }
 func (f *fakeDatapath) Drops(dst []flow.Drop) []flow.Drop { return dst }
 
+func (f *fakeDatapath) ReadDNS(ctx context.Context, _ func(*flow.DNSLookup)) error {
+	<-ctx.Done()
+	return nil
+}
+
+func (f *fakeDatapath) ExpireDNS(dst []flow.DNSLookup, _ time.Duration) ([]flow.DNSLookup, error) {
+	return dst, nil
+}
+
 func (f *fakeDatapath) UDPDialed(dst []flow.UDPDialed, _ time.Duration) ([]flow.UDPDialed, error) {
 	return dst, nil
 }

@@ -71,6 +71,8 @@ func convertOptions(cfg *Config, set receiver.Settings, peers convert.PeerResolv
 	}
 	opts.FlowEvents = cfg.Events.EbpfnetFlow.Enabled
 	opts.DropEvents = cfg.Events.EbpfnetDrop.Enabled
+	opts.DNSEvents = cfg.Events.EbpfnetDNSLookup.Enabled
+	opts.DNSTimeout = cfg.DNS.Timeout
 	opts.SeriesIdleTimeout = cfg.SeriesIdleTimeout
 	opts.MaxSeries = cfg.MaxSeries
 	if cfg.Temporality == "delta" {

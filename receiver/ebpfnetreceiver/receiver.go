@@ -42,7 +42,8 @@ type pipeline struct {
 	dp          datapath
 	joins       *joins
 	conv        *convert.Converter
-	closed      closedConns
+	closed      handoff[flow.Conn]
+	dns         handoff[flow.DNSLookup]
 	batch       flow.Batch // the collection's buffers, reused
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup // run
@@ -134,8 +135,9 @@ func (p *pipeline) Start(context.Context, component.Host) (err error) {
 	connsCtx, cancelConns := context.WithCancel(context.Background())
 	p.cancel, p.cancelConns = cancel, cancelConns
 	p.wg.Add(1)
-	p.connsWG.Add(1)
+	p.connsWG.Add(2)
 	go p.readConns(connsCtx)
+	go p.readDNS(connsCtx)
 	go p.run(ctx)
 	if !held {
 		logger.Info("another ebpfnet agent counts this node's interfaces (a rolling update's overlap): this one counts from the moment it stops")
@@ -224,6 +226,14 @@ func (p *pipeline) readConns(ctx context.Context) {
 	}
 }
 
+// readDNS collects answered DNS lookups until the pipeline stops.
+func (p *pipeline) readDNS(ctx context.Context) {
+	defer p.connsWG.Done()
+	if err := p.dp.ReadDNS(ctx, p.dns.add); err != nil {
+		p.set.Logger.Error("read DNS lookups", zap.Error(err))
+	}
+}
+
 // run collects every interval until the pipeline stops; the final drain
 // is finish's.
 func (p *pipeline) run(ctx context.Context) {
@@ -265,6 +275,7 @@ func (p *pipeline) collect() {
 		p.emitLogs(next.logs, b)
 	}
 	p.closed.recycle(b.Closed)
+	p.dns.recycle(b.DNS)
 }
 
 // read fills b from the kernel side; false when the datapath is closed.
@@ -283,6 +294,12 @@ func (p *pipeline) read(b *flow.Batch, perFlow bool) bool {
 	}
 	b.TableCapacity = p.dp.MaxFlows()
 	b.Drops = p.dp.Drops(b.Drops[:0])
+	b.DNS = p.dns.take()
+	if p.cfg.DNS.Enabled {
+		if b.DNS, err = p.dp.ExpireDNS(b.DNS, p.cfg.DNS.Timeout); err != nil && !errors.Is(err, kernel.ErrClosed) {
+			logger.Error("expire DNS queries", zap.Error(err))
+		}
+	}
 	b.Closed = p.closed.take()
 	if b.Live, err = p.dp.LiveConns(b.Live[:0]); err != nil && !errors.Is(err, kernel.ErrClosed) {
 		logger.Error("read open connections", zap.Error(err))
@@ -330,20 +347,27 @@ func (p *pipeline) emitMetrics(next consumer.Metrics, md pmetric.Metrics) {
 
 func (p *pipeline) emitLogs(next consumer.Logs, b *flow.Batch) {
 	var r refusals
-	// The drop records no flow record carries go with the first call (one
-	// per local endpoint, peer address and reason: few).
-	drops := b.Drops
-	for from, to := range p.calls(max(len(b.Flows), 1)) {
-		ld := p.conv.Logs(&flow.Batch{Time: b.Time, Flows: b.Flows[from:min(to, len(b.Flows))], Drops: drops})
-		drops = nil
+	consume := func(part *flow.Batch) {
+		ld := p.conv.Logs(part)
 		n := ld.LogRecordCount()
 		if n == 0 {
-			continue
+			return
 		}
 		opCtx := p.obs.StartLogsOp(context.Background())
 		err := next.ConsumeLogs(opCtx, ld)
 		p.obs.EndLogsOp(opCtx, transport, n, err)
 		r.add(n, err)
+	}
+	// The drop records no flow record carries go with the first call (one
+	// per local endpoint, peer address and reason: few); the DNS lookups
+	// in calls of their own.
+	drops := b.Drops
+	for from, to := range p.calls(max(len(b.Flows), 1)) {
+		consume(&flow.Batch{Time: b.Time, Flows: b.Flows[from:min(to, len(b.Flows))], Drops: drops})
+		drops = nil
+	}
+	for from, to := range p.calls(len(b.DNS)) {
+		consume(&flow.Batch{Time: b.Time, DNS: b.DNS[from:to]})
 	}
 	r.log(p.set.Logger, "logs")
 }
@@ -404,31 +428,33 @@ func (r *refusals) log(logger *zap.Logger, signal string) {
 	}
 }
 
-// closedConns are the connections closed since the last collection: the
-// connection reader appends, the collection takes them.
-type closedConns struct {
+// handoff holds what a reader goroutine delivered since the last
+// collection (closed connections, DNS lookups): the reader appends, the
+// collection takes the slice and gives it back for reuse, so a steady rate
+// appends without growing one.
+type handoff[T any] struct {
 	mu    sync.Mutex
-	conns []flow.Conn
-	spare []flow.Conn
+	list  []T
+	spare []T
 }
 
-func (c *closedConns) add(conn *flow.Conn) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.conns = append(c.conns, *conn)
+func (h *handoff[T]) add(x *T) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.list = append(h.list, *x)
 }
 
-func (c *closedConns) take() []flow.Conn {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := c.conns
-	c.conns, c.spare = c.spare[:0], nil
+func (h *handoff[T]) take() []T {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := h.list
+	h.list, h.spare = h.spare[:0], nil
 	return out
 }
 
 // recycle gives back a slice take returned, for reuse.
-func (c *closedConns) recycle(s []flow.Conn) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.spare = s
+func (h *handoff[T]) recycle(s []T) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.spare = s
 }

@@ -38,6 +38,7 @@ func Schema() (*convert.Schema, error) {
 		return nil, err
 	}
 	s[convert.ConnDuration], s[convert.ConnRTT] = hist["ebpfnet.tcp.connection.duration"], hist["ebpfnet.tcp.rtt"]
+	s[convert.DNSLookupDuration], s[convert.DNSServerDuration] = hist["dns.lookup.duration"], hist["ebpfnet.dns.server.duration"]
 	for id := range s {
 		if s[id].Name == "" {
 			return nil, fmt.Errorf("schema: metric %d is not defined", id)

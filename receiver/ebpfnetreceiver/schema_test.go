@@ -119,6 +119,17 @@ func everyMetricBatch(at time.Time) *flow.Batch {
 		{Kind: flow.DropPacket, Local: ap(netip.MustParseAddr("192.0.2.9"), 22), Peer: netip.MustParseAddr("192.0.2.1"), Protocol: flow.ProtoTCP, Direction: flow.Receive, Reason: "TCP_LISTEN_OVERFLOW", OnNode: true, Packets: 1, Bytes: 60},
 	}
 	flow.AttachDrops(b)
+	resolver := netip.MustParseAddr("10.244.1.53")
+	b.DNS = []flow.DNSLookup{
+		{Side: flow.DNSClient, Client: ap(pod, 40053), Server: ap(resolver, 53), Protocol: flow.ProtoUDP, ID: 7, Start: at,
+			Latency: time.Millisecond, Flags: 0x8180, Answers: 1, Sends: 1, Name: "web.shop.svc.cluster.local", QType: 1, QClass: 1, Endpoint: pod},
+		{Side: flow.DNSClient, Client: ap(pod, 40054), Server: ap(resolver, 53), Protocol: flow.ProtoTCP, ID: 8, Start: at,
+			Latency: time.Millisecond, Flags: 0x8183, Sends: 1, Name: "nope.shop.svc.cluster.local", QType: 28, QClass: 1, Endpoint: pod},
+		{Side: flow.DNSClient, Client: ap(pod, 40055), Server: ap(resolver, 53), Protocol: flow.ProtoUDP, ID: 9, Start: at,
+			TimedOut: true, Sends: 2, Name: "slow.example", QType: 1, QClass: 1, Endpoint: pod},
+		{Side: flow.DNSServer, Client: ap(peer, 40056), Server: ap(pod, 53), Protocol: flow.ProtoUDP, ID: 10, Start: at,
+			Latency: time.Millisecond, Flags: 0x8380, Sends: 1, Name: "big.example", QType: 16, QClass: 1, Endpoint: pod},
+	}
 	b.Flows[0].Policy = flow.PolicyVerdict{Result: flow.PolicyAllowed, Egress: true, Policies: []string{"shop/allow-web"}, Finding: flow.FindingAllowedDropped}
 	b.Flows[1].Policy = flow.PolicyVerdict{Result: flow.PolicyDenied, Policies: []string{"shop/default-deny"}, Finding: flow.FindingDeniedDelivered}
 	b.Flows[2].Policy = flow.PolicyVerdict{Result: flow.PolicyNone}

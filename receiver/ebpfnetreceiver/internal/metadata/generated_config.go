@@ -973,12 +973,16 @@ func (ec *EventConfig) Unmarshal(parser *confmap.Conf) error {
 
 // EventsConfig provides config for ebpfnet events.
 type EventsConfig struct {
-	EbpfnetDrop EventConfig `mapstructure:"ebpfnet.drop"`
-	EbpfnetFlow EventConfig `mapstructure:"ebpfnet.flow"`
+	EbpfnetDNSLookup EventConfig `mapstructure:"ebpfnet.dns.lookup"`
+	EbpfnetDrop      EventConfig `mapstructure:"ebpfnet.drop"`
+	EbpfnetFlow      EventConfig `mapstructure:"ebpfnet.flow"`
 }
 
 func DefaultEventsConfig() EventsConfig {
 	return EventsConfig{
+		EbpfnetDNSLookup: EventConfig{
+			Enabled: true,
+		},
 		EbpfnetDrop: EventConfig{
 			Enabled: true,
 		},

@@ -13,6 +13,67 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
+type eventEbpfnetDNSLookup struct {
+	data   plog.LogRecordSlice // data buffer for generated log records.
+	config EventConfig         // event config provided by user.
+}
+
+func (e *eventEbpfnetDNSLookup) recordEvent(ctx context.Context, timestamp pcommon.Timestamp, dnsQuestionNameAttributeValue string, dnsQuestionTypeAttributeValue string, ebpfnetDNSRcodeAttributeValue string, errorTypeAttributeValue string, ebpfnetDNSAnswersAttributeValue int64, ebpfnetDNSTruncatedAttributeValue bool, ebpfnetDNSLatencyAttributeValue float64, ebpfnetDNSSideAttributeValue string, ebpfnetDNSSendsAttributeValue int64, ebpfnetDNSIDAttributeValue int64, networkTransportAttributeValue string, clientAddressAttributeValue string, clientPortAttributeValue int64, serverAddressAttributeValue string, serverPortAttributeValue int64, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue string, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string) {
+	if !e.config.Enabled {
+		return
+	}
+	dp := e.data.AppendEmpty()
+	dp.SetEventName("ebpfnet.dns.lookup")
+	dp.SetTimestamp(timestamp)
+
+	if span := trace.SpanContextFromContext(ctx); span.IsValid() {
+		dp.SetTraceID(pcommon.TraceID(span.TraceID()))
+		dp.SetSpanID(pcommon.SpanID(span.SpanID()))
+	}
+	dp.Attributes().PutStr("dns.question.name", dnsQuestionNameAttributeValue)
+	dp.Attributes().PutStr("dns.question.type", dnsQuestionTypeAttributeValue)
+	dp.Attributes().PutStr("ebpfnet.dns.rcode", ebpfnetDNSRcodeAttributeValue)
+	dp.Attributes().PutStr("error.type", errorTypeAttributeValue)
+	dp.Attributes().PutInt("ebpfnet.dns.answers", ebpfnetDNSAnswersAttributeValue)
+	dp.Attributes().PutBool("ebpfnet.dns.truncated", ebpfnetDNSTruncatedAttributeValue)
+	dp.Attributes().PutDouble("ebpfnet.dns.latency", ebpfnetDNSLatencyAttributeValue)
+	dp.Attributes().PutStr("ebpfnet.dns.side", ebpfnetDNSSideAttributeValue)
+	dp.Attributes().PutInt("ebpfnet.dns.sends", ebpfnetDNSSendsAttributeValue)
+	dp.Attributes().PutInt("ebpfnet.dns.id", ebpfnetDNSIDAttributeValue)
+	dp.Attributes().PutStr("network.transport", networkTransportAttributeValue)
+	dp.Attributes().PutStr("client.address", clientAddressAttributeValue)
+	dp.Attributes().PutInt("client.port", clientPortAttributeValue)
+	dp.Attributes().PutStr("server.address", serverAddressAttributeValue)
+	dp.Attributes().PutInt("server.port", serverPortAttributeValue)
+	dp.Attributes().PutStr("network.peer.address", networkPeerAddressAttributeValue)
+	dp.Attributes().PutStr("peer.k8s.kind", peerK8sKindAttributeValue)
+	dp.Attributes().PutStr("peer.k8s.pod.name", peerK8sPodNameAttributeValue)
+	dp.Attributes().PutStr("peer.k8s.namespace.name", peerK8sNamespaceNameAttributeValue)
+	dp.Attributes().PutStr("peer.k8s.workload.kind", peerK8sWorkloadKindAttributeValue)
+	dp.Attributes().PutStr("peer.k8s.workload.name", peerK8sWorkloadNameAttributeValue)
+	dp.Attributes().PutStr("peer.k8s.service.name", peerK8sServiceNameAttributeValue)
+	dp.Attributes().PutStr("peer.k8s.node.name", peerK8sNodeNameAttributeValue)
+	dp.Attributes().PutStr("peer.cloud.availability_zone", peerCloudAvailabilityZoneAttributeValue)
+	dp.Attributes().PutBool("ebpfnet.cross_zone", ebpfnetCrossZoneAttributeValue)
+	dp.Attributes().PutStr("peer.service", peerServiceAttributeValue)
+
+}
+
+// emit appends recorded event data to a events slice and prepares it for recording another set of log records.
+func (e *eventEbpfnetDNSLookup) emit(lrs plog.LogRecordSlice) {
+	if e.config.Enabled && e.data.Len() > 0 {
+		e.data.MoveAndAppendTo(lrs)
+	}
+}
+
+func newEventEbpfnetDNSLookup(cfg EventConfig) eventEbpfnetDNSLookup {
+	e := eventEbpfnetDNSLookup{config: cfg}
+	if cfg.Enabled {
+		e.data = plog.NewLogRecordSlice()
+	}
+	return e
+}
+
 type eventEbpfnetDrop struct {
 	data   plog.LogRecordSlice // data buffer for generated log records.
 	config EventConfig         // event config provided by user.
@@ -147,6 +208,7 @@ type LogsBuilder struct {
 	buildInfo                      component.BuildInfo // contains version information.
 	resourceAttributeIncludeFilter map[string]filter.Filter
 	resourceAttributeExcludeFilter map[string]filter.Filter
+	eventEbpfnetDNSLookup          eventEbpfnetDNSLookup
 	eventEbpfnetDrop               eventEbpfnetDrop
 	eventEbpfnetFlow               eventEbpfnetFlow
 }
@@ -162,6 +224,7 @@ func NewLogsBuilder(lbc LogsBuilderConfig, settings receiver.Settings) *LogsBuil
 		logsBuffer:                     plog.NewLogs(),
 		logRecordsBuffer:               plog.NewLogRecordSlice(),
 		buildInfo:                      settings.BuildInfo,
+		eventEbpfnetDNSLookup:          newEventEbpfnetDNSLookup(lbc.Events.EbpfnetDNSLookup),
 		eventEbpfnetDrop:               newEventEbpfnetDrop(lbc.Events.EbpfnetDrop),
 		eventEbpfnetFlow:               newEventEbpfnetFlow(lbc.Events.EbpfnetFlow),
 		resourceAttributeIncludeFilter: make(map[string]filter.Filter),
@@ -253,6 +316,7 @@ func (lb *LogsBuilder) EmitForResource(options ...ResourceLogsOption) {
 	ils := rl.ScopeLogs().AppendEmpty()
 	ils.Scope().SetName(ScopeName)
 	ils.Scope().SetVersion(lb.buildInfo.Version)
+	lb.eventEbpfnetDNSLookup.emit(ils.LogRecords())
 	lb.eventEbpfnetDrop.emit(ils.LogRecords())
 	lb.eventEbpfnetFlow.emit(ils.LogRecords())
 
@@ -289,6 +353,11 @@ func (lb *LogsBuilder) Emit(options ...ResourceLogsOption) plog.Logs {
 	logs := lb.logsBuffer
 	lb.logsBuffer = plog.NewLogs()
 	return logs
+}
+
+// RecordEbpfnetDNSLookupEvent adds a log record of ebpfnet.dns.lookup event.
+func (lb *LogsBuilder) RecordEbpfnetDNSLookupEvent(ctx context.Context, timestamp pcommon.Timestamp, dnsQuestionNameAttributeValue string, dnsQuestionTypeAttributeValue string, ebpfnetDNSRcodeAttributeValue string, errorTypeAttributeValue string, ebpfnetDNSAnswersAttributeValue int64, ebpfnetDNSTruncatedAttributeValue bool, ebpfnetDNSLatencyAttributeValue float64, ebpfnetDNSSideAttributeValue AttributeEbpfnetDNSSide, ebpfnetDNSSendsAttributeValue int64, ebpfnetDNSIDAttributeValue int64, networkTransportAttributeValue string, clientAddressAttributeValue string, clientPortAttributeValue int64, serverAddressAttributeValue string, serverPortAttributeValue int64, networkPeerAddressAttributeValue string, peerK8sKindAttributeValue AttributePeerK8sKind, peerK8sPodNameAttributeValue string, peerK8sNamespaceNameAttributeValue string, peerK8sWorkloadKindAttributeValue string, peerK8sWorkloadNameAttributeValue string, peerK8sServiceNameAttributeValue string, peerK8sNodeNameAttributeValue string, peerCloudAvailabilityZoneAttributeValue string, ebpfnetCrossZoneAttributeValue bool, peerServiceAttributeValue string) {
+	lb.eventEbpfnetDNSLookup.recordEvent(ctx, timestamp, dnsQuestionNameAttributeValue, dnsQuestionTypeAttributeValue, ebpfnetDNSRcodeAttributeValue, errorTypeAttributeValue, ebpfnetDNSAnswersAttributeValue, ebpfnetDNSTruncatedAttributeValue, ebpfnetDNSLatencyAttributeValue, ebpfnetDNSSideAttributeValue.String(), ebpfnetDNSSendsAttributeValue, ebpfnetDNSIDAttributeValue, networkTransportAttributeValue, clientAddressAttributeValue, clientPortAttributeValue, serverAddressAttributeValue, serverPortAttributeValue, networkPeerAddressAttributeValue, peerK8sKindAttributeValue.String(), peerK8sPodNameAttributeValue, peerK8sNamespaceNameAttributeValue, peerK8sWorkloadKindAttributeValue, peerK8sWorkloadNameAttributeValue, peerK8sServiceNameAttributeValue, peerK8sNodeNameAttributeValue, peerCloudAvailabilityZoneAttributeValue, ebpfnetCrossZoneAttributeValue, peerServiceAttributeValue)
 }
 
 // RecordEbpfnetDropEvent adds a log record of ebpfnet.drop event.

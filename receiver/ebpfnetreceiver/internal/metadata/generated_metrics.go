@@ -20,6 +20,32 @@ const (
 	AggregationStrategyMax = "max"
 )
 
+// AttributeEbpfnetDNSSide specifies the value ebpfnet.dns.side attribute.
+type AttributeEbpfnetDNSSide int
+
+const (
+	_ AttributeEbpfnetDNSSide = iota
+	AttributeEbpfnetDNSSideClient
+	AttributeEbpfnetDNSSideServer
+)
+
+// String returns the string representation of the AttributeEbpfnetDNSSide.
+func (av AttributeEbpfnetDNSSide) String() string {
+	switch av {
+	case AttributeEbpfnetDNSSideClient:
+		return "client"
+	case AttributeEbpfnetDNSSideServer:
+		return "server"
+	}
+	return ""
+}
+
+// MapAttributeEbpfnetDNSSide is a helper map of string to AttributeEbpfnetDNSSide attribute value.
+var MapAttributeEbpfnetDNSSide = map[string]AttributeEbpfnetDNSSide{
+	"client": AttributeEbpfnetDNSSideClient,
+	"server": AttributeEbpfnetDNSSideServer,
+}
+
 // AttributeEbpfnetPolicyDirection specifies the value ebpfnet.policy.direction attribute.
 type AttributeEbpfnetPolicyDirection int
 
@@ -278,6 +304,8 @@ const (
 	AttributeReasonDialedFull
 	AttributeReasonDropsFull
 	AttributeReasonDropsMissed
+	AttributeReasonDNSPendingFull
+	AttributeReasonDNSEventsFull
 )
 
 // String returns the string representation of the AttributeReason.
@@ -309,6 +337,10 @@ func (av AttributeReason) String() string {
 		return "drops_full"
 	case AttributeReasonDropsMissed:
 		return "drops_missed"
+	case AttributeReasonDNSPendingFull:
+		return "dns_pending_full"
+	case AttributeReasonDNSEventsFull:
+		return "dns_events_full"
 	}
 	return ""
 }
@@ -328,6 +360,8 @@ var MapAttributeReason = map[string]AttributeReason{
 	"dialed_full":      AttributeReasonDialedFull,
 	"drops_full":       AttributeReasonDropsFull,
 	"drops_missed":     AttributeReasonDropsMissed,
+	"dns_pending_full": AttributeReasonDNSPendingFull,
+	"dns_events_full":  AttributeReasonDNSEventsFull,
 }
 
 var MetricsInfo = metricsInfo{

@@ -1,0 +1,189 @@
+package kernel
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ebpfnet/ebpfnet/internal/flow"
+	"github.com/ebpfnet/ebpfnet/internal/testnet"
+)
+
+// digResult is what dig says of one lookup ("timeout": no answer).
+type digResult struct {
+	status  string
+	latency time.Duration
+}
+
+// dig runs Debian's dig in ns (testnet.Dig).
+func dig(t *testing.T, ns *testnet.Netns, args ...string) digResult {
+	r := testnet.Dig(ns, args...)
+	if r.Status == "" {
+		require.Regexp(t, "timed out|no servers could be reached", r.Output)
+		return digResult{status: "timeout"}
+	}
+	return digResult{status: r.Status, latency: r.Latency}
+}
+
+// delayProxy forwards DNS datagrams from listen (in ns) to upstream and
+// the answers back after delay: a slow resolver in front of a real one.
+func delayProxy(t *testing.T, ns *testnet.Netns, listen, upstream netip.AddrPort, delay time.Duration) {
+	var pc *net.UDPConn
+	require.NoError(t, ns.Do(func() (err error) {
+		pc, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(listen))
+		return err
+	}))
+	var wg sync.WaitGroup
+	t.Cleanup(func() { pc.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 4096)
+		for {
+			n, from, err := pc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			q := append([]byte(nil), buf[:n]...)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var up *net.UDPConn
+				if ns.Do(func() (err error) { up, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(upstream)); return err }) != nil {
+					return
+				}
+				defer up.Close()
+				_, _ = up.Write(q)
+				_ = up.SetReadDeadline(time.Now().Add(2 * time.Second))
+				a := make([]byte, 4096)
+				m, err := up.Read(a)
+				if err != nil {
+					return
+				}
+				time.Sleep(delay)
+				_, _ = pc.WriteToUDPAddrPort(a[:m], from)
+			}()
+		}
+	}()
+}
+
+// TestDNSLookupsMatchDig: Debian's dig in pod A asks Debian's dnsmasq in
+// pod B (and, through a proxy in pod C that holds every answer 40 ms, a
+// slow resolver; and pod D, which drops every query): answered, NXDOMAIN,
+// over TCP, slow, timed out. Each lookup the kernel side reports on A's
+// veth matches what dig saw: the status, the name, the type, the latency
+// within 1 ms of dig's Query time (dig rounds to a millisecond); B's veth
+// reports the server's view of the same lookups.
+func TestDNSLookupsMatchDig(t *testing.T) {
+	n := newDropNode(t, 33)
+	a, b := n.a, n.b
+	c, d := n.AddPod(t, 4), n.AddPod(t, 5)
+	attachPods(t, n, c, d)
+	testnet.Dnsmasq(t, b.NS, b.IPv4.String(), "10.1.2.3 web.shop.test\n10.1.2.4 Api.Shop.test\n")
+	delayProxy(t, c.NS, netip.AddrPortFrom(c.IPv4, 53), netip.AddrPortFrom(b.IPv4, 53), 40*time.Millisecond)
+	_, err := d.NS.Exec("iptables", "-w", "-A", "INPUT", "-p", "udp", "--dport", "53", "-j", "DROP")
+	require.NoError(t, err)
+
+	var mu sync.Mutex
+	var got []flow.DNSLookup
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- n.d.ReadDNS(ctx, func(l *flow.DNSLookup) { mu.Lock(); got = append(got, *l); mu.Unlock() })
+	}()
+	type ask struct {
+		server *testnet.Pod
+		name   string
+		args   []string
+		want   string
+		qtype  uint16
+		proto  uint8
+	}
+	asks := []ask{
+		{b, "web.shop.test", []string{"A"}, "NOERROR", 1, flow.ProtoUDP},
+		{b, "api.shop.test", []string{"AAAA"}, "NOERROR", 28, flow.ProtoUDP},
+		{b, "nope.shop.test", []string{"A"}, "NXDOMAIN", 1, flow.ProtoUDP},
+		{b, "web.shop.test", []string{"A", "+tcp"}, "NOERROR", 1, flow.ProtoTCP},
+		{c, "web.shop.test", []string{"A"}, "NOERROR", 1, flow.ProtoUDP},
+		{d, "web.shop.test", []string{"A"}, "timeout", 1, flow.ProtoUDP},
+	}
+	// One lookup of ours per dig, by transaction ID (+qid). dig's Query
+	// time is its own clock around its event loop, in whole milliseconds:
+	// on a busy machine one run can lag by milliseconds, so a lookup whose
+	// latency is not within 1 ms (or 5%) of dig's is asked again, at most
+	// three times, each attempt logged.
+	find := func(id uint16, side flow.DNSSide, client netip.Addr) []flow.DNSLookup {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []flow.DNSLookup
+		for _, l := range got {
+			if l.ID == id && l.Side == side && l.Client.Addr() == client && (side == flow.DNSServer || l.Endpoint == client) {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	for i, q := range asks {
+		for attempt := 0; ; attempt++ {
+			id := uint16(1000 + 10*i + attempt)
+			r := dig(t, a.NS, append([]string{"@" + q.server.IPv4.String(), q.name, "+qid=" + strconv.Itoa(int(id))}, q.args...)...)
+			require.Equal(t, q.want, r.status, "dig %s %v", q.name, q.args)
+			if q.want == "timeout" {
+				time.Sleep(1100 * time.Millisecond) // the query ages past the timeout
+				timeouts, err := n.d.ExpireDNS(nil, time.Second)
+				require.NoError(t, err)
+				mu.Lock()
+				got = append(got, timeouts...)
+				mu.Unlock()
+			}
+			var client []flow.DNSLookup
+			require.Eventually(t, func() bool { client = find(id, flow.DNSClient, a.IPv4); return len(client) > 0 },
+				2*time.Second, 20*time.Millisecond, "%s %v: a lookup with ID %d on A's veth", q.name, q.args, id)
+			require.Len(t, client, 1)
+			l := client[0]
+			require.Equal(t, q.name, l.Name)
+			require.Equal(t, q.qtype, l.QType)
+			require.EqualValues(t, 1, l.QClass, "IN")
+			require.Equal(t, q.proto, l.Protocol)
+			require.Equal(t, q.server.IPv4, l.Server.Addr())
+			status := l.ErrorType()
+			if status == "" {
+				status = "NOERROR"
+			}
+			require.Equal(t, q.want, status, q.name)
+			t.Logf("%s %v @%s: %s in %v (dig: %v)", q.name, q.args, q.server.Name, status, l.Latency, r.latency)
+			if q.want == "timeout" {
+				require.True(t, l.TimedOut)
+				break
+			}
+			server := find(id, flow.DNSServer, a.IPv4)
+			require.Len(t, server, 1, "%s: the resolver's veth saw it too", q.name)
+			require.LessOrEqual(t, server[0].Latency, l.Latency, "answered at the server before it arrived at the client")
+			diff := (l.Latency - r.latency).Abs()
+			if diff <= time.Millisecond || diff <= r.latency/20 {
+				break
+			}
+			require.Less(t, attempt, 2, "%s: latency %v, dig said %v (3 attempts)", q.name, l.Latency, r.latency)
+		}
+	}
+	cancel()
+	require.NoError(t, <-done)
+}
+
+// attachPods attaches the datapath to more pods of a drop node.
+func attachPods(t *testing.T, n *dropNode, pods ...*testnet.Pod) {
+	for _, p := range pods {
+		idx, err := net.InterfaceByName(p.Veth)
+		require.NoError(t, err)
+		br, err := net.InterfaceByName(n.Bridge)
+		require.NoError(t, err)
+		require.NoError(t, n.d.Attach(idx.Index, p.Veth, RoleEndpoint, br.Index), fmt.Sprint(p.Name))
+	}
+}
