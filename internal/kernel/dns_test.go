@@ -116,9 +116,9 @@ func TestDNSLookupsMatchDig(t *testing.T) {
 	}
 	// One lookup of ours per dig, by transaction ID (+qid). dig's Query
 	// time is its own clock around its event loop, in whole milliseconds:
-	// on a busy machine one run can lag by milliseconds, so a lookup whose
-	// latency is not within 1 ms (or 5%) of dig's is asked again, at most
-	// three times, each attempt logged.
+	// on a busy machine (make test runs packages in parallel) a run can lag
+	// by milliseconds, so a lookup whose latency is not within 1 ms (or 5%)
+	// of dig's is asked again, at most five times, each attempt logged.
 	find := func(id uint16, side flow.DNSSide, client netip.Addr) []flow.DNSLookup {
 		mu.Lock()
 		defer mu.Unlock()
@@ -167,10 +167,15 @@ func TestDNSLookupsMatchDig(t *testing.T) {
 			require.Len(t, server, 1, "%s: the resolver's veth saw it too", q.name)
 			require.LessOrEqual(t, server[0].Latency, l.Latency, "answered at the server before it arrived at the client")
 			diff := (l.Latency - r.latency).Abs()
+			if q.proto == flow.ProtoTCP {
+				// dig's Query time over TCP includes its connection
+				// setup: the wire's latency can only be shorter.
+				diff = max(l.Latency-r.latency, 0)
+			}
 			if diff <= time.Millisecond || diff <= r.latency/20 {
 				break
 			}
-			require.Less(t, attempt, 2, "%s: latency %v, dig said %v (3 attempts)", q.name, l.Latency, r.latency)
+			require.Less(t, attempt, 4, "%s: latency %v, dig said %v (5 attempts)", q.name, l.Latency, r.latency)
 		}
 	}
 	cancel()
