@@ -73,6 +73,9 @@ func putDNSRecord(lr plog.LogRecord, l *flow.DNSLookup, observed pcommon.Timesta
 	if e := l.ErrorType(); e != "" {
 		a.PutStr(AttrErrorType, e)
 	}
+	if l.RetryOf != [16]byte{} {
+		a.PutBool(AttrDNSTCPRetry, true)
+	}
 	a.PutDouble(AttrDNSLatency, latency.Seconds())
 	a.PutStr(AttrDNSSide, map[flow.DNSSide]string{flow.DNSClient: "client", flow.DNSServer: "server"}[l.Side])
 	a.PutInt(AttrDNSSends, int64(l.Sends))

@@ -54,6 +54,7 @@ const (
 	AttrDNSTruncated       = "ebpfnet.dns.truncated"
 	AttrDNSSends           = "ebpfnet.dns.sends"
 	AttrDNSID              = "ebpfnet.dns.id"
+	AttrDNSTCPRetry        = "ebpfnet.dns.tcp_retry"
 )
 
 // EventDNS is the event name of the DNS lookup records.

@@ -43,6 +43,9 @@ type DNSLookup struct {
 	// Endpoint is the local pod's address (the client's for DNSClient, the
 	// server's for DNSServer).
 	Endpoint netip.Addr
+	// RetryOf is, for a TCP lookup that retries a truncated UDP answer
+	// (TruncatedRetries), that lookup's trace ID: both records share it.
+	RetryOf [16]byte
 }
 
 // RCode is the response code (0 NOERROR); meaningless for a timeout.
@@ -174,5 +177,64 @@ func LookupIDs(l *DNSLookup) (trace [16]byte, span [8]byte) {
 	h := sha256.Sum256(seed[:])
 	copy(trace[:], h[:16])
 	copy(span[:], h[16:24])
+	if l.RetryOf != [16]byte{} {
+		trace = l.RetryOf
+	}
 	return trace, span
+}
+
+// TruncatedRetries links each TCP lookup to the truncated UDP answer it
+// retries: the same client address, server, side, name and type, started
+// within Window after it (RFC 7766: a client that gets TC retries over
+// TCP). It remembers truncated answers across batches. Not safe for
+// concurrent use.
+type TruncatedRetries struct {
+	Window time.Duration
+	recent map[retryKey]truncatedAnswer
+}
+
+type retryKey struct {
+	client, server netip.Addr
+	side           DNSSide
+	name           string
+	qtype          uint16
+}
+
+type truncatedAnswer struct {
+	trace [16]byte
+	at    time.Time
+}
+
+// Link sets RetryOf on the batch's TCP retries and forgets truncated
+// answers older than Window.
+func (r *TruncatedRetries) Link(lookups []DNSLookup) {
+	if r.recent == nil {
+		r.recent = map[retryKey]truncatedAnswer{}
+	}
+	var latest time.Time
+	for i := range lookups {
+		l := &lookups[i]
+		if l.Name == "" {
+			continue
+		}
+		k := retryKey{l.Client.Addr(), l.Server.Addr(), l.Side, l.Name, l.QType}
+		switch {
+		case l.Protocol == ProtoUDP && l.Truncated():
+			trace, _ := LookupIDs(l)
+			r.recent[k] = truncatedAnswer{trace: trace, at: l.Start}
+		case l.Protocol == ProtoTCP:
+			if t, ok := r.recent[k]; ok && !l.Start.Before(t.at) && l.Start.Sub(t.at) <= r.Window {
+				l.RetryOf = t.trace
+				delete(r.recent, k)
+			}
+		}
+		if l.Start.After(latest) {
+			latest = l.Start
+		}
+	}
+	for k, t := range r.recent {
+		if latest.Sub(t.at) > r.Window {
+			delete(r.recent, k)
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 type digResult struct {
 	status  string
 	latency time.Duration
+	size    int
 }
 
 // dig runs Debian's dig in ns (testnet.Dig).
@@ -29,7 +31,7 @@ func dig(t *testing.T, ns *testnet.Netns, args ...string) digResult {
 		require.Regexp(t, "timed out|no servers could be reached", r.Output)
 		return digResult{status: "timeout"}
 	}
-	return digResult{status: r.Status, latency: r.Latency}
+	return digResult{status: r.Status, latency: r.Latency, size: r.Size}
 }
 
 // delayProxy forwards DNS datagrams from listen (in ns) to upstream and
@@ -86,7 +88,9 @@ func TestDNSLookupsMatchDig(t *testing.T) {
 	a, b := n.a, n.b
 	c, d := n.AddPod(t, 4), n.AddPod(t, 5)
 	attachPods(t, n, c, d)
-	testnet.Dnsmasq(t, b.NS, b.IPv4.String(), "10.1.2.3 web.shop.test\n10.1.2.4 Api.Shop.test\n")
+	big := strings.Repeat("x", 200)
+	testnet.Dnsmasq(t, b.NS, b.IPv4.String(), "10.1.2.3 web.shop.test\n10.1.2.4 Api.Shop.test\n",
+		fmt.Sprintf("--txt-record=big.shop.test,%q,%q,%q,%q", big, big, big, big)) // an 800-byte answer
 	delayProxy(t, c.NS, netip.AddrPortFrom(c.IPv4, 53), netip.AddrPortFrom(b.IPv4, 53), 40*time.Millisecond)
 	_, err := d.NS.Exec("iptables", "-w", "-A", "INPUT", "-p", "udp", "--dport", "53", "-j", "DROP")
 	require.NoError(t, err)
@@ -111,6 +115,7 @@ func TestDNSLookupsMatchDig(t *testing.T) {
 		{b, "api.shop.test", []string{"AAAA"}, "NOERROR", 28, flow.ProtoUDP},
 		{b, "nope.shop.test", []string{"A"}, "NXDOMAIN", 1, flow.ProtoUDP},
 		{b, "web.shop.test", []string{"A", "+tcp"}, "NOERROR", 1, flow.ProtoTCP},
+		{b, "big.shop.test", []string{"TXT", "+bufsize=4096"}, "NOERROR", 16, flow.ProtoUDP}, // EDNS0: over 512 bytes in UDP
 		{c, "web.shop.test", []string{"A"}, "NOERROR", 1, flow.ProtoUDP},
 		{d, "web.shop.test", []string{"A"}, "timeout", 1, flow.ProtoUDP},
 	}
@@ -135,6 +140,9 @@ func TestDNSLookupsMatchDig(t *testing.T) {
 			id := uint16(1000 + 10*i + attempt)
 			r := dig(t, a.NS, append([]string{"@" + q.server.IPv4.String(), q.name, "+qid=" + strconv.Itoa(int(id))}, q.args...)...)
 			require.Equal(t, q.want, r.status, "dig %s %v", q.name, q.args)
+			if q.qtype == 16 {
+				require.Greater(t, r.size, 512, "an answer over 512 bytes")
+			}
 			if q.want == "timeout" {
 				time.Sleep(1100 * time.Millisecond) // the query ages past the timeout
 				timeouts, err := n.d.ExpireDNS(nil, time.Second)
@@ -178,6 +186,30 @@ func TestDNSLookupsMatchDig(t *testing.T) {
 			require.Less(t, attempt, 4, "%s: latency %v, dig said %v (5 attempts)", q.name, l.Latency, r.latency)
 		}
 	}
+	// Without EDNS0 the 800-byte answer does not fit: dnsmasq sets TC and
+	// dig asks again over TCP, with the same ID.
+	r := dig(t, a.NS, "@"+b.IPv4.String(), "big.shop.test", "TXT", "+noedns", "+qid=2000")
+	require.Equal(t, "NOERROR", r.status)
+	require.Greater(t, r.size, 512, "the full answer, over TCP")
+	var udp, tcp []flow.DNSLookup
+	require.Eventually(t, func() bool {
+		udp, tcp = nil, nil
+		for _, l := range find(2000, flow.DNSClient, a.IPv4) {
+			if l.Protocol == flow.ProtoUDP {
+				udp = append(udp, l)
+			} else {
+				tcp = append(tcp, l)
+			}
+		}
+		return len(udp) == 1 && len(tcp) == 1
+	}, 2*time.Second, 20*time.Millisecond, "a truncated UDP answer and its TCP retry")
+	require.True(t, udp[0].Truncated(), "TC set")
+	require.False(t, tcp[0].Truncated())
+	retries := flow.TruncatedRetries{Window: 5 * time.Second}
+	pair := []flow.DNSLookup{udp[0], tcp[0]}
+	retries.Link(pair)
+	trace, _ := flow.LookupIDs(&pair[0])
+	require.Equal(t, trace, pair[1].RetryOf, "the TCP retry is linked to the truncated answer")
 	cancel()
 	require.NoError(t, <-done)
 }

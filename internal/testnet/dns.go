@@ -12,8 +12,9 @@ import (
 
 // Dnsmasq runs Debian's dnsmasq in ns on addr:53 until the test ends,
 // authoritative for .test from hosts (lines of /etc/hosts; other .test
-// names are NXDOMAIN), without a cache, and waits until it answers.
-func Dnsmasq(tb testing.TB, ns *Netns, addr string, hosts string) {
+// names are NXDOMAIN), without a cache, with extra options (records), and
+// waits until it answers.
+func Dnsmasq(tb testing.TB, ns *Netns, addr string, hosts string, extra ...string) {
 	tb.Helper()
 	path, err := exec.LookPath("dnsmasq")
 	if err != nil {
@@ -26,6 +27,7 @@ func Dnsmasq(tb testing.TB, ns *Netns, addr string, hosts string) {
 	cmd := exec.Command("ip", "netns", "exec", ns.Name, path, "--keep-in-foreground", "--no-resolv", "--no-hosts",
 		"--addn-hosts="+filepath.Join(dir, "hosts"), "--listen-address="+addr, "--bind-interfaces", "--port=53",
 		"--local=/test/", "--user=root", "--pid-file="+filepath.Join(dir, "pid"), "--cache-size=0")
+	cmd.Args = append(cmd.Args, extra...)
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
@@ -42,12 +44,14 @@ func Dnsmasq(tb testing.TB, ns *Netns, addr string, hosts string) {
 type DigResult struct {
 	Status  string // NOERROR, NXDOMAIN, ...; "" when no answer came (timeout)
 	Latency time.Duration
+	Size    int // bytes of the answer dig received
 	Output  string
 }
 
 var (
 	digStatus = regexp.MustCompile(`status: ([A-Z]+)`)
 	digTime   = regexp.MustCompile(`Query time: (\d+) msec`)
+	digSize   = regexp.MustCompile(`MSG SIZE\s+rcvd: (\d+)`)
 )
 
 // Dig runs Debian's dig in ns with one try of at most two seconds.
@@ -60,6 +64,9 @@ func Dig(ns *Netns, args ...string) DigResult {
 	if m := digTime.FindStringSubmatch(out); m != nil {
 		ms, _ := strconv.Atoi(m[1])
 		r.Latency = time.Duration(ms) * time.Millisecond
+	}
+	if m := digSize.FindStringSubmatch(out); m != nil {
+		r.Size, _ = strconv.Atoi(m[1])
 	}
 	return r
 }

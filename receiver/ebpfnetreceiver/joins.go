@@ -3,6 +3,7 @@ package ebpfnetreceiver
 import (
 	"net/netip"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -20,8 +21,9 @@ type joins struct {
 	peers  *k8s.Resolver // nil: no Kubernetes
 	memo   *k8s.Memo
 	policy *policyVerdicts // nil: no NetworkPolicy verdicts
-	conns  connJoins       // readConns goroutine
-	flows  flowJoins       // collect goroutine
+	tcpDNS flow.TruncatedRetries
+	conns  connJoins // readConns goroutine
+	flows  flowJoins // collect goroutine
 }
 
 type connJoins struct {
@@ -47,7 +49,7 @@ func (f *flowJoins) close() {
 }
 
 func newJoins(cfg *Config, peers *k8s.Resolver, perFlow bool, logger *zap.Logger) *joins {
-	j := &joins{peers: peers}
+	j := &joins{peers: peers, tcpDNS: flow.TruncatedRetries{Window: 5 * time.Second}}
 	j.flows.Joiner = flow.Joiner{Endpoints: flow.NewEndpoints(), PerFlow: perFlow, HostNetns: kernel.OwnNetns()}
 	if cg := cgroups(cfg); cg != nil {
 		j.conns.Pod = func(id uint64) (string, string) {
@@ -118,6 +120,7 @@ func (j *joins) batch(b *flow.Batch) {
 		j.policy.begin()
 	}
 	j.flows.Join(b)
+	j.tcpDNS.Link(b.DNS)
 }
 
 // stop releases the flow joins' lookups and Kubernetes, after the final
