@@ -224,3 +224,41 @@ func attachPods(t *testing.T, n *dropNode, pods ...*testnet.Pod) {
 		require.NoError(t, n.d.Attach(idx.Index, p.Veth, RoleEndpoint, br.Index), fmt.Sprint(p.Name))
 	}
 }
+
+// TestDNSPendingFullIsCounted: with a 16-entry query map, 40 queries to a
+// resolver pod that never answers, each seen on the client's veth and on
+// the resolver's (80 transactions): 16 wait (and time out), the other 64
+// are counted as not reported; none is lost silently.
+func TestDNSPendingFullIsCounted(t *testing.T) {
+	n := newDropNodeWith(t, 35, Options{MaxFlows: 4096, MaxDNSPending: 16})
+	_, err := n.b.NS.Exec("iptables", "-w", "-A", "INPUT", "-p", "udp", "--dport", "53", "-j", "DROP")
+	require.NoError(t, err)
+	c0, err := n.d.Counters()
+	require.NoError(t, err)
+	var conn net.Conn
+	require.NoError(t, n.a.NS.Do(func() (err error) {
+		conn, err = net.Dial("udp", netip.AddrPortFrom(n.b.IPv4, 53).String())
+		return err
+	}))
+	defer conn.Close()
+	q := []byte{0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, 'w', 'e', 'b', 4, 't', 'e', 's', 't', 0, 0, 1, 0, 1}
+	for id := range 40 {
+		q[0], q[1] = byte(id>>8), byte(id)
+		_, err := conn.Write(q)
+		require.NoError(t, err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	c1, err := n.d.Counters()
+	require.NoError(t, err)
+	full := c1[flow.ReasonDNSPendingFull].Packets - c0[flow.ReasonDNSPendingFull].Packets
+	timeouts, err := n.d.ExpireDNS(nil, 0)
+	require.NoError(t, err)
+	mine := 0
+	for _, l := range timeouts {
+		if l.Server.Addr() == n.b.IPv4 && l.TimedOut && l.Name == "web.test" {
+			mine++
+		}
+	}
+	require.EqualValues(t, 80, uint64(mine)+full, "timed out %d + counted as not reported %d", mine, full)
+	require.Equal(t, 16, mine, "the map holds 16")
+}
