@@ -47,6 +47,7 @@ struct dns_pkt {
 	__u8 saddr[16], daddr[16];
 	__u16 sport, dport;
 	__u32 off, len;
+	__u32 mlen; /* TCP: the message's length from its prefix; UDP: 0 */
 	__u8 protocol;
 };
 
@@ -72,7 +73,8 @@ static __always_inline int dns_l4(struct __sk_buff *skb, struct dns_pkt *p, __u3
 		if (bpf_skb_load_bytes(skb, p->off, &mlen, 2))
 			return -1;
 		p->off += 2;
-		if (bpf_ntohs(mlen) < DNS_HDR_LEN)
+		p->mlen = bpf_ntohs(mlen);
+		if (p->mlen < DNS_HDR_LEN)
 			return -1;
 	}
 	if (p->off >= skb->len)
@@ -189,7 +191,14 @@ static __attribute__((noinline)) int dns_observe(struct __sk_buff *skb, __u32 di
 	if (h.qdcount != bpf_htons(1) || ((bpf_ntohs(h.flags) >> 11) & 0xf) > 6)
 		return 0;
 	response = bpf_ntohs(h.flags) & DNS_QR;
-	if (!response && p.len < DNS_MIN_QUERY)
+	/* A query goes to a DNS port, has no answers and fits in its TCP
+	 * segment; a response comes from a DNS port. So the later segments of
+	 * a long TCP answer (from the server's port, and not a message start)
+	 * are never taken for a query; as responses, they match no pending
+	 * query. */
+	if (response ? !dns_port(p.sport, 0) : !dns_port(0, p.dport))
+		return 0;
+	if (!response && (p.len < DNS_MIN_QUERY || h.ancount || h.nscount || p.mlen > p.len))
 		return 0;
 	if (response) {
 		__builtin_memcpy(k.client, p.daddr, 16);

@@ -499,9 +499,10 @@ func readConns(t *testing.T, d *Datapath, wait time.Duration) map[netip.AddrPort
 }
 
 // TestDropTableFullIsCounted: with 16-entry drop tables, datagrams to 100
-// closed ports (a key each) fill the active table; every drop is in a
-// drained entry (of the table or a CPU's slot) or in drops_full, exactly
-// as many as UdpNoPorts counted.
+// closed ports (a key each) fill the active table; every drop UdpNoPorts
+// counted is in a drained entry (of the table or a CPU's slot) or in
+// drops_full (which also counts the host's other drops the table refused:
+// other tests run in parallel).
 func TestDropTableFullIsCounted(t *testing.T) {
 	n := newDropNodeWith(t, 32, Options{MaxFlows: 4096, MaxDrops: 16})
 	before := snmp(t, n.b.NS, "/proc/net/snmp", "Udp:", "NoPorts")
@@ -532,5 +533,9 @@ func TestDropTableFullIsCounted(t *testing.T) {
 	require.EqualValues(t, 100, noPorts)
 	require.Less(t, len(drops), 100, "a 16-entry table (and a slot per CPU and way) holds fewer keys than were dropped")
 	require.NotZero(t, full, "the table filled")
-	require.Equal(t, noPorts, recorded+full, "recorded %d + counted as not recorded %d", recorded, full)
+	// drops_full counts every drop the full table refused, the host's
+	// (other tests' in parallel) with ours: ours are all in it or in the
+	// table, exactly so when nothing else drops meanwhile.
+	require.GreaterOrEqual(t, recorded+full, noPorts, "recorded %d + counted as not recorded %d", recorded, full)
+	t.Logf("UdpNoPorts %d; recorded %d, drops_full %d (others' drops: %d)", noPorts, recorded, full, recorded+full-noPorts)
 }
