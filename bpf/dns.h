@@ -171,8 +171,9 @@ static __always_inline void dns_response(const struct dns_key *k, const struct d
 		__builtin_memcpy(e->question, q->question, sizeof(e->question));
 		/* Wake the reader only past a quarter of the ring: it reads on
 		 * a short deadline anyway (as conn_events). */
-		bpf_ringbuf_submit(
-			e, bpf_ringbuf_query(&dns_events, BPF_RB_AVAIL_DATA) >= (1 << 20) / 4 ? 0 : BPF_RB_NO_WAKEUP);
+		bpf_ringbuf_submit(e, bpf_ringbuf_query(&dns_events, BPF_RB_AVAIL_DATA) >= DNS_EVENTS_SIZE / 4
+					      ? 0
+					      : BPF_RB_NO_WAKEUP);
 	}
 	bpf_map_delete_elem(&dns_pending, k);
 }

@@ -231,7 +231,7 @@ struct {
 	__type(value, struct dns_query_state);
 } dns_pending SEC(".maps");
 
-/* dns_scratch — one struct dns_pending per CPU where a query is built
+/* dns_scratch — one struct dns_query_state per CPU where a query is built
  * before it is inserted (too large for the stack). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -241,10 +241,12 @@ struct {
 } dns_scratch SEC(".maps");
 
 /* dns_events — one struct dns_event per answered DNS transaction, to user
- * space. A full ring is counted (COUNTER_DNS_EVENTS_FULL). */
+ * space. A full ring is counted (COUNTER_DNS_EVENTS_FULL). The reader is
+ * woken past a quarter of it, as for conn_events. */
+#define DNS_EVENTS_SIZE (1 << 20)
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, DNS_EVENTS_SIZE);
 } dns_events SEC(".maps");
 
 /* drop_ignored — the core skb_drop_reason values not reported (normal

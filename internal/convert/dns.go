@@ -13,7 +13,7 @@ import (
 // recordDNS observes a lookup in its side's latency histogram, on the
 // local pod's resource: a timeout as the timeout it waited
 // (Options.DNSTimeout), with error.type timeout. The exemplar names the
-// lookup's log record (flow.LookupIDs).
+// lookup's log record (its TraceID and SpanID).
 func (c *Converter) recordDNS(l *flow.DNSLookup, now time.Time) {
 	id := DNSLookupDuration
 	if l.Side == flow.DNSServer {
@@ -31,8 +31,7 @@ func (c *Converter) recordDNS(l *flow.DNSLookup, now time.Time) {
 	if l.TimedOut {
 		v = c.opts.DNSTimeout
 	}
-	trace, span := flow.LookupIDs(l)
-	c.store.observe(k, c.opts.Schema[id].Bounds, v.Seconds(), now, exemplar{trace: trace, span: span, at: l.Start.Add(v)})
+	c.store.observe(k, c.opts.Schema[id].Bounds, v.Seconds(), now, exemplar{trace: l.TraceID, span: l.SpanID, at: l.Start.Add(v)})
 }
 
 // putDNSSeriesAttrs writes a DNS histogram point's own attributes.
@@ -50,9 +49,8 @@ func putDNSRecord(lr plog.LogRecord, l *flow.DNSLookup, observed pcommon.Timesta
 	lr.SetEventName(EventDNS)
 	lr.SetTimestamp(pcommon.NewTimestampFromTime(l.Start))
 	lr.SetObservedTimestamp(observed)
-	trace, span := flow.LookupIDs(l)
-	lr.SetTraceID(trace)
-	lr.SetSpanID(span)
+	lr.SetTraceID(l.TraceID)
+	lr.SetSpanID(l.SpanID)
 	status := l.ErrorType()
 	if status == "" {
 		status = "NOERROR"
@@ -73,11 +71,11 @@ func putDNSRecord(lr plog.LogRecord, l *flow.DNSLookup, observed pcommon.Timesta
 	if e := l.ErrorType(); e != "" {
 		a.PutStr(AttrErrorType, e)
 	}
-	if l.RetryOf != [16]byte{} {
+	if l.TCPRetry {
 		a.PutBool(AttrDNSTCPRetry, true)
 	}
 	a.PutDouble(AttrDNSLatency, latency.Seconds())
-	a.PutStr(AttrDNSSide, map[flow.DNSSide]string{flow.DNSClient: "client", flow.DNSServer: "server"}[l.Side])
+	a.PutStr(AttrDNSSide, l.Side.String())
 	a.PutInt(AttrDNSSends, int64(l.Sends))
 	a.PutInt(AttrDNSID, int64(l.ID))
 	a.PutStr(AttrTransport, Transport(l.Protocol))

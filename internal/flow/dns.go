@@ -19,6 +19,13 @@ const (
 	DNSServer DNSSide = 1 // the pod answered (a resolver)
 )
 
+func (s DNSSide) String() string {
+	if s == DNSServer {
+		return "server"
+	}
+	return "client"
+}
+
 // DNSLookup is one DNS transaction as the local pod's interface saw it: a
 // query and its response, or a query unanswered within the timeout.
 type DNSLookup struct {
@@ -43,9 +50,13 @@ type DNSLookup struct {
 	// Endpoint is the local pod's address (the client's for DNSClient, the
 	// server's for DNSServer).
 	Endpoint netip.Addr
-	// RetryOf is, for a TCP lookup that retries a truncated UDP answer
-	// (TruncatedRetries), that lookup's trace ID: both records share it.
-	RetryOf [16]byte
+	// TraceID and SpanID name the lookup's log record (the latency
+	// histogram's exemplars carry them): LookupIDs, set at decode; a TCP
+	// retry of a truncated UDP answer takes that lookup's trace ID
+	// (TruncatedRetries, which sets TCPRetry).
+	TraceID  [16]byte
+	SpanID   [8]byte
+	TCPRetry bool
 }
 
 // RCode is the response code (0 NOERROR); meaningless for a timeout.
@@ -162,7 +173,8 @@ func parseQuestionFrom(q []byte, start int) (name string, qtype, qclass uint16, 
 }
 
 // LookupIDs are the trace and span IDs of a lookup's log record, derived
-// from the transaction (so the latency histogram's exemplar names it).
+// from the transaction (so the latency histogram's exemplar names it): the
+// decode sets them on the lookup once.
 func LookupIDs(l *DNSLookup) (trace [16]byte, span [8]byte) {
 	var seed [64]byte
 	copy(seed[:], "ebpfnetdns")
@@ -177,9 +189,6 @@ func LookupIDs(l *DNSLookup) (trace [16]byte, span [8]byte) {
 	h := sha256.Sum256(seed[:])
 	copy(trace[:], h[:16])
 	copy(span[:], h[16:24])
-	if l.RetryOf != [16]byte{} {
-		trace = l.RetryOf
-	}
 	return trace, span
 }
 
@@ -205,7 +214,8 @@ type truncatedAnswer struct {
 	at    time.Time
 }
 
-// Link sets RetryOf on the batch's TCP retries and forgets truncated
+// Link gives the batch's TCP retries their truncated answer's trace ID
+// (and TCPRetry), and forgets truncated
 // answers older than Window.
 func (r *TruncatedRetries) Link(lookups []DNSLookup) {
 	if r.recent == nil {
@@ -220,11 +230,10 @@ func (r *TruncatedRetries) Link(lookups []DNSLookup) {
 		k := retryKey{l.Client.Addr(), l.Server.Addr(), l.Side, l.Name, l.QType}
 		switch {
 		case l.Protocol == ProtoUDP && l.Truncated():
-			trace, _ := LookupIDs(l)
-			r.recent[k] = truncatedAnswer{trace: trace, at: l.Start}
+			r.recent[k] = truncatedAnswer{trace: l.TraceID, at: l.Start}
 		case l.Protocol == ProtoTCP:
 			if t, ok := r.recent[k]; ok && !l.Start.Before(t.at) && l.Start.Sub(t.at) <= r.Window {
-				l.RetryOf = t.trace
+				l.TraceID, l.TCPRetry = t.trace, true
 				delete(r.recent, k)
 			}
 		}

@@ -72,7 +72,7 @@ func AnnotatePolicies(b *Batch, ev PolicyEvaluator) {
 	if ev == nil {
 		return
 	}
-	delivered := deliveredFlows(b)
+	var denied []int
 	for i := range b.Flows {
 		f := &b.Flows[i]
 		if f.OnNode || !f.Endpoint.IsValid() {
@@ -89,10 +89,19 @@ func AnnotatePolicies(b *Batch, ev PolicyEvaluator) {
 		}
 		f.Policy = PolicyVerdict{Result: res, Egress: egress, Policies: names}
 		switch {
-		case res == PolicyDenied && (delivered[reverseKey(f)] || (f.Direction == Receive && delivered[flowKeyOf(f)])):
-			f.Policy.Finding = FindingDeniedDelivered
+		case res == PolicyDenied:
+			denied = append(denied, i)
 		case res == PolicyAllowed && len(f.Drops) > 0:
 			f.Policy.Finding = FindingAllowedDropped
+		}
+	}
+	if len(denied) == 0 {
+		return // what was delivered matters only to a denial
+	}
+	delivered := deliveredFlows(b)
+	for _, i := range denied {
+		if f := &b.Flows[i]; delivered[reverseKey(f)] || (f.Direction == Receive && delivered[flowKeyOf(f)]) {
+			f.Policy.Finding = FindingDeniedDelivered
 		}
 	}
 }

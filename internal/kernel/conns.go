@@ -189,7 +189,7 @@ func (d *Datapath) ReadConns(ctx context.Context, fn func(*flow.Conn)) error {
 			w, at = wallClock(WallClockOffset()), time.Now()
 		}
 		c := decodeConn(e, w, d.hostNetns, d.reasons)
-		if c.ResetsSent > 0 && c.ResetReason == "" && d.reasons != nil && d.variants.resetReason {
+		if c.ResetsSent > 0 && c.ResetReason == "" && d.reasons.HasResetReasons() && d.variants.resetReason {
 			c.ResetReason = d.resetAfterClose(c.Cookie)
 		}
 		fn(&c)
@@ -208,37 +208,46 @@ func (d *Datapath) resetAfterClose(cookie uint64) string {
 
 // readEvents delivers the raw closed-connection events.
 func (d *Datapath) readEvents(ctx context.Context, fn func(*ConnEvent)) error {
-	rd, err := ringbuf.NewReader(d.objs.ConnEvents)
-	if err != nil {
-		return fmt.Errorf("open conn_events ringbuf: %w", err)
-	}
-	defer rd.Close()
-	// A cancel flushes: the events still in the ring are read first (the
-	// caller detaches before it cancels, so nothing is lost at shutdown).
-	stop := context.AfterFunc(ctx, func() { _ = rd.Flush() })
-	defer stop()
-	var rec ringbuf.Record
 	var e ConnEvent
-	for {
-		// The programs wake the reader only when the ring fills up
-		// (ring_wakeup_bytes); otherwise records wait at most this long.
-		rd.SetDeadline(time.Now().Add(connReadPeriod))
-		if err := rd.ReadInto(&rec); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				continue
-			}
-			if errors.Is(err, ringbuf.ErrFlushed) && ctx.Err() != nil {
-				return nil
-			}
-			if errors.Is(err, ringbuf.ErrFlushed) {
-				continue
-			}
-			return fmt.Errorf("read conn_events: %w", err)
-		}
-		if err := DecodeConnEvent(rec.RawSample, &e); err != nil {
+	return readRing(ctx, d.objs.ConnEvents, "conn_events", func(raw []byte) error {
+		if err := DecodeConnEvent(raw, &e); err != nil {
 			return err
 		}
 		fn(&e)
+		return nil
+	})
+}
+
+// readRing delivers the records of a ring (conn_events, dns_events) to fn
+// until ctx is done, then those still in it: a cancel flushes, and the
+// caller detaches before it cancels, so nothing is lost at shutdown. The
+// programs wake the reader only when a quarter of the ring is in use;
+// otherwise records wait at most connReadPeriod. An error of fn ends it.
+func readRing(ctx context.Context, m *ebpf.Map, name string, fn func(raw []byte) error) error {
+	rd, err := ringbuf.NewReader(m)
+	if err != nil {
+		return fmt.Errorf("open %s ringbuf: %w", name, err)
+	}
+	defer rd.Close()
+	stop := context.AfterFunc(ctx, func() { _ = rd.Flush() })
+	defer stop()
+	var rec ringbuf.Record
+	for {
+		rd.SetDeadline(time.Now().Add(connReadPeriod))
+		if err := rd.ReadInto(&rec); err != nil {
+			switch {
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				continue
+			case errors.Is(err, ringbuf.ErrFlushed) && ctx.Err() != nil:
+				return nil
+			case errors.Is(err, ringbuf.ErrFlushed):
+				continue
+			}
+			return fmt.Errorf("read %s: %w", name, err)
+		}
+		if err := fn(rec.RawSample); err != nil {
+			return err
+		}
 	}
 }
 

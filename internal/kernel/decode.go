@@ -71,7 +71,7 @@ func decodeConn(e *ConnEvent, w wallClock, hostNetns uint32, r *Reasons) flow.Co
 		c.RetransmitBursts = append(c.RetransmitBursts, flow.RetransmitBurst{Start: w.time(e.BurstStartNs[i]), Count: e.BurstCount[i]})
 	}
 	c.Drops = sockDrops(e.DropReason, e.DropCount, r)
-	if e.ResetReason != 0 && r != nil && r.HasResetReasons() {
+	if e.ResetReason != 0 && r.HasResetReasons() {
 		c.ResetReason = r.Reset(uint32(e.ResetReason) - 1)
 	}
 	if e.DialedFamily != 0 {

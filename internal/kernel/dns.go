@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
 	"github.com/ebpfnet/ebpfnet/internal/flow"
@@ -45,45 +43,27 @@ func decodeDNS(k *ebpfnetDnsKey, queryNs uint64, q []byte, resp *DNSEvent, w wal
 	} else {
 		l.Endpoint = l.Client.Addr()
 	}
+	l.TraceID, l.SpanID = flow.LookupIDs(&l)
 	return l
 }
 
 // ReadDNS delivers answered DNS transactions to fn until ctx is done, then
 // those still in the ring (detach first: a cancel loses nothing).
 func (d *Datapath) ReadDNS(ctx context.Context, fn func(*flow.DNSLookup)) error {
-	rd, err := ringbuf.NewReader(d.objs.DnsEvents)
-	if err != nil {
-		return fmt.Errorf("open dns_events ringbuf: %w", err)
-	}
-	defer rd.Close()
-	stop := context.AfterFunc(ctx, func() { _ = rd.Flush() })
-	defer stop()
 	w, at := wallClock(WallClockOffset()), time.Now()
-	var rec ringbuf.Record
 	var e DNSEvent
-	for {
-		rd.SetDeadline(time.Now().Add(connReadPeriod))
-		if err := rd.ReadInto(&rec); err != nil {
-			switch {
-			case errors.Is(err, os.ErrDeadlineExceeded):
-				continue
-			case errors.Is(err, ringbuf.ErrFlushed) && ctx.Err() != nil:
-				return nil
-			case errors.Is(err, ringbuf.ErrFlushed):
-				continue
-			}
-			return fmt.Errorf("read dns_events: %w", err)
+	return readRing(ctx, d.objs.DnsEvents, "dns_events", func(raw []byte) error {
+		if len(raw) < DNSEventSize {
+			return fmt.Errorf("dns event record too short: %d bytes, want %d", len(raw), DNSEventSize)
 		}
-		if len(rec.RawSample) < DNSEventSize {
-			return fmt.Errorf("dns event record too short: %d bytes, want %d", len(rec.RawSample), DNSEventSize)
-		}
-		copy(unsafe.Slice((*byte)(unsafe.Pointer(&e)), DNSEventSize), rec.RawSample[:DNSEventSize])
+		copy(unsafe.Slice((*byte)(unsafe.Pointer(&e)), DNSEventSize), raw[:DNSEventSize])
 		if time.Since(at) > time.Second { // the wall clock may be stepped
 			w, at = wallClock(WallClockOffset()), time.Now()
 		}
 		l := decodeDNS(&e.Key, e.QueryNs, e.Question[:min(int(e.Qlen), len(e.Question))], &e, w)
 		fn(&l)
-	}
+		return nil
+	})
 }
 
 // ExpireDNS appends, as timeouts, the queries waiting longer than timeout

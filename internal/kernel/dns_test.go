@@ -212,8 +212,8 @@ func TestDNSLookupsMatchDig(t *testing.T) {
 	retries := flow.TruncatedRetries{Window: 5 * time.Second}
 	pair := []flow.DNSLookup{udp[0], tcp[0]}
 	retries.Link(pair)
-	trace, _ := flow.LookupIDs(&pair[0])
-	require.Equal(t, trace, pair[1].RetryOf, "the TCP retry is linked to the truncated answer")
+	require.Equal(t, pair[0].TraceID, pair[1].TraceID, "the TCP retry is linked to the truncated answer")
+	require.True(t, pair[1].TCPRetry)
 	cancel()
 	require.NoError(t, <-done)
 }

@@ -1,7 +1,6 @@
 package kernel
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 
@@ -25,11 +24,13 @@ type dropTables struct {
 	zero    []ebpfnetDropCacheSlot
 	pending map[DropKey]ebpfnetDropCounts // the idle table's slots, by key
 	drained []flow.Drop                   // the last Drain's, for Drops
+	batchOK bool
 }
 
 func newDropTables(ncpu int) dropTables {
 	return dropTables{keys: make([]DropKey, drainBatch), vals: make([]ebpfnetDropCounts, drainBatch),
-		slots: make([]ebpfnetDropCacheSlot, ncpu), zero: make([]ebpfnetDropCacheSlot, ncpu), pending: map[DropKey]ebpfnetDropCounts{}}
+		slots: make([]ebpfnetDropCacheSlot, ncpu), zero: make([]ebpfnetDropCacheSlot, ncpu), pending: map[DropKey]ebpfnetDropCounts{},
+		batchOK: true}
 }
 
 // takeSlots moves the idle table's per-CPU slots (drop_cache) to pending
@@ -74,63 +75,21 @@ func (t *dropTables) drain(idle int, r *Reasons, names map[int]string) error {
 	if err := t.takeSlots(idle); err != nil {
 		return err
 	}
-	defer t.appendPending(r, names)
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := m.BatchLookupAndDelete(&cursor, t.keys, t.vals, nil)
-		for i := range n {
-			v := t.vals[i]
-			if p, ok := t.pending[t.keys[i]]; ok {
-				v.Packets += p.Packets
-				v.Bytes += p.Bytes
-				delete(t.pending, t.keys[i])
-			}
-			t.drained = append(t.drained, decodeDrop(&t.keys[i], &v, r, names[int(t.keys[i].Ifindex)]))
+	err := drainMap(m, "drop table", t.keys, t.vals, &t.batchOK, func(k *DropKey, v *ebpfnetDropCounts) {
+		c := *v
+		if p, ok := t.pending[*k]; ok {
+			c.Packets += p.Packets
+			c.Bytes += p.Bytes
+			delete(t.pending, *k)
 		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return nil
-		}
-		if errors.Is(err, ebpf.ErrNotSupported) {
-			return t.drainIterate(m, r, names)
-		}
-		if err != nil {
-			return fmt.Errorf("drain drop table: %w", err)
-		}
-	}
-}
-
-// appendPending adds the slots' drops of keys the table did not hold.
-func (t *dropTables) appendPending(r *Reasons, names map[int]string) {
+		t.drained = append(t.drained, decodeDrop(k, &c, r, names[int(k.Ifindex)]))
+	})
+	// The slots' drops of keys the table did not hold.
 	for k, v := range t.pending {
 		t.drained = append(t.drained, decodeDrop(&k, &v, r, names[int(k.Ifindex)]))
 	}
 	clear(t.pending)
-}
-
-// drainIterate is the fallback without batch operations (the table is idle).
-func (t *dropTables) drainIterate(m *ebpf.Map, r *Reasons, names map[int]string) error {
-	var keys []DropKey
-	var k DropKey
-	var v ebpfnetDropCounts
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		if p, ok := t.pending[k]; ok {
-			v.Packets += p.Packets
-			v.Bytes += p.Bytes
-			delete(t.pending, k)
-		}
-		t.drained = append(t.drained, decodeDrop(&k, &v, r, names[int(k.Ifindex)]))
-		keys = append(keys, k)
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate drop table: %w", err)
-	}
-	for i := range keys {
-		if err := m.Delete(&keys[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("delete drained drop: %w", err)
-		}
-	}
-	return nil
+	return err
 }
 
 // decodeDrop makes the model's drop of a drained entry.
@@ -144,12 +103,9 @@ func decodeDrop(k *DropKey, v *ebpfnetDropCounts, r *Reasons, iface string) flow
 		d.Local = netip.AddrPortFrom(addr(k.LocalAddr, k.Family), k.LocalPort)
 		d.Peer = addr(k.PeerAddr, k.Family)
 	}
-	switch {
-	case r == nil:
-		d.Reason = fmt.Sprintf("UNKNOWN_%d", k.Reason)
-	case d.Kind == flow.DropResetNoSocket:
+	if d.Kind == flow.DropResetNoSocket {
 		d.Reason = r.Reset(k.Reason)
-	default:
+	} else {
 		d.Reason = r.Drop(k.Reason)
 	}
 	return d
@@ -183,11 +139,7 @@ func sockDrops(reasons, counts [4]uint32, r *Reasons) []flow.SocketDrop {
 		if counts[i] == 0 {
 			continue
 		}
-		name := fmt.Sprintf("UNKNOWN_%d", reasons[i])
-		if r != nil {
-			name = r.Drop(reasons[i])
-		}
-		out = append(out, flow.SocketDrop{Reason: name, Packets: uint64(counts[i])})
+		out = append(out, flow.SocketDrop{Reason: r.Drop(reasons[i]), Packets: uint64(counts[i])})
 	}
 	return out
 }

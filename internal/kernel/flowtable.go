@@ -3,6 +3,7 @@ package kernel
 import (
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 
@@ -171,53 +172,54 @@ func (d *flowTables) appendPending(dst []entry) []entry {
 }
 
 func (d *flowTables) drainTable(m *ebpf.Map, dst []entry) ([]entry, error) {
-	if d.batchOK {
-		out, err := d.drainBatch(m, dst)
-		if !errors.Is(err, ebpf.ErrNotSupported) {
-			return out, err
-		}
-		// Kernels before 5.6 have no batch operations.
-		d.batchOK = false
-		dst = out
-	}
-	return d.drainIterate(m, dst)
+	err := drainMap(m, "flow table", d.keys, d.vals, &d.batchOK, func(k *FlowKey, v *rawCounts) {
+		dst = append(dst, entry{Key: *k, Counts: d.clock.merge(d.withPending(k, unsafe.Slice(v, 1)))})
+	})
+	return dst, err
 }
 
-func (d *flowTables) drainBatch(m *ebpf.Map, dst []entry) ([]entry, error) {
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := m.BatchLookupAndDelete(&cursor, d.keys, d.vals, nil)
-		for i := 0; i < n; i++ {
-			dst = append(dst, entry{Key: d.keys[i], Counts: d.clock.merge(d.withPending(&d.keys[i], d.vals[i:i+1]))})
-		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return dst, nil
-		}
-		if err != nil {
-			return dst, fmt.Errorf("drain flow table: %w", err)
+// drainMap empties an idle map (no program writes it), calling fn for each
+// entry: BatchLookupAndDelete in batches of len(keys), or, on a kernel
+// without batch operations (before 5.6; *batchOK is then false for good),
+// by iterating and then deleting what was read.
+func drainMap[K comparable, V any](m *ebpf.Map, name string, keys []K, vals []V, batchOK *bool, fn func(*K, *V)) error {
+	if *batchOK {
+		var cursor ebpf.MapBatchCursor
+		for {
+			n, err := m.BatchLookupAndDelete(&cursor, keys, vals, nil)
+			for i := range n {
+				fn(&keys[i], &vals[i])
+			}
+			switch {
+			case errors.Is(err, ebpf.ErrKeyNotExist):
+				return nil
+			case errors.Is(err, ebpf.ErrNotSupported):
+				*batchOK = false
+			case err != nil:
+				return fmt.Errorf("drain %s: %w", name, err)
+			default:
+				continue
+			}
+			break
 		}
 	}
-}
-
-// drainIterate is the fallback without batch operations. The table is idle
-// (no program writes to it), so iterating and then deleting is safe.
-func (d *flowTables) drainIterate(m *ebpf.Map, dst []entry) ([]entry, error) {
-	start := len(dst)
-	var key FlowKey
-	val := make([]rawCounts, 1)
+	var read []K
+	var k K
+	var v V
 	it := m.Iterate()
-	for it.Next(&key, &val[0]) {
-		dst = append(dst, entry{Key: key, Counts: d.clock.merge(d.withPending(&key, val))})
+	for it.Next(&k, &v) {
+		fn(&k, &v)
+		read = append(read, k)
 	}
 	if err := it.Err(); err != nil {
-		return dst, fmt.Errorf("iterate flow table: %w", err)
+		return fmt.Errorf("iterate %s: %w", name, err)
 	}
-	for i := start; i < len(dst); i++ {
-		if err := m.Delete(&dst[i].Key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return dst, fmt.Errorf("delete drained flow: %w", err)
+	for i := range read {
+		if err := m.Delete(&read[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete drained %s entry: %w", name, err)
 		}
 	}
-	return dst, nil
+	return nil
 }
 
 // add adds delta to v, both counts of one flow; times compared by age

@@ -108,8 +108,12 @@ func enumByName(spec *btf.Spec, name string) (*btf.Enum, error) {
 
 // Drop is the name of a drop reason: the kernel's without SKB_DROP_REASON_
 // (NETFILTER_DROP, NO_SOCKET, ...); a subsystem's value it has no name for
-// is SUBSYSTEM_n, any other unknown value UNKNOWN_n.
+// is SUBSYSTEM_n, any other unknown value (or any, with no names: nil)
+// UNKNOWN_n.
 func (r *Reasons) Drop(v uint32) string {
+	if r == nil {
+		return fmt.Sprintf("UNKNOWN_%d", v)
+	}
 	if name, ok := r.drop[v]; ok {
 		return name
 	}
@@ -122,6 +126,9 @@ func (r *Reasons) Drop(v uint32) string {
 // Reset is the name of a reset reason without SK_RST_REASON_ (NO_SOCKET,
 // TCP_ABORT_ON_CLOSE, ...).
 func (r *Reasons) Reset(v uint32) string {
+	if r == nil {
+		return fmt.Sprintf("UNKNOWN_%d", v)
+	}
 	if name, ok := r.reset[v]; ok {
 		return name
 	}
@@ -129,7 +136,7 @@ func (r *Reasons) Reset(v uint32) string {
 }
 
 // HasResetReasons reports whether the kernel names reset reasons (6.10+).
-func (r *Reasons) HasResetReasons() bool { return len(r.reset) > 0 }
+func (r *Reasons) HasResetReasons() bool { return r != nil && len(r.reset) > 0 }
 
 // DropNames are the drop reason names the kernel has.
 func (r *Reasons) DropNames() []string {

@@ -1,59 +1,20 @@
 package ebpfnetreceiver
 
 import (
-	"context"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/component/componenttest"
-	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
-	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
-	"github.com/ebpfnet/ebpfnet/receiver/ebpfnetreceiver/internal/metadata"
 )
 
-// allSinks is a receiver with a sink per signal, sharing one pipeline.
-type allSinks struct {
-	metrics *consumertest.MetricsSink
-	logs    *consumertest.LogsSink
-	traces  *consumertest.TracesSink
-	stop    func()
-}
-
-func startAll(t *testing.T, cfg *Config) *allSinks {
-	t.Helper()
-	f := NewFactory()
-	set := receivertest.NewNopSettings(metadata.Type)
-	s := &allSinks{metrics: new(consumertest.MetricsSink), logs: new(consumertest.LogsSink), traces: new(consumertest.TracesSink)}
-	mr, err := f.CreateMetrics(context.Background(), set, cfg, s.metrics)
-	require.NoError(t, err)
-	lr, err := f.CreateLogs(context.Background(), set, cfg, s.logs)
-	require.NoError(t, err)
-	tr, err := f.CreateTraces(context.Background(), set, cfg, s.traces)
-	require.NoError(t, err)
-	host := componenttest.NewNopHost()
-	require.NoError(t, mr.Start(context.Background(), host))
-	require.NoError(t, lr.Start(context.Background(), host))
-	require.NoError(t, tr.Start(context.Background(), host))
-	stopped := false
-	s.stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		require.NoError(t, tr.Shutdown(context.Background()))
-		require.NoError(t, lr.Shutdown(context.Background()))
-		require.NoError(t, mr.Shutdown(context.Background()))
-	}
-	t.Cleanup(s.stop)
-	return s
-}
+// startAll runs the receiver with a sink per signal.
+func startAll(t *testing.T, cfg *Config) *sinks { return startSignals(t, cfg, true, true, true) }
 
 // sendDatagrams sends n datagrams from ns to dst (nobody need listen) and
 // returns the source port.

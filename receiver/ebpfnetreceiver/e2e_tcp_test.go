@@ -1,7 +1,6 @@
 package ebpfnetreceiver
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -9,15 +8,12 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
-	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/ebpfnet/ebpfnet/internal/testnet"
-	"github.com/ebpfnet/ebpfnet/receiver/ebpfnetreceiver/internal/metadata"
 )
 
 type spanRec struct {
@@ -56,25 +52,8 @@ func iattr(s ptrace.Span, k string) int64 {
 
 // startTraces runs the receiver with traces and metrics sinks.
 func startTraces(t *testing.T, cfg *Config) (*consumertest.TracesSink, *consumertest.MetricsSink, func()) {
-	t.Helper()
-	f := NewFactory()
-	sink, msink := new(consumertest.TracesSink), new(consumertest.MetricsSink)
-	set := receivertest.NewNopSettings(metadata.Type)
-	r, err := f.CreateTraces(context.Background(), set, cfg, sink)
-	require.NoError(t, err)
-	m, err := f.CreateMetrics(context.Background(), set, cfg, msink)
-	require.NoError(t, err)
-	require.NoError(t, r.Start(context.Background(), componenttest.NewNopHost()))
-	require.NoError(t, m.Start(context.Background(), componenttest.NewNopHost()))
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			require.NoError(t, r.Shutdown(context.Background()))
-			require.NoError(t, m.Shutdown(context.Background()))
-		})
-	}
-	t.Cleanup(stop)
-	return sink, msink, stop
+	s := startSignals(t, cfg, true, false, true)
+	return s.traces, s.metrics, s.stop
 }
 
 // connMetric sums the last emission's data points of a connection metric

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -20,38 +22,56 @@ import (
 	"github.com/ebpfnet/ebpfnet/receiver/ebpfnetreceiver/internal/metadata"
 )
 
-// runningReceiver is a receiver with metrics and logs sinks, sharing one
-// kernel pipeline as in a collector.
-type runningReceiver struct {
+// sinks is a receiver with a sink per signal asked for (nil: not
+// asked), all sharing one kernel pipeline as in a collector.
+type sinks struct {
 	metrics *consumertest.MetricsSink
 	logs    *consumertest.LogsSink
-	stop    func()
+	traces  *consumertest.TracesSink
+	stop    func() // Shutdown of each, in reverse; idempotent, also at cleanup
 }
 
-func startReceiver(t *testing.T, cfg *Config) *runningReceiver {
+// startSignals starts the receiver for the signals asked for.
+func startSignals(t *testing.T, cfg *Config, metrics, logs, traces bool) *sinks {
 	t.Helper()
 	f := NewFactory()
 	set := receivertest.NewNopSettings(metadata.Type)
-	r := &runningReceiver{metrics: new(consumertest.MetricsSink), logs: new(consumertest.LogsSink)}
-	mr, err := f.CreateMetrics(context.Background(), set, cfg, r.metrics)
-	require.NoError(t, err)
-	lr, err := f.CreateLogs(context.Background(), set, cfg, r.logs)
-	require.NoError(t, err)
-	host := componenttest.NewNopHost()
-	require.NoError(t, mr.Start(context.Background(), host))
-	require.NoError(t, lr.Start(context.Background(), host))
-	stopped := false
-	r.stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		require.NoError(t, lr.Shutdown(context.Background()))
-		require.NoError(t, mr.Shutdown(context.Background()))
+	ctx := context.Background()
+	s := &sinks{}
+	var comps []component.Component
+	add := func(c component.Component, err error) {
+		require.NoError(t, err)
+		comps = append(comps, c)
 	}
-	t.Cleanup(r.stop)
-	return r
+	if metrics {
+		s.metrics = new(consumertest.MetricsSink)
+		add(f.CreateMetrics(ctx, set, cfg, s.metrics))
+	}
+	if logs {
+		s.logs = new(consumertest.LogsSink)
+		add(f.CreateLogs(ctx, set, cfg, s.logs))
+	}
+	if traces {
+		s.traces = new(consumertest.TracesSink)
+		add(f.CreateTraces(ctx, set, cfg, s.traces))
+	}
+	for _, c := range comps {
+		require.NoError(t, c.Start(ctx, componenttest.NewNopHost()))
+	}
+	var once sync.Once
+	s.stop = func() {
+		once.Do(func() {
+			for i := len(comps) - 1; i >= 0; i-- {
+				require.NoError(t, comps[i].Shutdown(ctx))
+			}
+		})
+	}
+	t.Cleanup(s.stop)
+	return s
 }
+
+// startReceiver runs the receiver with metrics and logs sinks.
+func startReceiver(t *testing.T, cfg *Config) *sinks { return startSignals(t, cfg, true, true, false) }
 
 func testConfig(nodeID int) *Config {
 	cfg := createDefaultConfig().(*Config)

@@ -71,9 +71,11 @@ func (p *policyVerdicts) evaluate(q policyQuestion) policyAnswer {
 	} else {
 		v = p.pols.Ingress(pod, other, q.port, protocolOf(q.protocol))
 	}
-	results := map[netpol.Result]flow.PolicyResult{netpol.NoPolicy: flow.PolicyNone, netpol.Allowed: flow.PolicyAllowed, netpol.Denied: flow.PolicyDenied}
-	return policyAnswer{result: results[v.Result], names: v.Policies, ok: true}
+	return policyAnswer{result: policyResults[v.Result], names: v.Policies, ok: true}
 }
+
+// policyResults are the model's values of the evaluator's results.
+var policyResults = [...]flow.PolicyResult{netpol.NoPolicy: flow.PolicyNone, netpol.Allowed: flow.PolicyAllowed, netpol.Denied: flow.PolicyDenied}
 
 // protocolOf names an IP protocol as NetworkPolicy ports do (others never
 // match a port).
