@@ -8,7 +8,7 @@ GOTEST_FLAGS ?= -count=1
 # Tests load programs into the running kernel: they run as root.
 export CGO_ENABLED := 0
 
-.PHONY: all deps generate check-generate build run test unit bench lint clean vmlinux image image-push jaeger
+.PHONY: all deps generate check-generate build run test unit bench lint clean vmlinux image image-push jaeger coredns
 
 all: build
 
@@ -74,7 +74,12 @@ unit:
 jaeger:
 	@scripts/build-jaeger.sh >/dev/null
 
-test: deps check-generate lint jaeger
+# CoreDNS for the real node's cluster DNS, built once from its pinned module
+# (internal/corednstest/build) into ~/.cache/ebpfnet.
+coredns:
+	@scripts/build-coredns.sh >/dev/null
+
+test: deps check-generate lint jaeger coredns
 	$(GO) test $(GOTEST_FLAGS) -timeout 30m ./...
 
 bench:

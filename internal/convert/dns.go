@@ -25,7 +25,7 @@ func (c *Converter) recordDNS(l *flow.DNSLookup, now time.Time) {
 	}
 	k := seriesKey{metric: id, local: l.Endpoint, proto: l.Protocol, cause: l.ErrorType(), qtype: l.QType}
 	if o.Attrs&WithPeerAddress != 0 {
-		k.peer = l.Peer().Addr()
+		k.peer, k.service = l.Peer().Addr(), l.Service().Addr()
 	}
 	v := l.Latency
 	if l.TimedOut {
@@ -84,6 +84,9 @@ func putDNSRecord(lr plog.LogRecord, l *flow.DNSLookup, observed pcommon.Timesta
 	a.PutStr(AttrServerAddress, addrs.get(l.Server.Addr()))
 	a.PutInt(AttrServerPort, int64(l.Server.Port()))
 	a.PutStr(AttrPeerAddress, addrs.get(l.Peer().Addr()))
+	if svc := l.Service(); svc.IsValid() {
+		a.PutInt(AttrPeerPortAttr, int64(l.Backend.Port()))
+	}
 	if l.QuestionErr != "" {
 		a.PutStr(AttrDNSQuestionName, "")
 		lr.Body().SetStr("undecodable question (" + l.QuestionErr + ") id " + strconv.Itoa(int(l.ID)))

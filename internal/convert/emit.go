@@ -168,7 +168,10 @@ func (c *Converter) putPeerLevelAttrs(m pcommon.Map, k *seriesKey, attrs Attrs) 
 	}
 	if attrs&WithPeerAddress != 0 {
 		m.PutStr(AttrPeerAddress, k.peer.String())
-		putPeer(m, c.opts.Peers, k.peer, attrs, c.zone, netip.Addr{})
+		putPeer(m, c.opts.Peers, k.peer, attrs, c.zone, k.service)
+		if k.service.IsValid() && attrs&WithPeerServiceName != 0 {
+			putDialedService(m, c.opts.Peers, k.service)
+		}
 	}
 }
 

@@ -32,7 +32,10 @@ func Logs(opts Options, b *flow.Batch) plog.Logs {
 		l := &b.DNS[i]
 		lr := ls.scope(dnsResource(l)).LogRecords().AppendEmpty()
 		putDNSRecord(lr, l, observed, opts.DNSTimeout, addrs)
-		putPeer(lr.Attributes(), opts.Peers, l.Peer().Addr(), WithPeerK8s|WithPeerService, zone, netip.Addr{})
+		putPeer(lr.Attributes(), opts.Peers, l.Peer().Addr(), WithPeerK8s|WithPeerService, zone, l.Service().Addr())
+		if svc := l.Service(); svc.IsValid() {
+			putDialedService(lr.Attributes(), opts.Peers, svc.Addr())
+		}
 	}
 	for i := range b.Flows {
 		f := &b.Flows[i]

@@ -149,6 +149,24 @@ func TestPeerAttributesOnEverySignal(t *testing.T) {
 		hasValues(t, a, map[string]any{AttrServerAddress: svcIP.String(), AttrServerPort: int64(80), AttrPeerAddr: peer.String(), AttrPeerPortAttr: int64(5432)})
 	}
 
+	// A DNS lookup of the ClusterIP (kube-dns) that the node's NAT sent
+	// to a resolver pod (Backend): the record and the latency histogram
+	// name the pod that answered and the Service asked, as flows do.
+	dns := flow.DNSLookup{Side: flow.DNSClient, Client: ap(pod, 40007), Server: ap(svcIP, 53), Backend: ap(peer, 5353),
+		Protocol: flow.ProtoUDP, Endpoint: pod, Start: t0, Latency: time.Millisecond, QType: 1, Name: "db.shop.svc.cluster.local"}
+	dnsBatch := &flow.Batch{Time: t0.Add(10 * time.Second), DNS: []flow.DNSLookup{dns}}
+	a = Logs(opts, dnsBatch).ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Attributes()
+	check("DNS lookup record through the node's NAT", a, wantLB)
+	hasValues(t, a, map[string]any{AttrServerAddress: svcIP.String(), AttrServerPort: int64(53), AttrPeerAddr: peer.String(), AttrPeerPortAttr: int64(5353)})
+	dnsMetric := false
+	forMetric(NewConverter(opts, t0).Metrics(dnsBatch), MetricDNSLookupDuration, func(m pmetric.Metric) {
+		a := m.Histogram().DataPoints().At(0).Attributes()
+		check("dns.lookup.duration through the node's NAT", a, wantLB)
+		hasValues(t, a, map[string]any{AttrPeerAddr: peer.String()})
+		dnsMetric = true
+	})
+	require.True(t, dnsMetric)
+
 	md = NewConverter(opts, t0).Metrics(&flow.Batch{Time: t0.Add(10 * time.Second), Closed: []flow.Conn{c}})
 	found := false
 	forMetric(md, MetricConnsOpened, func(m pmetric.Metric) {

@@ -19,6 +19,7 @@ const (
 	MetricResetsSent         = "ebpfnet.tcp.resets.sent"
 	MetricConnDuration       = "ebpfnet.tcp.connection.duration"
 	MetricRTT                = "ebpfnet.tcp.rtt"
+	MetricDNSLookupDuration  = "dns.lookup.duration"
 )
 
 var testSchema = Schema{
@@ -31,6 +32,7 @@ var testSchema = Schema{
 	ResetsSent:         {Name: MetricResetsSent, Unit: "{reset}"},
 	ConnDuration:       {Name: MetricConnDuration, Unit: "s", Bounds: []float64{0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600}},
 	ConnRTT:            {Name: MetricRTT, Unit: "s", Bounds: []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}},
+	DNSLookupDuration:  {Name: MetricDNSLookupDuration, Unit: "s", Bounds: []float64{0.0001, 0.001, 0.01, 0.1, 1}},
 	Uncounted:          {Name: MetricUncounted, Description: "Packets seen by the receiver's programs that are not part of any flow, by reason.", Unit: "{packet}"},
 	ConnsUnreported:    {Name: MetricConnsUnreported, Description: "TCP connections the kernel side could not report, by reason.", Unit: "{connection}"},
 	StateChangesMissed: {Name: MetricStateChangesMissed, Description: "TCP state changes the kernel skipped the tracepoint program for because it was already running on that CPU; recovered through sockops for sockets created after the receiver started.", Unit: "{state_change}"},

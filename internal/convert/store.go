@@ -24,6 +24,7 @@ type seriesKey struct {
 	peerPort  uint16
 	localPort uint16
 	peer      netip.Addr
+	service   netip.Addr // the Service a DNS client asked when the node's NAT sent it to peer (a resolver pod)
 	iface     string
 	role      flow.Role
 	result    flow.Result

@@ -50,6 +50,10 @@ type DNSLookup struct {
 	// Endpoint is the local pod's address (the client's for DNSClient, the
 	// server's for DNSServer).
 	Endpoint netip.Addr
+	// Backend is, for a client that asked a Service ClusterIP (Server, as
+	// its interface saw it: kube-dns), the resolver pod the node's NAT sent
+	// the query to (conntrack, set by the receiver); invalid otherwise.
+	Backend netip.AddrPort
 	// TraceID and SpanID name the lookup's log record (the latency
 	// histogram's exemplars carry them): LookupIDs, set at decode; a TCP
 	// retry of a truncated UDP answer takes that lookup's trace ID
@@ -78,13 +82,26 @@ func (l *DNSLookup) ErrorType() string {
 	return RCodeName(l.RCode())
 }
 
-// Peer is the other side: the resolver for a client, the client for a
-// server.
+// Peer is the other side: the resolver for a client (the pod that
+// answered when the node's NAT sent the query to one: Backend), the client
+// for a server.
 func (l *DNSLookup) Peer() netip.AddrPort {
-	if l.Side == DNSServer {
+	switch {
+	case l.Side == DNSServer:
 		return l.Client
+	case l.Backend.IsValid():
+		return l.Backend
 	}
 	return l.Server
+}
+
+// Service is the Service ClusterIP a client asked when the node's NAT sent
+// the query to a resolver pod (Backend); invalid otherwise.
+func (l *DNSLookup) Service() netip.AddrPort {
+	if l.Backend.IsValid() {
+		return l.Server
+	}
+	return netip.AddrPort{}
 }
 
 var rcodeNames = [...]string{"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",

@@ -46,7 +46,8 @@ type natConn struct {
 }
 
 // FlowNAT sets Backend on the flows of local clients to a Service ClusterIP
-// (both directions: the replies come back from the ClusterIP). One lookup
+// (both directions: the replies come back from the ClusterIP) and on their
+// DNS lookups of one. One lookup
 // per UDP flow and interval, and per TCP connection: a TCP connection keeps
 // the backend it got while it has flows in consecutive intervals (the NAT of
 // an established connection does not change); a SYN in the interval means a
@@ -60,8 +61,12 @@ type FlowNAT struct {
 	known, next map[natConn]netip.AddrPort
 }
 
-// Annotate sets Backend on the batch's flows to Services.
-func (n *FlowNAT) Annotate(b *Batch) {
+// Annotate sets Backend on the batch's flows to Services when flows (flow
+// logs want them), and on the DNS lookups of local clients that asked a
+// Service ClusterIP (kube-dns), reusing the answer for the lookup's UDP
+// flow of the same batch. Lookups always: their metric names the resolver
+// pod that answered.
+func (n *FlowNAT) Annotate(b *Batch, flows bool) {
 	if n == nil || n.IsService == nil || n.Backend == nil {
 		return
 	}
@@ -71,22 +76,14 @@ func (n *FlowNAT) Annotate(b *Batch) {
 	}
 	clear(next)
 	for i := range b.Flows {
-		f := &b.Flows[i]
-		if !f.HasPorts() || f.Dialed.IsValid() || !n.IsService(f.Peer().Addr()) {
-			continue
+		if f := &b.Flows[i]; flows && f.HasPorts() && !f.Dialed.IsValid() && n.IsService(f.Peer().Addr()) {
+			f.Backend = n.backend(natConn{f.Protocol, f.Local(), f.Peer()}, f.TCPFlags&tcpSYN != 0, prev, next)
 		}
-		k := natConn{f.Protocol, f.Local(), f.Peer()}
-		backend, done := next[k]
-		if !done {
-			if f.Protocol == ProtoTCP && f.TCPFlags&tcpSYN == 0 {
-				backend, done = prev[k]
-			}
-			if !done || !backend.IsValid() {
-				backend, _ = n.Backend(f.Protocol, k.local, k.service)
-			}
-			next[k] = backend
+	}
+	for i := range b.DNS {
+		if l := &b.DNS[i]; l.Side == DNSClient && l.Client.IsValid() && n.IsService(l.Server.Addr()) {
+			l.Backend = n.backend(natConn{l.Protocol, l.Client, l.Server}, true, nil, next)
 		}
-		f.Backend = backend
 	}
 	// Only this batch's TCP connections stay known: one that had no flow
 	// for an interval is looked up again.
@@ -98,7 +95,25 @@ func (n *FlowNAT) Annotate(b *Batch) {
 	n.known, n.next = next, prev
 }
 
-// Joiner completes each batch: the local endpoint of every flow, and, when
+// backend is the backend of k: this batch's answer, a TCP connection's of
+// the last batch (unless syn: a new connection), or conntrack's.
+func (n *FlowNAT) backend(k natConn, syn bool, prev, next map[natConn]netip.AddrPort) netip.AddrPort {
+	backend, done := next[k]
+	if done {
+		return backend
+	}
+	if k.proto == ProtoTCP && !syn {
+		backend, done = prev[k]
+	}
+	if !done || !backend.IsValid() {
+		backend, _ = n.Backend(k.proto, k.local, k.service)
+	}
+	next[k] = backend
+	return backend
+}
+
+// Joiner completes each batch: the local endpoint of every flow, the
+// resolver pod the node's NAT sent DNS lookups of a Service to, and, when
 // flow logs are wanted (PerFlow), the connection each TCP flow belongs to,
 // the Service a rewritten UDP flow's socket sent to, and the backend the
 // node's NAT chose for flows to a Service. Not safe for concurrent use.
@@ -134,7 +149,7 @@ func (j *Joiner) Join(b *Batch) {
 	if j.PerFlow {
 		NewConnIndex(b.Live, b.Closed).Annotate(b)
 		NewDialedIndex(b.UDPDialed).Annotate(b, j.Backs)
-		j.NAT.Annotate(b)
 	}
+	j.NAT.Annotate(b, j.PerFlow)
 	AnnotatePolicies(b, j.Policy)
 }

@@ -24,7 +24,7 @@ func TestNATBackendsKnownAcrossIntervals(t *testing.T) {
 	}
 	interval := func(flows []Flow) []Flow {
 		b := Batch{Flows: flows}
-		nat.Annotate(&b)
+		nat.Annotate(&b, true)
 		return b.Flows
 	}
 	backends := func(flows []Flow) []netip.AddrPort {
@@ -56,6 +56,46 @@ func TestNATBackendsKnownAcrossIntervals(t *testing.T) {
 	interval(udp)
 	interval(udp)
 	require.Equal(t, 5, ct.calls, "UDP: asked every interval (kube-proxy clears UDP entries of removed backends)")
+}
+
+// TestNATNamesResolverPods: a client's DNS lookup of a Service ClusterIP
+// (kube-dns) gets the resolver pod conntrack names, with or without flow
+// logs; with them, the lookup's UDP flow and the lookup share one request.
+// A server's view and a lookup of a resolver that is not a Service are not
+// asked.
+func TestNATNamesResolverPods(t *testing.T) {
+	coredns := netip.MustParseAddrPort("10.244.0.9:53")
+	ct := &fakeConntrack{backend: coredns}
+	client, kubeDNS := netip.MustParseAddrPort("10.244.0.2:41000"), netip.MustParseAddrPort("10.96.0.10:53")
+	other := netip.MustParseAddrPort("10.244.0.7:53")
+	nat := &FlowNAT{IsService: func(a netip.Addr) bool { return a == kubeDNS.Addr() }, Backend: ct.lookup}
+	lookups := func() []DNSLookup {
+		return []DNSLookup{
+			{Side: DNSClient, Client: client, Server: kubeDNS, Protocol: ProtoUDP},
+			{Side: DNSServer, Client: client, Server: coredns, Protocol: ProtoUDP},
+			{Side: DNSClient, Client: client, Server: other, Protocol: ProtoUDP},
+		}
+	}
+	b := Batch{DNS: lookups()}
+	nat.Annotate(&b, false)
+	require.Equal(t, 1, ct.calls)
+	require.Equal(t, coredns, b.DNS[0].Backend)
+	require.Equal(t, coredns, b.DNS[0].Peer(), "the pod that answered")
+	require.Equal(t, kubeDNS, b.DNS[0].Service(), "the Service it asked")
+	require.False(t, b.DNS[1].Backend.IsValid())
+	require.Equal(t, client, b.DNS[1].Peer())
+	require.False(t, b.DNS[2].Backend.IsValid())
+	require.Equal(t, other, b.DNS[2].Peer())
+	require.False(t, b.DNS[2].Service().IsValid())
+
+	b = Batch{DNS: lookups(), Flows: []Flow{
+		{Src: client, Dst: kubeDNS, Protocol: ProtoUDP, Direction: Transmit},
+		{Src: kubeDNS, Dst: client, Protocol: ProtoUDP, Direction: Receive},
+	}}
+	nat.Annotate(&b, true)
+	require.Equal(t, 2, ct.calls, "one request for the flow's two directions and its lookup")
+	require.Equal(t, coredns, b.Flows[0].Backend)
+	require.Equal(t, coredns, b.DNS[0].Backend)
 }
 
 // fakeConntrack answers every lookup with backend and counts the calls.

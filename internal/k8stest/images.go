@@ -20,17 +20,25 @@ func ProgramImage(t testing.TB, pkg, ref string) string {
 	t.Helper()
 	_, self, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(self), "..", "..")
-	dir := filepath.Join(CacheDir(t), "images")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	name := filepath.Base(pkg)
-	bin := filepath.Join(t.TempDir(), name)
+	bin := filepath.Join(t.TempDir(), filepath.Base(pkg))
 	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./"+pkg)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build %s: %v\n%s", pkg, err, out)
+	}
+	return BinaryImage(t, bin, ref)
+}
+
+// BinaryImage makes an image named ref of the static binary bin, its
+// entrypoint /<base name of bin>, and returns the archive's path in
+// CacheDir/images.
+func BinaryImage(t testing.TB, bin, ref string) string {
+	t.Helper()
+	name := filepath.Base(bin)
+	dir := filepath.Join(CacheDir(t), "images")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
 	}
 	data, err := os.ReadFile(bin)
 	if err != nil {

@@ -251,7 +251,8 @@ func (n *Node) startComponents(t testing.TB) {
 // hybrid (failCgroupV1: false, the cgroupfs driver), swap on, no
 // filesystem info for the root device (localStorageCapacityIsolation). It
 // serves on the node's address of the test veth only (--address), to the
-// API server (logs), without client authentication.
+// API server (logs), without client authentication; pods resolve through
+// the cluster DNS (RunCoreDNS).
 const kubeletConfig = `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 containerRuntimeEndpoint: %q
@@ -272,6 +273,8 @@ imageGCHighThresholdPercent: 100
 evictionHard: {}
 enforceNodeAllocatable: []
 resolvConf: /etc/resolv.conf
+clusterDNS: [` + ClusterDNS + `]
+clusterDomain: ` + ClusterDomain + `
 `
 
 func (n *Node) waitReady(t testing.TB) {

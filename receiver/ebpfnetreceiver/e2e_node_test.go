@@ -88,8 +88,9 @@ func TestAgentOnRealNode(t *testing.T) {
 	n := k8stest.StartNode(t, k8stest.ProgramImage(t, "internal/k8stest/pause", k8stest.PauseImage))
 	n.Import(t, k8stest.ProgramImage(t, "internal/k8stest/testapp", k8stest.TestAppImage))
 	n.Import(t, agentArchive(t))
+	n.Import(t, k8stest.CoreDNSArchive(t))
 	sink := startOTLPSink(t, k8stest.NodeAddr.String())
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	out, err := n.Kubectl(ctx, "apply", "-k", agentOverlay(t, sink.Addr))
 	require.NoError(t, err, out)
@@ -136,6 +137,9 @@ func TestAgentOnRealNode(t *testing.T) {
 
 	// Each pod's flows against its CNI veth's own counters.
 	requireFlowsMatchVeths(ctx, t, n, sink, append([]corev1.Pod{*pod}, webs.Items...), pod.Status.ContainerStatuses[0].ContainerID)
+
+	// Cluster DNS: a pod's lookups of a Service name through kube-dns.
+	requireClusterDNS(ctx, t, n, sink, svc)
 
 	// The kubelet restarts a killed agent; a rolling update replaces it.
 	// Neither leaves anything of the old instance loaded or attached.

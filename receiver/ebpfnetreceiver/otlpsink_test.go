@@ -94,3 +94,10 @@ func (s *otlpSink) Metrics() []pmetric.Metrics {
 	defer s.mu.Unlock()
 	return append([]pmetric.Metrics(nil), s.m...)
 }
+
+// Logs returns what was received so far.
+func (s *otlpSink) Logs() []plog.Logs {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]plog.Logs(nil), s.l...)
+}

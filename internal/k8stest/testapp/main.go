@@ -4,6 +4,9 @@
 //	                          UDP on :5353: echoes every datagram
 //	testapp client TCP UDP N  every 200 ms, one TCP connection to TCP (host:port) asking for N
 //	                          bytes, and one UDP datagram of up to N bytes to UDP; logs each result
+//	testapp resolve WAIT ROUNDS NAME...
+//	                          after WAIT, ROUNDS times every 200 ms, looks up each NAME through the
+//	                          Go resolver (the pod's resolv.conf); logs each result, then "done"
 //
 // The client keeps no state: what it did is in its log (one line per
 // request), which tests read through the API server.
@@ -11,6 +14,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -32,7 +36,15 @@ func main() {
 			return
 		}
 	}
-	fmt.Fprintln(os.Stderr, "usage: testapp server | testapp client TCP-ADDR UDP-ADDR N")
+	if len(os.Args) >= 5 && os.Args[1] == "resolve" {
+		wait, err := time.ParseDuration(os.Args[2])
+		rounds, err2 := strconv.Atoi(os.Args[3])
+		if err == nil && err2 == nil {
+			resolve(wait, rounds, os.Args[4:])
+			return
+		}
+	}
+	fmt.Fprintln(os.Stderr, "usage: testapp server | testapp client TCP-ADDR UDP-ADDR N | testapp resolve WAIT ROUNDS NAME...")
 	os.Exit(2)
 }
 
@@ -87,6 +99,26 @@ func client(tcpAddr, udpAddr string, n int) {
 		sent, echoed, err := datagram(udpAddr, n)
 		fmt.Printf("udp %d sent=%d received=%d err=%v\n", i, sent, echoed, err)
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// resolve looks names up, then idles (the pod stays Running: its log is
+// read after).
+func resolve(wait time.Duration, rounds int, names []string) {
+	time.Sleep(wait)
+	r := &net.Resolver{PreferGo: true}
+	for i := 0; i < rounds; i++ {
+		for _, name := range names {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			addrs, err := r.LookupHost(ctx, name)
+			cancel()
+			fmt.Printf("dns %d %s addrs=%v err=%v\n", i, name, addrs, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	fmt.Println("done")
+	for {
+		time.Sleep(time.Hour)
 	}
 }
 
