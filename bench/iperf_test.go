@@ -38,12 +38,11 @@ var iperfModes = []iperfMode{
 // runIperf runs one iperf3 client in client against a one-off server in server.
 func runIperf(t *testing.T, client, server *testnet.Netns, dst string, port int, seconds int, m iperfMode) iperfResult {
 	t.Helper()
-	srv := exec.Command("ip", "netns", "exec", server.Name, "iperf3", "-s", "-1", "-p", strconv.Itoa(port))
+	srv := inNetns(server, "iperf3", "-s", "-1", "-p", strconv.Itoa(port))
 	require.NoError(t, srv.Start())
 	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
 	time.Sleep(300 * time.Millisecond)
-	args := append([]string{"netns", "exec", client.Name, "iperf3", "-c", dst, "-p", strconv.Itoa(port), "-t", strconv.Itoa(seconds), "-J"}, m.args...)
-	out, err := exec.Command("ip", args...).Output()
+	out, err := inNetns(client, append([]string{"iperf3", "-c", dst, "-p", strconv.Itoa(port), "-t", strconv.Itoa(seconds), "-J"}, m.args...)...).Output()
 	require.NoError(t, err, "iperf3: %s", out)
 	var r struct {
 		End struct {
@@ -64,6 +63,15 @@ func runIperf(t *testing.T, client, server *testnet.Netns, dst string, port int,
 		return iperfResult{BitsPerSecond: s.BitsPerSecond, PacketsPerSec: (s.Packets - s.LostPackets) / s.Seconds}
 	}
 	return iperfResult{BitsPerSecond: r.End.SumReceived.BitsPerSecond}
+}
+
+// inNetns is a command in ns, or in the test's own namespace (the node)
+// when ns is nil.
+func inNetns(ns *testnet.Netns, args ...string) *exec.Cmd {
+	if ns == nil {
+		return exec.Command(args[0], args[1:]...)
+	}
+	return exec.Command("ip", append([]string{"netns", "exec", ns.Name}, args...)...)
 }
 
 // attached loads the datapath, attaches it to the pods' veths as pod

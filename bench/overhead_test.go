@@ -88,17 +88,10 @@ func TestBenchOverhead(t *testing.T) {
 	for rep := 0; rep < n; rep++ {
 		for i, m := range iperfModes {
 			d, detach := attached(t, p1.Veth, p2.Veth)
-			before, err := d.ProgramStats()
-			require.NoError(t, err)
-			iperf(m)
-			after, err := d.ProgramStats()
-			require.NoError(t, err)
-			detach()
-			for name, a := range after {
-				if s := a.Sub(before[name]); s.Runs > 0 {
-					results[i].cost[name] = append(results[i].cost[name], s.PerRun())
-				}
+			for name, c := range runCosts(t, d, func() { iperf(m) }) {
+				results[i].cost[name] = append(results[i].cost[name], c)
 			}
+			detach()
 			results[i].floor = append(results[i].floor, emptyProgramCost(t, func() { iperf(m) }, p1.Veth, p2.Veth))
 			t.Logf("rep %d %s: ingress %.0f egress %.0f empty %.0f ns/run", rep, m.name,
 				results[i].cost["endpoint_ingress"][rep], results[i].cost["endpoint_egress"][rep], results[i].floor[rep])
@@ -137,6 +130,23 @@ func TestBenchOverhead(t *testing.T) {
 			summarize(r.floor).format("", 1, 0))
 	}
 	addSection(b.String())
+}
+
+// runCosts runs load and returns the ns/run of each of d's programs that
+// ran under it (bpf_stats must be on).
+func runCosts(t *testing.T, d *kernel.Datapath, load func()) map[string]float64 {
+	before, err := d.ProgramStats()
+	require.NoError(t, err)
+	load()
+	after, err := d.ProgramStats()
+	require.NoError(t, err)
+	out := map[string]float64{}
+	for name, a := range after {
+		if s := a.Sub(before[name]); s.Runs > 0 {
+			out[name] = s.PerRun()
+		}
+	}
+	return out
 }
 
 // ratioCell formats a summary of percentages.

@@ -278,16 +278,44 @@ static __always_inline int uplink_already_counted_egress(struct __sk_buff *skb)
 	return iif && bpf_map_lookup_elem(&counted_ifaces, &iif);
 }
 
+/* The FIB's answer for dst arriving on ifindex: whether the node routes it
+ * out of an interface that counts it (counted_ifaces). Packets the FIB
+ * cannot place (local, unroutable, forwarding off) are the node's. */
+static __noinline int fib_counts(struct __sk_buff *skb, __u8 family, const __u32 *src, const __u32 *dst)
+{
+	struct bpf_fib_lookup fib = {};
+	long rc;
+
+	fib.family = family;
+	fib.ifindex = skb->ifindex;
+	if (family == AF_INET) {
+		fib.ipv4_src = src[0];
+		fib.ipv4_dst = dst[0];
+	} else {
+		__builtin_memcpy(fib.ipv6_src, src, 16);
+		__builtin_memcpy(fib.ipv6_dst, dst, 16);
+	}
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return 0;
+	return bpf_map_lookup_elem(&counted_ifaces, &fib.ifindex) != 0;
+}
+
 /* Uplink ingress: a packet the node will forward to a pod endpoint is counted
- * there as the pod's receive. Asks the kernel FIB where it goes. Packets the
- * FIB cannot place (local, unroutable, forwarding off) are the node's. */
-static __always_inline int uplink_already_counted_ingress(struct __sk_buff *skb)
+ * there as the pod's receive. Asks the kernel FIB where it goes, through this
+ * CPU's fib_cache slot of the destination (valid for the current fib_gen). A
+ * function of its own: inlined, clang shares the offsets of skb->data and
+ * data_end with the parser's loads as registers, which the verifier rejects
+ * (a ctx pointer plus a register). */
+static __noinline int uplink_already_counted_ingress(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
-	struct bpf_fib_lookup fib = {};
 	struct ethhdr *eth = data;
-	long rc;
+	__u32 src[4] = {}, dst[4] = {};
+	struct fib_cache_slot *s;
+	__u32 gen = fib_gen, slot;
+	__u8 family;
 
 	if ((void *)(eth + 1) > end)
 		return 0;
@@ -296,25 +324,33 @@ static __always_inline int uplink_already_counted_ingress(struct __sk_buff *skb)
 
 		if ((void *)(ip + 1) > end)
 			return 0;
-		fib.family = AF_INET;
-		fib.ipv4_src = ip->saddr;
-		fib.ipv4_dst = ip->daddr;
+		family = AF_INET;
+		src[0] = ip->saddr;
+		dst[0] = ip->daddr;
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 
 		if ((void *)(ip6 + 1) > end)
 			return 0;
-		fib.family = AF_INET6;
-		__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
-		__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
+		family = AF_INET6;
+		__builtin_memcpy(src, &ip6->saddr, 16);
+		__builtin_memcpy(dst, &ip6->daddr, 16);
 	} else {
 		return 0;
 	}
-	fib.ifindex = skb->ifindex;
-	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
-		return 0;
-	return bpf_map_lookup_elem(&counted_ifaces, &fib.ifindex) != 0;
+	slot = ((dst[0] ^ dst[3] ^ skb->ifindex) * 0x9E3779B1u) >> (32 - FIB_CACHE_BITS);
+	s = bpf_map_lookup_elem(&fib_cache, &slot);
+	if (unlikely(!s))
+		return fib_counts(skb, family, src, dst);
+	if (likely(s->gen == gen && s->family == family && s->ifindex == skb->ifindex && s->dst[0] == dst[0] &&
+		   s->dst[1] == dst[1] && s->dst[2] == dst[2] && s->dst[3] == dst[3]))
+		return s->counted;
+	s->counted = fib_counts(skb, family, src, dst);
+	s->gen = gen;
+	s->family = family;
+	s->ifindex = skb->ifindex;
+	__builtin_memcpy(s->dst, dst, 16);
+	return s->counted;
 }
 
 #endif /* EBPFNET_FLOW_H */

@@ -101,6 +101,26 @@ struct {
 	__type(value, __u8);
 } counted_ifaces SEC(".maps");
 
+/* fib_cache — per CPU, where the FIB last sent a destination arriving on an
+ * uplink: FIB_CACHE_SLOTS direct-mapped struct fib_cache_slot, indexed by a
+ * hash of the destination and the interface. A slot answers only while its
+ * generation is fib_gen: user space bumps fib_gen whenever counted_ifaces
+ * changes, a route changes and every interval, so an answer is never older
+ * than the node's routes and interfaces. Saves uplink_ingress the FIB
+ * lookup (its cost is in docs/BENCHMARKS.md, "The uplink path"). */
+#define FIB_CACHE_BITS	8
+#define FIB_CACHE_SLOTS (1 << FIB_CACHE_BITS)
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FIB_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct fib_cache_slot);
+} fib_cache SEC(".maps");
+
+/* fib_gen — the generation fib_cache answers for. Written only by user space
+ * (the mmapped .bss). */
+volatile __u32 fib_gen;
+
 /* conns — TCP sockets between their first state change and close.
  * key: socket cookie; value: struct conn_state. max_entries set by user space
  * (config `max_connections`). Inserted by the inet_sock_set_state program at

@@ -257,6 +257,19 @@ struct drop_counts {
 	__u64 bytes; /* from the network header on, as iptables counts them */
 };
 
+/* Where the FIB sent a destination arriving on an uplink (map fib_cache):
+ * the destination (IPv4 in dst[0], the rest 0), the uplink, and whether the
+ * FIB's egress interface counts the packet (counted_ifaces). Valid while
+ * gen is fib_gen; family 0: empty. */
+struct fib_cache_slot {
+	__u32 dst[4];
+	__u32 ifindex;
+	__u32 gen;
+	__u8 family;
+	__u8 counted;
+	__u8 pad[2];
+};
+
 /* A drop key of one CPU and its drops not yet in the table (map
  * drop_cache); delta.packets 0: empty. */
 struct drop_cache_slot {

@@ -40,6 +40,7 @@ type attachments struct {
 	owner   *tcOwner // tc mode: whose filters ours are
 	links   map[int]*attachment
 	masters map[int]int // bridge ifindex -> number of attached endpoint ports
+	fibGen  uint32      // fib_gen: bumped whenever what the uplink FIB cache answers may have changed
 	names   map[int]string
 	gone    map[int]int // detached ifindex -> Datapath drains at detach
 }
@@ -243,12 +244,35 @@ const (
 )
 
 func (d *Datapath) markCounted(ifindex int, kind uint8) error {
-	return d.objs.CountedIfaces.Put(uint32(ifindex), kind)
+	if err := d.objs.CountedIfaces.Put(uint32(ifindex), kind); err != nil {
+		return err
+	}
+	return d.invalidateFIBLocked()
 }
 
 func (d *Datapath) unmarkCounted(ifindex int) {
 	// The entry may be gone with a deleted interface's index; ignore.
 	_ = d.objs.CountedIfaces.Delete(uint32(ifindex))
+	_ = d.invalidateFIBLocked() // only fails on a closed datapath
+}
+
+// InvalidateFIB makes every answer of the uplink programs' FIB cache stale
+// (the routes changed): the next packet to each destination asks the FIB.
+func (d *Datapath) InvalidateFIB() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return ErrClosed
+	}
+	return d.invalidateFIBLocked()
+}
+
+func (d *Datapath) invalidateFIBLocked() error {
+	d.ifaces.fibGen++
+	if err := d.objs.FibGen.Set(d.ifaces.fibGen); err != nil {
+		return fmt.Errorf("invalidate the uplink FIB cache: %w", err)
+	}
+	return nil
 }
 
 func (a *attachment) attachTCX(ifindex int, ingress, egress *ebpf.Program) error {

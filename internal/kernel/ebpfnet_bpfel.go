@@ -286,6 +286,7 @@ const (
 	ebpfnetMapDropCache           = "drop_cache"
 	ebpfnetMapDropsA              = "drops_a"
 	ebpfnetMapDropsB              = "drops_b"
+	ebpfnetMapFibCache            = "fib_cache"
 	ebpfnetMapFlowCache           = "flow_cache"
 	ebpfnetMapFlowsA              = "flows_a"
 	ebpfnetMapFlowsB              = "flows_b"
@@ -316,6 +317,7 @@ const (
 	ebpfnetVarClockJiffiesAfter   = "clock_jiffies_after"
 	ebpfnetVarDnsPorts            = "dns_ports"
 	ebpfnetVarDropIgnored         = "drop_ignored"
+	ebpfnetVarFibGen              = "fib_gen"
 	ebpfnetVarHostNetns           = "host_netns"
 	ebpfnetVarRingWakeupBytes     = "ring_wakeup_bytes"
 	ebpfnetVarUntracedNetns       = "untraced_netns"
@@ -413,6 +415,7 @@ type ebpfnetMapSpecs struct {
 	DropCache     *ebpf.MapSpec `ebpf:"drop_cache"`
 	DropsA        *ebpf.MapSpec `ebpf:"drops_a"`
 	DropsB        *ebpf.MapSpec `ebpf:"drops_b"`
+	FibCache      *ebpf.MapSpec `ebpf:"fib_cache"`
 	FlowCache     *ebpf.MapSpec `ebpf:"flow_cache"`
 	FlowsA        *ebpf.MapSpec `ebpf:"flows_a"`
 	FlowsB        *ebpf.MapSpec `ebpf:"flows_b"`
@@ -431,6 +434,7 @@ type ebpfnetVariableSpecs struct {
 	ClockJiffiesAfter   *ebpf.VariableSpec `ebpf:"clock_jiffies_after"`
 	DnsPorts            *ebpf.VariableSpec `ebpf:"dns_ports"`
 	DropIgnored         *ebpf.VariableSpec `ebpf:"drop_ignored"`
+	FibGen              *ebpf.VariableSpec `ebpf:"fib_gen"`
 	HostNetns           *ebpf.VariableSpec `ebpf:"host_netns"`
 	RingWakeupBytes     *ebpf.VariableSpec `ebpf:"ring_wakeup_bytes"`
 	UntracedNetns       *ebpf.VariableSpec `ebpf:"untraced_netns"`
@@ -482,6 +486,7 @@ type ebpfnetMaps struct {
 	DropCache     *ebpf.Map `ebpf:"drop_cache"`
 	DropsA        *ebpf.Map `ebpf:"drops_a"`
 	DropsB        *ebpf.Map `ebpf:"drops_b"`
+	FibCache      *ebpf.Map `ebpf:"fib_cache"`
 	FlowCache     *ebpf.Map `ebpf:"flow_cache"`
 	FlowsA        *ebpf.Map `ebpf:"flows_a"`
 	FlowsB        *ebpf.Map `ebpf:"flows_b"`
@@ -505,6 +510,7 @@ func (m *ebpfnetMaps) Close() error {
 		m.DropCache,
 		m.DropsA,
 		m.DropsB,
+		m.FibCache,
 		m.FlowCache,
 		m.FlowsA,
 		m.FlowsB,
@@ -524,6 +530,7 @@ type ebpfnetVariables struct {
 	ClockJiffiesAfter   *ebpf.Variable `ebpf:"clock_jiffies_after"`
 	DnsPorts            *ebpf.Variable `ebpf:"dns_ports"`
 	DropIgnored         *ebpf.Variable `ebpf:"drop_ignored"`
+	FibGen              *ebpf.Variable `ebpf:"fib_gen"`
 	HostNetns           *ebpf.Variable `ebpf:"host_netns"`
 	RingWakeupBytes     *ebpf.Variable `ebpf:"ring_wakeup_bytes"`
 	UntracedNetns       *ebpf.Variable `ebpf:"untraced_netns"`

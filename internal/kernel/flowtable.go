@@ -84,6 +84,11 @@ func (d *Datapath) drainLocked(dst []entry) ([]entry, error) {
 	if err := d.objs.ActiveTable.Set(uint32(next)); err != nil {
 		return dst, fmt.Errorf("switch active flow table: %w", err)
 	}
+	// The uplink FIB cache answers for an interval at most, whatever route
+	// change the watch may have missed.
+	if err := d.invalidateFIBLocked(); err != nil {
+		return dst, err
+	}
 	// Replacing an ARRAY_OF_MAPS entry returns only after an RCU grace
 	// period, i.e. after every program that could still have read the old
 	// active_table has finished (kernel maybe_wait_bpf_programs).

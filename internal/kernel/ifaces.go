@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 
@@ -33,22 +34,13 @@ func (s Selector) Select(name string) (Role, bool) {
 // WatchInterfaces attaches to every existing interface the selector picks
 // and keeps doing so for interfaces created later (netlink link updates,
 // so within milliseconds), detaching from removed ones, until ctx is done.
+// Every link or route update invalidates the uplink FIB cache.
 // It returns after the existing interfaces were handled. Errors on single
 // interfaces go to onError; the watch goes on.
 func (d *Datapath) WatchInterfaces(ctx context.Context, sel Selector, onError func(error)) error {
-	updates := make(chan netlink.LinkUpdate, 256)
-	done := make(chan struct{})
-	subErr := make(chan error, 1)
-	err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
-		ErrorCallback: func(err error) {
-			select {
-			case subErr <- err:
-			default:
-			}
-		},
-	})
+	updates, routes, subErr, done, err := subscribeNetlink()
 	if err != nil {
-		return fmt.Errorf("subscribe to netlink link updates: %w", err)
+		return err
 	}
 	// List after subscribing, so no interface created in between is missed.
 	links, err := netlink.LinkList()
@@ -73,10 +65,46 @@ func (d *Datapath) WatchInterfaces(ctx context.Context, sel Selector, onError fu
 					return
 				}
 				d.handleLink(u.Link, u.Header.Type == unix.RTM_DELLINK, sel, onError)
+				d.routesChanged(onError)
+			case _, ok := <-routes:
+				if !ok {
+					routes = nil // the interval's invalidation still bounds the FIB cache
+					onError(fmt.Errorf("netlink route updates closed: the uplink FIB cache follows route changes only every interval"))
+					continue
+				}
+				d.routesChanged(onError)
 			}
 		}
 	}()
 	return nil
+}
+
+// subscribeNetlink subscribes to link and route updates until done is
+// closed; subscription errors arrive on subErr (the first one pending).
+func subscribeNetlink() (chan netlink.LinkUpdate, chan netlink.RouteUpdate, chan error, chan struct{}, error) {
+	updates, routes := make(chan netlink.LinkUpdate, 256), make(chan netlink.RouteUpdate, 256)
+	done, subErr := make(chan struct{}), make(chan error, 1)
+	onErr := func(err error) {
+		select {
+		case subErr <- err:
+		default:
+		}
+	}
+	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr}); err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("subscribe to netlink link updates: %w", err)
+	}
+	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{ErrorCallback: onErr}); err != nil {
+		close(done)
+		return nil, nil, nil, nil, fmt.Errorf("subscribe to netlink route updates: %w", err)
+	}
+	return updates, routes, subErr, done, nil
+}
+
+// routesChanged invalidates the uplink programs' FIB cache.
+func (d *Datapath) routesChanged(onError func(error)) {
+	if err := d.InvalidateFIB(); err != nil && !errors.Is(err, ErrClosed) {
+		onError(err)
+	}
 }
 
 func (d *Datapath) handleLink(l netlink.Link, deleted bool, sel Selector, onError func(error)) {

@@ -84,20 +84,11 @@ func UDPSendVia(client, server *Netns, dst, listen netip.AddrPort, count, size i
 		return 0, err
 	}
 	defer pc.Close()
-	var conn net.Conn
-	if err := inNS(client, func() (err error) {
-		conn, err = net.Dial("udp", dst.String())
-		return err
-	}); err != nil {
+	conn, err := udpWrite(client, dst, count, size)
+	if err != nil {
 		return 0, err
 	}
 	defer conn.Close()
-	buf := make([]byte, size)
-	for i := 0; i < count; i++ {
-		if _, err := conn.Write(buf); err != nil {
-			return 0, err
-		}
-	}
 	rb := make([]byte, size+1)
 	_ = pc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	for i := 0; i < count; i++ {
@@ -106,6 +97,36 @@ func UDPSendVia(client, server *Netns, dst, listen netip.AddrPort, count, size i
 		}
 	}
 	return uint16(conn.LocalAddr().(*net.UDPAddr).Port), nil
+}
+
+// UDPSendOnly sends count datagrams of size bytes from client to dst,
+// with nothing listening for them.
+func UDPSendOnly(client *Netns, dst netip.AddrPort, count, size int) error {
+	conn, err := udpWrite(client, dst, count, size)
+	if err == nil {
+		conn.Close()
+	}
+	return err
+}
+
+// udpWrite sends count datagrams of size bytes from a socket of client
+// connected to dst, and returns the socket.
+func udpWrite(client *Netns, dst netip.AddrPort, count, size int) (net.Conn, error) {
+	var conn net.Conn
+	if err := inNS(client, func() (err error) {
+		conn, err = net.Dial("udp", dst.String())
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, size)
+	for i := 0; i < count; i++ {
+		if _, err := conn.Write(buf); err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
+	return conn, nil
 }
 
 func inNS(ns *Netns, fn func() error) error {
