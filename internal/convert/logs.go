@@ -37,11 +37,20 @@ func Logs(opts Options, b *flow.Batch) plog.Logs {
 			putDialedService(lr.Attributes(), opts.Peers, svc.Addr())
 		}
 	}
+	thFlows := opts.FlowLogSampling.TValue()
 	for i := range b.Flows {
 		f := &b.Flows[i]
+		keep, randomness := flowLogKept(&opts, f)
+		if !keep {
+			continue
+		}
 		lr := ls.scope(logResource{local: resourceAddr(f)}).LogRecords().AppendEmpty()
 		putFlowRecord(lr, f, observed, addrs)
 		a := lr.Attributes()
+		if opts.FlowLogSampling != 0 {
+			a.PutStr(AttrSamplingThreshold, thFlows)
+			a.PutStr(AttrSamplingRandomness, randomnessValue(randomness))
+		}
 		served := f.Served()
 		putPeer(a, opts.Peers, served.Addr(), WithPeerK8s|WithPeerService, zone, f.Service().Addr())
 		if svc := f.Service(); svc.IsValid() {
@@ -77,10 +86,28 @@ type logResource struct {
 	pod   string
 }
 
+// flowLogKept reports whether f's record is kept by the flow log sampling,
+// with the flow's randomness (0 when it is off).
+func flowLogKept(opts *Options, f *flow.Flow) (bool, uint64) {
+	if opts.FlowLogSampling == 0 {
+		return true, 0
+	}
+	r := flow.FlowRandomness(f)
+	return opts.FlowLogSampling.Keeps(r), r
+}
+
+// randomnessValue is 56 bits of randomness as sampling.randomness writes
+// it (the tracestate rv form: 14 hexadecimal digits).
+func randomnessValue(r uint64) string {
+	return strconv.FormatUint(r|1<<56, 16)[1:]
+}
+
 func newLogScopes(ld plog.Logs, opts *Options, b *flow.Batch) *logScopes {
 	counts := make(map[logResource]int)
 	for i := range b.Flows {
-		counts[logResource{local: resourceAddr(&b.Flows[i])}]++
+		if keep, _ := flowLogKept(opts, &b.Flows[i]); keep {
+			counts[logResource{local: resourceAddr(&b.Flows[i])}]++
+		}
 	}
 	for i := range b.Drops {
 		if d := &b.Drops[i]; ownDropRecord(d) {

@@ -53,6 +53,14 @@ type Options struct {
 	// metrics together; the least recently updated are dropped first (0: no
 	// bound).
 	MaxSeries int
+	// SpanSampling thins the spans (the zero value keeps all); kept spans
+	// carry their threshold in tracestate (ot=th). Metrics are never
+	// sampled.
+	SpanSampling flow.SpanSampling
+	// FlowLogSampling thins the flow log records by flow.FlowRandomness
+	// (0 keeps all); kept records carry sampling.threshold and
+	// sampling.randomness.
+	FlowLogSampling flow.Threshold
 }
 
 // ResourceOptions enable resource attributes.

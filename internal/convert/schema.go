@@ -47,6 +47,8 @@ const (
 	AttrErrorType          = "error.type"
 	AttrDNSQuestionType    = "dns.question.type"
 	AttrDNSQuestionName    = "dns.question.name"
+	AttrSamplingThreshold  = "sampling.threshold"  // flow log records kept by flow log sampling (the threshold, tracestate th form)
+	AttrSamplingRandomness = "sampling.randomness" // their flow's randomness (rv form)
 	AttrDNSRCode           = "ebpfnet.dns.rcode"
 	AttrDNSAnswers         = "ebpfnet.dns.answers"
 	AttrDNSLatency         = "ebpfnet.dns.latency"

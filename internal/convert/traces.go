@@ -49,8 +49,14 @@ func Traces(opts Options, conns []flow.Conn) ptrace.Traces {
 		pod, container, exe string
 	}
 	scopes := make(map[resKey]ptrace.ScopeSpans)
+	sampled := opts.SpanSampling.Enabled()
+	thSampled := "ot=th:" + opts.SpanSampling.Threshold.TValue()
 	for i := range conns {
 		c := &conns[i]
+		keep, th := opts.SpanSampling.Decide(c)
+		if !keep {
+			continue
+		}
 		var k resKey
 		switch {
 		case !c.OnNode:
@@ -73,6 +79,9 @@ func Traces(opts Options, conns []flow.Conn) ptrace.Traces {
 		}
 		s := ss.Spans().AppendEmpty()
 		putConnSpan(s, c)
+		if sampled {
+			putThreshold(s, th, thSampled)
+		}
 		peer, svc := c.Peer().Addr().Unmap(), c.Service().Addr().Unmap()
 		attrs := WithPeerK8s
 		if c.Role != flow.Server {
@@ -87,6 +96,17 @@ func Traces(opts Options, conns []flow.Conn) ptrace.Traces {
 		}
 	}
 	return td
+}
+
+// putThreshold writes the threshold a sampled span was kept at (sampled:
+// the ratio's, as tracestate): spanmetrics and backends count it as
+// 2^56/(2^56-th) connections (a keep rule's: th:0, one).
+func putThreshold(s ptrace.Span, th flow.Threshold, sampled string) {
+	if th == 0 {
+		s.TraceState().FromRaw("ot=th:0")
+	} else {
+		s.TraceState().FromRaw(sampled)
+	}
 }
 
 func putConnSpan(s ptrace.Span, c *flow.Conn) {

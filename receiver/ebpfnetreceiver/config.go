@@ -3,6 +3,7 @@ package ebpfnetreceiver
 import (
 	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"go.opentelemetry.io/collector/confmap"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/ebpfnet/ebpfnet/internal/flow"
 	"github.com/ebpfnet/ebpfnet/internal/kernel"
 	"github.com/ebpfnet/ebpfnet/receiver/ebpfnetreceiver/internal/metadata"
 )
@@ -105,6 +107,10 @@ type Config struct {
 	// node, zone) from the API server. Off by default (no Kubernetes).
 	K8s K8sConfig `mapstructure:"k8s"`
 
+	// Sampling thins the spans and flow log records (off by default); the
+	// metrics always count everything.
+	Sampling SamplingConfig `mapstructure:"sampling"`
+
 	metadata.MetricsBuilderConfig `mapstructure:",squash"`
 
 	// Events enables or disables the ebpfnet.flow log records.
@@ -146,6 +152,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.validateSizes()...)
 	errs = append(errs, c.Drops.validate()...)
 	errs = append(errs, c.DNS.validate()...)
+	errs = append(errs, c.Sampling.validate()...)
 	if c.Interfaces.Include == "" {
 		errs = append(errs, errors.New("interfaces::include must not be empty"))
 	}
@@ -261,6 +268,74 @@ func (d *DNSConfig) validate() []error {
 		errs = append(errs, fmt.Errorf("dns::max_pending must be between %d and %d, got %d", minMaxFlows, 1<<20, d.MaxPending))
 	}
 	return errs
+}
+
+// SamplingConfig thins the records by OpenTelemetry consistent-probability
+// sampling: a kept span carries its threshold in tracestate (ot=th), a kept
+// flow log record in sampling.threshold, so spanmetrics and backends count
+// each as 1/ratio. Metrics are never sampled.
+type SamplingConfig struct {
+	Spans    SpanSamplingConfig    `mapstructure:"spans"`
+	FlowLogs FlowLogSamplingConfig `mapstructure:"flow_logs"`
+}
+
+// SpanSamplingConfig: a ratio decided from the connection's trace ID (both
+// sides of a connection, on any node, decide alike), and connections kept
+// whatever the ratio.
+type SpanSamplingConfig struct {
+	// Ratio of the connections whose spans are kept, (0, 1]. Default 1.
+	Ratio float64 `mapstructure:"ratio"`
+	// KeepAlways keeps the spans of connections that match (at threshold
+	// 0, each counting once) when Ratio is below 1.
+	KeepAlways KeepAlwaysConfig `mapstructure:"keep_always"`
+}
+
+// KeepAlwaysConfig: a side's span is kept when its own view matches (the
+// other side of the connection is kept by its own view or the ratio).
+type KeepAlwaysConfig struct {
+	// Failed: refused, timed out, unreachable, never established. Default true.
+	Failed bool `mapstructure:"failed"`
+	// Reset: ended by a reset, sent or received. Default true.
+	Reset bool `mapstructure:"reset"`
+	// MinRTT: a smoothed RTT at least this (0: off).
+	MinRTT time.Duration `mapstructure:"min_rtt"`
+	// MinRetransmits: at least this many retransmitted segments (0: off).
+	MinRetransmits int `mapstructure:"min_retransmits"`
+	// MinDuration: open at least this long (0: off).
+	MinDuration time.Duration `mapstructure:"min_duration"`
+}
+
+// FlowLogSamplingConfig: a ratio decided per flow (its protocol and
+// endpoints: both directions alike).
+type FlowLogSamplingConfig struct {
+	// Ratio of the flows whose log records are kept, (0, 1]. Default 1.
+	Ratio float64 `mapstructure:"ratio"`
+}
+
+func (s *SamplingConfig) validate() []error {
+	var errs []error
+	for name, r := range map[string]float64{"spans::ratio": s.Spans.Ratio, "flow_logs::ratio": s.FlowLogs.Ratio} {
+		if !(r > 0 && r <= 1) {
+			errs = append(errs, fmt.Errorf("sampling::%s must be in (0, 1], got %v", name, r))
+		}
+	}
+	k := &s.Spans.KeepAlways
+	for name, d := range map[string]time.Duration{"min_rtt": k.MinRTT, "min_duration": k.MinDuration} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("sampling::spans::keep_always::%s must not be negative, got %s", name, d))
+		}
+	}
+	if k.MinRetransmits < 0 {
+		errs = append(errs, fmt.Errorf("sampling::spans::keep_always::min_retransmits must not be negative, got %d", k.MinRetransmits))
+	}
+	return errs
+}
+
+// spans is the span sampling of the converter.
+func (s *SamplingConfig) spans() flow.SpanSampling {
+	k := &s.Spans.KeepAlways
+	return flow.SpanSampling{Threshold: flow.RatioThreshold(s.Spans.Ratio), Keep: flow.KeepRules{Failed: k.Failed, Reset: k.Reset,
+		MinRTT: k.MinRTT, MinRetransmits: uint32(min(k.MinRetransmits, math.MaxUint32)), MinDuration: k.MinDuration}}
 }
 
 // kernelPorts are the ports for kernel.Options (empty: no DNS).

@@ -39,6 +39,8 @@ func TestLoadConfig(t *testing.T) {
 	custom.Events.EbpfnetFlow.Enabled = false
 	custom.K8s = K8sConfig{Enabled: true, AuthType: "kubeConfig", Kubeconfig: "/etc/ebpfnet/kubeconfig", NetworkPolicies: true}
 	custom.Drops = DropsConfig{Enabled: true, IgnoreReasons: []string{"NOT_SPECIFIED", "TCP_CLOSE"}, MaxEntries: 4096}
+	custom.Sampling = SamplingConfig{Spans: SpanSamplingConfig{Ratio: 0.25, KeepAlways: KeepAlwaysConfig{Failed: true, MinRTT: 100 * time.Millisecond,
+		MinRetransmits: 4, MinDuration: time.Minute}}, FlowLogs: FlowLogSamplingConfig{Ratio: 0.1}}
 
 	tests := []struct {
 		name    string
@@ -64,6 +66,10 @@ func TestLoadConfig(t *testing.T) {
 		{name: "bad_dns", wantErr: "dns::ports: at most 4 ports, got 5"},
 		{name: "bad_dns", wantErr: "dns::ports: 0 is not a port"},
 		{name: "bad_dns", wantErr: "dns::timeout must be positive, got 0s"},
+		{name: "bad_sampling", wantErr: "sampling::spans::ratio must be in (0, 1], got 0"},
+		{name: "bad_sampling", wantErr: "sampling::flow_logs::ratio must be in (0, 1], got 1.5"},
+		{name: "bad_sampling", wantErr: "sampling::spans::keep_always::min_rtt must not be negative, got -1s"},
+		{name: "bad_sampling", wantErr: "sampling::spans::keep_always::min_retransmits must not be negative, got -2"},
 		// Values past 32 bits: errors with the value given, not small tables.
 		{name: "map_past_32_bits", wantErr: "max_flows must be between 16 and 16777216, got 4294967312"},
 		{name: "conns_past_32_bits", wantErr: "max_connections must be between 16 and 16777216, got 4294967312"},

@@ -6,6 +6,7 @@ import (
 	"go.opentelemetry.io/collector/receiver"
 
 	"github.com/ebpfnet/ebpfnet/internal/convert"
+	"github.com/ebpfnet/ebpfnet/internal/flow"
 	"github.com/ebpfnet/ebpfnet/receiver/ebpfnetreceiver/internal/metadata"
 )
 
@@ -75,6 +76,8 @@ func convertOptions(cfg *Config, set receiver.Settings, peers convert.PeerResolv
 	opts.DNSTimeout = cfg.DNS.Timeout
 	opts.SeriesIdleTimeout = cfg.SeriesIdleTimeout
 	opts.MaxSeries = cfg.MaxSeries
+	opts.SpanSampling = cfg.Sampling.spans()
+	opts.FlowLogSampling = flow.RatioThreshold(cfg.Sampling.FlowLogs.Ratio)
 	if cfg.Temporality == "delta" {
 		opts.Temporality = convert.Delta
 	}

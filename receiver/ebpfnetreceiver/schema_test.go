@@ -186,7 +186,25 @@ func TestOutputMatchesMetadata(t *testing.T) {
 		require.True(t, emitted[name], "metric %s is declared but the batch did not make it emitted", name)
 	}
 
-	ld := conv.Logs(b)
+	seen := requireDeclaredLogs(t, d, conv.Logs(b))
+	for name := range d.Events {
+		require.True(t, seen[name], "event %s is declared but the batch made no record of it", name)
+	}
+	// With flow log sampling, the kept records' attributes too.
+	sampled := opts
+	sampled.FlowLogSampling = flow.RatioThreshold(0.9)
+	ld := convert.Logs(sampled, b)
+	require.True(t, requireDeclaredLogs(t, d, ld)[convert.EventFlow])
+	require.True(t, anyRecordHas(ld, convert.AttrSamplingThreshold))
+	td := conv.Traces(b.Closed)
+	for i := 0; i < td.ResourceSpans().Len(); i++ {
+		requireDeclaredResource(t, d, td.ResourceSpans().At(i).Resource().Attributes())
+	}
+}
+
+// requireDeclaredLogs checks every record's event and attributes against
+// the declarations and returns the events seen.
+func requireDeclaredLogs(t *testing.T, d declared, ld plog.Logs) map[string]bool {
 	require.NotZero(t, ld.LogRecordCount())
 	seen := map[string]bool{}
 	for i := 0; i < ld.ResourceLogs().Len(); i++ {
@@ -203,13 +221,19 @@ func TestOutputMatchesMetadata(t *testing.T) {
 			}
 		}
 	}
-	for name := range d.Events {
-		require.True(t, seen[name], "event %s is declared but the batch made no record of it", name)
+	return seen
+}
+
+func anyRecordHas(ld plog.Logs, key string) bool {
+	for i := 0; i < ld.ResourceLogs().Len(); i++ {
+		lrs := ld.ResourceLogs().At(i).ScopeLogs().At(0).LogRecords()
+		for j := 0; j < lrs.Len(); j++ {
+			if _, ok := lrs.At(j).Attributes().Get(key); ok {
+				return true
+			}
+		}
 	}
-	td := conv.Traces(b.Closed)
-	for i := 0; i < td.ResourceSpans().Len(); i++ {
-		requireDeclaredResource(t, d, td.ResourceSpans().At(i).Resource().Attributes())
-	}
+	return false
 }
 
 func requireDeclaredResource(t *testing.T, d declared, attrs pcommon.Map) {

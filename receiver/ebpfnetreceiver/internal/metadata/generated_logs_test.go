@@ -140,7 +140,7 @@ func TestLogsBuilder(t *testing.T) {
 			lb.RecordEbpfnetDropEvent(ctx, timestamp, "ebpfnet.drop.reason-val", AttributeNetworkIoDirectionTransmit, "network.transport-val", AttributeNetworkTypeIpv4, "network.interface.name-val", 18, "network.peer.address-val", 18, 20, AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true, "peer.service-val")
 			defaultEventsCount++
 			allEventsCount++
-			lb.RecordEbpfnetFlowEvent(ctx, timestamp, AttributeNetworkIoDirectionTransmit, "network.transport-val", AttributeNetworkTypeIpv4, "network.interface.name-val", "source.address-val", 11, "destination.address-val", 16, 17, 17, 18, 20, 18, 17, 15.100000, "server.address-val", 11, "network.peer.address-val", 17, AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true, "peer.service-val", "peer.k8s.service.namespace-val", map[string]any{"key1": "ebpfnet.flow.drops-val1", "key2": "ebpfnet.flow.drops-val2"}, AttributeEbpfnetPolicyVerdictAllowed, AttributeEbpfnetPolicyDirectionIngress, []any{"ebpfnet.policy.names-item1", "ebpfnet.policy.names-item2"}, AttributeEbpfnetPolicyFindingDeniedButDelivered, "ebpfnet.drop.reason-val")
+			lb.RecordEbpfnetFlowEvent(ctx, timestamp, AttributeNetworkIoDirectionTransmit, "network.transport-val", AttributeNetworkTypeIpv4, "network.interface.name-val", "source.address-val", 11, "destination.address-val", 16, 17, 17, 18, 20, 18, 17, 15.100000, "server.address-val", 11, "network.peer.address-val", 17, AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true, "peer.service-val", "peer.k8s.service.namespace-val", map[string]any{"key1": "ebpfnet.flow.drops-val1", "key2": "ebpfnet.flow.drops-val2"}, AttributeEbpfnetPolicyVerdictAllowed, AttributeEbpfnetPolicyDirectionIngress, []any{"ebpfnet.policy.names-item1", "ebpfnet.policy.names-item2"}, AttributeEbpfnetPolicyFindingDeniedButDelivered, "ebpfnet.drop.reason-val", "sampling.threshold-val", "sampling.randomness-val")
 
 			rb := lb.NewResourceBuilder()
 			rb.SetContainerID("container.id-val")
@@ -445,6 +445,12 @@ func TestLogsBuilder(t *testing.T) {
 					attrVal, ok = lr.Attributes().Get("ebpfnet.drop.reason")
 					assert.True(t, ok)
 					assert.Equal(t, "ebpfnet.drop.reason-val", attrVal.Str())
+					attrVal, ok = lr.Attributes().Get("sampling.threshold")
+					assert.True(t, ok)
+					assert.Equal(t, "sampling.threshold-val", attrVal.Str())
+					attrVal, ok = lr.Attributes().Get("sampling.randomness")
+					assert.True(t, ok)
+					assert.Equal(t, "sampling.randomness-val", attrVal.Str())
 				}
 			}
 		})
