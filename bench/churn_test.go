@@ -193,7 +193,12 @@ func churnRun(t *testing.T, node *testnet.Node, p1, p2 *testnet.Pod, rate, secs 
 		return nil
 	})
 	require.NoError(t, err)
-	cfg, stop := startReceiver(t, node, tc, mc, consumertest.NewNop())
+	cfg, stop := startConfigured(t, node, tc, mc, consumertest.NewNop(), func(c *ebpfnetConfig) {
+		// BENCH_CHURN_RING: another ring size (bytes), to size it for a rate.
+		if v, err := strconv.ParseInt(os.Getenv("BENCH_CHURN_RING"), 10, 64); err == nil && v > 0 {
+			c.RingBufferSize = v
+		}
+	})
 
 	progs := []string{"inet_sock_set_state", "tcp_sockops", "record_connect4"}
 	before, err := kernel.SystemProgramStats(progs...)

@@ -10,6 +10,8 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/ebpfnet/ebpfnet/internal/flow"
 )
 
 // ErrClosed is returned by a Datapath that was closed.
@@ -345,4 +347,24 @@ func tracepointParams(name string) (int, error) {
 		return 0, fmt.Errorf("btf_trace_%s is a %T, not a function prototype", name, typ)
 	}
 	return len(proto.Params), nil
+}
+
+// PerCPURead is a per-CPU map an interval reads: Lookups entries (and
+// writes back as many when all were used), each copying every possible
+// CPU's ValueSize bytes.
+type PerCPURead struct {
+	Name      string
+	Lookups   int
+	ValueSize int
+}
+
+// PerCPUReads are what one interval (Drain, Drops, Counters) reads of the
+// per-CPU maps: the cost that grows with the CPU count (the sizing model
+// of docs/BENCHMARKS.md, "Large nodes").
+func (d *Datapath) PerCPUReads() []PerCPURead {
+	return []PerCPURead{
+		{"flow_cache", int(d.objs.FlowCache.MaxEntries() / 2), int(d.objs.FlowCache.ValueSize())},
+		{"drop_cache", int(d.objs.DropCache.MaxEntries() / 2), int(d.objs.DropCache.ValueSize())},
+		{"counters", int(flow.NumReasons), int(d.objs.Counters.ValueSize())},
+	}
 }
