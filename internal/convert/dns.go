@@ -65,6 +65,7 @@ func putDNSRecord(lr plog.LogRecord, l *flow.DNSLookup, observed pcommon.Timesta
 	a.PutStr(AttrDNSQuestionType, flow.QTypeName(l.QType))
 	if !l.TimedOut {
 		a.PutStr(AttrDNSRCode, flow.RCodeName(l.RCode()))
+		a.PutStr(AttrDNSOpcode, flow.OpcodeName(l.Opcode()))
 		a.PutInt(AttrDNSAnswers, int64(l.Answers))
 		a.PutBool(AttrDNSTruncated, l.Truncated())
 	}

@@ -50,6 +50,7 @@ const (
 	AttrSamplingThreshold  = "sampling.threshold"  // flow log records kept by flow log sampling (the threshold, tracestate th form)
 	AttrSamplingRandomness = "sampling.randomness" // their flow's randomness (rv form)
 	AttrDNSRCode           = "ebpfnet.dns.rcode"
+	AttrDNSOpcode          = "ebpfnet.dns.opcode"
 	AttrDNSAnswers         = "ebpfnet.dns.answers"
 	AttrDNSLatency         = "ebpfnet.dns.latency"
 	AttrDNSSide            = "ebpfnet.dns.side"

@@ -66,6 +66,20 @@ type DNSLookup struct {
 // RCode is the response code (0 NOERROR); meaningless for a timeout.
 func (l *DNSLookup) RCode() uint8 { return uint8(l.Flags & 0xf) }
 
+// Opcode is the response's operation code (0 QUERY); meaningless for a
+// timeout.
+func (l *DNSLookup) Opcode() uint8 { return uint8(l.Flags>>11) & 0xf }
+
+var opcodeNames = [...]string{"QUERY", "IQUERY", "STATUS", "OPCODE3", "NOTIFY", "UPDATE", "DSO"}
+
+// OpcodeName names a DNS operation code (RFC 6895), or OPCODE<n>.
+func OpcodeName(op uint8) string {
+	if int(op) < len(opcodeNames) {
+		return opcodeNames[op]
+	}
+	return "OPCODE" + strconv.Itoa(int(op))
+}
+
 // Truncated reports the TC bit: the answer did not fit (a UDP client
 // retries over TCP).
 func (l *DNSLookup) Truncated() bool { return l.Flags&0x0200 != 0 }

@@ -55,4 +55,9 @@ func TestParseQuestion(t *testing.T) {
 	require.Equal(t, "NXDOMAIN", RCodeName(3))
 	require.Equal(t, "RCODE15", RCodeName(15))
 	require.Equal(t, "TYPE999", QTypeName(999))
+	// The opcode from a response's flags (RFC 1035 4.1.1: bits 11-14).
+	notify := DNSLookup{Flags: 0x8000 | 4<<11 | 0x0400}
+	require.Equal(t, "NOTIFY", OpcodeName(notify.Opcode()))
+	require.Equal(t, "QUERY", OpcodeName((&DNSLookup{Flags: 0x8180}).Opcode()))
+	require.Equal(t, "OPCODE9", OpcodeName(9))
 }

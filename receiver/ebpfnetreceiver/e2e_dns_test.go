@@ -142,6 +142,8 @@ func TestEndToEndDNS(t *testing.T) {
 		status, _ := attrs["ebpfnet.dns.rcode"].(string)
 		if attrs["error.type"] == "timeout" {
 			status = "timeout"
+		} else {
+			require.Equal(t, "QUERY", attrs["ebpfnet.dns.opcode"], "the response's opcode")
 		}
 		records[attrs["dns.question.name"].(string)+" "+status]++
 		traces[lr.TraceID()] = true

@@ -134,7 +134,7 @@ func TestLogsBuilder(t *testing.T) {
 			allEventsCount := 0
 			defaultEventsCount++
 			allEventsCount++
-			lb.RecordEbpfnetDNSLookupEvent(ctx, timestamp, "dns.question.name-val", "dns.question.type-val", "ebpfnet.dns.rcode-val", "error.type-val", 19, false, false, 19.100000, AttributeEbpfnetDNSSideClient, 17, 14, "network.transport-val", "client.address-val", 11, "server.address-val", 11, "network.peer.address-val", 17, AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.service.namespace-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true, "peer.service-val")
+			lb.RecordEbpfnetDNSLookupEvent(ctx, timestamp, "dns.question.name-val", "dns.question.type-val", "ebpfnet.dns.rcode-val", "ebpfnet.dns.opcode-val", "error.type-val", 19, false, false, 19.100000, AttributeEbpfnetDNSSideClient, 17, 14, "network.transport-val", "client.address-val", 11, "server.address-val", 11, "network.peer.address-val", 17, AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.service.namespace-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true, "peer.service-val")
 			defaultEventsCount++
 			allEventsCount++
 			lb.RecordEbpfnetDropEvent(ctx, timestamp, "ebpfnet.drop.reason-val", AttributeNetworkIoDirectionTransmit, "network.transport-val", AttributeNetworkTypeIpv4, "network.interface.name-val", 18, "network.peer.address-val", 18, 20, AttributePeerK8sKindPod, "peer.k8s.pod.name-val", "peer.k8s.namespace.name-val", "peer.k8s.workload.kind-val", "peer.k8s.workload.name-val", "peer.k8s.service.name-val", "peer.k8s.node.name-val", "peer.cloud.availability_zone-val", true, "peer.service-val")
@@ -188,6 +188,9 @@ func TestLogsBuilder(t *testing.T) {
 					attrVal, ok = lr.Attributes().Get("ebpfnet.dns.rcode")
 					assert.True(t, ok)
 					assert.Equal(t, "ebpfnet.dns.rcode-val", attrVal.Str())
+					attrVal, ok = lr.Attributes().Get("ebpfnet.dns.opcode")
+					assert.True(t, ok)
+					assert.Equal(t, "ebpfnet.dns.opcode-val", attrVal.Str())
 					attrVal, ok = lr.Attributes().Get("error.type")
 					assert.True(t, ok)
 					assert.Equal(t, "error.type-val", attrVal.Str())
