@@ -270,12 +270,25 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction,
 }
 
 /* Uplink egress: a packet routed from a pod endpoint (or the bridge of pod
- * endpoints) was already counted there as the pod's transmit. */
+ * endpoints) was already counted there as the pod's transmit. Asks
+ * counted_ifaces through this CPU's iif_cache slot of the interface. */
 static __always_inline int uplink_already_counted_egress(struct __sk_buff *skb)
 {
-	__u32 iif = skb->ingress_ifindex;
+	__u32 iif = skb->ingress_ifindex, gen = fib_gen, slot;
+	struct iif_cache_slot *s;
 
-	return iif && bpf_map_lookup_elem(&counted_ifaces, &iif);
+	if (!iif)
+		return 0; /* the node's own */
+	slot = iif % IIF_CACHE_SLOTS;
+	s = bpf_map_lookup_elem(&iif_cache, &slot);
+	if (unlikely(!s))
+		return bpf_map_lookup_elem(&counted_ifaces, &iif) != 0;
+	if (likely(s->ifindex == iif && s->gen == gen))
+		return s->counted;
+	s->counted = bpf_map_lookup_elem(&counted_ifaces, &iif) != 0;
+	s->ifindex = iif;
+	s->gen = gen;
+	return s->counted;
 }
 
 /* The FIB's answer for dst arriving on ifindex: whether the node routes it

@@ -117,6 +117,19 @@ struct {
 	__type(value, struct fib_cache_slot);
 } fib_cache SEC(".maps");
 
+/* iif_cache — per CPU, whether packets that entered the node on an interface
+ * (uplink egress: skb->ingress_ifindex) were counted there: IIF_CACHE_SLOTS
+ * direct-mapped struct iif_cache_slot by ifindex, valid while their
+ * generation is fib_gen (which every counted_ifaces change advances). Saves
+ * uplink_egress a hash lookup per packet. */
+#define IIF_CACHE_SLOTS 64
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, IIF_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct iif_cache_slot);
+} iif_cache SEC(".maps");
+
 /* fib_gen — the generation fib_cache answers for. Written only by user space
  * (the mmapped .bss). */
 volatile __u32 fib_gen;

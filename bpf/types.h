@@ -270,6 +270,14 @@ struct fib_cache_slot {
 	__u8 pad[2];
 };
 
+/* Whether packets from an interface were counted at a pod endpoint (map
+ * iif_cache); valid while gen is fib_gen; ifindex 0: empty. */
+struct iif_cache_slot {
+	__u32 ifindex;
+	__u32 gen;
+	__u32 counted;
+};
+
 /* A drop key of one CPU and its drops not yet in the table (map
  * drop_cache); delta.packets 0: empty. */
 struct drop_cache_slot {

@@ -290,6 +290,7 @@ const (
 	ebpfnetMapFlowCache           = "flow_cache"
 	ebpfnetMapFlowsA              = "flows_a"
 	ebpfnetMapFlowsB              = "flows_b"
+	ebpfnetMapIifCache            = "iif_cache"
 	ebpfnetMapResetReasons        = "reset_reasons"
 	ebpfnetMapUdpDialed           = "udp_dialed"
 	ebpfnetMapUdpSockDialed       = "udp_sock_dialed"
@@ -419,6 +420,7 @@ type ebpfnetMapSpecs struct {
 	FlowCache     *ebpf.MapSpec `ebpf:"flow_cache"`
 	FlowsA        *ebpf.MapSpec `ebpf:"flows_a"`
 	FlowsB        *ebpf.MapSpec `ebpf:"flows_b"`
+	IifCache      *ebpf.MapSpec `ebpf:"iif_cache"`
 	ResetReasons  *ebpf.MapSpec `ebpf:"reset_reasons"`
 	UdpDialed     *ebpf.MapSpec `ebpf:"udp_dialed"`
 	UdpSockDialed *ebpf.MapSpec `ebpf:"udp_sock_dialed"`
@@ -490,6 +492,7 @@ type ebpfnetMaps struct {
 	FlowCache     *ebpf.Map `ebpf:"flow_cache"`
 	FlowsA        *ebpf.Map `ebpf:"flows_a"`
 	FlowsB        *ebpf.Map `ebpf:"flows_b"`
+	IifCache      *ebpf.Map `ebpf:"iif_cache"`
 	ResetReasons  *ebpf.Map `ebpf:"reset_reasons"`
 	UdpDialed     *ebpf.Map `ebpf:"udp_dialed"`
 	UdpSockDialed *ebpf.Map `ebpf:"udp_sock_dialed"`
@@ -514,6 +517,7 @@ func (m *ebpfnetMaps) Close() error {
 		m.FlowCache,
 		m.FlowsA,
 		m.FlowsB,
+		m.IifCache,
 		m.ResetReasons,
 		m.UdpDialed,
 		m.UdpSockDialed,
