@@ -274,7 +274,7 @@ static __always_inline void handle_packet(struct __sk_buff *skb, __u8 direction,
  * counted_ifaces through this CPU's iif_cache slot of the interface. */
 static __always_inline int uplink_already_counted_egress(struct __sk_buff *skb)
 {
-	__u32 iif = skb->ingress_ifindex, gen = fib_gen, slot;
+	__u32 iif = skb->ingress_ifindex, gen = uplink_gen, slot;
 	struct iif_cache_slot *s;
 
 	if (!iif)
@@ -316,7 +316,7 @@ static __noinline int fib_counts(struct __sk_buff *skb, __u8 family, const __u32
 
 /* Uplink ingress: a packet the node will forward to a pod endpoint is counted
  * there as the pod's receive. Asks the kernel FIB where it goes, through this
- * CPU's fib_cache slot of the destination (valid for the current fib_gen). A
+ * CPU's fib_cache slot of the destination (valid for the current uplink_gen). A
  * function of its own: inlined, clang shares the offsets of skb->data and
  * data_end with the parser's loads as registers, which the verifier rejects
  * (a ctx pointer plus a register). */
@@ -327,7 +327,7 @@ static __noinline int uplink_already_counted_ingress(struct __sk_buff *skb)
 	struct ethhdr *eth = data;
 	__u32 src[4] = {}, dst[4] = {};
 	struct fib_cache_slot *s;
-	__u32 gen = fib_gen, slot;
+	__u32 gen = uplink_gen, slot;
 	__u8 family;
 
 	if ((void *)(eth + 1) > end)

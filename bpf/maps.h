@@ -104,7 +104,7 @@ struct {
 /* fib_cache — per CPU, where the FIB last sent a destination arriving on an
  * uplink: FIB_CACHE_SLOTS direct-mapped struct fib_cache_slot, indexed by a
  * hash of the destination and the interface. A slot answers only while its
- * generation is fib_gen: user space bumps fib_gen whenever counted_ifaces
+ * generation is uplink_gen: user space bumps uplink_gen whenever counted_ifaces
  * changes, a route changes and every interval, so an answer is never older
  * than the node's routes and interfaces. Saves uplink_ingress the FIB
  * lookup (its cost is in docs/BENCHMARKS.md, "The uplink path"). */
@@ -120,7 +120,7 @@ struct {
 /* iif_cache — per CPU, whether packets that entered the node on an interface
  * (uplink egress: skb->ingress_ifindex) were counted there: IIF_CACHE_SLOTS
  * direct-mapped struct iif_cache_slot by ifindex, valid while their
- * generation is fib_gen (which every counted_ifaces change advances). Saves
+ * generation is uplink_gen (which every counted_ifaces change advances). Saves
  * uplink_egress a hash lookup per packet. */
 #define IIF_CACHE_SLOTS 64
 struct {
@@ -130,9 +130,9 @@ struct {
 	__type(value, struct iif_cache_slot);
 } iif_cache SEC(".maps");
 
-/* fib_gen — the generation fib_cache answers for. Written only by user space
+/* uplink_gen — the generation fib_cache and iif_cache answer for. Written only by user space
  * (the mmapped .bss). */
-volatile __u32 fib_gen;
+volatile __u32 uplink_gen;
 
 /* conns — TCP sockets between their first state change and close.
  * key: socket cookie; value: struct conn_state. max_entries set by user space

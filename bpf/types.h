@@ -260,7 +260,7 @@ struct drop_counts {
 /* Where the FIB sent a destination arriving on an uplink (map fib_cache):
  * the destination (IPv4 in dst[0], the rest 0), the uplink, and whether the
  * FIB's egress interface counts the packet (counted_ifaces). Valid while
- * gen is fib_gen; family 0: empty. */
+ * gen is uplink_gen; family 0: empty. */
 struct fib_cache_slot {
 	__u32 dst[4];
 	__u32 ifindex;
@@ -271,7 +271,7 @@ struct fib_cache_slot {
 };
 
 /* Whether packets from an interface were counted at a pod endpoint (map
- * iif_cache); valid while gen is fib_gen; ifindex 0: empty. */
+ * iif_cache); valid while gen is uplink_gen; ifindex 0: empty. */
 struct iif_cache_slot {
 	__u32 ifindex;
 	__u32 gen;

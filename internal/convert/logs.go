@@ -40,16 +40,15 @@ func Logs(opts Options, b *flow.Batch) plog.Logs {
 	thFlows := opts.FlowLogSampling.TValue()
 	for i := range b.Flows {
 		f := &b.Flows[i]
-		keep, randomness := flowLogKept(&opts, f)
-		if !keep {
+		if ls.flowRand != nil && !opts.FlowLogSampling.Keeps(ls.flowRand[i]) {
 			continue
 		}
 		lr := ls.scope(logResource{local: resourceAddr(f)}).LogRecords().AppendEmpty()
 		putFlowRecord(lr, f, observed, addrs)
 		a := lr.Attributes()
-		if opts.FlowLogSampling != 0 {
+		if ls.flowRand != nil {
 			a.PutStr(AttrSamplingThreshold, thFlows)
-			a.PutStr(AttrSamplingRandomness, randomnessValue(randomness))
+			a.PutStr(AttrSamplingRandomness, randomnessValue(ls.flowRand[i]))
 		}
 		served := f.Served()
 		putPeer(a, opts.Peers, served.Addr(), WithPeerK8s|WithPeerService, zone, f.Service().Addr())
@@ -77,6 +76,9 @@ type logScopes struct {
 	opts   *Options
 	counts map[logResource]int
 	scopes map[logResource]plog.ScopeLogs
+	// flowRand is each flow's flow.FlowRandomness (nil: no flow log
+	// sampling).
+	flowRand []uint64
 }
 
 // logResource is a local endpoint: a pod's address, a hostNetwork pod's
@@ -84,16 +86,6 @@ type logScopes struct {
 type logResource struct {
 	local netip.Addr
 	pod   string
-}
-
-// flowLogKept reports whether f's record is kept by the flow log sampling,
-// with the flow's randomness (0 when it is off).
-func flowLogKept(opts *Options, f *flow.Flow) (bool, uint64) {
-	if opts.FlowLogSampling == 0 {
-		return true, 0
-	}
-	r := flow.FlowRandomness(f)
-	return opts.FlowLogSampling.Keeps(r), r
 }
 
 // randomnessValue is 56 bits of randomness as sampling.randomness writes
@@ -104,10 +96,19 @@ func randomnessValue(r uint64) string {
 
 func newLogScopes(ld plog.Logs, opts *Options, b *flow.Batch) *logScopes {
 	counts := make(map[logResource]int)
+	// With flow log sampling, each flow's randomness, hashed once for the
+	// count and the records.
+	var flowRand []uint64
+	if opts.FlowLogSampling != 0 {
+		flowRand = make([]uint64, len(b.Flows))
+	}
 	for i := range b.Flows {
-		if keep, _ := flowLogKept(opts, &b.Flows[i]); keep {
-			counts[logResource{local: resourceAddr(&b.Flows[i])}]++
+		if flowRand != nil {
+			if flowRand[i] = flow.FlowRandomness(&b.Flows[i]); !opts.FlowLogSampling.Keeps(flowRand[i]) {
+				continue
+			}
 		}
+		counts[logResource{local: resourceAddr(&b.Flows[i])}]++
 	}
 	for i := range b.Drops {
 		if d := &b.Drops[i]; ownDropRecord(d) {
@@ -118,7 +119,7 @@ func newLogScopes(ld plog.Logs, opts *Options, b *flow.Batch) *logScopes {
 		counts[dnsResource(&b.DNS[i])]++
 	}
 	ld.ResourceLogs().EnsureCapacity(len(counts))
-	return &logScopes{ld: ld, opts: opts, counts: counts, scopes: make(map[logResource]plog.ScopeLogs, len(counts))}
+	return &logScopes{ld: ld, opts: opts, counts: counts, scopes: make(map[logResource]plog.ScopeLogs, len(counts)), flowRand: flowRand}
 }
 
 func (l *logScopes) scope(r logResource) plog.ScopeLogs {

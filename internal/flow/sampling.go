@@ -56,22 +56,22 @@ func FlowRandomness(f *Flow) uint64 {
 	if b.Addr().Less(a.Addr()) || (a.Addr() == b.Addr() && b.Port() < a.Port()) {
 		a, b = b, a
 	}
-	h := uint64(14695981039346656037) // FNV-1a, 64 bits, then a finalizer
-	mix := func(ap netip.AddrPort) {
-		for _, x := range ap.Addr().As16() {
-			h = (h ^ uint64(x)) * 1099511628211
-		}
-		h = (h ^ uint64(ap.Port())) * 1099511628211
+	h := uint64(f.Protocol)
+	for _, ap := range [2]netip.AddrPort{a, b} {
+		addr := ap.Addr().As16()
+		h = mix64(h ^ binary.BigEndian.Uint64(addr[:8]))
+		h = mix64(h ^ binary.BigEndian.Uint64(addr[8:]) ^ uint64(ap.Port())<<48)
 	}
-	h = (h ^ uint64(f.Protocol)) * 1099511628211
-	mix(a)
-	mix(b)
-	h ^= h >> 33
-	h *= 0xff51afd7ed558ccd
-	h ^= h >> 33
-	h *= 0xc4ceb9fe1a85ec53
-	h ^= h >> 33
 	return h & (maxThreshold - 1)
+}
+
+// mix64 is the splitmix64 finalizer: every input bit moves every output
+// bit.
+func mix64(h uint64) uint64 {
+	h += 0x9e3779b97f4a7c15
+	h = (h ^ h>>30) * 0xbf58476d1ce4e5b9
+	h = (h ^ h>>27) * 0x94d049bb133111eb
+	return h ^ h>>31
 }
 
 // KeepRules keep a connection's span whatever the ratio (at threshold 0,

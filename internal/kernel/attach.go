@@ -36,13 +36,13 @@ const tcFilterPriority = 1
 // interfaces (kept for two drains after a detach: their last flows are still
 // reported). Guarded by Datapath.mu.
 type attachments struct {
-	mode    AttachMode
-	owner   *tcOwner // tc mode: whose filters ours are
-	links   map[int]*attachment
-	masters map[int]int // bridge ifindex -> number of attached endpoint ports
-	fibGen  uint32      // fib_gen: bumped whenever what the uplink FIB cache answers may have changed
-	names   map[int]string
-	gone    map[int]int // detached ifindex -> Datapath drains at detach
+	mode      AttachMode
+	owner     *tcOwner // tc mode: whose filters ours are
+	links     map[int]*attachment
+	masters   map[int]int // bridge ifindex -> number of attached endpoint ports
+	uplinkGen uint32      // fib_gen: bumped whenever what the uplink FIB cache answers may have changed
+	names     map[int]string
+	gone      map[int]int // detached ifindex -> Datapath drains at detach
 }
 
 func newAttachments() attachments {
@@ -247,30 +247,31 @@ func (d *Datapath) markCounted(ifindex int, kind uint8) error {
 	if err := d.objs.CountedIfaces.Put(uint32(ifindex), kind); err != nil {
 		return err
 	}
-	return d.invalidateFIBLocked()
+	return d.invalidateUplinkCachesLocked()
 }
 
 func (d *Datapath) unmarkCounted(ifindex int) {
 	// The entry may be gone with a deleted interface's index; ignore.
 	_ = d.objs.CountedIfaces.Delete(uint32(ifindex))
-	_ = d.invalidateFIBLocked() // only fails on a closed datapath
+	_ = d.invalidateUplinkCachesLocked() // only fails on a closed datapath
 }
 
-// InvalidateFIB makes every answer of the uplink programs' FIB cache stale
-// (the routes changed): the next packet to each destination asks the FIB.
-func (d *Datapath) InvalidateFIB() error {
+// InvalidateUplinkCaches makes every answer of the uplink programs' caches
+// stale (the routes changed): the next packet to each destination asks the
+// FIB, the next from each interface counted_ifaces.
+func (d *Datapath) InvalidateUplinkCaches() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return ErrClosed
 	}
-	return d.invalidateFIBLocked()
+	return d.invalidateUplinkCachesLocked()
 }
 
-func (d *Datapath) invalidateFIBLocked() error {
-	d.ifaces.fibGen++
-	if err := d.objs.FibGen.Set(d.ifaces.fibGen); err != nil {
-		return fmt.Errorf("invalidate the uplink FIB cache: %w", err)
+func (d *Datapath) invalidateUplinkCachesLocked() error {
+	d.ifaces.uplinkGen++
+	if err := d.objs.UplinkGen.Set(d.ifaces.uplinkGen); err != nil {
+		return fmt.Errorf("invalidate the uplink caches: %w", err)
 	}
 	return nil
 }

@@ -318,7 +318,6 @@ const (
 	ebpfnetVarClockJiffiesAfter   = "clock_jiffies_after"
 	ebpfnetVarDnsPorts            = "dns_ports"
 	ebpfnetVarDropIgnored         = "drop_ignored"
-	ebpfnetVarFibGen              = "fib_gen"
 	ebpfnetVarHostNetns           = "host_netns"
 	ebpfnetVarRingWakeupBytes     = "ring_wakeup_bytes"
 	ebpfnetVarUntracedNetns       = "untraced_netns"
@@ -335,6 +334,7 @@ const (
 	ebpfnetVarUnusedDropKind      = "unused_drop_kind"
 	ebpfnetVarUnusedFlowDirection = "unused_flow_direction"
 	ebpfnetVarUnusedFlowObserver  = "unused_flow_observer"
+	ebpfnetVarUplinkGen           = "uplink_gen"
 )
 
 // loadEbpfnet returns the embedded CollectionSpec for ebpfnet.
@@ -436,7 +436,6 @@ type ebpfnetVariableSpecs struct {
 	ClockJiffiesAfter   *ebpf.VariableSpec `ebpf:"clock_jiffies_after"`
 	DnsPorts            *ebpf.VariableSpec `ebpf:"dns_ports"`
 	DropIgnored         *ebpf.VariableSpec `ebpf:"drop_ignored"`
-	FibGen              *ebpf.VariableSpec `ebpf:"fib_gen"`
 	HostNetns           *ebpf.VariableSpec `ebpf:"host_netns"`
 	RingWakeupBytes     *ebpf.VariableSpec `ebpf:"ring_wakeup_bytes"`
 	UntracedNetns       *ebpf.VariableSpec `ebpf:"untraced_netns"`
@@ -453,6 +452,7 @@ type ebpfnetVariableSpecs struct {
 	UnusedDropKind      *ebpf.VariableSpec `ebpf:"unused_drop_kind"`
 	UnusedFlowDirection *ebpf.VariableSpec `ebpf:"unused_flow_direction"`
 	UnusedFlowObserver  *ebpf.VariableSpec `ebpf:"unused_flow_observer"`
+	UplinkGen           *ebpf.VariableSpec `ebpf:"uplink_gen"`
 }
 
 // ebpfnetObjects contains all objects after they have been loaded into the kernel.
@@ -534,7 +534,6 @@ type ebpfnetVariables struct {
 	ClockJiffiesAfter   *ebpf.Variable `ebpf:"clock_jiffies_after"`
 	DnsPorts            *ebpf.Variable `ebpf:"dns_ports"`
 	DropIgnored         *ebpf.Variable `ebpf:"drop_ignored"`
-	FibGen              *ebpf.Variable `ebpf:"fib_gen"`
 	HostNetns           *ebpf.Variable `ebpf:"host_netns"`
 	RingWakeupBytes     *ebpf.Variable `ebpf:"ring_wakeup_bytes"`
 	UntracedNetns       *ebpf.Variable `ebpf:"untraced_netns"`
@@ -551,6 +550,7 @@ type ebpfnetVariables struct {
 	UnusedDropKind      *ebpf.Variable `ebpf:"unused_drop_kind"`
 	UnusedFlowDirection *ebpf.Variable `ebpf:"unused_flow_direction"`
 	UnusedFlowObserver  *ebpf.Variable `ebpf:"unused_flow_observer"`
+	UplinkGen           *ebpf.Variable `ebpf:"uplink_gen"`
 }
 
 // ebpfnetPrograms contains all programs after they have been loaded into the kernel.

@@ -86,7 +86,7 @@ func (d *Datapath) drainLocked(dst []entry) ([]entry, error) {
 	}
 	// The uplink FIB cache answers for an interval at most, whatever route
 	// change the watch may have missed.
-	if err := d.invalidateFIBLocked(); err != nil {
+	if err := d.invalidateUplinkCachesLocked(); err != nil {
 		return dst, err
 	}
 	// Replacing an ARRAY_OF_MAPS entry returns only after an RCU grace

@@ -34,41 +34,41 @@ func (s Selector) Select(name string) (Role, bool) {
 // WatchInterfaces attaches to every existing interface the selector picks
 // and keeps doing so for interfaces created later (netlink link updates,
 // so within milliseconds), detaching from removed ones, until ctx is done.
-// Every link or route update invalidates the uplink FIB cache.
+// Every link or route update invalidates the uplink programs' caches.
 // It returns after the existing interfaces were handled. Errors on single
 // interfaces go to onError; the watch goes on.
 func (d *Datapath) WatchInterfaces(ctx context.Context, sel Selector, onError func(error)) error {
-	updates, routes, subErr, done, err := subscribeNetlink()
+	w, err := subscribeNetlink()
 	if err != nil {
 		return err
 	}
 	// List after subscribing, so no interface created in between is missed.
 	links, err := netlink.LinkList()
 	if err != nil {
-		close(done)
+		close(w.done)
 		return fmt.Errorf("list interfaces: %w", err)
 	}
 	for _, l := range links {
 		d.handleLink(l, false, sel, onError)
 	}
 	go func() {
-		defer close(done)
+		defer close(w.done)
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case err := <-subErr:
-				onError(fmt.Errorf("netlink link updates: %w", err))
-			case u, ok := <-updates:
+			case err := <-w.errs:
+				onError(fmt.Errorf("netlink updates: %w", err))
+			case u, ok := <-w.links:
 				if !ok {
 					onError(fmt.Errorf("netlink link updates closed: new interfaces are no longer attached"))
 					return
 				}
 				d.handleLink(u.Link, u.Header.Type == unix.RTM_DELLINK, sel, onError)
-				d.routesChanged(onError)
-			case _, ok := <-routes:
+				d.routesChanged(onError) // a link going down moves routes too
+			case _, ok := <-w.routes:
 				if !ok {
-					routes = nil // the interval's invalidation still bounds the FIB cache
+					w.routes = nil // the interval's invalidation still bounds the caches
 					onError(fmt.Errorf("netlink route updates closed: the uplink FIB cache follows route changes only every interval"))
 					continue
 				}
@@ -79,30 +79,37 @@ func (d *Datapath) WatchInterfaces(ctx context.Context, sel Selector, onError fu
 	return nil
 }
 
-// subscribeNetlink subscribes to link and route updates until done is
-// closed; subscription errors arrive on subErr (the first one pending).
-func subscribeNetlink() (chan netlink.LinkUpdate, chan netlink.RouteUpdate, chan error, chan struct{}, error) {
-	updates, routes := make(chan netlink.LinkUpdate, 256), make(chan netlink.RouteUpdate, 256)
-	done, subErr := make(chan struct{}), make(chan error, 1)
+// netlinkWatch is a subscription to link and route updates, until done is
+// closed; subscription errors arrive on errs (the first one pending).
+type netlinkWatch struct {
+	links  chan netlink.LinkUpdate
+	routes chan netlink.RouteUpdate
+	errs   chan error
+	done   chan struct{}
+}
+
+func subscribeNetlink() (*netlinkWatch, error) {
+	w := &netlinkWatch{links: make(chan netlink.LinkUpdate, 256), routes: make(chan netlink.RouteUpdate, 256),
+		errs: make(chan error, 1), done: make(chan struct{})}
 	onErr := func(err error) {
 		select {
-		case subErr <- err:
+		case w.errs <- err:
 		default:
 		}
 	}
-	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr}); err != nil {
-		return nil, nil, nil, nil, fmt.Errorf("subscribe to netlink link updates: %w", err)
+	if err := netlink.LinkSubscribeWithOptions(w.links, w.done, netlink.LinkSubscribeOptions{ErrorCallback: onErr}); err != nil {
+		return nil, fmt.Errorf("subscribe to netlink link updates: %w", err)
 	}
-	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{ErrorCallback: onErr}); err != nil {
-		close(done)
-		return nil, nil, nil, nil, fmt.Errorf("subscribe to netlink route updates: %w", err)
+	if err := netlink.RouteSubscribeWithOptions(w.routes, w.done, netlink.RouteSubscribeOptions{ErrorCallback: onErr}); err != nil {
+		close(w.done)
+		return nil, fmt.Errorf("subscribe to netlink route updates: %w", err)
 	}
-	return updates, routes, subErr, done, nil
+	return w, nil
 }
 
-// routesChanged invalidates the uplink programs' FIB cache.
+// routesChanged invalidates the uplink programs' caches.
 func (d *Datapath) routesChanged(onError func(error)) {
-	if err := d.InvalidateFIB(); err != nil && !errors.Is(err, ErrClosed) {
+	if err := d.InvalidateUplinkCaches(); err != nil && !errors.Is(err, ErrClosed) {
 		onError(err)
 	}
 }
