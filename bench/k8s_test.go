@@ -26,12 +26,15 @@ import (
 )
 
 // rssBytes is the process's resident set (VmRSS).
-func rssBytes() uint64 {
+func rssBytes() uint64 { return statusKB("VmRSS:") << 10 }
+
+// statusKB is a kB field of /proc/self/status.
+func statusKB(field string) uint64 {
 	b, _ := os.ReadFile("/proc/self/status")
 	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(l, field); ok {
 			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
+			return kb
 		}
 	}
 	return 0

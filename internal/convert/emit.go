@@ -252,7 +252,7 @@ func (c *Converter) emitSelf(node *resourceMetrics, b *flow.Batch, ts pcommon.Ti
 			dp.SetIntValue(v)
 		}
 	}
-	gauge(TableFlows, int64(len(b.Flows)))
+	gauge(TableFlows, int64(c.flows))
 	gauge(TableCapacity, int64(b.TableCapacity))
 	if c.opts.Temporality == Cumulative {
 		sum(SeriesEvicted, c.store.evicted, "")

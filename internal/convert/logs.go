@@ -13,14 +13,14 @@ import (
 // Logs converts a batch into one log record per flow (a flow record like a
 // VPC or NetFlow record) and one per drop no flow record carries, grouped
 // by local endpoint resource.
-func Logs(opts Options, b *flow.Batch) plog.Logs {
+func Logs(opts Options, b *flow.Batch) plog.Logs { return logs(opts, b, make(addrStrings)) }
+
+func logs(opts Options, b *flow.Batch, addrs addrStrings) plog.Logs {
 	ld := plog.NewLogs()
 	b = enabledRecords(&opts, b)
 	zone := localZone(&opts)
 	observed := pcommon.NewTimestampFromTime(b.Time)
 	ls := newLogScopes(ld, &opts, b)
-	// The addresses of a batch repeat (a pod's, its peers'): one string each.
-	addrs := make(addrStrings)
 	for i := range b.Drops {
 		if d := &b.Drops[i]; ownDropRecord(d) {
 			lr := ls.scope(dropResource(d)).LogRecords().AppendEmpty()
@@ -138,8 +138,12 @@ func (l *logScopes) scope(r logResource) plog.ScopeLogs {
 	return sl
 }
 
-// addrStrings memoizes netip.Addr.String within one conversion.
+// addrStrings memoizes netip.Addr.String: the addresses of the records
+// repeat (a pod's, its peers'), one string each.
 type addrStrings map[netip.Addr]string
+
+// maxAddrStrings bounds a Converter's addrStrings, kept across calls.
+const maxAddrStrings = 1 << 16
 
 func (m addrStrings) get(a netip.Addr) string {
 	s, ok := m[a]

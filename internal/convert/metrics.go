@@ -102,6 +102,8 @@ type Converter struct {
 	store      *store
 	conns      openConns
 	prevCounts flow.Counters
+	flows      int         // recorded since the last Metrics
+	addrs      addrStrings // Logs'
 }
 
 // NewConverter returns a converter; start is when the kernel began counting.
@@ -115,9 +117,7 @@ func (c *Converter) SeriesCount() int { return len(c.store.series) }
 // Metrics returns the metrics of the batch: flows, connections, and the
 // receiver's own (loss counters, table fill, evicted series).
 func (c *Converter) Metrics(b *flow.Batch) pmetric.Metrics {
-	for i := range b.Flows {
-		c.recordFlow(&b.Flows[i], b.Time)
-	}
+	c.RecordFlows(b.Flows, b.Time)
 	c.recordConns(b.Time, b.Live, b.Closed)
 	for i := range b.Drops {
 		c.recordDrop(&b.Drops[i], b.Time)
@@ -129,14 +129,31 @@ func (c *Converter) Metrics(b *flow.Batch) pmetric.Metrics {
 	md := c.emit(b)
 	c.store.endInterval(b.Time)
 	c.prevCounts = b.Counters
+	c.flows = 0
 	return md
+}
+
+// RecordFlows adds flows of the interval that ends at now to the flow
+// metrics, before its Metrics, which emits them: the receiver records each
+// part of the interval's flows as it is drained.
+func (c *Converter) RecordFlows(flows []flow.Flow, now time.Time) {
+	for i := range flows {
+		c.recordFlow(&flows[i], now)
+	}
+	c.flows += len(flows)
 }
 
 // Traces returns one span per closed connection.
 func (c *Converter) Traces(conns []flow.Conn) ptrace.Traces { return Traces(c.opts, conns) }
 
-// Logs returns one record per flow.
-func (c *Converter) Logs(b *flow.Batch) plog.Logs { return Logs(c.opts, b) }
+// Logs returns one record per flow, the address strings kept across calls
+// (at most maxAddrStrings).
+func (c *Converter) Logs(b *flow.Batch) plog.Logs {
+	if c.addrs == nil || len(c.addrs) > maxAddrStrings {
+		c.addrs = make(addrStrings)
+	}
+	return logs(c.opts, b, c.addrs)
+}
 
 func (c *Converter) recordFlow(f *flow.Flow, now time.Time) {
 	c.addPair([2]Metric{FlowIO, FlowPackets}, [2]uint64{f.Bytes, f.Packets}, now,

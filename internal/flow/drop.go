@@ -129,39 +129,100 @@ func flowDropKey(f *Flow) dropFlowKey {
 // to when exactly one flow has its local endpoint, peer address, transport
 // and direction (drops keep no peer port: several flows of one pod and
 // peer cannot be told apart); the others stay records of their own. Call
-// after Resolve and ResolveDrops.
+// after Resolve and ResolveDrops. A Stream does the same a chunk at a time.
 func AttachDrops(b *Batch) {
-	if len(b.Drops) == 0 {
+	c := newDropCandidates(b.Drops)
+	if c == nil {
 		return
 	}
-	one := make(map[dropFlowKey]int, len(b.Drops)) // flow index; -1: several
-	for i := range b.Drops {
-		d := &b.Drops[i]
-		if d.Kind == DropPacket {
-			one[dropKeyOf(d)] = -2 // wanted, no flow yet
-		}
-	}
 	for i := range b.Flows {
-		k := flowDropKey(&b.Flows[i])
-		switch at, ok := one[k]; {
-		case !ok:
-		case at == -2:
-			one[k] = i
-		default:
-			one[k] = -1
+		c.see(&b.Flows[i], i)
+	}
+	c.attach(b.Drops, func(at int) *Flow { return &b.Flows[at] })
+}
+
+// dropCandidates are the flows a batch's packet drops may belong to, by the
+// drops' keys: how many flows each key has and where the first one is (an
+// index of the caller's).
+type dropCandidates struct {
+	byKey map[dropFlowKey]*dropCandidate
+	order []*dropCandidate // by first flow seen
+}
+
+type dropCandidate struct {
+	key     dropFlowKey
+	flows   int    // flows seen with the key
+	first   int    // where the first one is
+	packets uint64 // the flows' packets
+	// delivered are the delivery keys (Stream.deliveredKey) of the key's
+	// received flows past the first that had packets no drop took: they
+	// were delivered unless the drops no flow took are as many as the
+	// flows' packets, known at the end.
+	delivered []uint64
+}
+
+// newDropCandidates: nil when no packet drop waits for a flow.
+func newDropCandidates(drops []Drop) *dropCandidates {
+	var c *dropCandidates
+	for i := range drops {
+		if d := &drops[i]; d.Kind == DropPacket {
+			if c == nil {
+				c = &dropCandidates{byKey: make(map[dropFlowKey]*dropCandidate)}
+			}
+			k := dropKeyOf(d)
+			if c.byKey[k] == nil {
+				c.byKey[k] = &dropCandidate{key: k, first: -1}
+			}
 		}
 	}
-	for i := range b.Drops {
-		d := &b.Drops[i]
+	return c
+}
+
+// see counts f, at at, for its drop key; the candidate when a drop has the
+// key (nil otherwise).
+func (c *dropCandidates) see(f *Flow, at int) *dropCandidate {
+	if c == nil {
+		return nil
+	}
+	d := c.byKey[flowDropKey(f)]
+	if d == nil {
+		return nil
+	}
+	if d.flows == 0 {
+		d.first = at
+		c.order = append(c.order, d)
+	}
+	d.flows++
+	d.packets += f.Packets
+	return d
+}
+
+// attach puts each packet drop on the first flow of its key when it is the
+// key's only one (flow finds it by where it is).
+func (c *dropCandidates) attach(drops []Drop, flow func(at int) *Flow) {
+	for i := range drops {
+		d := &drops[i]
 		if d.Kind != DropPacket {
 			continue
 		}
-		if at := one[dropKeyOf(d)]; at >= 0 {
-			f := &b.Flows[at]
+		if cand := c.byKey[dropKeyOf(d)]; cand.flows == 1 {
+			f := flow(cand.first)
 			f.Drops = append(f.Drops, SocketDrop{Reason: d.Reason, Packets: d.Packets})
 			d.OnFlow = true
 		}
 	}
+}
+
+// unattached are the packets of the received packet drops no flow took,
+// by key.
+func (c *dropCandidates) unattached(drops []Drop) map[dropFlowKey]uint64 {
+	out := make(map[dropFlowKey]uint64)
+	for i := range drops {
+		if d := &drops[i]; d.Kind == DropPacket && !d.OnFlow && d.Direction == Receive {
+			out[dropKeyOf(d)] += d.Packets
+		}
+	}
+	return out
 }
 
 func dropKeyOf(d *Drop) dropFlowKey {

@@ -32,44 +32,62 @@ func isUnicast(a netip.Addr) bool {
 		!(a.Is4() && a.As4()[3] == 255) // subnet broadcast, the common /24 and wider case
 }
 
-// Resolve sets Endpoint on every flow of the batch.
+// Resolve sets Endpoint on every flow of the batch: Begin, Learn and
+// Resolve of each flow, End.
 func (e *Endpoints) Resolve(b *Batch) {
-	e.batch++
+	e.Begin()
 	for i := range b.Flows {
-		f := &b.Flows[i]
-		if f.OnNode {
-			continue
-		}
-		local := f.Local().Addr()
-		if !isUnicast(local) {
-			continue
-		}
-		ia := e.byIface[f.Ifindex]
-		if ia == nil {
-			ia = &ifaceAddrs{}
-			e.byIface[f.Ifindex] = ia
-		}
-		if local.Is4() {
-			ia.v4 = local
-		} else {
-			ia.v6 = local
-		}
-		ia.seen = e.batch
+		e.Learn(&b.Flows[i])
 	}
 	for i := range b.Flows {
-		f := &b.Flows[i]
-		if f.OnNode {
-			continue
-		}
-		f.Endpoint = f.Local().Addr()
-		if ia := e.byIface[f.Ifindex]; ia != nil {
-			if ia.v4.IsValid() {
-				f.Endpoint = ia.v4
-			} else if ia.v6.IsValid() {
-				f.Endpoint = ia.v6
-			}
+		e.ResolveFlow(&b.Flows[i])
+	}
+	e.End()
+}
+
+// Begin starts a batch: Learn each of its flows, then ResolveFlow them, then
+// End it.
+func (e *Endpoints) Begin() { e.batch++ }
+
+// Learn learns the pod address of f's interface from it.
+func (e *Endpoints) Learn(f *Flow) {
+	if f.OnNode {
+		return
+	}
+	local := f.Local().Addr()
+	if !isUnicast(local) {
+		return
+	}
+	ia := e.byIface[f.Ifindex]
+	if ia == nil {
+		ia = &ifaceAddrs{}
+		e.byIface[f.Ifindex] = ia
+	}
+	if local.Is4() {
+		ia.v4 = local
+	} else {
+		ia.v6 = local
+	}
+	ia.seen = e.batch
+}
+
+// ResolveFlow sets f's Endpoint from what the batch's flows taught.
+func (e *Endpoints) ResolveFlow(f *Flow) {
+	if f.OnNode {
+		return
+	}
+	f.Endpoint = f.Local().Addr()
+	if ia := e.byIface[f.Ifindex]; ia != nil {
+		if ia.v4.IsValid() {
+			f.Endpoint = ia.v4
+		} else if ia.v6.IsValid() {
+			f.Endpoint = ia.v6
 		}
 	}
+}
+
+// End forgets the interfaces unseen for Forget batches.
+func (e *Endpoints) End() {
 	for idx, ia := range e.byIface {
 		if e.batch-ia.seen > e.Forget {
 			delete(e.byIface, idx)

@@ -63,7 +63,7 @@ type Flow struct {
 	// reason (AttachDrops).
 	Drops []SocketDrop
 	// Policy is the NetworkPolicy verdict of the flow's connection for the
-	// local pod (AnnotatePolicies); zero: not evaluated.
+	// local pod (Stream); zero: not evaluated.
 	Policy PolicyVerdict
 }
 

@@ -65,34 +65,59 @@ type FlowNAT struct {
 // logs want them), and on the DNS lookups of local clients that asked a
 // Service ClusterIP (kube-dns), reusing the answer for the lookup's UDP
 // flow of the same batch. Lookups always: their metric names the resolver
-// pod that answered.
+// pod that answered. It is Begin, Flow of each flow, End.
 func (n *FlowNAT) Annotate(b *Batch, flows bool) {
-	if n == nil || n.IsService == nil || n.Backend == nil {
+	if !n.Begin(b) {
 		return
 	}
-	prev, next := n.known, n.next
-	if next == nil {
-		next = make(map[natConn]netip.AddrPort)
-	}
-	clear(next)
-	for i := range b.Flows {
-		if f := &b.Flows[i]; flows && f.HasPorts() && !f.Dialed.IsValid() && n.IsService(f.Peer().Addr()) {
-			f.Backend = n.backend(natConn{f.Protocol, f.Local(), f.Peer()}, f.TCPFlags&tcpSYN != 0, prev, next)
+	if flows {
+		for i := range b.Flows {
+			n.Flow(&b.Flows[i])
 		}
 	}
+	n.End()
+}
+
+// Begin starts a batch: it sets the DNS lookups' backends; false when there
+// are no Service addresses to ask about (Flow and End do nothing then).
+func (n *FlowNAT) Begin(b *Batch) bool {
+	if n == nil || n.IsService == nil || n.Backend == nil {
+		return false
+	}
+	if n.next == nil {
+		n.next = make(map[natConn]netip.AddrPort)
+	}
+	clear(n.next)
 	for i := range b.DNS {
 		if l := &b.DNS[i]; l.Side == DNSClient && l.Client.IsValid() && n.IsService(l.Server.Addr()) {
-			l.Backend = n.backend(natConn{l.Protocol, l.Client, l.Server}, true, nil, next)
+			l.Backend = n.backend(natConn{l.Protocol, l.Client, l.Server}, true, nil, n.next)
 		}
 	}
-	// Only this batch's TCP connections stay known: one that had no flow
-	// for an interval is looked up again.
-	for k := range next {
+	return true
+}
+
+// Flow sets f's backend when it is a flow of a local client to a Service.
+func (n *FlowNAT) Flow(f *Flow) {
+	if n == nil || n.next == nil {
+		return
+	}
+	if f.HasPorts() && !f.Dialed.IsValid() && n.IsService(f.Peer().Addr()) {
+		f.Backend = n.backend(natConn{f.Protocol, f.Local(), f.Peer()}, f.TCPFlags&tcpSYN != 0, n.known, n.next)
+	}
+}
+
+// End ends the batch: only its TCP connections stay known (one that had no
+// flow for an interval is looked up again).
+func (n *FlowNAT) End() {
+	if n == nil || n.next == nil {
+		return
+	}
+	for k := range n.next {
 		if k.proto != ProtoTCP {
-			delete(next, k)
+			delete(n.next, k)
 		}
 	}
-	n.known, n.next = next, prev
+	n.known, n.next = n.next, n.known
 }
 
 // backend is the backend of k: this batch's answer, a TCP connection's of
@@ -134,22 +159,13 @@ type Joiner struct {
 	DropPod func(cgroupID uint64) string
 }
 
-// Join completes b.
+// Join completes b, its flows in one part (a Stream's): the flows a join
+// held until the end (see Stream) come last.
 func (j *Joiner) Join(b *Batch) {
-	j.Endpoints.Resolve(b)
-	j.Endpoints.ResolveDrops(b, j.HostNetns)
-	if j.DropPod != nil {
-		for i := range b.Drops {
-			if d := &b.Drops[i]; d.OnNode && d.CgroupID != 0 {
-				d.PodUID = j.DropPod(d.CgroupID)
-			}
-		}
+	s := j.Begin(b)
+	for i := range b.Flows {
+		s.Learn(&b.Flows[i])
 	}
-	AttachDrops(b)
-	if j.PerFlow {
-		NewConnIndex(b.Live, b.Closed).Annotate(b)
-		NewDialedIndex(b.UDPDialed).Annotate(b, j.Backs)
-	}
-	j.NAT.Annotate(b, j.PerFlow)
-	AnnotatePolicies(b, j.Policy)
+	ready := s.Flows(b.Flows)
+	b.Flows = append(b.Flows[:len(ready)], s.End()...)
 }

@@ -1,6 +1,9 @@
 package flow
 
-import "net/netip"
+import (
+	"hash/maphash"
+	"net/netip"
+)
 
 // PolicyResult is a NetworkPolicy verdict.
 type PolicyResult uint8
@@ -65,45 +68,66 @@ type PolicyEvaluator interface {
 	Verdict(local, peer netip.Addr, port uint16, protocol uint8, egress bool) (result PolicyResult, policies []string, ok bool)
 }
 
-// AnnotatePolicies sets the verdict of every pod flow the evaluator can
-// judge, and its finding against the flows and drops of the batch. Call
-// after AttachDrops.
-func AnnotatePolicies(b *Batch, ev PolicyEvaluator) {
-	if ev == nil {
-		return
+// judge sets the verdict of a pod flow the evaluator can judge; true when
+// it is denied: whether the denial was enforced is known against the
+// flows the interval delivered (Stream.End). Call after the drops were
+// attached (an allowed flow with drops is allowed_but_dropped).
+func judge(f *Flow, ev PolicyEvaluator) (denied bool) {
+	if f.OnNode || !f.Endpoint.IsValid() {
+		return false
 	}
-	var denied []int
-	for i := range b.Flows {
-		f := &b.Flows[i]
-		if f.OnNode || !f.Endpoint.IsValid() {
-			continue
-		}
-		egress, port, ok := opened(f)
-		if !ok {
-			continue
-		}
-		// The peer that served (a Service's backend the node's NAT chose).
-		res, names, ok := ev.Verdict(f.Endpoint, f.Served().Addr(), port, f.Protocol, egress)
-		if !ok {
-			continue
-		}
-		f.Policy = PolicyVerdict{Result: res, Egress: egress, Policies: names}
-		switch {
-		case res == PolicyDenied:
-			denied = append(denied, i)
-		case res == PolicyAllowed && len(f.Drops) > 0:
-			f.Policy.Finding = FindingAllowedDropped
-		}
+	egress, port, ok := opened(f)
+	if !ok {
+		return false
 	}
-	if len(denied) == 0 {
-		return // what was delivered matters only to a denial
+	// The peer that served (a Service's backend the node's NAT chose).
+	res, names, ok := ev.Verdict(f.Endpoint, f.Served().Addr(), port, f.Protocol, egress)
+	if !ok {
+		return false
 	}
-	delivered := deliveredFlows(b)
-	for _, i := range denied {
-		if f := &b.Flows[i]; delivered[reverseKey(f)] || (f.Direction == Receive && delivered[flowKeyOf(f)]) {
-			f.Policy.Finding = FindingDeniedDelivered
-		}
+	f.Policy = PolicyVerdict{Result: res, Egress: egress, Policies: names}
+	if res == PolicyAllowed && len(f.Drops) > 0 {
+		f.Policy.Finding = FindingAllowedDropped
 	}
+	return res == PolicyDenied
+}
+
+// deliverable: f reached its pod or came back from the peer (received, with
+// packets the kernel did not drop), unless the drops no flow took say
+// otherwise (Stream.End).
+func deliverable(f *Flow) bool {
+	if f.OnNode || f.Direction != Receive {
+		return false
+	}
+	var dropped uint64
+	for _, d := range f.Drops {
+		dropped += d.Packets
+	}
+	return f.Packets > dropped
+}
+
+// deliveredSet holds the delivered flows of an interval by a 64-bit hash of
+// their policyFlowKey: 8 bytes a flow where the key is 100 (a collision
+// would take a denied flow for delivered: at a million flows, one chance in
+// 10^13 a denied flow).
+type deliveredSet struct {
+	seed maphash.Seed
+	keys map[uint64]struct{}
+}
+
+func newDeliveredSet() *deliveredSet {
+	return &deliveredSet{seed: maphash.MakeSeed(), keys: make(map[uint64]struct{})}
+}
+
+func (s *deliveredSet) key(k policyFlowKey) uint64 { return maphash.Comparable(s.seed, k) }
+func (s *deliveredSet) add(h uint64)               { s.keys[h] = struct{}{} }
+
+// enforced tells whether a denied flow's denial held: neither its
+// connection's other direction nor (received) itself was delivered.
+func (s *deliveredSet) enforced(f *Flow) bool {
+	_, back := s.keys[s.key(reverseKey(f))]
+	_, self := s.keys[s.key(flowKeyOf(f))]
+	return !back && !(f.Direction == Receive && self)
 }
 
 // opened tells in which direction the flow's connection was opened, from
@@ -155,44 +179,4 @@ func reverseKey(f *Flow) policyFlowKey {
 	k := flowKeyOf(f)
 	k.direction = 1 - k.direction
 	return k
-}
-
-// deliveredFlows are the flows of the batch that reached their pod or came
-// back from the peer: received, with packets the kernel did not drop. The
-// drops of a local endpoint and peer that no single flow took count against
-// all of its flows: when they are as many as those flows' packets, none was
-// delivered (an enforced denial of new connections from one peer).
-func deliveredFlows(b *Batch) map[policyFlowKey]bool {
-	var flowPkts, dropPkts map[dropFlowKey]uint64
-	for i := range b.Drops {
-		if d := &b.Drops[i]; d.Kind == DropPacket && !d.OnFlow && d.Direction == Receive {
-			if dropPkts == nil {
-				dropPkts, flowPkts = map[dropFlowKey]uint64{}, map[dropFlowKey]uint64{}
-			}
-			dropPkts[dropKeyOf(d)] += d.Packets
-		}
-	}
-	if dropPkts != nil {
-		for i := range b.Flows {
-			flowPkts[flowDropKey(&b.Flows[i])] += b.Flows[i].Packets
-		}
-	}
-	out := make(map[policyFlowKey]bool)
-	for i := range b.Flows {
-		f := &b.Flows[i]
-		if f.OnNode || f.Direction != Receive {
-			continue
-		}
-		var dropped uint64
-		for _, d := range f.Drops {
-			dropped += d.Packets
-		}
-		if k := flowDropKey(f); dropPkts[k] > 0 && dropPkts[k] >= flowPkts[k] {
-			continue
-		}
-		if f.Packets > dropped {
-			out[flowKeyOf(f)] = true
-		}
-	}
-	return out
 }

@@ -24,12 +24,12 @@ func (e *askedEvaluator) Verdict(local, peer netip.Addr, port uint16, protocol u
 
 func itoa(p uint16) string { return netip.AddrPortFrom(netip.IPv4Unspecified(), p).String()[8:] }
 
-// TestAnnotatePoliciesDirectionAndFindings: a flow is judged in the
+// TestPolicyVerdictsDirectionAndFindings: a flow is judged in the
 // direction its connection was opened (the socket's role, else the lower
 // port is the server's; ICMP by echo request/reply), against the backend
 // that served it; denied with a delivered direction is denied_but_delivered,
 // allowed with drops allowed_but_dropped.
-func TestAnnotatePoliciesDirectionAndFindings(t *testing.T) {
+func TestPolicyVerdictsDirectionAndFindings(t *testing.T) {
 	pod, peer, backend := netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.1.3"), netip.MustParseAddr("10.0.2.4")
 	ap := netip.AddrPortFrom
 	flows := []Flow{
@@ -47,8 +47,9 @@ func TestAnnotatePoliciesDirectionAndFindings(t *testing.T) {
 		flows[i].Endpoint = pod
 	}
 	ev := &askedEvaluator{result: PolicyDenied}
+	j := &Joiner{Endpoints: NewEndpoints(), Policy: ev}
 	b := &Batch{Flows: flows}
-	AnnotatePolicies(b, ev)
+	j.Join(b) // every flow is denied: held to the end, in order
 	require.Equal(t, []string{
 		"egress 10.0.0.2 10.0.1.3:80", "egress 10.0.0.2 10.0.1.3:80", "egress 10.0.0.2 10.0.2.4:1053",
 		"ingress 10.0.0.2 10.0.1.3:9000", "ingress 10.0.0.2 10.0.1.3:0",
@@ -65,11 +66,11 @@ func TestAnnotatePoliciesDirectionAndFindings(t *testing.T) {
 	// All of a received flow dropped: not delivered.
 	b = &Batch{Flows: []Flow{{Src: ap(peer, 33000), Dst: ap(pod, 9000), Protocol: ProtoUDP, Direction: Receive, Packets: 2,
 		Endpoint: pod, Drops: []SocketDrop{{Reason: "NETFILTER_DROP", Packets: 2}}}}}
-	AnnotatePolicies(b, ev)
+	j.Join(b)
 	require.Equal(t, FindingNone, b.Flows[0].Policy.Finding)
 
 	ev.result = PolicyAllowed
-	AnnotatePolicies(b, ev)
+	j.Join(b)
 	require.Equal(t, FindingAllowedDropped, b.Flows[0].Policy.Finding)
 	require.Equal(t, []string{"ns/p"}, b.Flows[0].Policy.Policies)
 }

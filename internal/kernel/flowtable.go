@@ -26,7 +26,10 @@ type flowTables struct {
 	slots     []cacheSlot           // ncpu: one flow_cache entry
 	zeroSlots []cacheSlot           // ncpu zero values
 	pending   map[FlowKey]rawCounts // slot counts of the table being drained (takeSlots)
-	entries   []entry               // Drain's buffer
+	entries   []entry               // streamEntries' part
+	flows     []flow.Flow           // DrainFlows' part
+	started   bool                  // StartDrain switched the tables; DrainFlows not run yet
+	draining  *ebpf.Map             // the table DrainFlows empties (nil: only the slots' counts)
 	clock     jiffyClock
 	ncpu      int
 	batchOK   bool
@@ -51,64 +54,225 @@ type entry struct {
 	Counts FlowCounts
 }
 
-// Drain makes the other flow table active, waits until no program writes to
-// the previous one, and appends all of its flows to dst, leaving it empty.
-// Every packet counted before the switch is in the returned flows exactly
-// once; packets after it are in the next Drain.
-func (d *Datapath) Drain(dst []flow.Flow) ([]flow.Flow, error) {
+// StartDrain makes the other flow table active, waits until no program
+// writes to the previous one, and reads the interval's drops (Drops) and
+// what the CPUs' slots held; DrainFlows then empties the previous table.
+// Every packet counted before the switch is in the flows of that
+// DrainFlows exactly once; packets after it are in the next drain's.
+func (d *Datapath) StartDrain() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	entries, err := d.drainLocked(d.tables.entries[:0])
-	d.tables.entries = entries
-	w := wallClock(WallClockOffset())
-	for i := range entries {
-		dst = append(dst, decodeFlow(&entries[i], w, d.ifaces.names[int(entries[i].Key.Ifindex)]))
-	}
-	d.ifaces.forget(d.tables.drains)
-	return dst, err
-}
-
-// drainEntries is Drain without the decode (the kernel tests read keys).
-func (d *Datapath) drainEntries(dst []entry) ([]entry, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.drainLocked(dst)
-}
-
-func (d *Datapath) drainLocked(dst []entry) ([]entry, error) {
 	if d.closed {
-		return dst, ErrClosed
+		return ErrClosed
 	}
 	t := &d.tables
+	if t.started {
+		return errors.New("start a flow drain: the last one was not read (DrainFlows)")
+	}
 	next := 1 - t.active
 	if err := d.objs.ActiveTable.Set(uint32(next)); err != nil {
-		return dst, fmt.Errorf("switch active flow table: %w", err)
+		return fmt.Errorf("switch active flow table: %w", err)
 	}
 	// The uplink FIB cache answers for an interval at most, whatever route
 	// change the watch may have missed.
 	if err := d.invalidateUplinkCachesLocked(); err != nil {
-		return dst, err
+		return err
 	}
 	// Replacing an ARRAY_OF_MAPS entry returns only after an RCU grace
 	// period, i.e. after every program that could still have read the old
 	// active_table has finished (kernel maybe_wait_bpf_programs).
 	if err := d.objs.DrainBarrier.Put(uint32(0), d.objs.BarrierToken); err != nil {
-		return dst, fmt.Errorf("wait for programs using the previous flow table: %w", err)
+		return fmt.Errorf("wait for programs using the previous flow table: %w", err)
 	}
 	idle, idleIndex := t.maps[t.active], t.active
 	t.active = next
 	t.drains++
 	// After the barrier: no flow of the idle table is newer than this pair.
 	if err := d.sampleClock(); err != nil {
-		return dst, err
+		return err
 	}
+	t.started = true
 	if err := d.takeSlots(idleIndex); err != nil {
 		// The table stays as it is, consistent with the slots not read
 		// yet; its flows are drained, late but whole, two drains on.
-		return t.appendPending(dst), err
+		// DrainFlows hands over what the slots held.
+		return err
 	}
-	dst, err := t.drainTable(idle, dst)
-	return t.appendPending(dst), errors.Join(err, d.drops.drain(idleIndex, d.reasons, d.ifaces.names))
+	t.draining = idle
+	return d.drops.drain(idleIndex, d.reasons, d.ifaces.names)
+}
+
+// DrainFlows empties the table StartDrain made idle, handing its flows to fn
+// a part at a time (at most drainBatch flows, valid during the call), so
+// that an interval's flows are never all in memory; nothing when no drain
+// was started. learn (nil: none) sees every flow's addresses, interface and
+// direction before fn sees the first: what the model learns from a whole
+// interval (Endpoints.Learn). fn runs without the datapath's lock (the
+// interface watch attaches meanwhile); ErrClosed when the datapath was
+// closed during it.
+func (d *Datapath) DrainFlows(learn func(*flow.Flow), fn func([]flow.Flow)) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.tables.started {
+		if d.closed {
+			return ErrClosed
+		}
+		return nil
+	}
+	w := wallClock(WallClockOffset())
+	var learnKey func(*FlowKey)
+	if learn != nil {
+		learnKey = func(k *FlowKey) {
+			f := decodeFlow(&entry{Key: *k}, w, "")
+			learn(&f)
+		}
+	}
+	flows := d.tables.flows[:0]
+	err := d.streamEntries(learnKey, func(part []entry) error {
+		flows = flows[:0]
+		for i := range part {
+			flows = append(flows, decodeFlow(&part[i], w, d.ifaces.names[int(part[i].Key.Ifindex)]))
+		}
+		if len(flows) == 0 {
+			return nil
+		}
+		d.mu.Unlock()
+		func() {
+			defer d.mu.Lock()
+			fn(flows)
+		}()
+		if d.closed {
+			return ErrClosed
+		}
+		return nil
+	})
+	clear(flows) // no interface names or drops kept alive
+	d.tables.flows = flows[:0]
+	d.ifaces.forget(d.tables.drains)
+	return err
+}
+
+// Drain is StartDrain and DrainFlows, the flows appended to dst.
+func (d *Datapath) Drain(dst []flow.Flow) ([]flow.Flow, error) {
+	err := d.StartDrain()
+	if errors.Is(err, ErrClosed) {
+		return dst, err
+	}
+	return dst, errors.Join(err, d.DrainFlows(nil, func(part []flow.Flow) { dst = append(dst, part...) }))
+}
+
+// drainEntries is Drain without the decode (the kernel tests read keys).
+func (d *Datapath) drainEntries(dst []entry) ([]entry, error) {
+	err := d.StartDrain()
+	if errors.Is(err, ErrClosed) {
+		return dst, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ferr := d.streamEntries(nil, func(part []entry) error {
+		dst = append(dst, part...)
+		return nil
+	})
+	return dst, errors.Join(err, ferr)
+}
+
+// streamEntries empties the table being drained into parts of at most
+// drainBatch entries, the slots' counts added, then hands over the slots'
+// counts no entry took. With learn, every key is learnt before the first
+// part: when the table has more than one part, by a lookup-only pass over
+// the rest (so a large interval is read twice, a small one once). A kernel
+// without batch operations is read whole first (before 5.6: its interval
+// is in memory at once).
+func (d *Datapath) streamEntries(learn func(*FlowKey), each func([]entry) error) error {
+	t := &d.tables
+	m := t.draining
+	t.started, t.draining = false, nil
+	part := t.entries[:0]
+	defer func() { t.entries = part[:0] }()
+	if learn != nil {
+		for k := range t.pending {
+			learn(&k)
+		}
+	}
+	if m != nil && t.batchOK {
+		var cursor ebpf.MapBatchCursor
+		for first := true; ; first = false {
+			n, err := m.BatchLookupAndDelete(&cursor, t.keys, t.vals, nil)
+			if first && errors.Is(err, ebpf.ErrNotSupported) {
+				t.batchOK = false
+				break
+			}
+			part = part[:0]
+			for i := range n {
+				part = append(part, entry{Key: t.keys[i], Counts: t.clock.merge(t.withPending(&t.keys[i], t.vals[i:i+1]))})
+			}
+			done := errors.Is(err, ebpf.ErrKeyNotExist)
+			if err != nil && !done {
+				return errors.Join(fmt.Errorf("drain flow table: %w", err), each(part))
+			}
+			if first && learn != nil {
+				if err := t.learnAll(m, part, done, learn); err != nil {
+					return err
+				}
+			}
+			if err := each(part); err != nil {
+				return err
+			}
+			if done {
+				break
+			}
+		}
+	}
+	if m != nil && !t.batchOK {
+		if err := t.drainWhole(m, learn, each); err != nil {
+			return err
+		}
+	}
+	return each(t.appendPending(part[:0]))
+}
+
+// learnAll learns the keys of the first part and, unless it was the whole
+// table, of the entries still in it (a lookup that does not delete).
+func (d *flowTables) learnAll(m *ebpf.Map, first []entry, done bool, learn func(*FlowKey)) error {
+	for i := range first {
+		learn(&first[i].Key)
+	}
+	if done {
+		return nil
+	}
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, d.keys, d.vals, nil)
+		for i := range n {
+			learn(&d.keys[i])
+		}
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			return nil
+		case err != nil:
+			return fmt.Errorf("read flow table keys: %w", err)
+		}
+	}
+}
+
+// drainWhole drains a table without batch operations: whole, learnt, then
+// handed over in parts.
+func (d *flowTables) drainWhole(m *ebpf.Map, learn func(*FlowKey), each func([]entry) error) error {
+	var all []entry
+	err := drainMap(m, "flow table", d.keys, d.vals, &d.batchOK, func(k *FlowKey, v *rawCounts) {
+		all = append(all, entry{Key: *k, Counts: d.clock.merge(d.withPending(k, unsafe.Slice(v, 1)))})
+	})
+	if learn != nil {
+		for i := range all {
+			learn(&all[i].Key)
+		}
+	}
+	for from := 0; from < len(all); from += drainBatch {
+		if err := each(all[from:min(from+drainBatch, len(all))]); err != nil {
+			return err
+		}
+	}
+	return err
 }
 
 // takeSlots reads the idle table's flow_cache slots and empties them: what
@@ -174,13 +338,6 @@ func (d *flowTables) appendPending(dst []entry) []entry {
 	}
 	clear(d.pending)
 	return dst
-}
-
-func (d *flowTables) drainTable(m *ebpf.Map, dst []entry) ([]entry, error) {
-	err := drainMap(m, "flow table", d.keys, d.vals, &d.batchOK, func(k *FlowKey, v *rawCounts) {
-		dst = append(dst, entry{Key: *k, Counts: d.clock.merge(d.withPending(k, unsafe.Slice(v, 1)))})
-	})
-	return dst, err
 }
 
 // drainMap empties an idle map (no program writes it), calling fn for each

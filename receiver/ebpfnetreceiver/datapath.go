@@ -16,7 +16,12 @@ import (
 // with its interface watch); tests use fakes. Every read returns model
 // values.
 type datapath interface {
-	Drain(dst []flow.Flow) ([]flow.Flow, error)
+	// StartDrain ends the interval: the flow tables switch, its drops
+	// are read (Drops); DrainFlows then streams its flows.
+	StartDrain() error
+	// DrainFlows hands the flows of the interval StartDrain ended to fn, a
+	// part at a time, after learn saw them all (kernel.Datapath.DrainFlows).
+	DrainFlows(learn func(*flow.Flow), fn func([]flow.Flow)) error
 	Counters() (flow.Counters, error)
 	MaxFlows() uint32
 	// DetachAll stops counting; flows counted so far can still be drained.
@@ -32,7 +37,7 @@ type datapath interface {
 	// maxIdle (before any socket-level load balancer).
 	UDPDialed(dst []flow.UDPDialed, maxIdle time.Duration) ([]flow.UDPDialed, error)
 	// Drops appends what the kernel dropped in the interval the last
-	// Drain ended.
+	// StartDrain ended.
 	Drops(dst []flow.Drop) []flow.Drop
 	// ReadDNS delivers answered DNS lookups until ctx is done.
 	ReadDNS(ctx context.Context, fn func(*flow.DNSLookup)) error

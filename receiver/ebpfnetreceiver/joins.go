@@ -111,16 +111,17 @@ func (j *joins) peerResolver() convert.PeerResolver {
 // wantUDPDialed reports whether the UDP destinations are joined.
 func (j *joins) wantUDPDialed() bool { return j.flows.Backs != nil }
 
-// batch completes one interval's batch; the memo answers for one interval.
-func (j *joins) batch(b *flow.Batch) {
+// begin starts completing one interval's batch, its flows streamed
+// through the returned Stream; the memo answers for one interval.
+func (j *joins) begin(b *flow.Batch) *flow.Stream {
 	if j.memo != nil {
 		j.memo.Reset()
 	}
 	if j.policy != nil {
 		j.policy.begin()
 	}
-	j.flows.Join(b)
 	j.tcpDNS.Link(b.DNS)
+	return j.flows.Begin(b)
 }
 
 // stop releases the flow joins' lookups and Kubernetes, after the final

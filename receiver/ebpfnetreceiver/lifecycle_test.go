@@ -50,27 +50,49 @@ func TestLifecyclePrivileged(t *testing.T) {
 	require.NoError(t, l.Shutdown(context.Background()), "shutdown without start")
 }
 
-// fakeDatapath hands out the flows it was given, one batch per drain.
+// fakeDatapath hands out the flows it was given, one batch per drain, in
+// parts of partFlows (0: one part), as the kernel's drain does.
 type fakeDatapath struct {
 	mu       sync.Mutex
 	batches  [][]flow.Flow
-	counters flow.Counters
-	detached bool
-	closed   bool
+	draining []flow.Flow
+	// partFlows is how many flows a part of DrainFlows holds (0: all).
+	partFlows int
+	counters  flow.Counters
+	detached  bool
+	closed    bool
 }
 
-func (f *fakeDatapath) Drain(dst []flow.Flow) ([]flow.Flow, error) {
+func (f *fakeDatapath) StartDrain() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
-		return dst, kernel.ErrClosed
+		return kernel.ErrClosed
 	}
-	if len(f.batches) == 0 {
-		return dst, nil
+	f.draining = nil
+	if len(f.batches) > 0 {
+		f.draining, f.batches = f.batches[0], f.batches[1:]
 	}
-	b := f.batches[0]
-	f.batches = f.batches[1:]
-	return append(dst, b...), nil
+	return nil
+}
+
+func (f *fakeDatapath) DrainFlows(learn func(*flow.Flow), fn func([]flow.Flow)) error {
+	f.mu.Lock()
+	flows := f.draining
+	f.draining = nil
+	f.mu.Unlock()
+	for i := range flows {
+		learn(&flows[i])
+	}
+	per := f.partFlows
+	if per == 0 {
+		per = max(len(flows), 1)
+	}
+	for from := 0; from < len(flows); from += per {
+		part := append([]flow.Flow(nil), flows[from:min(from+per, len(flows))]...)
+		fn(part)
+	}
+	return nil
 }
 func (f *fakeDatapath) Counters() (flow.Counters, error) { return f.counters, nil }
 func (f *fakeDatapath) MaxFlows() uint32                 { return 1024 }
@@ -154,8 +176,9 @@ func TestPipelineSharedAndFlushedOnShutdown(t *testing.T) {
 }
 
 // TestRecordsPerCall: an interval of more records than
-// max_records_per_call reaches the consumer in calls of at most that many,
-// every record once.
+// max_records_per_call, drained in parts that are not a multiple of it,
+// reaches the consumer in calls of that many (the last call the rest),
+// every record once, and every flow is in the metrics once.
 func TestRecordsPerCall(t *testing.T) {
 	cfg := createDefaultConfig().(*Config)
 	cfg.Interval = time.Hour
@@ -164,19 +187,40 @@ func TestRecordsPerCall(t *testing.T) {
 	for i := 0; i < 4500; i++ {
 		flows = append(flows, kflow([4]byte{10, 0, byte(i >> 8), byte(i)}, [4]byte{10, 1, 0, 2}, 40000, 80, uint64(i+1)))
 	}
-	fake := &fakeDatapath{batches: [][]flow.Flow{flows}}
+	fake := &fakeDatapath{batches: [][]flow.Flow{flows}, partFlows: 1100}
 	p := newPipeline(cfg, receivertest.NewNopSettings(metadata.Type), func(*Config, *zap.Logger, func(error)) (datapath, error) {
 		return fake, nil
 	})
-	ls := new(consumertest.LogsSink)
+	ls, ms := new(consumertest.LogsSink), new(consumertest.MetricsSink)
 	p.setLogs(ls)
-	h := newShared(p).handle()
-	require.NoError(t, h.Start(context.Background(), componenttest.NewNopHost()))
-	require.NoError(t, h.Shutdown(context.Background()))
+	p.setMetrics(ms)
+	s := newShared(p)
+	hl, hm := s.handle(), s.handle()
+	require.NoError(t, hl.Start(context.Background(), componenttest.NewNopHost()))
+	require.NoError(t, hm.Start(context.Background(), componenttest.NewNopHost()))
+	require.NoError(t, hl.Shutdown(context.Background()))
+	require.NoError(t, hm.Shutdown(context.Background()))
 	require.Len(t, ls.AllLogs(), 5)
+	var sent int64
+	for _, md := range ms.AllMetrics() {
+		rms := md.ResourceMetrics()
+		for i := range rms.Len() {
+			ms := rms.At(i).ScopeMetrics().At(0).Metrics()
+			for j := range ms.Len() {
+				if m := ms.At(j); m.Name() == "ebpfnet.flow.io" {
+					for k := range m.Sum().DataPoints().Len() {
+						sent += m.Sum().DataPoints().At(k).IntValue()
+					}
+				}
+			}
+		}
+	}
+	require.Equal(t, int64(4500*4501/2), sent, "every flow's bytes once in ebpfnet.flow.io")
 	bytes := map[int64]bool{}
-	for _, ld := range ls.AllLogs() {
-		require.LessOrEqual(t, ld.LogRecordCount(), 1000)
+	for i, ld := range ls.AllLogs() {
+		if i < 4 {
+			require.Equal(t, 1000, ld.LogRecordCount(), "call %d", i)
+		}
 		rls := ld.ResourceLogs()
 		for i := 0; i < rls.Len(); i++ {
 			recs := rls.At(i).ScopeLogs().At(0).LogRecords()

@@ -44,7 +44,8 @@ type pipeline struct {
 	conv        *convert.Converter
 	closed      handoff[flow.Conn]
 	dns         handoff[flow.DNSLookup]
-	batch       flow.Batch // the collection's buffers, reused
+	batch       flow.Batch  // the collection's buffers, reused
+	logFlows    []flow.Flow // logCalls' buffer, reused
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup // run
 	cancelConns context.CancelFunc
@@ -251,10 +252,13 @@ func (p *pipeline) run(ctx context.Context) {
 }
 
 // collect reads one interval, joins it and hands it to the consumers;
-// nothing while another agent counts (see countLease). Nothing keeps a
-// reference into the batch's closed connections after it (the converters
-// copy what they keep): the buffer is reused, so a steady connection rate
-// appends without growing a slice.
+// nothing while another agent counts (see countLease). The flows stream:
+// each part of the drained table is joined, counted in the metrics and
+// handed over as flow log records before the next is read, so memory does
+// not grow with the flows of an interval. Nothing keeps a reference into
+// the batch's closed connections after it (the converters copy what they
+// keep): the buffer is reused, so a steady connection rate appends without
+// growing a slice.
 func (p *pipeline) collect() {
 	if !p.counting.Load() {
 		return
@@ -264,26 +268,38 @@ func (p *pipeline) collect() {
 	if !p.read(b, next.logs != nil) {
 		return
 	}
-	p.joins.batch(b)
+	s := p.joins.begin(b)
+	logs := p.newLogCalls(next.logs, b.Time)
+	record := func(flows []flow.Flow) {
+		if next.metrics != nil {
+			p.conv.RecordFlows(flows, b.Time)
+		}
+		logs.add(flows)
+	}
+	if err := p.dp.DrainFlows(s.Learn, func(part []flow.Flow) { record(s.Flows(part)) }); err != nil {
+		p.set.Logger.Error("drain flow table", zap.Error(err))
+	}
+	record(s.End())
+	logs.end(b)
 	if next.metrics != nil {
 		p.emitMetrics(next.metrics, p.conv.Metrics(b))
 	}
 	if next.traces != nil {
 		p.emitTraces(next.traces, b.Closed)
 	}
-	if next.logs != nil {
-		p.emitLogs(next.logs, b)
-	}
 	p.closed.recycle(b.Closed)
 	p.dns.recycle(b.DNS)
 }
 
-// read fills b from the kernel side; false when the datapath is closed.
+// read switches the flow tables and fills b with the rest of the interval
+// from the kernel side (its flows are DrainFlows'); false when the datapath
+// is closed.
 func (p *pipeline) read(b *flow.Batch, perFlow bool) bool {
 	logger := p.set.Logger
 	b.Time = time.Now()
+	b.Flows = nil
 	var err error
-	if b.Flows, err = p.dp.Drain(b.Flows[:0]); err != nil {
+	if err = p.dp.StartDrain(); err != nil {
 		logger.Error("drain flow table", zap.Error(err))
 		if errors.Is(err, kernel.ErrClosed) {
 			return false
@@ -345,31 +361,72 @@ func (p *pipeline) emitMetrics(next consumer.Metrics, md pmetric.Metrics) {
 	r.log(p.set.Logger, "metrics")
 }
 
-func (p *pipeline) emitLogs(next consumer.Logs, b *flow.Batch) {
-	var r refusals
-	consume := func(part *flow.Batch) {
-		ld := p.conv.Logs(part)
-		n := ld.LogRecordCount()
-		if n == 0 {
-			return
+// logCalls hands an interval's flow log records over as its flows arrive,
+// max_records_per_call flows a call (copied into a buffer of that many and
+// converted when it is full); the drop records no flow record carries go
+// with the last call, the DNS lookups in calls of their own. With
+// max_records_per_call 0 (one call) the interval's flows are all held.
+type logCalls struct {
+	p     *pipeline
+	next  consumer.Logs // nil: no logs pipeline
+	time  time.Time
+	per   int
+	flows []flow.Flow
+	r     refusals
+}
+
+func (p *pipeline) newLogCalls(next consumer.Logs, at time.Time) *logCalls {
+	return &logCalls{p: p, next: next, time: at, per: p.cfg.MaxRecordsPerCall, flows: p.logFlows[:0]}
+}
+
+func (l *logCalls) add(flows []flow.Flow) {
+	if l.next == nil {
+		return
+	}
+	for len(flows) > 0 {
+		n := len(flows)
+		if l.per > 0 {
+			n = min(n, l.per-len(l.flows))
 		}
-		opCtx := p.obs.StartLogsOp(context.Background())
-		err := next.ConsumeLogs(opCtx, ld)
-		p.obs.EndLogsOp(opCtx, transport, n, err)
-		r.add(n, err)
+		l.flows = append(l.flows, flows[:n]...)
+		flows = flows[n:]
+		if len(l.flows) == l.per {
+			l.flush(nil)
+		}
 	}
-	// The drop records no flow record carries go with the first call (one
-	// per local endpoint, peer address and reason: few); the DNS lookups
-	// in calls of their own.
-	drops := b.Drops
-	for from, to := range p.calls(max(len(b.Flows), 1)) {
-		consume(&flow.Batch{Time: b.Time, Flows: b.Flows[from:min(to, len(b.Flows))], Drops: drops})
-		drops = nil
+}
+
+// flush converts and hands over the buffered flows, with drops.
+func (l *logCalls) flush(drops []flow.Drop) {
+	l.consume(&flow.Batch{Time: l.time, Flows: l.flows, Drops: drops})
+	clear(l.flows) // no drops, names or policies kept alive
+	l.flows = l.flows[:0]
+}
+
+func (l *logCalls) consume(part *flow.Batch) {
+	p := l.p
+	ld := p.conv.Logs(part)
+	n := ld.LogRecordCount()
+	if n == 0 {
+		return
 	}
-	for from, to := range p.calls(len(b.DNS)) {
-		consume(&flow.Batch{Time: b.Time, DNS: b.DNS[from:to]})
+	opCtx := p.obs.StartLogsOp(context.Background())
+	err := l.next.ConsumeLogs(opCtx, ld)
+	p.obs.EndLogsOp(opCtx, transport, n, err)
+	l.r.add(n, err)
+}
+
+// end hands over the rest: the last flows with the drops, the DNS lookups.
+func (l *logCalls) end(b *flow.Batch) {
+	if l.next == nil {
+		return
 	}
-	r.log(p.set.Logger, "logs")
+	l.flush(b.Drops)
+	for from, to := range l.p.calls(len(b.DNS)) {
+		l.consume(&flow.Batch{Time: b.Time, DNS: b.DNS[from:to]})
+	}
+	l.p.logFlows = l.flows
+	l.r.log(l.p.set.Logger, "logs")
 }
 
 func (p *pipeline) emitTraces(next consumer.Traces, conns []flow.Conn) {
