@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -56,17 +58,28 @@ func TestBenchFlowScale(t *testing.T) {
 	b.WriteString("frame each, injected with AF_PACKET in a pod and counted by the endpoint program on its veth) to 1,000 peers,\n")
 	b.WriteString("collected by the receiver itself: the final collection of its Shutdown, which drains the table a part (4,096\n")
 	b.WriteString("flows) at a time and joins, records in the metrics and hands over as flow log records each part before the next\n")
-	b.WriteString("(1,024 records a call, the default `max_records_per_call`), as every interval does. Once with a metrics pipeline\n")
+	b.WriteString("(1,024 records a call, the default `max_records_per_call`), as every interval does; it is the receiver's first\n")
+	b.WriteString("interval, so it also reads the table once more first to learn the new pod's address (an interval without a new\n")
+	b.WriteString("interface does not: `TestDrainFlowsStreamsInParts`). Once with a metrics pipeline\n")
 	b.WriteString("only and once with metrics and logs, interleaved, 3 times each after one unmeasured run of each. Times are this\n")
 	b.WriteString("process's CPU (user+sys, including the garbage collector's) over the collection, per flow, median (min–max); flow\n")
 	b.WriteString("logs = with logs − metrics only (medians). GC cycles: during one collection with logs (median). Peak RSS: the\n")
 	b.WriteString("process's high-water mark during a collection with logs (reset before it: /proc/self/clear_refs 5; the receiver\n")
-	b.WriteString("and its datapath loaded, 60–70 MB of it the test binary, its BTF and the Go runtime before any flow), median.\n")
+	b.WriteString("and its datapath loaded, with the test binary and its BTF), median.\n")
 	b.WriteString("`max_flows` is the default 131,072 up to 100k flows and 2,097,152 for 1M.\n\n")
 	b.WriteString("| flows | kernel→pdata, metrics only | kernel→pdata, metrics and flow logs | flow logs | records | GC cycles | peak RSS |\n|---|---|---|---|---|---|---|\n")
 
 	var rss100k, rss1M float64
-	for _, n := range []int{10000, 100000, 1000000} {
+	sizes := []int{10000, 100000, 1000000}
+	if v := os.Getenv("BENCH_FLOWSCALE_SIZES"); v != "" { // e.g. 100000: one size, to profile
+		sizes = nil
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(f)
+			require.NoError(t, err, "BENCH_FLOWSCALE_SIZES")
+			sizes = append(sizes, n)
+		}
+	}
+	for _, n := range sizes {
 		maxFlows := uint32(131072)
 		if n > 131072 {
 			maxFlows = 1 << 21
@@ -97,7 +110,7 @@ func TestBenchFlowScale(t *testing.T) {
 		case 1000000:
 			rss1M = peak
 		}
-		fmt.Fprintf(&b, "| %d | %s | %s | %.0f ns | %d | %.0f | %.0f MB |\n", n, m.format("ns", 1, 0), l.format("ns", 1, 0),
+		fmt.Fprintf(&b, "| %d | %s | %s | %.0f ns | %d | %.0f | %.0f MiB |\n", n, m.format("ns", 1, 0), l.format("ns", 1, 0),
 			l.med-m.med, records, summarize(gcs).med, peak)
 		t.Logf("%d flows: metrics %.0f ns/flow, with logs %.0f ns/flow, %d records, peak RSS %.0f MiB", n, m.med, l.med, records, peak)
 		debug.FreeOSMemory()
@@ -165,9 +178,18 @@ func collectFlows(t *testing.T, node *testnet.Node, pod *testnet.Pod, n int, max
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	gc0 := ms.NumGC
+	// BENCH_CPUPROFILE: a CPU profile of the collections with logs, one
+	// file per size (the last repetition's).
+	if path := os.Getenv("BENCH_CPUPROFILE"); path != "" && logs {
+		f, err := os.Create(fmt.Sprintf("%s.%d", path, n))
+		require.NoError(t, err)
+		require.NoError(t, pprof.StartCPUProfile(f))
+		defer f.Close()
+	}
 	u0, s0 := cpuTime()
 	require.NoError(t, comps[0].Shutdown(ctx))
 	u1, s1 := cpuTime()
+	pprof.StopCPUProfile()
 	runtime.ReadMemStats(&ms)
 	r := flowScaleRun{cpuPerFlow: float64((u1+s1)-(u0+s0)) / float64(n), gcs: float64(ms.NumGC - gc0), peakRSS: float64(statusKB("VmHWM:")) * 1024,
 		records: records.Load()}

@@ -2,8 +2,10 @@ package flow
 
 // Stream completes one interval's flows a part at a time, as the kernel side
 // drains them, so that an interval's flows need not all be in memory: Learn
-// every flow first (the local endpoints are learnt from all of them), then
-// hand the parts to Flows, then End. The joins of a flow need only the
+// the flows first where it matters (a pod new in the interval: its address
+// may be in any part), then hand the parts to Flows, which learns from each
+// part too (with what earlier intervals taught, enough for a known pod),
+// then End. The joins of a flow need only the
 // interval's other parts (drops, connections, UDP destinations, DNS
 // lookups), which the batch holds from the start, and what was learnt. What
 // needs every flow of the interval waits for End, and so do the flows it
@@ -68,6 +70,9 @@ func (s *Stream) Flows(part []Flow) []Flow {
 		s.start()
 	}
 	j := s.j
+	for i := range part {
+		j.Endpoints.Learn(&part[i])
+	}
 	for i := range part {
 		j.Endpoints.ResolveFlow(&part[i])
 	}

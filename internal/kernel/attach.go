@@ -43,6 +43,9 @@ type attachments struct {
 	uplinkGen uint32      // fib_gen: bumped whenever what the uplink FIB cache answers may have changed
 	names     map[int]string
 	gone      map[int]int // detached ifindex -> Datapath drains at detach
+	// attachedAt is the Datapath's drains at the latest attach: a pod
+	// interface new in the interval being drained (DrainFlows learns first).
+	attachedAt int
 }
 
 func newAttachments() attachments {
@@ -159,6 +162,7 @@ func (d *Datapath) Attach(ifindex int, name string, role Role, master int) error
 	}
 	d.ifaces.links[ifindex] = a
 	d.ifaces.names[ifindex] = name
+	d.ifaces.attachedAt = d.tables.drains
 	delete(d.ifaces.gone, ifindex)
 	return d.setMasterLocked(a, ifindex, master)
 }

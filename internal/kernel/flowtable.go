@@ -105,11 +105,14 @@ func (d *Datapath) StartDrain() error {
 // DrainFlows empties the table StartDrain made idle, handing its flows to fn
 // a part at a time (at most drainBatch flows, valid during the call), so
 // that an interval's flows are never all in memory; nothing when no drain
-// was started. learn (nil: none) sees every flow's addresses, interface and
-// direction before fn sees the first: what the model learns from a whole
-// interval (Endpoints.Learn). fn runs without the datapath's lock (the
-// interface watch attaches meanwhile); ErrClosed when the datapath was
-// closed during it.
+// was started. When an interface was attached during the interval (a new
+// pod, or the first interval), learn (nil: none) sees every flow's
+// addresses, interface and direction before fn sees the first: what the
+// model learns of a new pod from its whole interval (Endpoints.Learn); the
+// other intervals' flows need no more than what earlier intervals and
+// their own part teach. fn runs without the datapath's lock (the interface
+// watch attaches meanwhile); ErrClosed when the datapath was closed during
+// it.
 func (d *Datapath) DrainFlows(learn func(*flow.Flow), fn func([]flow.Flow)) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -121,7 +124,9 @@ func (d *Datapath) DrainFlows(learn func(*flow.Flow), fn func([]flow.Flow)) erro
 	}
 	w := wallClock(WallClockOffset())
 	var learnKey func(*FlowKey)
-	if learn != nil {
+	// The idle table counted from the StartDrain before the last one
+	// (drains-1) on.
+	if learn != nil && d.ifaces.attachedAt >= d.tables.drains-1 {
 		learnKey = func(k *FlowKey) {
 			f := decodeFlow(&entry{Key: *k}, w, "")
 			learn(&f)
