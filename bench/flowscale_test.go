@@ -58,9 +58,8 @@ func TestBenchFlowScale(t *testing.T) {
 	b.WriteString("frame each, injected with AF_PACKET in a pod and counted by the endpoint program on its veth) to 1,000 peers,\n")
 	b.WriteString("collected by the receiver itself: the final collection of its Shutdown, which drains the table a part (4,096\n")
 	b.WriteString("flows) at a time and joins, records in the metrics and hands over as flow log records each part before the next\n")
-	b.WriteString("(1,024 records a call, the default `max_records_per_call`), as every interval does; it is the receiver's first\n")
-	b.WriteString("interval, so it also reads the table once more first to learn the new pod's address (an interval without a new\n")
-	b.WriteString("interface does not: `TestDrainFlowsStreamsInParts`). Once with a metrics pipeline\n")
+	b.WriteString("(1,024 records a call, the default `max_records_per_call`), as every interval does (it is the receiver's first\n")
+	b.WriteString("interval: the new pod's address is learnt from the first part, and the table is read once). Once with a metrics pipeline\n")
 	b.WriteString("only and once with metrics and logs, interleaved, 3 times each after one unmeasured run of each. Times are this\n")
 	b.WriteString("process's CPU (user+sys, including the garbage collector's) over the collection, per flow, median (min–max); flow\n")
 	b.WriteString("logs = with logs − metrics only (medians). GC cycles: during one collection with logs (median). Peak RSS: the\n")
@@ -178,10 +177,10 @@ func collectFlows(t *testing.T, node *testnet.Node, pod *testnet.Pod, n int, max
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	gc0 := ms.NumGC
-	// BENCH_CPUPROFILE: a CPU profile of the collections with logs, one
-	// file per size (the last repetition's).
-	if path := os.Getenv("BENCH_CPUPROFILE"); path != "" && logs {
-		f, err := os.Create(fmt.Sprintf("%s.%d", path, n))
+	// BENCH_CPUPROFILE: a CPU profile of the collections, a file per size
+	// and pipeline (the last repetition's).
+	if path := os.Getenv("BENCH_CPUPROFILE"); path != "" {
+		f, err := os.Create(fmt.Sprintf("%s.%d.logs-%t", path, n, logs))
 		require.NoError(t, err)
 		require.NoError(t, pprof.StartCPUProfile(f))
 		defer f.Close()

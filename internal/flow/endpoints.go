@@ -49,16 +49,18 @@ func (e *Endpoints) Resolve(b *Batch) {
 // End it.
 func (e *Endpoints) Begin() { e.batch++ }
 
-// Learn learns the pod address of f's interface from it.
-func (e *Endpoints) Learn(f *Flow) {
+// Learn learns the pod address of f's interface from it; true when the
+// interface's IPv4 address is known now (nothing more can change its
+// endpoint: a dual-stack pod is its IPv4 address).
+func (e *Endpoints) Learn(f *Flow) bool {
 	if f.OnNode {
-		return
-	}
-	local := f.Local().Addr()
-	if !isUnicast(local) {
-		return
+		return false
 	}
 	ia := e.byIface[f.Ifindex]
+	local := f.Local().Addr()
+	if !isUnicast(local) {
+		return ia != nil && ia.v4.IsValid()
+	}
 	if ia == nil {
 		ia = &ifaceAddrs{}
 		e.byIface[f.Ifindex] = ia
@@ -69,6 +71,7 @@ func (e *Endpoints) Learn(f *Flow) {
 		ia.v6 = local
 	}
 	ia.seen = e.batch
+	return ia.v4.IsValid()
 }
 
 // ResolveFlow sets f's Endpoint from what the batch's flows taught.

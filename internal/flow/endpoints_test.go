@@ -37,3 +37,16 @@ func TestEndpointsResolve(t *testing.T) {
 	e.Resolve(b2)
 	require.Equal(t, "ff02::1", b2.Flows[0].Endpoint.String(), "forgotten after Forget idle batches")
 }
+
+// TestEndpointsLearnSaysWhenKnown: Learn reports an interface known once
+// its IPv4 address is (what the drain's learning pass stops at); a
+// multicast flow or an IPv6 address alone does not make it known.
+func TestEndpointsLearnSaysWhenKnown(t *testing.T) {
+	e := NewEndpoints()
+	e.Begin()
+	require.False(t, e.Learn(&Flow{Ifindex: 9, Src: ep("fe80::1", 0), Dst: ep("ff02::16", 0), Direction: Receive}))
+	require.False(t, e.Learn(&Flow{Ifindex: 9, Src: ep("fd00::10", 1), Dst: ep("fd00::20", 2), Direction: Transmit}))
+	require.True(t, e.Learn(&Flow{Ifindex: 9, Src: ep("10.0.0.20", 80), Dst: ep("10.0.0.10", 3), Direction: Receive}))
+	require.True(t, e.Learn(&Flow{Ifindex: 9, Src: ep("10.0.0.9", 5353), Dst: ep("224.0.0.251", 5353), Direction: Receive}))
+	require.False(t, e.Learn(&Flow{OnNode: true, Ifindex: 2, Src: ep("10.0.0.1", 1), Dst: ep("10.0.0.2", 2)}))
+}

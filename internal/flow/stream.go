@@ -36,8 +36,9 @@ func (j *Joiner) Begin(b *Batch) *Stream {
 	return &Stream{j: j, b: b}
 }
 
-// Learn learns from one of the interval's flows, before the first part.
-func (s *Stream) Learn(f *Flow) { s.j.Endpoints.Learn(f) }
+// Learn learns from one of the interval's flows, before the first part;
+// true when f's interface is known now (Endpoints.Learn).
+func (s *Stream) Learn(f *Flow) bool { return s.j.Endpoints.Learn(f) }
 
 // start completes what the batch holds besides its flows, once all flows
 // were learnt.

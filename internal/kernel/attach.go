@@ -43,9 +43,6 @@ type attachments struct {
 	uplinkGen uint32      // fib_gen: bumped whenever what the uplink FIB cache answers may have changed
 	names     map[int]string
 	gone      map[int]int // detached ifindex -> Datapath drains at detach
-	// attachedAt is the Datapath's drains at the latest attach: a pod
-	// interface new in the interval being drained (DrainFlows learns first).
-	attachedAt int
 }
 
 func newAttachments() attachments {
@@ -68,6 +65,7 @@ type attachment struct {
 	name   string
 	role   Role
 	master int
+	at     int                  // the Datapath's drains when attached: new in the interval drained next (DrainFlows learns it first)
 	links  []link.Link          // tcx
 	tc     []*netlink.BpfFilter // clsact
 }
@@ -143,7 +141,7 @@ func (d *Datapath) Attach(ifindex int, name string, role Role, master int) error
 	if role == RoleUplink {
 		ingress, egress = d.objs.UplinkIngress, d.objs.UplinkEgress
 	}
-	a := &attachment{name: name, role: role}
+	a := &attachment{name: name, role: role, at: d.tables.drains}
 	var err error
 	if d.ifaces.mode == AttachTC {
 		err = a.attachTC(ifindex, d.ifaces.owner.handle, ingress, egress)
@@ -162,7 +160,6 @@ func (d *Datapath) Attach(ifindex int, name string, role Role, master int) error
 	}
 	d.ifaces.links[ifindex] = a
 	d.ifaces.names[ifindex] = name
-	d.ifaces.attachedAt = d.tables.drains
 	delete(d.ifaces.gone, ifindex)
 	return d.setMasterLocked(a, ifindex, master)
 }

@@ -105,15 +105,16 @@ func (d *Datapath) StartDrain() error {
 // DrainFlows empties the table StartDrain made idle, handing its flows to fn
 // a part at a time (at most drainBatch flows, valid during the call), so
 // that an interval's flows are never all in memory; nothing when no drain
-// was started. When an interface was attached during the interval (a new
-// pod, or the first interval), learn (nil: none) sees every flow's
-// addresses, interface and direction before fn sees the first: what the
-// model learns of a new pod from its whole interval (Endpoints.Learn); the
-// other intervals' flows need no more than what earlier intervals and
-// their own part teach. fn runs without the datapath's lock (the interface
-// watch attaches meanwhile); ErrClosed when the datapath was closed during
-// it.
-func (d *Datapath) DrainFlows(learn func(*flow.Flow), fn func([]flow.Flow)) error {
+// was started. A pod interface attached during the interval (a new pod, or
+// the first interval) is learnt before fn sees the first flow: learn (nil:
+// none) sees the flows' addresses, interface and direction, and reports
+// whether the flow's interface is known now (Endpoints.Learn); when the
+// first part leaves a new interface unknown, the rest of the table is read
+// for it (lookup only) until none is. Other intervals need no more than
+// what earlier intervals and their own part teach. fn runs without the
+// datapath's lock (the interface watch attaches meanwhile); ErrClosed when
+// the datapath was closed during it.
+func (d *Datapath) DrainFlows(learn func(*flow.Flow) bool, fn func([]flow.Flow)) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !d.tables.started {
@@ -123,13 +124,17 @@ func (d *Datapath) DrainFlows(learn func(*flow.Flow), fn func([]flow.Flow)) erro
 		return nil
 	}
 	w := wallClock(WallClockOffset())
-	var learnKey func(*FlowKey)
-	// The idle table counted from the StartDrain before the last one
-	// (drains-1) on.
-	if learn != nil && d.ifaces.attachedAt >= d.tables.drains-1 {
-		learnKey = func(k *FlowKey) {
+	var learnKey func(*FlowKey) bool
+	if unknown := d.newEndpoints(); learn != nil && len(unknown) > 0 {
+		learnKey = func(k *FlowKey) bool {
+			if !unknown[k.Ifindex] {
+				return len(unknown) == 0
+			}
 			f := decodeFlow(&entry{Key: *k}, w, "")
-			learn(&f)
+			if learn(&f) {
+				delete(unknown, k.Ifindex)
+			}
+			return len(unknown) == 0
 		}
 	}
 	flows := d.tables.flows[:0]
@@ -155,6 +160,22 @@ func (d *Datapath) DrainFlows(learn func(*flow.Flow), fn func([]flow.Flow)) erro
 	d.tables.flows = flows[:0]
 	d.ifaces.forget(d.tables.drains)
 	return err
+}
+
+// newEndpoints are the pod interfaces attached since the drain before the
+// last: their flows are in the table being drained, and nothing was learnt
+// of them before.
+func (d *Datapath) newEndpoints() map[uint32]bool {
+	var out map[uint32]bool
+	for ifindex, a := range d.ifaces.links {
+		if a.role == RoleEndpoint && a.at >= d.tables.drains-1 {
+			if out == nil {
+				out = make(map[uint32]bool)
+			}
+			out[uint32(ifindex)] = true
+		}
+	}
+	return out
 }
 
 // Drain is StartDrain and DrainFlows, the flows appended to dst.
@@ -183,20 +204,22 @@ func (d *Datapath) drainEntries(dst []entry) ([]entry, error) {
 
 // streamEntries empties the table being drained into parts of at most
 // drainBatch entries, the slots' counts added, then hands over the slots'
-// counts no entry took. With learn, every key is learnt before the first
-// part: when the table has more than one part, by a lookup-only pass over
-// the rest (so a large interval is read twice, a small one once). A kernel
+// counts no entry took. With learn, keys are learnt before the first part
+// until learn reports that it knows enough: the slots' keys, the first
+// part's, then, when the table has more than one part, a lookup-only pass
+// over the rest. A kernel
 // without batch operations is read whole first (before 5.6: its interval
 // is in memory at once).
-func (d *Datapath) streamEntries(learn func(*FlowKey), each func([]entry) error) error {
+func (d *Datapath) streamEntries(learn func(*FlowKey) bool, each func([]entry) error) error {
 	t := &d.tables
 	m := t.draining
 	t.started, t.draining = false, nil
 	part := t.entries[:0]
 	defer func() { t.entries = part[:0] }()
+	enough := learn == nil
 	if learn != nil {
 		for k := range t.pending {
-			learn(&k)
+			enough = enough || learn(&k)
 		}
 	}
 	if m != nil && t.batchOK {
@@ -215,7 +238,7 @@ func (d *Datapath) streamEntries(learn func(*FlowKey), each func([]entry) error)
 			if err != nil && !done {
 				return errors.Join(fmt.Errorf("drain flow table: %w", err), each(part))
 			}
-			if first && learn != nil {
+			if first && !enough {
 				if err := t.learnAll(m, part, done, learn); err != nil {
 					return err
 				}
@@ -237,10 +260,13 @@ func (d *Datapath) streamEntries(learn func(*FlowKey), each func([]entry) error)
 }
 
 // learnAll learns the keys of the first part and, unless it was the whole
-// table, of the entries still in it (a lookup that does not delete).
-func (d *flowTables) learnAll(m *ebpf.Map, first []entry, done bool, learn func(*FlowKey)) error {
+// table, of the entries still in it (a lookup that does not delete), until
+// learn knows enough.
+func (d *flowTables) learnAll(m *ebpf.Map, first []entry, done bool, learn func(*FlowKey) bool) error {
 	for i := range first {
-		learn(&first[i].Key)
+		if learn(&first[i].Key) {
+			return nil
+		}
 	}
 	if done {
 		return nil
@@ -249,7 +275,9 @@ func (d *flowTables) learnAll(m *ebpf.Map, first []entry, done bool, learn func(
 	for {
 		n, err := m.BatchLookup(&cursor, d.keys, d.vals, nil)
 		for i := range n {
-			learn(&d.keys[i])
+			if learn(&d.keys[i]) {
+				return nil
+			}
 		}
 		switch {
 		case errors.Is(err, ebpf.ErrKeyNotExist):
@@ -262,14 +290,14 @@ func (d *flowTables) learnAll(m *ebpf.Map, first []entry, done bool, learn func(
 
 // drainWhole drains a table without batch operations: whole, learnt, then
 // handed over in parts.
-func (d *flowTables) drainWhole(m *ebpf.Map, learn func(*FlowKey), each func([]entry) error) error {
+func (d *flowTables) drainWhole(m *ebpf.Map, learn func(*FlowKey) bool, each func([]entry) error) error {
 	var all []entry
 	err := drainMap(m, "flow table", d.keys, d.vals, &d.batchOK, func(k *FlowKey, v *rawCounts) {
 		all = append(all, entry{Key: *k, Counts: d.clock.merge(d.withPending(k, unsafe.Slice(v, 1)))})
 	})
-	if learn != nil {
-		for i := range all {
-			learn(&all[i].Key)
+	for i := range all {
+		if learn == nil || learn(&all[i].Key) {
+			break
 		}
 	}
 	for from := 0; from < len(all); from += drainBatch {

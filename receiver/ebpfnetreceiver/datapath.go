@@ -20,8 +20,9 @@ type datapath interface {
 	// are read (Drops); DrainFlows then streams its flows.
 	StartDrain() error
 	// DrainFlows hands the flows of the interval StartDrain ended to fn, a
-	// part at a time, after learn saw them all (kernel.Datapath.DrainFlows).
-	DrainFlows(learn func(*flow.Flow), fn func([]flow.Flow)) error
+	// part at a time, after learn saw what a new pod interface needs
+	// (kernel.Datapath.DrainFlows).
+	DrainFlows(learn func(*flow.Flow) bool, fn func([]flow.Flow)) error
 	Counters() (flow.Counters, error)
 	MaxFlows() uint32
 	// DetachAll stops counting; flows counted so far can still be drained.

@@ -76,13 +76,13 @@ func (f *fakeDatapath) StartDrain() error {
 	return nil
 }
 
-func (f *fakeDatapath) DrainFlows(learn func(*flow.Flow), fn func([]flow.Flow)) error {
+func (f *fakeDatapath) DrainFlows(learn func(*flow.Flow) bool, fn func([]flow.Flow)) error {
 	f.mu.Lock()
 	flows := f.draining
 	f.draining = nil
 	f.mu.Unlock()
 	for i := range flows {
-		learn(&flows[i])
+		learn(&flows[i]) // every flow: all interfaces new
 	}
 	per := f.partFlows
 	if per == 0 {
