@@ -5,7 +5,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -163,8 +162,6 @@ func collectFlows(t *testing.T, node *testnet.Node, pod *testnet.Pod, n int, max
 	for _, c := range comps {
 		require.NoError(t, c.Start(ctx, componenttest.NewNopHost()))
 	}
-	_, err = net.InterfaceByName(pod.Veth)
-	require.NoError(t, err)
 	// Flows to 1,000 peers outside the pod subnet (routed through the
 	// bridge), distinct by ports.
 	require.NoError(t, node.SendUDPFlows(pod, n, func(i int) (netip.Addr, uint16, uint16) {

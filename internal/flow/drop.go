@@ -154,7 +154,7 @@ type dropCandidate struct {
 	flows   int    // flows seen with the key
 	first   int    // where the first one is
 	packets uint64 // the flows' packets
-	// delivered are the delivery keys (Stream.deliveredKey) of the key's
+	// delivered are the delivery keys (deliveredSet.key) of the key's
 	// received flows past the first that had packets no drop took: they
 	// were delivered unless the drops no flow took are as many as the
 	// flows' packets, known at the end.

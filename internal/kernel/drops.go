@@ -83,7 +83,7 @@ func (t *dropTables) drain(idle int, r *Reasons, names map[int]string) error {
 			delete(t.pending, *k)
 		}
 		t.drained = append(t.drained, decodeDrop(k, &c, r, names[int(k.Ifindex)]))
-	})
+	}, nil)
 	// The slots' drops of keys the table did not hold.
 	for k, v := range t.pending {
 		t.drained = append(t.drained, decodeDrop(&k, &v, r, names[int(k.Ifindex)]))

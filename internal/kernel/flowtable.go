@@ -103,7 +103,8 @@ func (d *Datapath) StartDrain() error {
 }
 
 // DrainFlows empties the table StartDrain made idle, handing its flows to fn
-// a part at a time (at most drainBatch flows, valid during the call), so
+// a part at a time (at most drainBatch flows, the whole table on a kernel
+// without batch operations; valid during the call), so
 // that an interval's flows are never all in memory; nothing when no drain
 // was started. A pod interface attached during the interval (a new pod, or
 // the first interval) is learnt before fn sees the first flow: learn (nil:
@@ -202,14 +203,13 @@ func (d *Datapath) drainEntries(dst []entry) ([]entry, error) {
 	return dst, errors.Join(err, ferr)
 }
 
-// streamEntries empties the table being drained into parts of at most
-// drainBatch entries, the slots' counts added, then hands over the slots'
-// counts no entry took. With learn, keys are learnt before the first part
-// until learn reports that it knows enough: the slots' keys, the first
-// part's, then, when the table has more than one part, a lookup-only pass
-// over the rest. A kernel
-// without batch operations is read whole first (before 5.6: its interval
-// is in memory at once).
+// streamEntries empties the table being drained into parts (drainMap's
+// batches: at most drainBatch entries, one part on a kernel without batch
+// operations), the slots' counts added, then hands over the slots' counts
+// no entry took. With learn, keys are learnt before the first part until
+// learn reports that it knows enough: the slots' keys, the first part's,
+// then, when the table has more than one part, a lookup-only pass over the
+// rest.
 func (d *Datapath) streamEntries(learn func(*FlowKey) bool, each func([]entry) error) error {
 	t := &d.tables
 	m := t.draining
@@ -217,58 +217,43 @@ func (d *Datapath) streamEntries(learn func(*FlowKey) bool, each func([]entry) e
 	part := t.entries[:0]
 	defer func() { t.entries = part[:0] }()
 	enough := learn == nil
-	if learn != nil {
-		for k := range t.pending {
-			enough = enough || learn(&k)
+	for k := range t.pending {
+		if enough {
+			break
 		}
+		enough = learn(&k)
 	}
-	if m != nil && t.batchOK {
-		var cursor ebpf.MapBatchCursor
-		for first := true; ; first = false {
-			n, err := m.BatchLookupAndDelete(&cursor, t.keys, t.vals, nil)
-			if first && errors.Is(err, ebpf.ErrNotSupported) {
-				t.batchOK = false
-				break
+	var err, learnErr error
+	if m != nil {
+		err = drainMap(m, "flow table", t.keys, t.vals, &t.batchOK, func(k *FlowKey, v *rawCounts) {
+			part = append(part, entry{Key: *k, Counts: t.clock.merge(t.withPending(k, unsafe.Slice(v, 1)))})
+		}, func(last bool) error {
+			if !enough {
+				// Learnt now, or never: a failed lookup costs the new
+				// pod's flows their learning, not their counts.
+				enough, learnErr = true, t.learnAll(m, part, last, learn)
 			}
+			err := each(part)
 			part = part[:0]
-			for i := range n {
-				part = append(part, entry{Key: t.keys[i], Counts: t.clock.merge(t.withPending(&t.keys[i], t.vals[i:i+1]))})
-			}
-			done := errors.Is(err, ebpf.ErrKeyNotExist)
-			if err != nil && !done {
-				return errors.Join(fmt.Errorf("drain flow table: %w", err), each(part))
-			}
-			if first && !enough {
-				if err := t.learnAll(m, part, done, learn); err != nil {
-					return err
-				}
-			}
-			if err := each(part); err != nil {
-				return err
-			}
-			if done {
-				break
-			}
-		}
-	}
-	if m != nil && !t.batchOK {
-		if err := t.drainWhole(m, learn, each); err != nil {
 			return err
-		}
+		})
 	}
-	return each(t.appendPending(part[:0]))
+	if errors.Is(err, ErrClosed) {
+		return err
+	}
+	return errors.Join(err, learnErr, each(t.appendPending(part[:0])))
 }
 
 // learnAll learns the keys of the first part and, unless it was the whole
 // table, of the entries still in it (a lookup that does not delete), until
 // learn knows enough.
-func (d *flowTables) learnAll(m *ebpf.Map, first []entry, done bool, learn func(*FlowKey) bool) error {
+func (d *flowTables) learnAll(m *ebpf.Map, first []entry, last bool, learn func(*FlowKey) bool) error {
 	for i := range first {
 		if learn(&first[i].Key) {
 			return nil
 		}
 	}
-	if done {
+	if last {
 		return nil
 	}
 	var cursor ebpf.MapBatchCursor
@@ -286,26 +271,6 @@ func (d *flowTables) learnAll(m *ebpf.Map, first []entry, done bool, learn func(
 			return fmt.Errorf("read flow table keys: %w", err)
 		}
 	}
-}
-
-// drainWhole drains a table without batch operations: whole, learnt, then
-// handed over in parts.
-func (d *flowTables) drainWhole(m *ebpf.Map, learn func(*FlowKey) bool, each func([]entry) error) error {
-	var all []entry
-	err := drainMap(m, "flow table", d.keys, d.vals, &d.batchOK, func(k *FlowKey, v *rawCounts) {
-		all = append(all, entry{Key: *k, Counts: d.clock.merge(d.withPending(k, unsafe.Slice(v, 1)))})
-	})
-	for i := range all {
-		if learn == nil || learn(&all[i].Key) {
-			break
-		}
-	}
-	for from := 0; from < len(all); from += drainBatch {
-		if err := each(all[from:min(from+drainBatch, len(all))]); err != nil {
-			return err
-		}
-	}
-	return err
 }
 
 // takeSlots reads the idle table's flow_cache slots and empties them: what
@@ -374,28 +339,36 @@ func (d *flowTables) appendPending(dst []entry) []entry {
 }
 
 // drainMap empties an idle map (no program writes it), calling fn for each
-// entry: BatchLookupAndDelete in batches of len(keys), or, on a kernel
-// without batch operations (before 5.6; *batchOK is then false for good),
-// by iterating and then deleting what was read.
-func drainMap[K comparable, V any](m *ebpf.Map, name string, keys []K, vals []V, batchOK *bool, fn func(*K, *V)) error {
+// entry and then, when batch is not nil, batch: after each
+// BatchLookupAndDelete of at most len(keys) entries, last true for the
+// final one. On a kernel without batch operations (before 5.6; *batchOK is
+// then false for good) it iterates, deletes what was read, and calls batch
+// once. An error of batch stops the drain; entries read before an error of
+// the map are still handed to batch.
+func drainMap[K comparable, V any](m *ebpf.Map, name string, keys []K, vals []V, batchOK *bool, fn func(*K, *V), batch func(last bool) error) error {
+	if batch == nil {
+		batch = func(bool) error { return nil }
+	}
 	if *batchOK {
 		var cursor ebpf.MapBatchCursor
 		for {
 			n, err := m.BatchLookupAndDelete(&cursor, keys, vals, nil)
+			if errors.Is(err, ebpf.ErrNotSupported) {
+				*batchOK = false
+				break
+			}
 			for i := range n {
 				fn(&keys[i], &vals[i])
+			}
+			if berr := batch(err != nil); berr != nil {
+				return berr
 			}
 			switch {
 			case errors.Is(err, ebpf.ErrKeyNotExist):
 				return nil
-			case errors.Is(err, ebpf.ErrNotSupported):
-				*batchOK = false
 			case err != nil:
 				return fmt.Errorf("drain %s: %w", name, err)
-			default:
-				continue
 			}
-			break
 		}
 	}
 	var read []K
@@ -407,14 +380,14 @@ func drainMap[K comparable, V any](m *ebpf.Map, name string, keys []K, vals []V,
 		read = append(read, k)
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate %s: %w", name, err)
+		return errors.Join(fmt.Errorf("iterate %s: %w", name, err), batch(true))
 	}
 	for i := range read {
 		if err := m.Delete(&read[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("delete drained %s entry: %w", name, err)
+			return errors.Join(fmt.Errorf("delete drained %s entry: %w", name, err), batch(true))
 		}
 	}
-	return nil
+	return batch(true)
 }
 
 // add adds delta to v, both counts of one flow; times compared by age

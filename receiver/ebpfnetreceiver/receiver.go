@@ -362,9 +362,10 @@ func (p *pipeline) emitMetrics(next consumer.Metrics, md pmetric.Metrics) {
 }
 
 // logCalls hands an interval's flow log records over as its flows arrive,
-// max_records_per_call flows a call (copied into a buffer of that many and
-// converted when it is full); the drop records no flow record carries go
-// with the last call, the DNS lookups in calls of their own. With
+// max_records_per_call flows a call: whole calls straight from a part, the
+// rest of a part copied into a buffer that the next part fills; the drop
+// records no flow record carries go with the last call, the DNS lookups in
+// calls of their own. With
 // max_records_per_call 0 (one call) the interval's flows are all held.
 type logCalls struct {
 	p     *pipeline
@@ -383,17 +384,22 @@ func (l *logCalls) add(flows []flow.Flow) {
 	if l.next == nil {
 		return
 	}
-	for len(flows) > 0 {
-		n := len(flows)
-		if l.per > 0 {
-			n = min(n, l.per-len(l.flows))
-		}
-		l.flows = append(l.flows, flows[:n]...)
-		flows = flows[n:]
-		if len(l.flows) == l.per {
-			l.flush(nil)
-		}
+	if l.per == 0 {
+		l.flows = append(l.flows, flows...)
+		return
 	}
+	if len(l.flows) > 0 { // the call begun in an earlier part first
+		n := min(len(flows), l.per-len(l.flows))
+		l.flows = append(l.flows, flows[:n]...)
+		if flows = flows[n:]; len(l.flows) < l.per {
+			return
+		}
+		l.flush(nil)
+	}
+	for ; len(flows) >= l.per; flows = flows[l.per:] { // whole calls straight from the part
+		l.consume(&flow.Batch{Time: l.time, Flows: flows[:l.per]})
+	}
+	l.flows = append(l.flows, flows...)
 }
 
 // flush converts and hands over the buffered flows, with drops.
