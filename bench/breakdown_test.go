@@ -84,7 +84,7 @@ func TestBenchBreakdown(t *testing.T) {
 
 	var b strings.Builder
 	b.WriteString("## Where the per-run cost of the tcx flow programs goes\n\n")
-	fmt.Fprintf(&b, "Reproduce: `make bench` (or `BENCH_REPS=%d BENCH_SECONDS=%d go test -timeout 30m -tags bench -run TestBenchBreakdown -v ./bench/`).\n", n, secs)
+	fmt.Fprintf(&b, "Reproduce: `make bench` (or `BENCH_REPS=%d BENCH_SECONDS=%d go test -count=1 -timeout 30m -tags bench -run TestBenchBreakdown -v ./bench/`).\n", n, secs)
 	b.WriteString("The loads of the first section (iperf3 between two pods, both pod veths, both tcx hooks), one program at a\n")
 	fmt.Fprintf(&b, "time, %d s each, all of them once per repetition, %d repetitions; ns/run from bpf_stats (included, as in the\n", secs, n)
 	b.WriteString("budget). The steps are programs of `bpf/bench/breakdown.c`, each adding one thing to the one before: parse = the\n")

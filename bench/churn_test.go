@@ -118,7 +118,7 @@ func TestBenchChurn(t *testing.T) {
 
 	var b strings.Builder
 	b.WriteString("## Connection churn (TCP lifecycle programs and the collector)\n\n")
-	fmt.Fprintf(&b, "Reproduce: `make bench` (or `go test -tags bench -run TestBenchChurn -v ./bench/`, 6 min). A child process opens and closes\n")
+	fmt.Fprintf(&b, "Reproduce: `make bench` (or `go test -count=1 -tags bench -run TestBenchChurn -v ./bench/`, 6 min). A child process opens and closes\n")
 	fmt.Fprintf(&b, "TCP connections pod A -> pod B at the given rate for %d s (32 paced workers); the receiver runs in the test process with\n", secs)
 	b.WriteString("metrics, logs and traces pipelines (nop consumers) and default sizes (4 MiB ring, 65,536 connection states).\n")
 	b.WriteString("Collector CPU = this process's user time and its system time (which includes softirq work of the load the kernel\n")

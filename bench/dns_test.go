@@ -216,7 +216,7 @@ func TestBenchDNS(t *testing.T) {
 	}
 	var s strings.Builder
 	s.WriteString("## DNS: the per-packet cost and the collector at 5,000 lookups/s\n\n")
-	s.WriteString("Reproduce: `make bench` (or `go test -tags bench -run TestBenchDNS -v ./bench/`). A child process in pod A sends 5,000\n")
+	s.WriteString("Reproduce: `make bench` (or `go test -count=1 -tags bench -run TestBenchDNS -v ./bench/`). A child process in pod A sends 5,000\n")
 	fmt.Fprintf(&s, "queries/s (16 UDP sockets, paced) to Debian's dnsmasq in pod B for %d s; then the same rate of plain datagrams of the same\n", secs)
 	s.WriteString("size to a UDP port that is not DNS, with DNS parsing on and off (`dns.enabled`), interleaved. The receiver runs all three\n")
 	s.WriteString("signals (nop consumers). ns/run = run_time_ns / run_cnt of the pod-endpoint programs (bpf_stats: queries leave A\n")

@@ -147,7 +147,7 @@ func TestBenchDrops(t *testing.T) {
 
 	var s strings.Builder
 	s.WriteString("## Drops: the kfree_skb program under a drop storm\n\n")
-	s.WriteString("Reproduce: `make bench` (or `go test -tags bench -run TestBenchDrops -v ./bench/`). A child process in pod A sends TCP SYNs\n")
+	s.WriteString("Reproduce: `make bench` (or `go test -count=1 -tags bench -run TestBenchDrops -v ./bench/`). A child process in pod A sends TCP SYNs\n")
 	fmt.Fprintf(&s, "to a port nobody listens on in pod B, a new source port each (AF_PACKET, as fast as it can), for %d s; B's kernel drops each\n", secs)
 	s.WriteString("(`NO_SOCKET`) and answers with a reset, which an iptables rule in B drops (`NETFILTER_DROP`): two drops per SYN, both\n")
 	s.WriteString("counted in place in one drop table entry each (the peer's port is not in the key). The receiver runs with all three\n")

@@ -53,7 +53,7 @@ func TestBenchFlowScale(t *testing.T) {
 
 	var b strings.Builder
 	b.WriteString("## Flow scale (drain and conversion of N active flows)\n\n")
-	b.WriteString("Reproduce: `make bench` (or `go test -tags bench -run TestBenchFlowScale -v ./bench/`). N distinct UDP flows (one\n")
+	b.WriteString("Reproduce: `make bench` (or `go test -count=1 -tags bench -run TestBenchFlowScale -v ./bench/`). N distinct UDP flows (one\n")
 	b.WriteString("frame each, injected with AF_PACKET in a pod and counted by the endpoint program on its veth) to 1,000 peers,\n")
 	b.WriteString("collected by the receiver itself: the final collection of its Shutdown, which drains the table a part (4,096\n")
 	b.WriteString("flows) at a time and joins, records in the metrics and hands over as flow log records each part before the next\n")

@@ -66,7 +66,7 @@ func TestBenchGo(t *testing.T) {
 
 	var b strings.Builder
 	b.WriteString("## Go benchmarks of the hot user-space paths\n\n")
-	fmt.Fprintf(&b, "Reproduce: `make bench` (or `go test -tags bench -run TestBenchGo -v ./bench/`, which runs `go %s`).\n", strings.Join(args, " "))
+	fmt.Fprintf(&b, "Reproduce: `make bench` (or `go test -count=1 -tags bench -run TestBenchGo -v ./bench/`, which runs `go %s`).\n", strings.Join(args, " "))
 	fmt.Fprintf(&b, "Median (min–max) of the %d runs of each; what each measures is in its doc comment. The drain's wall time is mostly the\n", count)
 	b.WriteString("barrier's RCU grace period, a wait: `cpu-ns/op` is the CPU time of the thread that drains.\n\n")
 	b.WriteString("| benchmark | ns/op | B/op | allocs/op | other |\n|---|---|---|---|---|\n")

@@ -201,7 +201,7 @@ func TestBenchK8sInformers(t *testing.T) {
 
 	var b strings.Builder
 	b.WriteString("## Kubernetes peer resolver (informers against a real kube-apiserver)\n\n")
-	b.WriteString("Reproduce: `make bench` (or `go test -tags bench -run TestBenchK8sInformers -v ./bench/`). A kube-apiserver " + k8stest.KubeVersion + " on\n")
+	b.WriteString("Reproduce: `make bench` (or `go test -count=1 -tags bench -run TestBenchK8sInformers -v ./bench/`). A kube-apiserver " + k8stest.KubeVersion + " on\n")
 	fmt.Fprintf(&b, "etcd (loopback) holds %d nodes, %d pods (labels, annotations, a container with env and ports, an owner) and %d\n", nodes, pods, services)
 	b.WriteString("ClusterIP Services with one EndpointSlice of 5 endpoints each; the resolver (`internal/k8s`) watches pods, Services,\n")
 	b.WriteString("EndpointSlices, nodes, ReplicaSets and Jobs with transform functions that strip each object to what lookups use.\n")

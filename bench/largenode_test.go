@@ -73,7 +73,7 @@ func TestBenchLargeNode(t *testing.T) {
 
 	var b strings.Builder
 	b.WriteString("## Large nodes: what grows with the CPU count\n\n")
-	b.WriteString("Reproduce: `make bench` (or `go test -tags bench -run TestBenchLargeNode -v ./bench/`). The flow and drop tables\n")
+	b.WriteString("Reproduce: `make bench` (or `go test -count=1 -tags bench -run TestBenchLargeNode -v ./bench/`). The flow and drop tables\n")
 	b.WriteString("are shared by the CPUs (their size does not grow with them); what does are the per-CPU arrays: each program's\n")
 	b.WriteString("slots (`flow_cache`, `drop_cache`), the loss counters, the uplink's FIB cache and the DNS scratch buffer. An\n")
 	b.WriteString("interval reads the first three once, every possible CPU's value in each read, and writes the used slots back;\n")

@@ -156,7 +156,7 @@ func TestBenchLatency(t *testing.T) {
 	}
 	var b strings.Builder
 	b.WriteString("## Request latency (round trips with and without the receiver)\n\n")
-	fmt.Fprintf(&b, "Reproduce: `make bench` (or `BENCH_REPS=%d go test -timeout 30m -tags bench -run TestBenchLatency -v ./bench/`).\n", reps())
+	fmt.Fprintf(&b, "Reproduce: `make bench` (or `BENCH_REPS=%d go test -count=1 -timeout 30m -tags bench -run TestBenchLatency -v ./bench/`).\n", reps())
 	b.WriteString("A request/response ping-pong over TCP (the client writes the message, the server echoes it), timed by the client\n")
 	b.WriteString("around each round trip: on one connection (20,000 round trips a run) and on a new connection each (connect,\n")
 	b.WriteString("request, response, close; 2,000 a run), from a pod to a pod on the same bridge and from a remote host through the\n")

@@ -212,7 +212,7 @@ func TestBenchMapTypes(t *testing.T) {
 
 	var b strings.Builder
 	b.WriteString("## Map types for per-packet flow accounting\n\n")
-	b.WriteString("Reproduce: `make bench` (or `go test -timeout 30m -tags bench -run TestBenchMapTypes -v ./bench/`, 12 min). The published comparison\n")
+	b.WriteString("Reproduce: `make bench` (or `go test -count=1 -timeout 30m -tags bench -run TestBenchMapTypes -v ./bench/`, 12 min). The published comparison\n")
 	b.WriteString("(netobserv/ebpf-research, single-flow Mpps on a 40G NIC) replicated on this kernel with one program per structure,\n")
 	b.WriteString("each parsing with the receiver's parser into its 44-byte flow key (`bpf/bench/maptypes.c`): per-CPU array and array\n")
 	b.WriteString("(a slot per key hash: aggregates, not flows), per-CPU hash (the receiver's table: lookup, add in place, insert on\n")

@@ -312,7 +312,7 @@ func tail(s string, n int) string { return s[max(0, len(s)-n):] }
 func outageReport(a exampleAgent, secs, before, after int, samples []outageSample) string {
 	var b strings.Builder
 	b.WriteString("## Backend outage (the example agent's memory settings)\n\n")
-	fmt.Fprintf(&b, "Reproduce: `make bench` (or `BENCH_OUTAGE_SECONDS=%d go test -timeout 60m -tags bench -run TestBenchOutage -v ./bench/`).\n", secs)
+	fmt.Fprintf(&b, "Reproduce: `make bench` (or `BENCH_OUTAGE_SECONDS=%d go test -count=1 -timeout 60m -tags bench -run TestBenchOutage -v ./bench/`).\n", secs)
 	b.WriteString("The ocb collector runs the example agent's config (`examples/kubernetes/20-agent-config.yaml`: memory_limiter,\n")
 	b.WriteString("batch, the OTLP exporter's queue; without k8s_attributes, no API server here) with the DaemonSet's\n")
 	fmt.Fprintf(&b, "GOMEMLIMIT=%s, in a memory cgroup of the DaemonSet's limit (%d MiB), which the BPF maps are charged to as\n", a.goMemLimit, a.limit>>20)

@@ -100,7 +100,7 @@ func TestBenchOverhead(t *testing.T) {
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Per-program cost and throughput impact (iperf3 between two pods over a bridge)\n\n")
-	fmt.Fprintf(&b, "Reproduce: `make bench` (or `BENCH_REPS=%d BENCH_SECONDS=%d go test -timeout 30m -tags bench -run TestBenchOverhead -v ./bench/`).\n", n, secs)
+	fmt.Fprintf(&b, "Reproduce: `make bench` (or `BENCH_REPS=%d BENCH_SECONDS=%d go test -count=1 -timeout 30m -tags bench -run TestBenchOverhead -v ./bench/`).\n", n, secs)
 	fmt.Fprintf(&b, "Two pods on one bridge, iperf3 client in pod A, server in pod B, %d s per run, %d repetitions; \"with\" = the tcx\n", secs, n)
 	b.WriteString("`endpoint_ingress`/`endpoint_egress` programs on both pod veths (each packet passes two programs: A's ingress,\n")
 	b.WriteString("B's egress, and the ACKs the other way) and the flow table drained every second. Cost = run_time_ns / run_cnt from\n")

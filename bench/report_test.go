@@ -28,7 +28,9 @@ func addSection(s string) {
 	// Each section says when it was measured: a partial run keeps the
 	// sections of earlier runs (mergeSections).
 	head, rest, _ := strings.Cut(s, "\n")
-	s = head + "\n\n_Measured " + time.Now().UTC().Format("2006-01-02 15:04 UTC") + "._\n" + rest
+	// And on what: absolute times differ by 1.5-3x between VMs of the
+	// same shape.
+	s = head + "\n\n_Measured " + time.Now().UTC().Format("2006-01-02 15:04 UTC") + " on " + machine() + "._\n" + rest
 	sections = append(sections, s)
 }
 
@@ -43,21 +45,30 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func writeReport() error {
-	var b strings.Builder
-	kernel, _ := exec.Command("uname", "-r").Output()
-	cpu := "unknown"
+// cpuModel is /proc/cpuinfo's first model name.
+func cpuModel() string {
 	if info, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, l := range strings.Split(string(info), "\n") {
 			if v, ok := strings.CutPrefix(l, "model name"); ok {
-				cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
-				break
+				return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
 			}
 		}
 	}
-	fmt.Fprintf(&b, "# Benchmarks\n\nWritten by `make bench` (`go test -tags bench ./bench/`); last written %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	return "unknown"
+}
+
+// machine names the CPUs a section ran on.
+func machine() string { return fmt.Sprintf("%d CPUs (%s)", runtime.NumCPU(), cpuModel()) }
+
+func writeReport() error {
+	var b strings.Builder
+	kernel, _ := exec.Command("uname", "-r").Output()
+	cpu := cpuModel()
+	fmt.Fprintf(&b, "# Benchmarks\n\nWritten by `make bench` (`go test -count=1 -tags bench ./bench/`); last written %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(&b, "Machine: Linux %s, %d CPUs (%s), %s.\n", strings.TrimSpace(string(kernel)), runtime.NumCPU(), cpu, runtime.Version())
-	b.WriteString("Each section comes from one run (its date is under its heading); ratios compare against the baseline measured in the same run,\n")
+	b.WriteString("Each section comes from one run (its date, and since 2026-12-02 its CPUs, are under its heading: a section that names\n")
+	b.WriteString("none ran on another 2-CPU VM, Intel or AMD, and absolute times differ by 1.5-3x between such VMs; compare within a\n")
+	b.WriteString("section); ratios compare against the baseline measured in the same run,\n")
 	b.WriteString("interleaved (baseline, then with the receiver, repeated). Medians with the spread (min–max) over the repetitions.\n\n")
 	path := filepath.Join("..", "docs", "BENCHMARKS.md")
 	old, _ := os.ReadFile(path)

@@ -36,7 +36,7 @@ func TestBenchSizing(t *testing.T) {
 
 	var b strings.Builder
 	b.WriteString("## Sizing: memory by max_flows under a flow flood\n\n")
-	b.WriteString("Reproduce: `make bench` (or `go test -timeout 30m -tags bench -run TestBenchSizing -v ./bench/`). The ocb collector\n")
+	b.WriteString("Reproduce: `make bench` (or `go test -count=1 -timeout 30m -tags bench -run TestBenchSizing -v ./bench/`). The ocb collector\n")
 	fmt.Fprintf(&b, "with the example agent's config (memory_limiter, batch, queues; no k8s_attributes) and GOMEMLIMIT=%s, in a memory\n", agent.goMemLimit)
 	b.WriteString("cgroup without a limit; a pod sends max_flows new UDP flows (distinct ports, one frame each) every 10 s interval,\n")
 	b.WriteString("for 4 intervals, to a live OTLP backend. Kernel = the BPF maps (the agent's start log, the kernel's accounting);\n")

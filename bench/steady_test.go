@@ -102,7 +102,7 @@ func TestBenchSteadyState(t *testing.T) {
 	t.Logf("samples (minute: RSS, runtime held, heap MiB, CPU %%): %v", samples)
 	var b strings.Builder
 	b.WriteString("## Steady state (10 minutes of mixed traffic)\n\n")
-	fmt.Fprintf(&b, "Reproduce: `make bench` (or `BENCH_STEADY_SECONDS=600 go test -timeout 30m -tags bench -run TestBenchSteadyState -v ./bench/`). For %d s after a\n", secs)
+	fmt.Fprintf(&b, "Reproduce: `make bench` (or `BENCH_STEADY_SECONDS=600 go test -count=1 -timeout 30m -tags bench -run TestBenchSteadyState -v ./bench/`). For %d s after a\n", secs)
 	b.WriteString("30 s warm-up, between two pods: a TCP stream at 200 Mbit/s, a UDP stream at 20 Mbit/s (512-byte datagrams) and\n")
 	b.WriteString("500 new TCP connections per second, all in other processes; the receiver (metrics, logs, traces; default settings)\n")
 	b.WriteString("runs in this one. Sampled every 10 s: RSS, the memory the Go runtime holds from the OS (its mappings less\n")

@@ -91,7 +91,7 @@ func TestBenchTCPEvents(t *testing.T) {
 
 	var b strings.Builder
 	b.WriteString("## TCP programs: per-event cost\n\n")
-	b.WriteString("Reproduce: `make bench` (or `go test -tags bench -run TestBenchTCPEvents -v ./bench/`). With the TCP programs\n")
+	b.WriteString("Reproduce: `make bench` (or `go test -count=1 -tags bench -run TestBenchTCPEvents -v ./bench/`). With the TCP programs\n")
 	fmt.Fprintf(&b, "attached: %d loopback connections the server aborts (SO_LINGER 0: a reset sent and one received each), then a\n", aborts)
 	b.WriteString("32 MiB transfer between two pods with 3% of its segments dropped at random (retransmissions). run_time_ns / run_cnt\n")
 	b.WriteString("(bpf_stats, which adds ~20-30 ns per run and, for programs in process context, any interrupt they take) over both,\n")

@@ -104,7 +104,7 @@ func TestBenchUplink(t *testing.T) {
 	programs := []string{"uplink_ingress", "uplink_egress", "endpoint_ingress", "endpoint_egress"}
 	var b strings.Builder
 	b.WriteString("## The uplink path (a routed node: remote host ↔ pod, remote host ↔ node)\n\n")
-	fmt.Fprintf(&b, "Reproduce: `make bench` (or `BENCH_REPS=%d BENCH_SECONDS=%d go test -timeout 30m -tags bench -run TestBenchUplink -v ./bench/`).\n", n, secs)
+	fmt.Fprintf(&b, "Reproduce: `make bench` (or `BENCH_REPS=%d BENCH_SECONDS=%d go test -count=1 -timeout 30m -tags bench -run TestBenchUplink -v ./bench/`).\n", n, secs)
 	b.WriteString("A node of the test network: a pod on a bridge, an uplink veth to a remote host that routes the pod subnet through\n")
 	b.WriteString("the node. \"with\" = the endpoint programs on the pod's veth (a port of the bridge) and `uplink_ingress`/`uplink_egress`\n")
 	b.WriteString("on the uplink, drained every second. The uplink programs skip what a pod endpoint counts (a packet the node routes to\n")

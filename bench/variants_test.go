@@ -59,7 +59,7 @@ func TestBenchVariants(t *testing.T) {
 	t.Logf("columns: empty | %s (ingress / egress ns/run)", strings.Join(names, " | "))
 	var b strings.Builder
 	b.WriteString("## Build variants side by side: branch hints\n\n")
-	fmt.Fprintf(&b, "Reproduce: `make bench` (or `BENCH_REPS=%d BENCH_SECONDS=%d go test -tags bench -run TestBenchVariants -v ./bench/`). The\n", n, secs)
+	fmt.Fprintf(&b, "Reproduce: `make bench` (or `BENCH_REPS=%d BENCH_SECONDS=%d go test -count=1 -tags bench -run TestBenchVariants -v ./bench/`). The\n", n, secs)
 	b.WriteString("receiver's endpoint programs as built and built with `-DEBPFNET_NO_BRANCH_HINTS` (no likely/unlikely in\n")
 	b.WriteString("bpf/flow.h), each with its own maps, on the tcx hooks of both pod veths in turn under the iperf3 loads of the\n")
 	fmt.Fprintf(&b, "first section, %d s per run, %d repetitions, with the empty program as the floor; ns/run from bpf_stats, ingress / egress.\n", secs, n)

@@ -37,35 +37,47 @@ func logs(opts Options, b *flow.Batch, addrs addrStrings) plog.Logs {
 			putDialedService(lr.Attributes(), opts.Peers, svc.Addr())
 		}
 	}
-	thFlows := opts.FlowLogSampling.TValue()
 	for i := range b.Flows {
-		f := &b.Flows[i]
 		if ls.flowRand != nil && !opts.FlowLogSampling.Keeps(ls.flowRand[i]) {
 			continue
 		}
-		lr := ls.scope(logResource{local: resourceAddr(f)}).LogRecords().AppendEmpty()
-		putFlowRecord(lr, f, observed, addrs)
-		a := lr.Attributes()
-		if ls.flowRand != nil {
-			a.PutStr(AttrSamplingThreshold, thFlows)
-			a.PutStr(AttrSamplingRandomness, randomnessValue(ls.flowRand[i]))
-		}
-		served := f.Served()
-		putPeer(a, opts.Peers, served.Addr(), WithPeerK8s|WithPeerService, zone, f.Service().Addr())
-		if svc := f.Service(); svc.IsValid() {
-			// As on a client span: server.* is the Service the client
-			// addressed; network.peer.* and the peer attributes are what
-			// served it (a socket-level LB's rewrite: the packets' peer;
-			// the node's NAT after this interface: the backend conntrack
-			// names).
-			a.PutStr(AttrServerAddress, addrs.get(svc.Addr()))
-			a.PutInt(AttrServerPort, int64(svc.Port()))
-			a.PutStr(AttrPeerAddr, addrs.get(served.Addr()))
-			a.PutInt(AttrPeerPortAttr, int64(served.Port()))
-			putDialedService(a, opts.Peers, svc.Addr())
-		}
+		ls.putFlow(i, &b.Flows[i], observed, addrs, zone)
 	}
 	return ld
+}
+
+// putFlow puts the record of flow i, f.
+func (l *logScopes) putFlow(i int, f *flow.Flow, observed pcommon.Timestamp, addrs addrStrings, zone string) {
+	lr := l.scope(logResource{local: resourceAddr(f)}).LogRecords().AppendEmpty()
+	served, svc := f.Served(), f.Service()
+	fp := lookupPeer(l.opts.Peers, served.Addr())
+	// The attributes' slice is allocated once, for all of them: a pdata
+	// map grows by doubling, and it is most of a record's bytes.
+	extra := fp.attrBound()
+	if l.flowRand != nil {
+		extra += 2
+	}
+	if svc.IsValid() {
+		extra += 6
+	}
+	putFlowRecord(lr, f, observed, addrs, extra)
+	a := lr.Attributes()
+	if l.flowRand != nil {
+		a.PutStr(AttrSamplingThreshold, l.threshold)
+		a.PutStr(AttrSamplingRandomness, randomnessValue(l.flowRand[i]))
+	}
+	putPeerFound(a, l.opts.Peers, fp, WithPeerK8s|WithPeerService, zone, svc.Addr())
+	if svc.IsValid() {
+		// As on a client span: server.* is the Service the client
+		// addressed; network.peer.* and the peer attributes are what
+		// served it (a socket-level LB's rewrite: the packets' peer; the
+		// node's NAT after this interface: the backend conntrack names).
+		a.PutStr(AttrServerAddress, addrs.get(svc.Addr()))
+		a.PutInt(AttrServerPort, int64(svc.Port()))
+		a.PutStr(AttrPeerAddr, addrs.get(served.Addr()))
+		a.PutInt(AttrPeerPortAttr, int64(served.Port()))
+		putDialedService(a, l.opts.Peers, svc.Addr())
+	}
 }
 
 // logScopes are the ScopeLogs of one conversion, one per local endpoint,
@@ -77,8 +89,9 @@ type logScopes struct {
 	counts map[logResource]int
 	scopes map[logResource]plog.ScopeLogs
 	// flowRand is each flow's flow.FlowRandomness (nil: no flow log
-	// sampling).
-	flowRand []uint64
+	// sampling), threshold the sampling's (sampling.threshold).
+	flowRand  []uint64
+	threshold string
 }
 
 // logResource is a local endpoint: a pod's address, a hostNetwork pod's
@@ -119,7 +132,8 @@ func newLogScopes(ld plog.Logs, opts *Options, b *flow.Batch) *logScopes {
 		counts[dnsResource(&b.DNS[i])]++
 	}
 	ld.ResourceLogs().EnsureCapacity(len(counts))
-	return &logScopes{ld: ld, opts: opts, counts: counts, scopes: make(map[logResource]plog.ScopeLogs, len(counts)), flowRand: flowRand}
+	return &logScopes{ld: ld, opts: opts, counts: counts, scopes: make(map[logResource]plog.ScopeLogs, len(counts)), flowRand: flowRand,
+		threshold: opts.FlowLogSampling.TValue()}
 }
 
 func (l *logScopes) scope(r logResource) plog.ScopeLogs {
@@ -154,7 +168,9 @@ func (m addrStrings) get(a netip.Addr) string {
 	return s
 }
 
-func putFlowRecord(lr plog.LogRecord, f *flow.Flow, observed pcommon.Timestamp, addrs addrStrings) {
+// putFlowRecord puts a flow's record, its attributes' slice sized for
+// them and extra more.
+func putFlowRecord(lr plog.LogRecord, f *flow.Flow, observed pcommon.Timestamp, addrs addrStrings, extra int) {
 	lr.SetEventName(EventFlow)
 	lr.SetTimestamp(pcommon.NewTimestampFromTime(f.End))
 	lr.SetObservedTimestamp(observed)
@@ -177,7 +193,7 @@ func putFlowRecord(lr plog.LogRecord, f *flow.Flow, observed pcommon.Timestamp, 
 	body = append(body, " packets"...)
 	lr.Body().SetStr(string(body))
 	a := lr.Attributes()
-	a.EnsureCapacity(14)
+	a.EnsureCapacity(flowAttrCount(f) + extra)
 	a.PutStr(AttrDirection, f.Direction.String())
 	a.PutStr(AttrTransport, transport)
 	a.PutStr(AttrNetworkType, NetworkType(f))
@@ -210,6 +226,39 @@ func putFlowRecord(lr plog.LogRecord, f *flow.Flow, observed pcommon.Timestamp, 
 			a.PutDouble(AttrTCPRTT, f.Conn.SRTT.Seconds())
 		}
 	}
+}
+
+// flowAttrCount is the number of attributes putFlowRecord puts for f.
+func flowAttrCount(f *flow.Flow) int {
+	n := 8 // direction, transport, network type, addresses, bytes, packets, start
+	if f.Interface != "" {
+		n++
+	}
+	if f.HasPorts() || f.IsICMP() {
+		n += 2
+	}
+	if f.Protocol == flow.ProtoTCP {
+		n++
+	}
+	if len(f.Drops) > 0 {
+		n++
+	}
+	if v := &f.Policy; v.Result != flow.PolicyNotEvaluated {
+		n += 2 // verdict, direction
+		if v.Finding != flow.FindingNone {
+			n++
+		}
+		if len(v.Policies) > 0 {
+			n++
+		}
+		if v.Finding == flow.FindingAllowedDropped {
+			n++
+		}
+	}
+	if f.Conn.TraceID != [16]byte{} && f.Conn.SRTT > 0 {
+		n++
+	}
+	return n
 }
 
 // ownDropRecord: a packet drop no flow record carries.

@@ -53,10 +53,47 @@ func localZone(opts *Options) string {
 // virtual_node_peer_attributes and Jaeger expect, and the workload graph's
 // edges. Without a resolver nothing is added.
 func putPeer(m pcommon.Map, r PeerResolver, addr netip.Addr, attrs Attrs, zone string, dialed netip.Addr) {
+	putPeerFound(m, r, lookupPeer(r, addr), attrs, zone, dialed)
+}
+
+// foundPeer is a peer address and what it resolved to.
+type foundPeer struct {
+	addr   netip.Addr
+	peer   k8s.Peer
+	ok     bool // the address resolved
+	lookup bool // it was looked up: a resolver, a valid address
+}
+
+func lookupPeer(r PeerResolver, addr netip.Addr) foundPeer {
 	if r == nil || !addr.IsValid() {
-		return
+		return foundPeer{}
 	}
 	p, ok := r.Lookup(addr)
+	return foundPeer{addr: addr, peer: p, ok: ok, lookup: true}
+}
+
+// maxPeerAttrs bounds what putPeerFound adds for a resolved peer (peer
+// service, kind, pod, namespace, workload kind and name, service, node,
+// zone, cross zone), so that a record's attributes are allocated once.
+const maxPeerAttrs = 10
+
+// attrBound is the most attributes putPeerFound adds for fp.
+func (fp *foundPeer) attrBound() int {
+	switch {
+	case fp.ok:
+		return maxPeerAttrs
+	case fp.lookup:
+		return 1
+	}
+	return 0
+}
+
+// putPeerFound is putPeer of a peer looked up already.
+func putPeerFound(m pcommon.Map, r PeerResolver, fp foundPeer, attrs Attrs, zone string, dialed netip.Addr) {
+	if !fp.lookup {
+		return
+	}
+	addr, p, ok := fp.addr, fp.peer, fp.ok
 	if attrs&WithPeerService != 0 {
 		m.PutStr(AttrPeerService, peerService(r, p, ok, addr, dialed))
 	}

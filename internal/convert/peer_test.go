@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 
 	"github.com/ebpfnet/ebpfnet/internal/flow"
@@ -224,5 +225,44 @@ func hasValues(t *testing.T, a pcommon.Map, want map[string]any) {
 		v, ok := a.Get(k)
 		require.True(t, ok, k)
 		require.Equal(t, w, v.AsRaw(), k)
+	}
+}
+
+// TestRecordAttributesSizedOnce: the counts a flow log record's attributes
+// are allocated for (flowAttrCount, foundPeer.attrBound) cover what is
+// put, for every kind of record and peer, so that no record's attributes
+// grow (and copy) while they are put.
+func TestRecordAttributesSizedOnce(t *testing.T) {
+	tcp := podFlow(ap(pod, 40000), ap(peer, 5432), flow.ProtoTCP, flow.Transmit, 100, 1, t0)
+	tcp.Conn.TraceID, tcp.Conn.SpanID, tcp.Conn.SRTT = [16]byte{1}, [8]byte{2}, time.Millisecond
+	udp := podFlow(ap(pod, 53), ap(peer, 5353), flow.ProtoUDP, flow.Receive, 100, 1, t0)
+	udp.Interface = ""
+	icmp := podFlow(ap(pod, 8), ap(ext, 0), flow.ProtoICMP, flow.Transmit, 64, 1, t0)
+	denied := podFlow(ap(ext, 443), ap(pod, 40001), flow.ProtoTCP, flow.Receive, 100, 1, t0)
+	denied.Policy = flow.PolicyVerdict{Result: flow.PolicyDenied, Finding: flow.FindingDeniedDelivered, Policies: []string{"shop/deny"}}
+	dropped := podFlow(ap(ext, 443), ap(pod, 40002), flow.ProtoTCP, flow.Receive, 100, 1, t0)
+	dropped.Drops = []flow.SocketDrop{{Reason: "TCP_CSUM", Packets: 1}, {Reason: "NO_SOCKET", Packets: 2}}
+	dropped.Policy = flow.PolicyVerdict{Result: flow.PolicyAllowed, Finding: flow.FindingAllowedDropped, Policies: []string{"shop/allow"}}
+	for name, f := range map[string]flow.Flow{"tcp with its span": tcp, "udp, no interface": udp, "icmp": icmp,
+		"denied": denied, "allowed but dropped": dropped} {
+		lr := plog.NewLogRecord()
+		putFlowRecord(lr, &f, 0, make(addrStrings), 0)
+		require.Equal(t, flowAttrCount(&f), lr.Attributes().Len(), name)
+	}
+
+	peers := fakePeers{
+		peer: {Kind: k8s.KindPod, Name: "db-0", Namespace: "shop", WorkloadKind: "StatefulSet", WorkloadName: "db", NodeName: "node-b",
+			Zone: "zone-b", ServiceName: "db", ServiceNamespace: "shop", OTelService: "db"},
+		node: {Kind: k8s.KindNode, Name: "node-b", NodeName: "node-b", Zone: "zone-b"},
+	}
+	full := lookupPeer(peers, peer)
+	m := pcommon.NewMap()
+	putPeerFound(m, peers, full, WithPeerK8s|WithPeerService, "zone-a", netip.Addr{})
+	require.Equal(t, maxPeerAttrs, m.Len(), "a pod with every field: the bound is what is put")
+	for name, fp := range map[string]foundPeer{"node": lookupPeer(peers, node), "unresolved": lookupPeer(peers, ext),
+		"no resolver": lookupPeer(nil, ext)} {
+		m := pcommon.NewMap()
+		putPeerFound(m, peers, fp, WithPeerK8s|WithPeerService, "zone-a", netip.Addr{})
+		require.LessOrEqual(t, m.Len(), fp.attrBound(), name)
 	}
 }

@@ -58,6 +58,7 @@ type fakeDatapath struct {
 	draining []flow.Flow
 	// partFlows is how many flows a part of DrainFlows holds (0: all).
 	partFlows int
+	drops     []flow.Drop // every interval's
 	counters  flow.Counters
 	detached  bool
 	closed    bool
@@ -106,7 +107,7 @@ func (f *fakeDatapath) Attach() error { return nil }
 func (f *fakeDatapath) LiveConns(dst []flow.LiveConn) ([]flow.LiveConn, error) {
 	return dst, nil
 }
-func (f *fakeDatapath) Drops(dst []flow.Drop) []flow.Drop { return dst }
+func (f *fakeDatapath) Drops(dst []flow.Drop) []flow.Drop { return append(dst, f.drops...) }
 
 func (f *fakeDatapath) ReadDNS(ctx context.Context, _ func(*flow.DNSLookup)) error {
 	<-ctx.Done()
@@ -187,7 +188,15 @@ func TestRecordsPerCall(t *testing.T) {
 	for i := 0; i < 4500; i++ {
 		flows = append(flows, kflow([4]byte{10, 0, byte(i >> 8), byte(i)}, [4]byte{10, 1, 0, 2}, 40000, 80, uint64(i+1)))
 	}
-	fake := &fakeDatapath{batches: [][]flow.Flow{flows}, partFlows: 1100}
+	// And 2,300 packet drops of other connections: records of their own,
+	// handed over after the flows, in the same bounded calls.
+	var drops []flow.Drop
+	for i := 0; i < 2300; i++ {
+		drops = append(drops, flow.Drop{Kind: flow.DropPacket, Local: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, 1}), 80),
+			Peer: netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), Protocol: flow.ProtoTCP, Direction: flow.Receive,
+			Reason: "NO_SOCKET", Packets: 1, Bytes: uint64(1_000_001 + i)})
+	}
+	fake := &fakeDatapath{batches: [][]flow.Flow{flows}, partFlows: 1100, drops: drops}
 	p := newPipeline(cfg, receivertest.NewNopSettings(metadata.Type), func(*Config, *zap.Logger, func(error)) (datapath, error) {
 		return fake, nil
 	})
@@ -200,7 +209,7 @@ func TestRecordsPerCall(t *testing.T) {
 	require.NoError(t, hm.Start(context.Background(), componenttest.NewNopHost()))
 	require.NoError(t, hl.Shutdown(context.Background()))
 	require.NoError(t, hm.Shutdown(context.Background()))
-	require.Len(t, ls.AllLogs(), 5)
+	require.Len(t, ls.AllLogs(), 7, "(4,500 flows + 2,300 drops) / 1,000")
 	var sent int64
 	for _, md := range ms.AllMetrics() {
 		rms := md.ResourceMetrics()
@@ -218,7 +227,7 @@ func TestRecordsPerCall(t *testing.T) {
 	require.Equal(t, int64(4500*4501/2), sent, "every flow's bytes once in ebpfnet.flow.io")
 	bytes := map[int64]bool{}
 	for i, ld := range ls.AllLogs() {
-		if i < 4 {
+		if i < 6 {
 			require.Equal(t, 1000, ld.LogRecordCount(), "call %d", i)
 		}
 		rls := ld.ResourceLogs()
@@ -231,7 +240,8 @@ func TestRecordsPerCall(t *testing.T) {
 			}
 		}
 	}
-	require.Len(t, bytes, 4500, "every flow once")
+	require.Len(t, bytes, 4500+2300, "every flow and every drop once")
+	require.Equal(t, 800, ls.AllLogs()[6].LogRecordCount(), "the last call")
 }
 
 func TestStartErrorIsClear(t *testing.T) {

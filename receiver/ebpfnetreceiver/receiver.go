@@ -423,11 +423,22 @@ func (l *logCalls) consume(part *flow.Batch) {
 }
 
 // end hands over the rest: the last flows with the drops, the DNS lookups.
+// The drops no flow carries are records of their own, bounded by the calls
+// as the flows are: a flood of drops (a flow table full of new flows) is
+// thousands of them.
 func (l *logCalls) end(b *flow.Batch) {
 	if l.next == nil {
 		return
 	}
-	l.flush(b.Drops)
+	if drops := b.Drops; l.per > 0 {
+		n := min(len(drops), l.per-len(l.flows))
+		l.flush(drops[:n])
+		for drops = drops[n:]; len(drops) > 0; drops = drops[min(l.per, len(drops)):] {
+			l.consume(&flow.Batch{Time: b.Time, Drops: drops[:min(l.per, len(drops))]})
+		}
+	} else {
+		l.flush(drops)
+	}
 	for from, to := range l.p.calls(len(b.DNS)) {
 		l.consume(&flow.Batch{Time: b.Time, DNS: b.DNS[from:to]})
 	}
