@@ -43,7 +43,7 @@ func (d *Datapath) WatchInterfaces(ctx context.Context, sel Selector, onError fu
 		return err
 	}
 	// List after subscribing, so no interface created in between is missed.
-	links, err := netlink.LinkList()
+	links, err := linkList()
 	if err != nil {
 		close(w.done)
 		return fmt.Errorf("list interfaces: %w", err)
@@ -144,7 +144,7 @@ func (d *Datapath) handleLink(l netlink.Link, deleted bool, sel Selector, onErro
 // InterfaceNames lists this network namespace's interfaces (for messages
 // about the selection; nil when netlink cannot list them).
 func InterfaceNames() []string {
-	links, err := netlink.LinkList()
+	links, err := linkList()
 	if err != nil {
 		return nil
 	}
@@ -153,4 +153,23 @@ func InterfaceNames() []string {
 		names = append(names, l.Attrs().Name)
 	}
 	return names
+}
+
+// dumpRetries is how many times linkList dumps again when the kernel
+// interrupted a dump (an interface came or went during it).
+const dumpRetries = 10
+
+// linkList lists this namespace's interfaces. A dump the kernel marks
+// interrupted (NLM_F_DUMP_INTR: the interfaces changed while it ran, as on
+// a node where pods start) may have missed or doubled one: it is dumped
+// again, and only a dump interrupted every time is an error.
+func linkList() ([]netlink.Link, error) {
+	var err error
+	for range dumpRetries {
+		var links []netlink.Link
+		if links, err = netlink.LinkList(); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return links, err
+		}
+	}
+	return nil, err
 }

@@ -96,7 +96,7 @@ func staleFilter(name string) bool {
 // behind, on every interface; a live agent's filters are left alone. It
 // returns how many it removed.
 func removeStaleFilters() (int, error) {
-	links, err := netlink.LinkList()
+	links, err := linkList()
 	if err != nil {
 		return 0, fmt.Errorf("list interfaces for stale tc filters: %w", err)
 	}
