@@ -66,7 +66,7 @@ func (l *logScopes) putFlow(i int, f *flow.Flow, observed pcommon.Timestamp, add
 		a.PutStr(AttrSamplingThreshold, l.threshold)
 		a.PutStr(AttrSamplingRandomness, randomnessValue(l.flowRand[i]))
 	}
-	putPeerFound(a, l.opts.Peers, fp, WithPeerK8s|WithPeerService, zone, svc.Addr())
+	putPeerFound(a, l.opts.Peers, &fp, WithPeerK8s|WithPeerService, zone, svc.Addr())
 	if svc.IsValid() {
 		// As on a client span: server.* is the Service the client
 		// addressed; network.peer.* and the peer attributes are what

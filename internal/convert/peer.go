@@ -53,15 +53,16 @@ func localZone(opts *Options) string {
 // virtual_node_peer_attributes and Jaeger expect, and the workload graph's
 // edges. Without a resolver nothing is added.
 func putPeer(m pcommon.Map, r PeerResolver, addr netip.Addr, attrs Attrs, zone string, dialed netip.Addr) {
-	putPeerFound(m, r, lookupPeer(r, addr), attrs, zone, dialed)
+	fp := lookupPeer(r, addr)
+	putPeerFound(m, r, &fp, attrs, zone, dialed)
 }
 
-// foundPeer is a peer address and what it resolved to.
+// foundPeer is a peer address and what it resolved to; addr is invalid
+// when it was not looked up (no resolver, no address).
 type foundPeer struct {
-	addr   netip.Addr
-	peer   k8s.Peer
-	ok     bool // the address resolved
-	lookup bool // it was looked up: a resolver, a valid address
+	addr netip.Addr
+	peer k8s.Peer
+	ok   bool // the address resolved
 }
 
 func lookupPeer(r PeerResolver, addr netip.Addr) foundPeer {
@@ -69,7 +70,7 @@ func lookupPeer(r PeerResolver, addr netip.Addr) foundPeer {
 		return foundPeer{}
 	}
 	p, ok := r.Lookup(addr)
-	return foundPeer{addr: addr, peer: p, ok: ok, lookup: true}
+	return foundPeer{addr: addr, peer: p, ok: ok}
 }
 
 // maxPeerAttrs bounds what putPeerFound adds for a resolved peer (peer
@@ -82,20 +83,20 @@ func (fp *foundPeer) attrBound() int {
 	switch {
 	case fp.ok:
 		return maxPeerAttrs
-	case fp.lookup:
+	case fp.addr.IsValid():
 		return 1
 	}
 	return 0
 }
 
 // putPeerFound is putPeer of a peer looked up already.
-func putPeerFound(m pcommon.Map, r PeerResolver, fp foundPeer, attrs Attrs, zone string, dialed netip.Addr) {
-	if !fp.lookup {
+func putPeerFound(m pcommon.Map, r PeerResolver, fp *foundPeer, attrs Attrs, zone string, dialed netip.Addr) {
+	if !fp.addr.IsValid() {
 		return
 	}
-	addr, p, ok := fp.addr, fp.peer, fp.ok
+	addr, p, ok := fp.addr, &fp.peer, fp.ok
 	if attrs&WithPeerService != 0 {
-		m.PutStr(AttrPeerService, peerService(r, p, ok, addr, dialed))
+		m.PutStr(AttrPeerService, peerService(r, *p, ok, addr, dialed))
 	}
 	if !ok {
 		return

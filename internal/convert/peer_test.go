@@ -257,12 +257,12 @@ func TestRecordAttributesSizedOnce(t *testing.T) {
 	}
 	full := lookupPeer(peers, peer)
 	m := pcommon.NewMap()
-	putPeerFound(m, peers, full, WithPeerK8s|WithPeerService, "zone-a", netip.Addr{})
+	putPeerFound(m, peers, &full, WithPeerK8s|WithPeerService, "zone-a", netip.Addr{})
 	require.Equal(t, maxPeerAttrs, m.Len(), "a pod with every field: the bound is what is put")
 	for name, fp := range map[string]foundPeer{"node": lookupPeer(peers, node), "unresolved": lookupPeer(peers, ext),
 		"no resolver": lookupPeer(nil, ext)} {
 		m := pcommon.NewMap()
-		putPeerFound(m, peers, fp, WithPeerK8s|WithPeerService, "zone-a", netip.Addr{})
+		putPeerFound(m, peers, &fp, WithPeerK8s|WithPeerService, "zone-a", netip.Addr{})
 		require.LessOrEqual(t, m.Len(), fp.attrBound(), name)
 	}
 }

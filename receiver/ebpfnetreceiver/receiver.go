@@ -430,14 +430,14 @@ func (l *logCalls) end(b *flow.Batch) {
 	if l.next == nil {
 		return
 	}
-	if drops := b.Drops; l.per > 0 {
-		n := min(len(drops), l.per-len(l.flows))
-		l.flush(drops[:n])
-		for drops = drops[n:]; len(drops) > 0; drops = drops[min(l.per, len(drops)):] {
-			l.consume(&flow.Batch{Time: b.Time, Drops: drops[:min(l.per, len(drops))]})
-		}
-	} else {
-		l.flush(drops)
+	n := len(b.Drops)
+	if l.per > 0 {
+		n = min(n, l.per-len(l.flows))
+	}
+	l.flush(b.Drops[:n])
+	drops := b.Drops[n:]
+	for from, to := range l.p.calls(len(drops)) {
+		l.consume(&flow.Batch{Time: b.Time, Drops: drops[from:to]})
 	}
 	for from, to := range l.p.calls(len(b.DNS)) {
 		l.consume(&flow.Batch{Time: b.Time, DNS: b.DNS[from:to]})
